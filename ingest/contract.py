@@ -1,0 +1,203 @@
+"""The MQTT contract: topic layout and JSON payload models (see docs/mqtt.md).
+
+Topics are `{prefix}/v1/{kind}/{device_id}/{channel}`:
+
+* kind: `bin`, `signal` (a signal controller) or `truck`;
+* channel: `telemetry`, `events` or `status` (device to platform), and
+  `cmd/{name}` (platform to device: `cmd/timing` for controllers, `cmd/route` for trucks).
+
+Everything here is pure: no I/O, so simulators, ingest, tests and docs share it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+__all__ = [
+    "CONTRACT_VERSION",
+    "DEVICE_ID_PATTERN",
+    "BinTelemetry",
+    "Channel",
+    "DeviceKind",
+    "DeviceStatus",
+    "SignalEvent",
+    "SignalEvents",
+    "TopicError",
+    "TopicInfo",
+    "TruckEvent",
+    "TruckTelemetry",
+    "command_topic",
+    "device_topic",
+    "ingest_subscription",
+    "parse_topic",
+    "payload_model",
+    "utc_iso",
+    "contract_pairs",
+]
+
+CONTRACT_VERSION = "v1"
+DEVICE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$"
+_DEVICE_ID_RE = re.compile(DEVICE_ID_PATTERN)
+
+
+class DeviceKind(StrEnum):
+    BIN = "bin"
+    SIGNAL = "signal"
+    TRUCK = "truck"
+
+
+class Channel(StrEnum):
+    TELEMETRY = "telemetry"
+    EVENTS = "events"
+    STATUS = "status"
+
+
+class TopicError(ValueError):
+    """A topic outside the contract."""
+
+
+@dataclass(frozen=True, slots=True)
+class TopicInfo:
+    kind: DeviceKind
+    device_id: str
+    channel: Channel
+
+
+def device_topic(prefix: str, kind: DeviceKind, device_id: str, channel: Channel) -> str:
+    """Topic a device publishes on."""
+    return f"{prefix}/{CONTRACT_VERSION}/{kind.value}/{device_id}/{channel.value}"
+
+
+def command_topic(prefix: str, kind: DeviceKind, device_id: str, command: str) -> str:
+    """Topic a device subscribes to for commands (`timing` for signals, `route` for trucks)."""
+    return f"{prefix}/{CONTRACT_VERSION}/{kind.value}/{device_id}/cmd/{command}"
+
+
+def ingest_subscription(prefix: str, share_group: str | None) -> str:
+    """Filter for everything devices publish (not commands), shared when a group is given."""
+    topic_filter = f"{prefix}/{CONTRACT_VERSION}/+/+/+"
+    return f"$share/{share_group}/{topic_filter}" if share_group else topic_filter
+
+
+def parse_topic(prefix: str, topic: str) -> TopicInfo:
+    """Split a device topic into kind, device id and channel, or raise `TopicError`."""
+    head = f"{prefix}/{CONTRACT_VERSION}/"
+    if not topic.startswith(head):
+        raise TopicError(f"topic {topic!r} is not under {head!r}")
+    levels = topic[len(head) :].split("/")
+    if len(levels) != 3:
+        raise TopicError(f"topic {topic!r} must be {head}<kind>/<device_id>/<channel>")
+    kind_s, device_id, channel_s = levels
+    try:
+        kind = DeviceKind(kind_s)
+    except ValueError:
+        raise TopicError(f"unknown device kind {kind_s!r} in topic {topic!r}") from None
+    try:
+        channel = Channel(channel_s)
+    except ValueError:
+        raise TopicError(f"unknown channel {channel_s!r} in topic {topic!r}") from None
+    if not _DEVICE_ID_RE.match(device_id):
+        raise TopicError(f"invalid device id {device_id!r} in topic {topic!r}")
+    return TopicInfo(kind, device_id, channel)
+
+
+class _Payload(BaseModel):
+    # Unknown fields are refused so that a typo ("fil_pct") is not silently dropped.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+Percent = Annotated[float, Field(ge=0.0, le=100.0)]
+
+
+class BinTelemetry(_Payload):
+    """A fill-level sensor reading. Topic `.../bin/{id}/telemetry`."""
+
+    ts: AwareDatetime = Field(description="measurement time, RFC 3339 with offset (UTC preferred)")
+    fill_pct: Percent = Field(description="fill level in percent of the bin's volume")
+    temperature_c: float | None = Field(
+        default=None, ge=-50.0, le=200.0, description="temperature inside the bin in degC"
+    )
+    battery_pct: Percent | None = Field(default=None, description="sensor battery in percent")
+    tilt: bool = Field(default=False, description="bin tipped over (tilt switch)")
+    fault: Literal["stuck", "sensor_error", "low_battery"] | None = Field(
+        default=None, description="fault the sensor diagnosed itself"
+    )
+
+
+class SignalEvent(_Payload):
+    """One Indiana high-resolution controller event."""
+
+    ts: AwareDatetime = Field(description="event time, 0.1 s resolution")
+    code: int = Field(ge=0, le=255, description="Indiana event code (1 begin green, 82 det on…)")
+    param: int = Field(ge=0, le=255, description="event parameter: phase, detector channel…")
+
+
+class SignalEvents(_Payload):
+    """A batch of controller events. Topic `.../signal/{id}/events`."""
+
+    events: list[SignalEvent] = Field(min_length=1, max_length=5000)
+
+
+class TruckTelemetry(_Payload):
+    """A truck's position. Topic `.../truck/{id}/telemetry`."""
+
+    ts: AwareDatetime
+    lat: float = Field(ge=-90.0, le=90.0, description="WGS84 latitude in degrees")
+    lon: float = Field(ge=-180.0, le=180.0, description="WGS84 longitude in degrees")
+    speed_kmh: float = Field(default=0.0, ge=0.0, le=200.0)
+    heading_deg: float | None = Field(default=None, ge=0.0, lt=360.0)
+    load_l: float | None = Field(default=None, ge=0.0, description="load on board in litres")
+    route_version: int | None = Field(default=None, ge=1)
+
+
+class TruckEvent(_Payload):
+    """A stop event from a truck. Topic `.../truck/{id}/events`."""
+
+    ts: AwareDatetime
+    kind: Literal["stop_done", "stop_skipped", "unloaded", "shift_start", "shift_end"]
+    bin_id: str | None = Field(default=None, pattern=DEVICE_ID_PATTERN)
+    route_version: int | None = Field(default=None, ge=1)
+    reason: str | None = Field(default=None, max_length=200, description="why a stop was skipped")
+    volume_l: float | None = Field(default=None, ge=0.0, description="volume emptied in litres")
+
+
+class DeviceStatus(_Payload):
+    """Retained online/offline state, also the last will. Topic `.../{kind}/{id}/status`."""
+
+    state: Literal["online", "offline"]
+    ts: AwareDatetime | None = Field(default=None, description="absent in a last will")
+    firmware: str | None = Field(default=None, max_length=64)
+
+
+_MODELS: dict[tuple[DeviceKind, Channel], type[_Payload]] = {
+    (DeviceKind.BIN, Channel.TELEMETRY): BinTelemetry,
+    (DeviceKind.SIGNAL, Channel.EVENTS): SignalEvents,
+    (DeviceKind.TRUCK, Channel.TELEMETRY): TruckTelemetry,
+    (DeviceKind.TRUCK, Channel.EVENTS): TruckEvent,
+    (DeviceKind.BIN, Channel.STATUS): DeviceStatus,
+    (DeviceKind.SIGNAL, Channel.STATUS): DeviceStatus,
+    (DeviceKind.TRUCK, Channel.STATUS): DeviceStatus,
+}
+
+
+def payload_model(kind: DeviceKind, channel: Channel) -> type[_Payload] | None:
+    """The payload model for a kind and channel, or None when the pair is not in the contract."""
+    return _MODELS.get((kind, channel))
+
+
+def contract_pairs() -> list[tuple[DeviceKind, Channel, type[_Payload]]]:
+    """Every (kind, channel, model) in the contract, for docs and schema export."""
+    return [(k, c, m) for (k, c), m in _MODELS.items()]
+
+
+def utc_iso(ts: datetime) -> str:
+    """RFC 3339 in UTC with millisecond precision (`2026-11-21T08:00:00.000Z`), as devices send it."""
+    if ts.tzinfo is None:
+        raise ValueError("naive datetime: cityops only handles timezone-aware times")
+    return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

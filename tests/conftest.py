@@ -1,0 +1,105 @@
+"""Shared fixtures: a fresh database per test (cloned from a migrated template), the real
+Mosquitto of the machine, and private Mosquitto brokers started from deploy/ settings.
+
+Environment: CITYOPS_TEST_PG (admin URL, default postgresql://postgres@127.0.0.1:5432/postgres)
+and CITYOPS_TEST_MQTT (default mqtt://127.0.0.1:1883).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from cityops.ingest.config import Settings
+from cityops.ingest.db import migrate
+from tests.support.brokers import MosquittoProcess, start_mosquitto
+
+ADMIN_URL = os.environ.get("CITYOPS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+MQTT_URL = os.environ.get("CITYOPS_TEST_MQTT", "mqtt://127.0.0.1:1883")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _db_url(name: str) -> str:
+    return psycopg.conninfo.make_conninfo(ADMIN_URL, dbname=name)
+
+
+def _drop(name: str) -> None:
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def template_db() -> Iterator[str]:
+    """A database migrated once per test run; tests get copies of it."""
+    name = f"cityops_tmpl_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        migrate(_db_url(name), mode="auto")
+        yield name
+    finally:
+        _drop(name)
+
+
+@pytest.fixture
+def db_url(template_db: str) -> Iterator[str]:
+    """URL of a fresh, migrated database for this test only."""
+    name = f"cityops_t_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(template_db)
+            )
+        )
+    try:
+        yield _db_url(name)
+    finally:
+        _drop(name)
+
+
+@pytest.fixture
+def empty_db_url() -> Iterator[str]:
+    """URL of a new, empty database (no migrations applied)."""
+    name = f"cityops_e_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield _db_url(name)
+    finally:
+        _drop(name)
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    """A topic prefix no other test uses."""
+    return f"test-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def settings(db_url: str, topic_prefix: str) -> Settings:
+    """Settings pointing at this test's database, the machine's broker and a unique prefix."""
+    return Settings(
+        database_url=db_url,
+        mqtt_url=MQTT_URL,
+        topic_prefix=topic_prefix,
+        ingest_client_id=f"ingest-{uuid.uuid4().hex[:8]}",
+        ingest_share_group=f"grp-{uuid.uuid4().hex[:8]}",
+        ingest_metrics_port=0,
+        ingest_flush_ms=50,
+    )
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[MosquittoProcess]:
+    """A private Mosquitto with the shipped queueing settings, on a free loopback port."""
+    broker = start_mosquitto(tmp_path / "mosquitto", include_dir=REPO / "deploy/mosquitto/conf.d")
+    try:
+        yield broker
+    finally:
+        broker.stop()

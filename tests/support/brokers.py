@@ -1,0 +1,78 @@
+"""Start and stop real Mosquitto processes on free loopback ports for tests."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"mosquitto did not listen on port {port} within {timeout}s")
+
+
+@dataclass
+class MosquittoProcess:
+    workdir: Path
+    port: int
+    conf: Path
+    proc: subprocess.Popen[bytes] | None = field(default=None)
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        log = open(self.workdir / "mosquitto.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=log, stderr=log)
+        _wait_port(self.port)
+
+    def stop(self) -> None:
+        """Stop gracefully (SIGTERM): Mosquitto writes its persistence file on the way out."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=20)
+        self.proc = None
+
+    def restart(self, downtime_s: float = 0.0) -> None:
+        self.stop()
+        time.sleep(downtime_s)
+        self.start()
+
+
+def start_mosquitto(workdir: Path, *, include_dir: Path | None, port: int | None = None) -> MosquittoProcess:
+    """Write a config (our listener, our persistence dir, optionally the shipped conf.d)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    lines = [
+        "persistence true",
+        f"persistence_location {workdir}/",
+        f"log_dest file {workdir}/broker.log",
+        f"listener {port} 127.0.0.1",
+        "allow_anonymous true",
+    ]
+    if include_dir is not None:
+        lines.append(f"include_dir {include_dir}")
+    conf = workdir / "mosquitto.conf"
+    conf.write_text("\n".join(lines) + "\n")
+    broker = MosquittoProcess(workdir=workdir, port=port, conf=conf)
+    broker.start()
+    return broker
