@@ -109,7 +109,7 @@ def parse_topic(prefix: str, topic: str) -> TopicInfo:
 
 class _Payload(BaseModel):
     # Unknown fields are refused so that a typo ("fil_pct") is not silently dropped.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 Percent = Annotated[float, Field(ge=0.0, le=100.0)]

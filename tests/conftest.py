@@ -92,6 +92,7 @@ def settings(db_url: str, topic_prefix: str) -> Settings:
         ingest_share_group=f"grp-{uuid.uuid4().hex[:8]}",
         ingest_metrics_port=0,
         ingest_flush_ms=50,
+        ingest_session_expiry_s=120,
     )
 
 

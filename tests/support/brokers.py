@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -69,6 +70,8 @@ def start_mosquitto(workdir: Path, *, include_dir: Path | None, port: int | None
         f"listener {port} 127.0.0.1",
         "allow_anonymous true",
     ]
+    if os.geteuid() == 0:
+        lines.append("user root")  # keep root so the broker can write into the test's tmp dir
     if include_dir is not None:
         lines.append(f"include_dir {include_dir}")
     conf = workdir / "mosquitto.conf"

@@ -1,0 +1,101 @@
+"""The ingest's own metrics: Prometheus (own registry per instance) and a summary line."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+__all__ = ["IngestMetrics"]
+
+logger = logging.getLogger(__name__)
+
+
+class _HasTimes(Protocol):
+    t_mono: float
+
+
+class IngestMetrics:
+    """Counters and histograms of one ingest instance."""
+
+    def __init__(self, instance: str) -> None:
+        self.instance = instance
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.received = Counter(
+            "cityops_ingest_messages_received", "MQTT messages received", registry=r
+        )
+        self.rows = Counter(
+            "cityops_ingest_rows_written", "rows newly written, by table", ["table"], registry=r
+        )
+        self.dead = Counter(
+            "cityops_ingest_dead_letters", "messages dead-lettered, by reason", ["reason"],
+            registry=r,
+        )
+        self.batch_seconds = Histogram(
+            "cityops_ingest_batch_write_seconds", "time to write and commit one batch",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=r,
+        )
+        self.receive_to_commit = Histogram(
+            "cityops_ingest_receive_to_commit_seconds",
+            "from receipt of a message to the commit of its row",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r,
+        )
+        self.backlog = Gauge(
+            "cityops_ingest_backlog", "messages received but not yet written", registry=r
+        )
+        self.db_errors = Counter(
+            "cityops_ingest_db_errors", "failed database writes (retried)", registry=r
+        )
+        self._lock = threading.Lock()
+        self.totals = {"received": 0, "rows": 0, "dead": 0, "batches": 0}
+        self._last_batch_ms: float | None = None
+        self._server: Any = None
+
+    def observe_batch(
+        self, batch: Sequence[_HasTimes], good: Sequence[object], dead: Sequence[Any],
+        result: Any, write_s: float, done_mono: float,
+    ) -> None:
+        self.received.inc(len(batch))
+        for table, n in result.rows.items():
+            self.rows.labels(table).inc(n)
+        for d in dead:
+            self.dead.labels(d.reason).inc()
+        self.batch_seconds.observe(write_s)
+        self.receive_to_commit.observe(done_mono - batch[0].t_mono)
+        with self._lock:
+            self.totals["received"] += len(batch)
+            self.totals["rows"] += result.total_rows
+            self.totals["dead"] += len(dead)
+            self.totals["batches"] += 1
+            self._last_batch_ms = write_s * 1000.0
+
+    def snapshot(self, backlog: int) -> tuple[int, int, int, int, float | None, int]:
+        with self._lock:
+            t = dict(self.totals)
+            return (t["received"], t["rows"], t["dead"], t["batches"], self._last_batch_ms, backlog)
+
+    def summary(self, backlog: int) -> str:
+        received, rows, dead, batches, last_ms, _ = self.snapshot(backlog)
+        last = f"{last_ms:.1f} ms" if last_ms is not None else "-"
+        return (
+            f"received {received:,} messages, wrote {rows:,} rows in {batches:,} batches, "
+            f"{dead:,} dead letters, backlog {backlog:,}, last batch {last}"
+        )
+
+    def serve(self, port: int) -> None:
+        try:
+            server, _thread = start_http_server(port, addr="0.0.0.0", registry=self.registry)
+        except OSError as exc:
+            logger.error("metrics endpoint not started on port %d: %s", port, exc)
+            return
+        self._server = server
+        logger.info("Prometheus metrics at http://0.0.0.0:%d/metrics", port)
+
+    def shutdown(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None

@@ -1,0 +1,343 @@
+"""The ingest service: MQTT in, PostgreSQL out, nothing lost.
+
+* MQTT v5, QoS 1, a persistent session (clean_start=False plus a session expiry), and a
+  shared subscription so several instances split the load.
+* paho's manual acknowledgement: a message is acknowledged only after the transaction
+  holding its row (or its dead letter) committed. If the database is down the batch is
+  retried with backoff and nothing is acknowledged; the broker stops sending once Receive
+  Maximum messages are unacknowledged and keeps the rest queued (backpressure).
+* After a reconnect, acknowledgements for messages of the old connection are dropped: the
+  broker redelivers them and the idempotent writer stores them once.
+
+Threads: paho's network loop puts messages on a queue; one writer thread batches (by size
+or time), decodes, writes, commits and acknowledges; the main thread waits for a signal.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from types import FrameType
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import psycopg
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from cityops.ingest.config import Settings
+from cityops.ingest.contract import ingest_subscription
+from cityops.ingest.decode import Decoded, Limits, Reason, Rejected, decode
+from cityops.ingest.metrics import IngestMetrics
+from cityops.ingest.writer import DeadLetter, Writer
+
+__all__ = ["IngestService", "run_ingest"]
+
+logger = logging.getLogger(__name__)
+
+_REGISTRY_REFRESH_S = 30.0
+_REGISTRY_MISS_REFRESH_S = 5.0
+_METRICS_EVERY_S = 10.0
+_ROLLUP_EVERY_S = 30.0
+_RETENTION_EVERY_S = 6 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    generation: int
+    received: datetime
+    t_mono: float
+
+
+def _backoff(attempt: int, cap: float = 30.0) -> float:
+    """Exponential backoff with full jitter: 0.25 s, 0.5 s, 1 s ... up to `cap`."""
+    return float(random.uniform(0.5, 1.0) * min(cap, 0.25 * 2**attempt))
+
+
+class IngestService:
+    """One ingest instance. `start()` returns at once; `stop()` flushes and disconnects."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.instance = settings.ingest_client_id
+        self.metrics = IngestMetrics(self.instance)
+        self._limits = Limits(
+            max_payload_bytes=settings.ingest_max_payload_bytes,
+            max_future=timedelta(seconds=settings.ingest_max_future_s),
+            max_age=timedelta(days=settings.ingest_max_age_days),
+        )
+        self._queue: queue.SimpleQueue[Inbound] = queue.SimpleQueue()
+        self._writer = Writer(settings.database_url, application_name=f"cityops-{self.instance}")
+        self._registry: dict[tuple[str, str], str] = {}
+        self._registry_at = 0.0
+        self._ack_lock = threading.Lock()
+        self._generation = 0
+        self._connected = threading.Event()
+        self._stopping = threading.Event()
+        self._writer_done = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._dirty_since: datetime | None = None
+        self._client = self._make_client()
+
+    # ----------------------------------------------------------------- MQTT side
+    def _make_client(self) -> mqtt.Client:
+        s = self.settings
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=self.instance,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        if s.mqtt_username:
+            client.username_pw_set(s.mqtt_username, s.mqtt_password)
+        if s.mqtt_tls:
+            client.tls_set(ca_certs=str(s.mqtt_ca_file) if s.mqtt_ca_file else None)
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.max_inflight_messages_set(100)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        return client
+
+    def _on_connect(
+        self, client: mqtt.Client, _ud: Any, flags: Any, reason: Any, _props: Any
+    ) -> None:
+        if reason.is_failure:
+            logger.error("broker refused the connection: %s", reason)
+            return
+        with self._ack_lock:
+            self._generation += 1
+        topic = ingest_subscription(self.settings.topic_prefix, self.settings.ingest_share_group)
+        client.subscribe(topic, options=SubscribeOptions(qos=1))
+        self._connected.set()
+        logger.info(
+            "connected to %s:%s as %s (session present: %s), subscribed to %s",
+            self.settings.mqtt_host, self.settings.mqtt_port, self.instance,
+            flags.session_present, topic,
+        )
+
+    def _on_disconnect(
+        self, _client: mqtt.Client, _ud: Any, _flags: Any, reason: Any, _props: Any
+    ) -> None:
+        with self._ack_lock:
+            self._generation += 1
+        self._connected.clear()
+        if not self._stopping.is_set():
+            logger.warning("disconnected from broker (%s); reconnecting with backoff", reason)
+
+    def _on_message(self, _client: mqtt.Client, _ud: Any, msg: mqtt.MQTTMessage) -> None:
+        self._queue.put(
+            Inbound(
+                msg.topic, msg.payload, msg.mid, msg.qos, self._generation,
+                datetime.now(UTC), time.monotonic(),
+            )
+        )
+
+    def _ack(self, batch: list[Inbound]) -> int:
+        """Acknowledge the batch's messages that belong to the current connection."""
+        acked = 0
+        with self._ack_lock:
+            for m in batch:
+                if m.qos > 0 and m.generation == self._generation:
+                    self._client.ack(m.mid, m.qos)
+                    acked += 1
+        return acked
+
+    # ------------------------------------------------------------ writer side
+    def _collect(self) -> list[Inbound]:
+        batch: list[Inbound] = []
+        limit = self.settings.ingest_batch_size
+        try:
+            first = self._queue.get(timeout=0.25)
+        except queue.Empty:
+            return batch
+        batch.append(first)
+        deadline = first.t_mono + self.settings.ingest_flush_ms / 1000.0
+        while len(batch) < limit:
+            remaining = deadline - time.monotonic()
+            try:
+                batch.append(
+                    self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                )
+            except queue.Empty:
+                break
+        return batch
+
+    def _refresh_registry(self, *, force: bool = False) -> None:
+        age = time.monotonic() - self._registry_at
+        if force and age < _REGISTRY_MISS_REFRESH_S:
+            return
+        if force or age > _REGISTRY_REFRESH_S:
+            self._registry = self._writer.load_registry()
+            self._registry_at = time.monotonic()
+
+    def _classify(
+        self, batch: list[Inbound]
+    ) -> tuple[list[tuple[Decoded, str, datetime]], list[DeadLetter]]:
+        good: list[tuple[Decoded, str, datetime]] = []
+        dead: list[DeadLetter] = []
+        prefix = self.settings.topic_prefix
+        for m in batch:
+            result = decode(prefix, m.topic, m.payload, m.received, self._limits)
+            if isinstance(result, Rejected):
+                dead.append(DeadLetter(m.topic, m.payload, result.reason.value, result.detail))
+                continue
+            key = (result.kind.value, result.device_id)
+            entity = self._registry.get(key)
+            if entity is None:
+                self._refresh_registry(force=True)
+                entity = self._registry.get(key)
+            if entity is None:
+                dead.append(
+                    DeadLetter(
+                        m.topic, m.payload, Reason.UNKNOWN_DEVICE.value,
+                        f"no {result.kind} with device id {result.device_id!r} in the registry; "
+                        "register it, then 'cityops deadletters replay --reason unknown_device'",
+                    )
+                )
+                continue
+            good.append((result, entity, m.received))
+        return good, dead
+
+    def _process(self, batch: list[Inbound]) -> bool:
+        """Write and acknowledge one batch, retrying until it is stored. False if stopped."""
+        attempt = 0
+        while True:
+            try:
+                self._refresh_registry()
+                good, dead = self._classify(batch)
+                started = time.monotonic()
+                result = self._writer.write(good, dead)
+                break
+            except psycopg.Error as exc:
+                self._writer.close()
+                self.metrics.db_errors.inc()
+                if self._stopping.is_set() and attempt >= 3:
+                    logger.error(
+                        "database still unavailable while stopping; %d messages stay "
+                        "unacknowledged and will be redelivered by the broker", len(batch),
+                    )
+                    return False
+                delay = _backoff(attempt)
+                attempt += 1
+                logger.warning(
+                    "database write failed (%s); retrying batch of %d in %.1f s (attempt %d)",
+                    str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                    len(batch), delay, attempt,
+                )
+                time.sleep(delay)
+        done = time.monotonic()
+        self._ack(batch)
+        self.metrics.observe_batch(batch, good, dead, result, done - started, done)
+        if result.min_ts is not None and (self._dirty_since is None or result.min_ts < self._dirty_since):
+            self._dirty_since = result.min_ts
+        for d in dead:
+            logger.info("dead letter on %s: %s (%s)", d.topic, d.reason, d.detail)
+        return True
+
+    def _maintenance(self, clock: dict[str, float]) -> None:
+        now = time.monotonic()
+        try:
+            if now - clock["metrics"] >= _METRICS_EVERY_S:
+                clock["metrics"] = now
+                self._writer.record_metrics(self.instance, self.metrics.snapshot(self._queue.qsize()))
+                logger.info("%s", self.metrics.summary(self._queue.qsize()))
+            if self._dirty_since is not None and now - clock["rollup"] >= _ROLLUP_EVERY_S:
+                clock["rollup"] = now
+                since, self._dirty_since = self._dirty_since, None
+                self._writer.refresh_rollups(since)
+            if now - clock["retention"] >= _RETENTION_EVERY_S:
+                clock["retention"] = now
+                self._writer.apply_retention(self.settings.retention_days)
+        except psycopg.Error as exc:
+            self._writer.close()
+            logger.warning("maintenance skipped, database error: %s", exc)
+
+    def _writer_loop(self) -> None:
+        clock = {"metrics": time.monotonic(), "rollup": 0.0, "retention": time.monotonic()}
+        try:
+            while True:
+                batch = self._collect()
+                self.metrics.backlog.set(self._queue.qsize())
+                if batch:
+                    if not self._process(batch):
+                        break
+                elif self._stopping.is_set():
+                    break
+                self._maintenance(clock)
+        except Exception:
+            logger.exception("ingest writer crashed; stopping so a supervisor restarts it")
+            self._stopping.set()
+        finally:
+            self._writer_done.set()
+
+    # -------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        s = self.settings
+        logger.info(
+            "ingest %s starting: database %s, broker %s:%s, prefix %r, batch %d / %d ms",
+            self.instance, s.redacted_database_url(), s.mqtt_host, s.mqtt_port, s.topic_prefix,
+            s.ingest_batch_size, s.ingest_flush_ms,
+        )
+        if s.ingest_metrics_port:
+            self.metrics.serve(s.ingest_metrics_port)
+        self._thread = threading.Thread(target=self._writer_loop, name="ingest-writer", daemon=True)
+        self._thread.start()
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = s.ingest_session_expiry_s
+        props.ReceiveMaximum = s.ingest_receive_maximum
+        self._client.connect_async(
+            s.mqtt_host, s.mqtt_port, keepalive=30, clean_start=False, properties=props
+        )
+        self._client.loop_start()
+
+    def wait_connected(self, timeout: float = 10.0) -> bool:
+        return self._connected.wait(timeout)
+
+    @property
+    def running(self) -> bool:
+        return not self._writer_done.is_set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Flush what was received, acknowledge it, then disconnect."""
+        logger.info("ingest %s stopping: flushing %d queued messages", self.instance, self._queue.qsize())
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._writer.close()
+        self.metrics.shutdown()
+        logger.info("ingest %s stopped: %s", self.instance, self.metrics.summary(self._queue.qsize()))
+
+
+def run_ingest(settings: Settings) -> int:
+    """Entry point of `cityops ingest`: run until SIGINT or SIGTERM."""
+    service = IngestService(settings)
+    stop = threading.Event()
+
+    def _handle(signum: int, _frame: FrameType | None) -> None:
+        logger.info("received %s", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, _handle)
+    signal.signal(signal.SIGTERM, _handle)
+    service.start()
+    while not stop.is_set() and service.running:
+        stop.wait(1.0)
+    service.stop()
+    return 0 if stop.is_set() else 1
+
+

@@ -1,0 +1,267 @@
+"""Write a batch of decoded messages and dead letters to PostgreSQL in one transaction.
+
+Rows are COPYed into temporary staging tables and merged with `INSERT ... SELECT ... ON
+CONFLICT DO NOTHING` on each table's natural key, so a redelivered message never adds a
+row. Latest state is upserted only when newer. The caller acknowledges the MQTT messages
+only after `write()` returned, i.e. after COMMIT.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import psycopg
+
+from cityops.ingest.contract import (
+    BinTelemetry,
+    DeviceStatus,
+    SignalEvents,
+    TruckEvent,
+    TruckTelemetry,
+)
+from cityops.ingest.decode import Decoded, payload_times
+
+__all__ = ["DeadLetter", "WriteResult", "Writer", "rows_for"]
+
+logger = logging.getLogger(__name__)
+
+_MAX_STORED_PAYLOAD = 256 * 1024
+
+# staging table -> (target table, columns)
+_TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "bin_readings": (
+        "bin_readings",
+        ("bin_id", "ts", "sensor_id", "fill_pct", "temperature_c", "battery_pct", "tilt", "fault"),
+    ),
+    "signal_events": ("signal_events", ("controller_id", "ts", "code", "param")),
+    "truck_positions": (
+        "truck_positions",
+        ("truck_id", "ts", "lat", "lon", "speed_kmh", "heading_deg", "load_l", "route_version"),
+    ),
+    "truck_events": (
+        "truck_events",
+        ("truck_id", "ts", "kind", "bin_id", "route_version", "reason", "volume_l"),
+    ),
+    "device_seen": ("device_status", ("kind", "device_id", "state", "state_ts", "last_seen")),
+}
+
+_MERGE_SQL = {
+    "bin_readings": """
+        INSERT INTO bin_readings ({cols}) SELECT {cols} FROM stage_bin_readings
+        ON CONFLICT DO NOTHING""",
+    "signal_events": """
+        INSERT INTO signal_events ({cols}) SELECT {cols} FROM stage_signal_events
+        ON CONFLICT DO NOTHING""",
+    "truck_positions": """
+        INSERT INTO truck_positions ({cols}) SELECT {cols} FROM stage_truck_positions
+        ON CONFLICT DO NOTHING""",
+    "truck_events": """
+        INSERT INTO truck_events ({cols}) SELECT {cols} FROM stage_truck_events
+        ON CONFLICT DO NOTHING""",
+}
+
+_STATE_SQL = (
+    """
+    INSERT INTO bin_state AS s (bin_id, ts, fill_pct, temperature_c, battery_pct, tilt, fault)
+    SELECT DISTINCT ON (bin_id) bin_id, ts, fill_pct, temperature_c, battery_pct, tilt, fault
+    FROM stage_bin_readings ORDER BY bin_id, ts DESC
+    ON CONFLICT (bin_id) DO UPDATE SET
+        ts = EXCLUDED.ts, fill_pct = EXCLUDED.fill_pct, temperature_c = EXCLUDED.temperature_c,
+        battery_pct = EXCLUDED.battery_pct, tilt = EXCLUDED.tilt, fault = EXCLUDED.fault,
+        updated_at = now()
+    WHERE s.ts < EXCLUDED.ts
+    """,
+    """
+    INSERT INTO truck_state AS s (truck_id, ts, lat, lon, speed_kmh, load_l, route_version)
+    SELECT DISTINCT ON (truck_id) truck_id, ts, lat, lon, speed_kmh, load_l, route_version
+    FROM stage_truck_positions ORDER BY truck_id, ts DESC
+    ON CONFLICT (truck_id) DO UPDATE SET
+        ts = EXCLUDED.ts, lat = EXCLUDED.lat, lon = EXCLUDED.lon, speed_kmh = EXCLUDED.speed_kmh,
+        load_l = EXCLUDED.load_l, route_version = EXCLUDED.route_version, updated_at = now()
+    WHERE s.ts < EXCLUDED.ts
+    """,
+    # last_seen only moves forward; an explicit status (state_ts) only replaces an older one.
+    """
+    INSERT INTO device_status AS s (kind, device_id, state, state_ts, last_seen)
+    SELECT kind, device_id,
+           (array_agg(state ORDER BY state_ts DESC NULLS LAST))[1],
+           max(state_ts), max(last_seen)
+    FROM stage_device_seen GROUP BY kind, device_id
+    ON CONFLICT (kind, device_id) DO UPDATE SET
+        last_seen = GREATEST(s.last_seen, EXCLUDED.last_seen),
+        state = CASE WHEN EXCLUDED.state_ts IS NOT NULL
+                      AND (s.state_ts IS NULL OR EXCLUDED.state_ts >= s.state_ts)
+                     THEN EXCLUDED.state ELSE s.state END,
+        state_ts = CASE WHEN EXCLUDED.state_ts IS NOT NULL
+                         AND (s.state_ts IS NULL OR EXCLUDED.state_ts >= s.state_ts)
+                        THEN EXCLUDED.state_ts ELSE s.state_ts END
+    """,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    topic: str
+    payload: bytes
+    reason: str
+    detail: str
+
+
+@dataclass(slots=True)
+class WriteResult:
+    rows: dict[str, int] = field(default_factory=dict)
+    dead_letters: int = 0
+    min_ts: datetime | None = None
+
+    @property
+    def total_rows(self) -> int:
+        return sum(self.rows.values())
+
+
+Row = tuple[object, ...]
+
+
+def rows_for(msg: Decoded, entity_id: str, received: datetime) -> dict[str, list[Row]]:
+    """The staging rows for one decoded message; `entity_id` is the registry id (bin id)."""
+    p = msg.payload
+    out: dict[str, list[Row]] = defaultdict(list)
+    seen_ts = received
+    if isinstance(p, BinTelemetry):
+        out["bin_readings"].append(
+            (entity_id, p.ts, msg.device_id, p.fill_pct, p.temperature_c, p.battery_pct,
+             p.tilt, p.fault)
+        )
+    elif isinstance(p, SignalEvents):
+        out["signal_events"].extend((entity_id, e.ts, e.code, e.param) for e in p.events)
+    elif isinstance(p, TruckTelemetry):
+        out["truck_positions"].append(
+            (entity_id, p.ts, p.lat, p.lon, p.speed_kmh, p.heading_deg, p.load_l, p.route_version)
+        )
+    elif isinstance(p, TruckEvent):
+        out["truck_events"].append(
+            (entity_id, p.ts, p.kind, p.bin_id or "", p.route_version, p.reason, p.volume_l)
+        )
+    if isinstance(p, DeviceStatus):
+        out["device_seen"].append(
+            (msg.kind.value, msg.device_id, p.state, p.ts or received, received)
+        )
+    else:
+        out["device_seen"].append((msg.kind.value, msg.device_id, None, None, seen_ts))
+    return out
+
+
+class Writer:
+    """Owns one connection; `write()` stores a batch atomically or raises psycopg errors."""
+
+    def __init__(self, url: str, application_name: str = "cityops-ingest") -> None:
+        self._url = url
+        self._app = application_name
+        self._conn: psycopg.Connection[tuple[object, ...]] | None = None
+
+    def _connection(self) -> psycopg.Connection[tuple[object, ...]]:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self.close()
+            conn = psycopg.connect(self._url, application_name=self._app, connect_timeout=5)
+            conn.execute("SET TIME ZONE 'UTC'")
+            conn.execute("SET synchronous_commit = on")
+            for stage, (target, _cols) in _TABLES.items():
+                conn.execute(
+                    f"CREATE TEMP TABLE IF NOT EXISTS stage_{stage} "
+                    f"(LIKE {target} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+                )
+            conn.commit()
+            self._conn = conn
+            logger.info("ingest writer connected to the database")
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except psycopg.Error:  # already broken; nothing to flush
+                pass
+            self._conn = None
+
+    def load_registry(self) -> dict[tuple[str, str], str]:
+        """(kind, device id) -> registry id, for every device allowed to publish."""
+        conn = self._connection()
+        rows = conn.execute("SELECT kind, device_id, entity_id FROM devices").fetchall()
+        conn.commit()
+        return {(str(k), str(d)): str(e) for k, d, e in rows}
+
+    def write(
+        self,
+        decoded: Sequence[tuple[Decoded, str, datetime]],
+        dead: Sequence[DeadLetter],
+    ) -> WriteResult:
+        """Store decoded messages (with registry id and receive time) and dead letters."""
+        staged: dict[str, list[Row]] = defaultdict(list)
+        result = WriteResult()
+        for msg, entity_id, received in decoded:
+            for table, rows in rows_for(msg, entity_id, received).items():
+                staged[table].extend(rows)
+            for ts in payload_times(msg.payload):
+                if result.min_ts is None or ts < result.min_ts:
+                    result.min_ts = ts
+        conn = self._connection()
+        try:
+            with conn.cursor() as cur:
+                for table, rows in staged.items():
+                    cols = _TABLES[table][1]
+                    with cur.copy(f"COPY stage_{table} ({', '.join(cols)}) FROM STDIN") as copy:
+                        for row in rows:
+                            copy.write_row(row)
+                for table, stmt in _MERGE_SQL.items():
+                    if staged.get(table):
+                        cur.execute(stmt.format(cols=", ".join(_TABLES[table][1])).encode())
+                        result.rows[table] = cur.rowcount
+                for stmt in _STATE_SQL:
+                    cur.execute(stmt.encode())
+                for d in dead:
+                    body = d.payload[:_MAX_STORED_PAYLOAD]
+                    cur.execute(
+                        "INSERT INTO dead_letters (topic, payload, payload_sha256, reason, detail) "
+                        "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (topic, payload_sha256) DO NOTHING",
+                        (d.topic, body, hashlib.sha256(d.payload).digest(), d.reason, d.detail),
+                    )
+                    result.dead_letters += cur.rowcount
+            conn.commit()
+        except BaseException:
+            try:
+                conn.rollback()
+            except psycopg.Error:
+                self.close()
+            raise
+        return result
+
+    def record_metrics(self, instance: str, values: tuple[int, int, int, int, float | None, int]) -> None:
+        conn = self._connection()
+        conn.execute(
+            "INSERT INTO ingest_metrics (ts, instance, received, rows_written, dead_letters, "
+            "batches, batch_latency_ms, backlog) VALUES (now(), %s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT DO NOTHING",
+            (instance, *values),
+        )
+        conn.commit()
+
+    def refresh_rollups(self, since: datetime) -> int:
+        conn = self._connection()
+        row = conn.execute("SELECT cityops_refresh_rollups(%s)", (since,)).fetchone()
+        conn.commit()
+        return int(str(row[0])) if row else 0
+
+    def apply_retention(self, days: int) -> int:
+        conn = self._connection()
+        row = conn.execute(
+            "SELECT cityops_apply_retention(make_interval(days => %s))", (days,)
+        ).fetchone()
+        conn.commit()
+        deleted = int(str(row[0])) if row else 0
+        if deleted:
+            logger.info("retention: deleted %d raw rows older than %d days", deleted, days)
+        return deleted
