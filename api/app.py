@@ -1,0 +1,335 @@
+"""The data-plane HTTP API: health, bins with their latest state, readings, devices, stats.
+
+`create_app(settings)` builds the FastAPI application; the connection pool is opened in its
+lifespan, so building the app touches no database. Endpoints are thin: parsing lives in
+`cityops.api.schemas`, SQL in `cityops.api.repository`, and every error becomes a JSON
+body `{"error", "message", "details"}` in `_install_error_handlers`, the only place that
+knows HTTP status codes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import psycopg
+from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from psycopg_pool import PoolTimeout
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from cityops.api.errors import (
+    ApiError,
+    DatabaseUnavailableError,
+    InvalidParameterError,
+    NotFoundError,
+)
+from cityops.api.repository import BinFilter, Repository, open_pool
+from cityops.api.schemas import (
+    BinOut,
+    BinPage,
+    BucketName,
+    DeviceKind,
+    DeviceOut,
+    DevicePage,
+    DeviceState,
+    ErrorBody,
+    FillBucketOut,
+    Fraction,
+    HealthOut,
+    ReadingOut,
+    ReadingsOut,
+    StatsOut,
+    Text,
+    choose_bucket,
+    decode_cursor,
+    encode_cursor,
+    parse_bbox,
+    resolve_range,
+)
+from cityops.ingest.config import Settings
+
+__all__ = ["DEFAULT_DEVICE_STALE_AFTER", "create_app"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DEVICE_STALE_AFTER = timedelta(minutes=15)
+
+# The one mapping from error classes to HTTP status codes (most specific first).
+_STATUS: tuple[tuple[type[ApiError], int], ...] = (
+    (NotFoundError, 404),
+    (InvalidParameterError, 422),
+    (DatabaseUnavailableError, 503),
+)
+
+_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "unknown id"},
+    422: {"model": ErrorBody, "description": "invalid parameters, with one detail per field"},
+    503: {"model": ErrorBody, "description": "database unreachable"},
+}
+
+
+def create_app(
+    settings: Settings,
+    *,
+    device_stale_after: timedelta = DEFAULT_DEVICE_STALE_AFTER,
+    db_timeout_s: float = 5.0,
+) -> FastAPI:
+    """The API over the database in `settings`.
+
+    `device_stale_after`: silence after which a device counts as offline.
+    `db_timeout_s`: how long a request waits for a database connection before a 503.
+    """
+    if device_stale_after <= timedelta(0):
+        raise ValueError("device_stale_after must be positive")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = open_pool(settings.database_url, timeout_s=db_timeout_s)
+        app.state.repository = Repository(pool)
+        logger.info("API using database %s", settings.redacted_database_url())
+        try:
+            yield
+        finally:
+            pool.close()
+
+    app = FastAPI(
+        title="cityops API",
+        version="0.1.0",
+        summary="Bins, fill levels and device status of the cityops data plane.",
+        description="Times are UTC (ISO 8601 with `Z`); fields ending in `_local` give "
+        "Europe/Berlin wall-clock time for display. Lists are paginated with an opaque "
+        "`cursor`: pass the `next_cursor` of one page to get the next.",
+        lifespan=lifespan,
+        responses=_ERROR_RESPONSES,
+    )
+    app.state.device_stale_after = device_stale_after
+    _install_error_handlers(app)
+    _add_routes(app)
+    return app
+
+
+def _repository(request: Request) -> Repository:
+    repo: Repository = request.app.state.repository
+    return repo
+
+
+Repo = Annotated[Repository, Depends(_repository)]
+Limit = Annotated[int, Query(ge=1, le=1000, description="page size")]
+Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous page")]
+
+
+def _add_routes(app: FastAPI) -> None:
+    @app.get("/health", tags=["health"])
+    def health(repo: Repo) -> HealthOut:
+        """Liveness and database reachability; 503 when the database cannot be used."""
+        mode = repo.storage_mode()
+        return HealthOut(storage_mode=mode.value)
+
+    @app.get("/api/v1/bins", tags=["bins"])
+    def list_bins(
+        repo: Repo,
+        min_fill: Annotated[
+            float | None, Query(ge=0, le=100, description="only bins at least this full (%)")
+        ] = None,
+        fraction: Annotated[Fraction | None, Query(description="waste fraction")] = None,
+        district: Annotated[Text | None, Query(max_length=200)] = None,
+        bbox: Annotated[
+            str | None,
+            Query(
+                description="min_lon,min_lat,max_lon,max_lat (WGS84)",
+                examples=["13.30,52.45,13.50,52.55"],
+            ),
+        ] = None,
+        limit: Limit = 100,
+        cursor: Cursor = None,
+    ) -> BinPage:
+        """Bins with their latest state, in bin_id order."""
+        filt = BinFilter(
+            min_fill=min_fill, fraction=fraction, district=district,
+            bbox=parse_bbox(bbox) if bbox is not None else None,
+        )
+        after = decode_cursor("bins", cursor, 1)[0] if cursor else None
+        rows = repo.list_bins(filt, after=after, limit=limit + 1)
+        page = rows[:limit]
+        more = len(rows) > limit
+        return BinPage(
+            items=[BinOut.from_row(r) for r in page],
+            next_cursor=encode_cursor("bins", [page[-1].bin_id]) if more else None,
+        )
+
+    @app.get("/api/v1/bins/{bin_id}", tags=["bins"])
+    def get_bin(repo: Repo, bin_id: Annotated[Text, Path(max_length=200)]) -> BinOut:
+        """One bin with its latest state."""
+        return BinOut.from_row(repo.get_bin(bin_id))
+
+    @app.get("/api/v1/bins/{bin_id}/readings", tags=["bins"])
+    def bin_readings(
+        repo: Repo,
+        bin_id: Annotated[Text, Path(max_length=200)],
+        from_: Annotated[
+            datetime | None,
+            Query(
+                alias="from",
+                description="start (inclusive), ISO 8601 with offset; default: 24 h before `to`",
+            ),
+        ] = None,
+        to: Annotated[
+            datetime | None,
+            Query(description="end (exclusive), ISO 8601 with offset; default: now"),
+        ] = None,
+        bucket: Annotated[
+            BucketName | None,
+            Query(
+                description="raw, 15m, 1h or 1d (Berlin days); default: raw up to 2 days, "
+                "else 1h"
+            ),
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=10_000, description="raw readings per page")] = 1000,
+        cursor: Cursor = None,
+    ) -> ReadingsOut:
+        """Fill readings of one bin over a time range, raw or as avg/min/max per bucket."""
+        span = resolve_range(from_, to, datetime.now(UTC))
+        chosen = choose_bucket(bucket, span)
+        if chosen == "raw":
+            after = _reading_cursor(cursor) if cursor else None
+            rows = repo.raw_readings(bin_id, span.start, span.end, after=after, limit=limit + 1)
+            page = rows[:limit]
+            more = len(rows) > limit
+            return ReadingsOut(
+                bin_id=bin_id, from_=span.start, to=span.end, bucket="raw",
+                readings=[ReadingOut.from_row(r) for r in page],
+                next_cursor=encode_cursor("readings", [page[-1].ts.isoformat()]) if more else None,
+            )
+        if cursor:
+            raise InvalidParameterError("cursor", "only raw readings are paginated")
+        buckets = repo.bucketed_readings(bin_id, span.start, span.end, chosen)
+        return ReadingsOut(
+            bin_id=bin_id, from_=span.start, to=span.end, bucket=chosen,
+            buckets=[FillBucketOut.from_row(b) for b in buckets],
+        )
+
+    @app.get("/api/v1/devices", tags=["devices"])
+    def list_devices(
+        request: Request,
+        repo: Repo,
+        kind: Annotated[DeviceKind | None, Query()] = None,
+        state: Annotated[
+            DeviceState | None,
+            Query(description="online, offline (reported or silent too long) or unknown"),
+        ] = None,
+        limit: Limit = 100,
+        cursor: Cursor = None,
+    ) -> DevicePage:
+        """Registered devices with their online/offline state."""
+        stale: timedelta = request.app.state.device_stale_after
+        key = decode_cursor("devices", cursor, 2) if cursor else None
+        rows = repo.list_devices(
+            kind=kind, state=state, stale_after=stale,
+            after=(key[0], key[1]) if key else None, limit=limit + 1,
+        )
+        page = rows[:limit]
+        more = len(rows) > limit
+        return DevicePage(
+            items=[DeviceOut.from_row(r) for r in page],
+            next_cursor=encode_cursor("devices", [page[-1].kind, page[-1].device_id])
+            if more else None,
+            stale_after_s=int(stale.total_seconds()),
+        )
+
+    @app.get("/api/v1/stats", tags=["stats"])
+    def stats(repo: Repo) -> StatsOut:
+        """Counts for the demo: bins, devices, time-series rows, dead letters by reason."""
+        return StatsOut.from_stats(repo.stats())
+
+
+def _reading_cursor(cursor: str) -> datetime:
+    (text,) = decode_cursor("readings", cursor, 1)
+    try:
+        ts = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidParameterError("cursor", "not a cursor returned by this endpoint") from None
+    if ts.utcoffset() is None:
+        raise InvalidParameterError("cursor", "not a cursor returned by this endpoint")
+    return ts
+
+
+# -- errors ---------------------------------------------------------------------------
+
+
+def _error(
+    status: int, code: str, message: str, details: list[Mapping[str, object]] | None = None
+) -> JSONResponse:
+    body = {"error": code, "message": message, "details": list(details or [])}
+    return JSONResponse(status_code=status, content=body)
+
+
+def _status_of(exc: ApiError) -> int:
+    for cls, status in _STATUS:
+        if isinstance(exc, cls):
+            return status
+    return 500
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    async def api_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ApiError)
+        status = _status_of(exc)
+        if status >= 500:
+            logger.warning("%s %s: %s", request.method, request.url.path, exc.message)
+        return _error(status, exc.code, exc.message, list(exc.details))
+
+    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        details: list[Mapping[str, object]] = []
+        for err in exc.errors():
+            loc = [str(p) for p in err.get("loc", ())]
+            location = loc[0] if loc else "request"
+            field = ".".join(loc[1:]) or location
+            message = str(err.get("msg", "")).removeprefix("Value error, ")
+            kind = str(err.get("type", ""))
+            raw = err.get("input")
+            if kind.startswith("datetime") and isinstance(raw, str) and " " in raw:
+                message += " (a '+' in a URL must be written as %2B)"
+            details.append(
+                {"location": location, "field": field, "message": message, "type": kind}
+            )
+        summary = "; ".join(f"{d['field']}: {d['message']}" for d in details)
+        return _error(422, "validation_error", f"invalid request: {summary}", details)
+
+    async def database_error(request: Request, exc: Exception) -> JSONResponse:
+        logger.warning(
+            "database unavailable on %s %s: %s", request.method, request.url.path, exc
+        )
+        return _error(
+            503, DatabaseUnavailableError.code, "the database is unreachable or too slow; try again"
+        )
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        code = codes.get(exc.status_code, "http_error")
+        message = str(exc.detail)
+        if exc.status_code == 404:
+            message = f"no such endpoint: {request.url.path}"
+        response = _error(exc.status_code, code, message)
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
+
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        logger.error(
+            "unhandled error on %s %s", request.method, request.url.path, exc_info=exc
+        )
+        return _error(500, "internal_error", "internal error; the cause is in the server log")
+
+    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(PoolTimeout, database_error)
+    app.add_exception_handler(psycopg.OperationalError, database_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, internal_error)
