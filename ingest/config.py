@@ -51,7 +51,12 @@ class Settings(BaseSettings):
 
     # ingest tuning
     ingest_client_id: str = Field(default="cityops-ingest-1", min_length=1, max_length=64)
-    ingest_share_group: str = Field(default="cityops-ingest", min_length=1)
+    ingest_share_group: str = Field(
+        default="",
+        pattern=r"^[A-Za-z0-9_\-]*$",
+        description="MQTT v5 shared-subscription group for several ingest instances; empty: one "
+        "instance with an exclusive subscription (see docs/operations.md for the trade-off)",
+    )
     ingest_batch_size: int = Field(default=2000, ge=1, le=50_000)
     ingest_flush_ms: int = Field(default=200, ge=5, le=60_000)
     ingest_receive_maximum: int = Field(default=10_000, ge=10, le=65_535)

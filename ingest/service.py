@@ -119,7 +119,9 @@ class IngestService:
             return
         with self._ack_lock:
             self._generation += 1
-        topic = ingest_subscription(self.settings.topic_prefix, self.settings.ingest_share_group)
+        topic = ingest_subscription(
+            self.settings.topic_prefix, self.settings.ingest_share_group or None
+        )
         client.subscribe(topic, options=SubscribeOptions(qos=1))
         self._connected.set()
         logger.info(

@@ -11,6 +11,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -25,8 +26,18 @@ MQTT_URL = os.environ.get("CITYOPS_TEST_MQTT", "mqtt://127.0.0.1:1883")
 REPO = Path(__file__).resolve().parents[1]
 
 
+def url_with(url: str, *, dbname: str | None = None, user: str | None = None) -> str:
+    """The same postgresql:// URL with another database and/or user."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if user is not None:
+        netloc = f"{user}@{netloc.rsplit('@', 1)[-1]}"
+    path = f"/{dbname}" if dbname is not None else parts.path
+    return urlunsplit((parts.scheme, netloc, path, parts.query, parts.fragment))
+
+
 def _db_url(name: str) -> str:
-    return psycopg.conninfo.make_conninfo(ADMIN_URL, dbname=name)
+    return url_with(ADMIN_URL, dbname=name)
 
 
 def _drop(name: str) -> None:
@@ -89,7 +100,6 @@ def settings(db_url: str, topic_prefix: str) -> Settings:
         mqtt_url=MQTT_URL,
         topic_prefix=topic_prefix,
         ingest_client_id=f"ingest-{uuid.uuid4().hex[:8]}",
-        ingest_share_group=f"grp-{uuid.uuid4().hex[:8]}",
         ingest_metrics_port=0,
         ingest_flush_ms=50,
         ingest_session_expiry_s=120,

@@ -81,19 +81,31 @@ class Publisher:
         self.client.reconnect_delay_set(min_delay=1, max_delay=2)
         self.client.max_queued_messages_set(0)
         self.client.max_inflight_messages_set(200)
+        self._lock = threading.Lock()
+        self._acked: set[int] = set()
+        self.mids: list[int] = []
+        self.client.on_publish = self._on_publish
         self.client.connect(host, port)
         self.client.loop_start()
-        self.infos: list[mqtt.MQTTMessageInfo] = []
+
+    def _on_publish(self, _c: Any, _u: Any, mid: int, _rc: Any, _p: Any) -> None:
+        with self._lock:
+            self._acked.add(mid)
 
     def publish(self, topic: str, payload: bytes) -> None:
-        self.infos.append(self.client.publish(topic, payload, qos=1))
+        # While disconnected paho queues the message and sends it after reconnecting; its
+        # MQTTMessageInfo then reports "not connected", so acknowledgements are tracked here.
+        self.mids.append(self.client.publish(topic, payload, qos=1).mid)
 
     def wait_all(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
-        for info in self.infos:
-            info.wait_for_publish(timeout=max(0.1, deadline - time.monotonic()))
-        missing = sum(1 for i in self.infos if not i.is_published())
-        assert missing == 0, f"{missing} publishes were not acknowledged by the broker"
+        while time.monotonic() < deadline:
+            with self._lock:
+                missing = len(set(self.mids) - self._acked)
+            if missing == 0:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"{missing} publishes were not acknowledged by the broker")
 
     def close(self) -> None:
         self.client.disconnect()
