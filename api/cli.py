@@ -34,7 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'cityops COMMAND --help' for a command's options.",
     )
     parser.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log verbosity (default: INFO)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

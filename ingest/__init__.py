@@ -1,4 +1,4 @@
-"""Data plane: configuration, database schema and migrations, the MQTT contract and the ingest service."""
+"""Data plane: configuration, schema and migrations, the MQTT contract and the ingest service."""
 
 from cityops.ingest.config import Settings
 

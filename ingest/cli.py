@@ -31,7 +31,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "instances split the load), validates each message, writes batches to the database "
         "and acknowledges messages only after their rows are committed.",
     )
-    ing.add_argument("--instance", help="client id of this instance (default: CITYOPS_INGEST_CLIENT_ID)")
+    ing.add_argument(
+        "--instance", help="client id of this instance (default: CITYOPS_INGEST_CLIENT_ID)"
+    )
     ing.add_argument("--metrics-port", type=int, help="Prometheus port; 0 disables (default 9108)")
     ing.set_defaults(func=_cmd_ingest)
 
@@ -84,9 +86,17 @@ def _cmd_status(args: argparse.Namespace) -> int:
             "SELECT version, name, applied_at FROM cityops_migrations ORDER BY version"
         ):
             print(f"  {version:04d}_{name}  applied {applied_at:%Y-%m-%d %H:%M:%S} UTC")
-        for table in ("bins", "signal_controllers", "trucks", "bin_readings", "signal_events",
-                      "truck_positions", "truck_events", "dead_letters"):
-            row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()  # noqa: S608
+        for table in (
+            "bins",
+            "signal_controllers",
+            "trucks",
+            "bin_readings",
+            "signal_events",
+            "truck_positions",
+            "truck_events",
+            "dead_letters",
+        ):
+            row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
             print(f"  {table:<20} {row[0] if row else 0:>12,}")
     return 0
 

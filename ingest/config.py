@@ -39,8 +39,9 @@ class Settings(BaseSettings):
     mqtt_password: str | None = None
     mqtt_ca_file: Path | None = None
     db_mode: str = Field(
-        default="auto", pattern="^(auto|plain|timescale)$",
-        description="storage mode on first migration: auto (TimescaleDB when installed), plain, timescale",
+        default="auto",
+        pattern="^(auto|plain|timescale)$",
+        description="storage mode chosen on the first migration: auto, plain or timescale",
     )
     retention_days: int = Field(default=400, ge=1, description="raw time series kept this long")
     topic_prefix: str = Field(default="cityops", description="first level(s) of every topic")

@@ -33,12 +33,12 @@ __all__ = [
     "TruckEvent",
     "TruckTelemetry",
     "command_topic",
+    "contract_pairs",
     "device_topic",
     "ingest_subscription",
     "parse_topic",
     "payload_model",
     "utc_iso",
-    "contract_pairs",
 ]
 
 CONTRACT_VERSION = "v1"
@@ -197,7 +197,7 @@ def contract_pairs() -> list[tuple[DeviceKind, Channel, type[_Payload]]]:
 
 
 def utc_iso(ts: datetime) -> str:
-    """RFC 3339 in UTC with millisecond precision (`2026-11-21T08:00:00.000Z`), as devices send it."""
+    """RFC 3339 in UTC with milliseconds (`2026-11-21T08:00:00.000Z`), as devices send it."""
     if ts.tzinfo is None:
         raise ValueError("naive datetime: cityops only handles timezone-aware times")
     return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

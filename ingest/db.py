@@ -34,7 +34,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_FILE_RE = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)(?:\.(?P<mode>timescale|plain))?\.sql$")
+_FILE_RE = re.compile(
+    r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)(?:\.(?P<mode>timescale|plain))?\.sql$"
+)
 _LOCK_KEY = 0x6369_7479_6F70  # "cityop": serialises concurrent `db migrate` runs
 
 
@@ -66,7 +68,9 @@ class MigrationReport:
     already: int = 0
 
 
-def connect(url: str, *, autocommit: bool = False, application_name: str = "cityops") -> psycopg.Connection[tuple[object, ...]]:
+def connect(
+    url: str, *, autocommit: bool = False, application_name: str = "cityops"
+) -> psycopg.Connection[tuple[object, ...]]:
     """Open a connection with UTC as the session time zone."""
     conn = psycopg.connect(url, autocommit=autocommit, application_name=application_name)
     conn.execute("SET TIME ZONE 'UTC'")

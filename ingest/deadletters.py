@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import cast
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -60,7 +61,7 @@ def replay(settings: Settings, *, reason: str, limit: int) -> int:
                 (reason, limit),
             ).fetchall()
             for rid, topic, payload in rows:
-                info = client.publish(str(topic), bytes(payload), qos=1)  # type: ignore[arg-type]
+                info = client.publish(str(topic), cast(bytes, payload), qos=1)
                 info.wait_for_publish(timeout=10)
                 if not info.is_published():
                     logger.error("broker did not acknowledge dead letter #%s; stopping", rid)

@@ -113,7 +113,9 @@ def payload_times(payload: BaseModel) -> list[datetime]:
     return [ts] if isinstance(ts, datetime) else []
 
 
-def decode(prefix: str, topic: str, raw: bytes, now: datetime, limits: Limits) -> Decoded | Rejected:
+def decode(
+    prefix: str, topic: str, raw: bytes, now: datetime, limits: Limits
+) -> Decoded | Rejected:
     """Validate topic and payload; `now` is the receive time used for the timestamp checks."""
     if len(raw) > limits.max_payload_bytes:
         return Rejected(

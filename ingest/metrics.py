@@ -15,7 +15,8 @@ logger = logging.getLogger(__name__)
 
 
 class _HasTimes(Protocol):
-    t_mono: float
+    @property
+    def t_mono(self) -> float: ...
 
 
 class IngestMetrics:
@@ -32,17 +33,22 @@ class IngestMetrics:
             "cityops_ingest_rows_written", "rows newly written, by table", ["table"], registry=r
         )
         self.dead = Counter(
-            "cityops_ingest_dead_letters", "messages dead-lettered, by reason", ["reason"],
+            "cityops_ingest_dead_letters",
+            "messages dead-lettered, by reason",
+            ["reason"],
             registry=r,
         )
         self.batch_seconds = Histogram(
-            "cityops_ingest_batch_write_seconds", "time to write and commit one batch",
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=r,
+            "cityops_ingest_batch_write_seconds",
+            "time to write and commit one batch",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=r,
         )
         self.receive_to_commit = Histogram(
             "cityops_ingest_receive_to_commit_seconds",
             "from receipt of a message to the commit of its row",
-            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
         )
         self.backlog = Gauge(
             "cityops_ingest_backlog", "messages received but not yet written", registry=r
@@ -56,8 +62,13 @@ class IngestMetrics:
         self._server: Any = None
 
     def observe_batch(
-        self, batch: Sequence[_HasTimes], good: Sequence[object], dead: Sequence[Any],
-        result: Any, write_s: float, done_mono: float,
+        self,
+        batch: Sequence[_HasTimes],
+        good: Sequence[object],
+        dead: Sequence[Any],
+        result: Any,
+        write_s: float,
+        done_mono: float,
     ) -> None:
         self.received.inc(len(batch))
         for table, n in result.rows.items():

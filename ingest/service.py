@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 import paho.mqtt.client as mqtt
 import psycopg
@@ -126,8 +126,11 @@ class IngestService:
         self._connected.set()
         logger.info(
             "connected to %s:%s as %s (session present: %s), subscribed to %s",
-            self.settings.mqtt_host, self.settings.mqtt_port, self.instance,
-            flags.session_present, topic,
+            self.settings.mqtt_host,
+            self.settings.mqtt_port,
+            self.instance,
+            flags.session_present,
+            topic,
         )
 
     def _on_disconnect(
@@ -142,8 +145,13 @@ class IngestService:
     def _on_message(self, _client: mqtt.Client, _ud: Any, msg: mqtt.MQTTMessage) -> None:
         self._queue.put(
             Inbound(
-                msg.topic, msg.payload, msg.mid, msg.qos, self._generation,
-                datetime.now(UTC), time.monotonic(),
+                msg.topic,
+                cast(bytes, msg.payload),
+                msg.mid,
+                msg.qos,
+                self._generation,
+                datetime.now(UTC),
+                time.monotonic(),
             )
         )
 
@@ -171,7 +179,9 @@ class IngestService:
             remaining = deadline - time.monotonic()
             try:
                 batch.append(
-                    self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                    self._queue.get(timeout=remaining)
+                    if remaining > 0
+                    else self._queue.get_nowait()
                 )
             except queue.Empty:
                 break
@@ -204,7 +214,9 @@ class IngestService:
             if entity is None:
                 dead.append(
                     DeadLetter(
-                        m.topic, m.payload, Reason.UNKNOWN_DEVICE.value,
+                        m.topic,
+                        m.payload,
+                        Reason.UNKNOWN_DEVICE.value,
                         f"no {result.kind} with device id {result.device_id!r} in the registry; "
                         "register it, then 'cityops deadletters replay --reason unknown_device'",
                     )
@@ -229,7 +241,8 @@ class IngestService:
                 if self._stopping.is_set() and attempt >= 3:
                     logger.error(
                         "database still unavailable while stopping; %d messages stay "
-                        "unacknowledged and will be redelivered by the broker", len(batch),
+                        "unacknowledged and will be redelivered by the broker",
+                        len(batch),
                     )
                     return False
                 delay = _backoff(attempt)
@@ -237,13 +250,17 @@ class IngestService:
                 logger.warning(
                     "database write failed (%s); retrying batch of %d in %.1f s (attempt %d)",
                     str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
-                    len(batch), delay, attempt,
+                    len(batch),
+                    delay,
+                    attempt,
                 )
                 time.sleep(delay)
         done = time.monotonic()
         self._ack(batch)
         self.metrics.observe_batch(batch, good, dead, result, done - started, done)
-        if result.min_ts is not None and (self._dirty_since is None or result.min_ts < self._dirty_since):
+        if result.min_ts is not None and (
+            self._dirty_since is None or result.min_ts < self._dirty_since
+        ):
             self._dirty_since = result.min_ts
         for d in dead:
             logger.info("dead letter on %s: %s (%s)", d.topic, d.reason, d.detail)
@@ -254,7 +271,9 @@ class IngestService:
         try:
             if now - clock["metrics"] >= _METRICS_EVERY_S:
                 clock["metrics"] = now
-                self._writer.record_metrics(self.instance, self.metrics.snapshot(self._queue.qsize()))
+                self._writer.record_metrics(
+                    self.instance, self.metrics.snapshot(self._queue.qsize())
+                )
                 logger.info("%s", self.metrics.summary(self._queue.qsize()))
             if self._dirty_since is not None and now - clock["rollup"] >= _ROLLUP_EVERY_S:
                 clock["rollup"] = now
@@ -290,14 +309,19 @@ class IngestService:
         s = self.settings
         logger.info(
             "ingest %s starting: database %s, broker %s:%s, prefix %r, batch %d / %d ms",
-            self.instance, s.redacted_database_url(), s.mqtt_host, s.mqtt_port, s.topic_prefix,
-            s.ingest_batch_size, s.ingest_flush_ms,
+            self.instance,
+            s.redacted_database_url(),
+            s.mqtt_host,
+            s.mqtt_port,
+            s.topic_prefix,
+            s.ingest_batch_size,
+            s.ingest_flush_ms,
         )
         if s.ingest_metrics_port:
             self.metrics.serve(s.ingest_metrics_port)
         self._thread = threading.Thread(target=self._writer_loop, name="ingest-writer", daemon=True)
         self._thread.start()
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = s.ingest_session_expiry_s
         props.ReceiveMaximum = s.ingest_receive_maximum
         self._client.connect_async(
@@ -314,7 +338,9 @@ class IngestService:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Flush what was received, acknowledge it, then disconnect."""
-        logger.info("ingest %s stopping: flushing %d queued messages", self.instance, self._queue.qsize())
+        logger.info(
+            "ingest %s stopping: flushing %d queued messages", self.instance, self._queue.qsize()
+        )
         self._stopping.set()
         if self._thread is not None:
             self._thread.join(timeout)
@@ -322,7 +348,9 @@ class IngestService:
         self._client.loop_stop()
         self._writer.close()
         self.metrics.shutdown()
-        logger.info("ingest %s stopped: %s", self.instance, self.metrics.summary(self._queue.qsize()))
+        logger.info(
+            "ingest %s stopped: %s", self.instance, self.metrics.summary(self._queue.qsize())
+        )
 
 
 def run_ingest(settings: Settings) -> int:
@@ -341,5 +369,3 @@ def run_ingest(settings: Settings) -> int:
         stop.wait(1.0)
     service.stop()
     return 0 if stop.is_set() else 1
-
-

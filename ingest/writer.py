@@ -8,6 +8,7 @@ only after `write()` returned, i.e. after COMMIT.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from collections import defaultdict
@@ -133,8 +134,16 @@ def rows_for(msg: Decoded, entity_id: str, received: datetime) -> dict[str, list
     seen_ts = received
     if isinstance(p, BinTelemetry):
         out["bin_readings"].append(
-            (entity_id, p.ts, msg.device_id, p.fill_pct, p.temperature_c, p.battery_pct,
-             p.tilt, p.fault)
+            (
+                entity_id,
+                p.ts,
+                msg.device_id,
+                p.fill_pct,
+                p.temperature_c,
+                p.battery_pct,
+                p.tilt,
+                p.fault,
+            )
         )
     elif isinstance(p, SignalEvents):
         out["signal_events"].extend((entity_id, e.ts, e.code, e.param) for e in p.events)
@@ -181,10 +190,8 @@ class Writer:
 
     def close(self) -> None:
         if self._conn is not None:
-            try:
+            with contextlib.suppress(psycopg.Error):  # already broken; nothing to flush
                 self._conn.close()
-            except psycopg.Error:  # already broken; nothing to flush
-                pass
             self._conn = None
 
     def load_registry(self) -> dict[tuple[str, str], str]:
@@ -225,8 +232,9 @@ class Writer:
                 for d in dead:
                     body = d.payload[:_MAX_STORED_PAYLOAD]
                     cur.execute(
-                        "INSERT INTO dead_letters (topic, payload, payload_sha256, reason, detail) "
-                        "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (topic, payload_sha256) DO NOTHING",
+                        "INSERT INTO dead_letters (topic, payload, payload_sha256, reason, detail)"
+                        " VALUES (%s, %s, %s, %s, %s)"
+                        " ON CONFLICT (topic, payload_sha256) DO NOTHING",
                         (d.topic, body, hashlib.sha256(d.payload).digest(), d.reason, d.detail),
                     )
                     result.dead_letters += cur.rowcount
@@ -239,7 +247,9 @@ class Writer:
             raise
         return result
 
-    def record_metrics(self, instance: str, values: tuple[int, int, int, int, float | None, int]) -> None:
+    def record_metrics(
+        self, instance: str, values: tuple[int, int, int, int, float | None, int]
+    ) -> None:
         conn = self._connection()
         conn.execute(
             "INSERT INTO ingest_metrics (ts, instance, received, rows_written, dead_letters, "

@@ -31,7 +31,8 @@ def _offline_then_count(workdir: Path, include_dir: Path | None) -> int:
 
     def connect() -> mqtt.Client:
         client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2, client_id="ingest-like",
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id="ingest-like",
             protocol=mqtt.MQTTv5,
         )
         client.on_message = on_message
@@ -72,8 +73,9 @@ def _offline_then_count(workdir: Path, include_dir: Path | None) -> int:
 
 
 def test_shipped_queueing_keeps_every_message_the_default_drops(tmp_path: Path) -> None:
-    shipped = _offline_then_count(tmp_path / f"shipped-{uuid.uuid4().hex[:4]}",
-                                  REPO / "deploy/mosquitto/conf.d")
+    shipped = _offline_then_count(
+        tmp_path / f"shipped-{uuid.uuid4().hex[:4]}", REPO / "deploy/mosquitto/conf.d"
+    )
     default = _offline_then_count(tmp_path / f"default-{uuid.uuid4().hex[:4]}", None)
     assert shipped == N, f"shipped configuration lost {N - shipped} of {N} messages"
     # Mosquitto's default max_queued_messages (1000) drops the rest while the client is away.

@@ -57,12 +57,21 @@ def test_both_storage_variants_define_the_same_interface(mode: StorageMode) -> N
     text = "\n".join(m.sql for m in variant)
     statements = parse_sql(text)  # raises on a syntax error
     assert statements
-    for name in ("bin_fill_hourly", "detector_counts_15m", "cityops_refresh_rollups",
-                 "cityops_apply_retention"):
+    for name in (
+        "bin_fill_hourly",
+        "detector_counts_15m",
+        "cityops_refresh_rollups",
+        "cityops_apply_retention",
+    ):
         assert name in text
     if mode is StorageMode.TIMESCALE:
-        for call in ("create_hypertable", "add_compression_policy", "add_retention_policy",
-                     "timescaledb.continuous", "compress_segmentby"):
+        for call in (
+            "create_hypertable",
+            "add_compression_policy",
+            "add_retention_policy",
+            "timescaledb.continuous",
+            "compress_segmentby",
+        ):
             assert call in text
 
 
@@ -90,8 +99,10 @@ def test_rollups_in_plain_mode_aggregate_readings(db_url: str) -> None:
         ).fetchall()
         assert counts == [("10:00", 2), ("10:15", 1)]
         # a late reading in an already rolled-up hour is picked up by the next refresh
-        conn.execute("INSERT INTO bin_readings (bin_id, ts, sensor_id, fill_pct) VALUES "
-                     "('B1', '2026-11-20 10:50Z', 'S', 80)")
+        conn.execute(
+            "INSERT INTO bin_readings (bin_id, ts, sensor_id, fill_pct) VALUES "
+            "('B1', '2026-11-20 10:50Z', 'S', 80)"
+        )
         conn.execute("SELECT cityops_refresh_rollups('2026-11-20 10:50Z')")
         assert conn.execute(
             "SELECT readings FROM bin_fill_hourly WHERE bucket = '2026-11-20 10:00Z'"

@@ -60,7 +60,9 @@ class MosquittoProcess:
         self.start()
 
 
-def start_mosquitto(workdir: Path, *, include_dir: Path | None, port: int | None = None) -> MosquittoProcess:
+def start_mosquitto(
+    workdir: Path, *, include_dir: Path | None, port: int | None = None
+) -> MosquittoProcess:
     """Write a config (our listener, our persistence dir, optionally the shipped conf.d)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()

@@ -24,7 +24,8 @@ T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
 def add_depot(conn: psycopg.Connection[Any], site_id: str = "D1") -> None:
     conn.execute(
         "INSERT INTO sites (site_id, name, kind, geom) VALUES "
-        "(%s, 'Depot', 'depot', ST_SetSRID(ST_MakePoint(8.76, 50.10), 4326)) ON CONFLICT DO NOTHING",
+        "(%s, 'Depot', 'depot', ST_SetSRID(ST_MakePoint(8.76, 50.10), 4326)) "
+        "ON CONFLICT DO NOTHING",
         (site_id,),
     )
 
@@ -55,7 +56,8 @@ def add_truck(db_url: str, truck_id: str = "T1") -> None:
     with psycopg.connect(db_url) as conn:
         add_depot(conn)
         conn.execute(
-            "INSERT INTO trucks (truck_id, name, capacity_l, depot_id) VALUES (%s, 'Truck', 20000, 'D1')",
+            "INSERT INTO trucks (truck_id, name, capacity_l, depot_id) "
+            "VALUES (%s, 'Truck', 20000, 'D1')",
             (truck_id,),
         )
 
@@ -139,7 +141,9 @@ def count(db_url: str, query: str, params: Sequence[object] = ()) -> int:
         return int(row[0]) if row else 0
 
 
-def publish_in_background(pub: Publisher, items: list[tuple[str, bytes]], rate_hz: float) -> threading.Thread:
+def publish_in_background(
+    pub: Publisher, items: list[tuple[str, bytes]], rate_hz: float
+) -> threading.Thread:
     def run() -> None:
         for topic, payload in items:
             pub.publish(topic, payload)

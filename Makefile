@@ -1,0 +1,53 @@
+# cityops: the two commands are `make demo` and `make test`; both set up what is missing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DURATION ?= 0
+
+# Local development defaults (override in the environment).
+export CITYOPS_DATABASE_URL ?= postgresql://cityops:cityops@127.0.0.1:5432/cityops
+export CITYOPS_TEST_PG ?= postgresql://cityops:cityops@127.0.0.1:5432/postgres
+export CITYOPS_MQTT_URL ?= mqtt://127.0.0.1:1883
+
+.PHONY: help setup services venv migrate demo test lint bench clean
+
+help:
+	@echo "make demo     set up everything and run the city: simulators, ingest, API (DURATION=s to stop)"
+	@echo "make test     set up everything and run the test suite against PostgreSQL and Mosquitto"
+	@echo "make lint     ruff and mypy (strict)"
+	@echo "make bench    benchmarks (see docs/performance.md)"
+
+services:
+	@bash deploy/local/setup-services.sh
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+venv: $(VENV)/.installed
+
+setup: services venv
+
+migrate: setup
+	$(BIN)/cityops db migrate
+
+demo: migrate
+	$(BIN)/cityops demo --duration $(DURATION)
+
+test: setup
+	$(BIN)/pytest
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/python .ci/typecheck.py
+
+bench: migrate
+	$(BIN)/python bench/ingest/run.py
+
+clean:
+	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache
