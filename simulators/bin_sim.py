@@ -148,19 +148,23 @@ class BinSim:
     def _draw_faults(self, t: float, dt: float) -> None:
         faults = self.cfg.faults
         days = dt / _DAY
+
+        def chance(per_day: float) -> float:
+            return 1.0 - math.pow(1.0 - per_day, days)
+
         draws = self._rng.random(4)
-        if not self.stuck and draws[0] < faults.stuck_sensor * days:
+        if not self.stuck and draws[0] < chance(faults.stuck_sensor):
             self._stuck_until = t + faults.stuck_hours * 3600.0
             self._stuck_value = self._last_reported if self._last_reported is not None else 0.0
-        if self._drain_pct_s * _DAY < 1.0 and draws[1] < faults.battery_drain * days:
+        if self._drain_pct_s * _DAY < 1.0 and draws[1] < chance(faults.battery_drain):
             self._drain_pct_s = float(self._rng.uniform(2.0, 6.0)) / _DAY
-        if self._fire is None and draws[2] < faults.fire * days:
+        if self._fire is None and draws[2] < chance(faults.fire):
             self._fire = (
                 t + float(self._rng.uniform(0.0, dt)),
                 float(self._rng.uniform(60.0, 150.0)),
                 float(self._rng.uniform(3600.0, 7200.0)),
             )
-        if not self.tilt and draws[3] < faults.tilt * days:
+        if not self.tilt and draws[3] < chance(faults.tilt):
             self.tilt = True
         if self._fire is not None and t > self._fire[0] + self._fire[2] + 2 * 3600.0:
             self._fire = None

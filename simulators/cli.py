@@ -65,6 +65,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    "(default: scenario's, 'now - 2 days')")
     p.add_argument("--no-seed-registry", dest="seed_registry", action="store_false",
                    help="do not upsert the devices into the registry tables first")
+    p.add_argument("--client-id-prefix", default="", metavar="TEXT",
+                   help="prefix of every device's MQTT client id (default: none, the client "
+                   "id is the device id); lets two simulations of one city share a broker")
     p.set_defaults(func=_cmd_simulate)
 
 
@@ -138,5 +141,6 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
                 1,
             )
     sim = CitySim(city, scenario, network, start.timestamp())
-    run(sim, settings, speed=scenario.speed, duration_s=args.duration)
+    run(sim, settings, speed=scenario.speed, duration_s=args.duration,
+        client_id_prefix=args.client_id_prefix)
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from zoneinfo import ZoneInfo
 
 from cityops.ingest.contract import BinTelemetry
@@ -92,7 +93,7 @@ def test_fire_spikes_the_temperature_and_speeds_up_readings() -> None:
     hot = [r for r in got if r.temperature_c is not None and r.temperature_c > 50.0]
     assert hot
     assert max(r.temperature_c or 0.0 for r in got) >= 60.0
-    gaps = {(b.ts - a.ts).total_seconds() for a, b in zip(hot, hot[1:], strict=False)}
+    gaps = {(b.ts - a.ts).total_seconds() for a, b in itertools.pairwise(hot)}
     assert 60.0 in gaps
 
 

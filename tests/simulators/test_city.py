@@ -43,7 +43,8 @@ def test_controllers_sit_at_junctions_apart() -> None:
     net = network()
     scenario = load_scenario("demo")
     city = build_city(scenario, net)
-    assert [c.controller_id for c in city.controllers] == ["LSA-001", "LSA-002", "LSA-003", "LSA-004"]
+    ids = [c.controller_id for c in city.controllers]
+    assert ids == ["LSA-001", "LSA-002", "LSA-003", "LSA-004"]
     for c in city.controllers:
         incident = (net.src == c.node) | (net.dst == c.node)
         named = incident & (net.name != "")

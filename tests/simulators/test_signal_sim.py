@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from zoneinfo import ZoneInfo
 
@@ -27,7 +28,7 @@ def raw(
 
 
 def test_phase_sequence_and_durations() -> None:
-    sim, events = raw()
+    _sim, events = raw()
     assert [ts for ts, _, _ in events] == sorted(ts for ts, _, _ in events)
     assert all(START * 10 < ts <= (START + HOUR + 7.3) * 10 for ts, _, _ in events)
     phase_events = [(ts, code, p) for ts, code, p in events if code < 80]
@@ -66,7 +67,7 @@ def test_detectors_alternate_on_and_off() -> None:
     for channel, seq in by_channel.items():
         codes = [code for _, code in seq]
         assert codes[0] == 82
-        assert all(a != b for a, b in zip(codes, codes[1:], strict=False)), channel
+        assert all(a != b for a, b in itertools.pairwise(codes)), channel
         for (on, c1), (off, c2) in zip(seq[::2], seq[1::2], strict=False):
             assert (c1, c2) == (82, 81) and off > on
             occupancy[channel].append(off - on)
