@@ -51,19 +51,20 @@ _TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "device_seen": ("device_status", ("kind", "device_id", "state", "state_ts", "last_seen")),
 }
 
+# ingested_at is the time of the merge, moments before COMMIT (not the transaction start).
 _MERGE_SQL = {
     "bin_readings": """
-        INSERT INTO bin_readings ({cols}) SELECT {cols} FROM stage_bin_readings
-        ON CONFLICT DO NOTHING""",
+        INSERT INTO bin_readings ({cols}, ingested_at) SELECT {cols}, clock_timestamp()
+        FROM stage_bin_readings ON CONFLICT DO NOTHING""",
     "signal_events": """
-        INSERT INTO signal_events ({cols}) SELECT {cols} FROM stage_signal_events
-        ON CONFLICT DO NOTHING""",
+        INSERT INTO signal_events ({cols}, ingested_at) SELECT {cols}, clock_timestamp()
+        FROM stage_signal_events ON CONFLICT DO NOTHING""",
     "truck_positions": """
-        INSERT INTO truck_positions ({cols}) SELECT {cols} FROM stage_truck_positions
-        ON CONFLICT DO NOTHING""",
+        INSERT INTO truck_positions ({cols}, ingested_at) SELECT {cols}, clock_timestamp()
+        FROM stage_truck_positions ON CONFLICT DO NOTHING""",
     "truck_events": """
-        INSERT INTO truck_events ({cols}) SELECT {cols} FROM stage_truck_events
-        ON CONFLICT DO NOTHING""",
+        INSERT INTO truck_events ({cols}, ingested_at) SELECT {cols}, clock_timestamp()
+        FROM stage_truck_events ON CONFLICT DO NOTHING""",
 }
 
 _STATE_SQL = (
