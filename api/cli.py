@@ -21,6 +21,7 @@ _COMMAND_MODULES = (
     "cityops.ingest.cli",
     "cityops.simulators.cli",
     "cityops.api.commands",
+    "cityops.api.demo",
 )
 
 

@@ -1,0 +1,202 @@
+"""`cityops demo`: the whole city on one machine.
+
+Applies migrations, then runs the simulators, the ingest and the API as child processes
+(so they use both cores and each can be stopped on its own), prints where to look and what
+is flowing, and stops everything cleanly on Ctrl-C, SIGTERM or after `--duration` seconds.
+Child logs go to `var/log/<name>.log`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from cityops.ingest.config import Settings, load_settings
+from cityops.ingest.db import MigrationError, connect, ensure_database, migrate
+
+__all__ = ["register", "run_demo"]
+
+_STATUS_EVERY_S = 10.0
+
+
+@dataclass
+class _Child:
+    name: str
+    args: list[str]
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    demo = sub.add_parser(
+        "demo",
+        help="run the demo city: migrations, simulators, ingest and API together",
+        description="Brings up the whole platform against the configured PostgreSQL and "
+        "broker: applies migrations, starts the device simulators, the ingest and the API, and "
+        "prints counts every 10 s. Stops on Ctrl-C or after --duration seconds.",
+    )
+    demo.add_argument(
+        "--duration",
+        type=float,
+        default=0.0,
+        help="stop after this many seconds (default 0: run until Ctrl-C)",
+    )
+    demo.add_argument("--scenario", help="scenario name or YAML path (default: CITYOPS_SCENARIO)")
+    demo.add_argument(
+        "--speed", type=float, help="simulated clock acceleration until it reaches now"
+    )
+    demo.add_argument("--start", help="simulated start, e.g. 'now - 1 day' (default: scenario's)")
+    demo.add_argument("--log-dir", default="var/log", help="child logs (default var/log)")
+    demo.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    return run_demo(load_settings(), args)
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _counts(settings: Settings) -> str:
+    try:
+        with connect(settings.database_url) as conn:
+            row = conn.execute(
+                """
+                SELECT (SELECT count(*) FROM bins),
+                       (SELECT count(*) FROM bin_state WHERE fill_pct >= 80),
+                       (SELECT count(*) FROM bin_readings),
+                       (SELECT count(*) FROM signal_events),
+                       (SELECT count(*) FROM truck_positions),
+                       (SELECT count(*) FROM truck_events WHERE kind = 'stop_done'),
+                       (SELECT count(*) FROM dead_letters),
+                       (SELECT max(ts) FROM bin_readings)
+                """
+            ).fetchone()
+    except Exception as exc:  # status output only; the children log the cause
+        return f"database not reachable: {exc}"
+    if row is None:
+        return "no data"
+    bins, full, readings, events, positions, emptied, dead, newest = row
+    when = f", simulated clock {newest:%Y-%m-%d %H:%M} UTC" if newest else ""
+    return (
+        f"bins {bins} ({full} at 80%+), readings {readings:,}, signal events {events:,}, "
+        f"truck positions {positions:,}, bins emptied {emptied:,}, dead letters {dead:,}{when}"
+    )
+
+
+def run_demo(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        created = ensure_database(settings.database_url)
+        report = migrate(settings.database_url, mode=settings.db_mode)
+    except MigrationError as exc:
+        print(f"cityops demo: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"database {settings.redacted_database_url()}{' (created)' if created else ''}: "
+        f"storage mode {report.mode}, {len(report.applied)} migrations applied"
+    )
+    if not _port_free(settings.api_host, settings.api_port):
+        print(
+            f"cityops demo: port {settings.api_port} on {settings.api_host} is in use; "
+            "stop the other server or set CITYOPS_API_PORT",
+            file=sys.stderr,
+        )
+        return 1
+    log_dir = Path(args.log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    exe = [sys.executable, "-m", "cityops.api.cli"]
+    sim = [*exe, "simulate"]
+    if args.scenario:
+        sim += ["--scenario", args.scenario]
+    if args.speed:
+        sim += ["--speed", str(args.speed)]
+    if args.start:
+        sim += ["--start", args.start]
+    # Start order: ingest first (it must be subscribed before devices publish), then the
+    # simulators, then the API. Stop order is the reverse of what produces data.
+    children = [
+        _Child("ingest", [*exe, "ingest"], log_dir / "ingest.log"),
+        _Child("simulate", sim, log_dir / "simulate.log"),
+        _Child("api", [*exe, "api"], log_dir / "api.log"),
+    ]
+    stop = threading.Event()
+
+    def _handle(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, _handle)
+    signal.signal(signal.SIGTERM, _handle)
+    env = dict(os.environ)
+    try:
+        for child in children:
+            with child.log.open("ab") as log:
+                child.proc = subprocess.Popen(
+                    child.args,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,
+                )
+            if child.name == "ingest":
+                time.sleep(1.5)
+        base = f"http://{settings.api_host}:{settings.api_port}"
+        until = f" (or after {args.duration:.0f} s)" if args.duration else ""
+        print(
+            "\ncityops demo is running\n"
+            f"  API docs         {base}/docs\n"
+            f"  bins (fill >=80) {base}/api/v1/bins?min_fill=80\n"
+            f"  devices          {base}/api/v1/devices\n"
+            f"  health           {base}/health\n"
+            f"  MQTT             {settings.mqtt_host}:{settings.mqtt_port}, topics "
+            f"{settings.topic_prefix}/v1/#\n"
+            f"  logs             {log_dir}/ingest.log, simulate.log, api.log\n"
+            f"  stop             Ctrl-C{until}\n",
+            flush=True,
+        )
+        started = time.monotonic()
+        next_status = started + 3.0
+        while not stop.is_set():
+            if args.duration and time.monotonic() - started >= args.duration:
+                break
+            for child in children:
+                if child.proc is not None and child.proc.poll() is not None:
+                    print(
+                        f"cityops demo: {child.name} exited with code {child.proc.returncode}; "
+                        f"see {child.log}",
+                        file=sys.stderr,
+                    )
+                    stop.set()
+            if time.monotonic() >= next_status:
+                print(f"[{time.monotonic() - started:5.0f}s] {_counts(settings)}", flush=True)
+                next_status += _STATUS_EVERY_S
+            stop.wait(0.5)
+    finally:
+        print("stopping: simulators, then ingest (flushes), then API", flush=True)
+        failed = False
+        for name in ("simulate", "ingest", "api"):
+            child = next(c for c in children if c.name == name)
+            if child.proc is None or child.proc.poll() is not None:
+                continue
+            child.proc.send_signal(signal.SIGTERM)
+            try:
+                child.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.proc.kill()
+                failed = True
+        print(f"stopped. {_counts(settings)}", flush=True)
+    return 1 if failed else 0
