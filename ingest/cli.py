@@ -37,6 +37,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ing.add_argument("--metrics-port", type=int, help="Prometheus port; 0 disables (default 9108)")
     ing.set_defaults(func=_cmd_ingest)
 
+    mq = sub.add_parser("mqtt", help="the MQTT contract: payload JSON Schemas")
+    mqsub = mq.add_subparsers(dest="mqtt_command", metavar="ACTION", required=True)
+    sch = mqsub.add_parser(
+        "schemas", help="write the JSON Schema of every payload (as in docs/schemas/)"
+    )
+    sch.add_argument("--out", default="docs/schemas", help="folder (default docs/schemas)")
+    sch.set_defaults(func=_cmd_schemas)
+
     dl = sub.add_parser("deadletters", help="inspect and replay dead-lettered messages")
     dlsub = dl.add_subparsers(dest="dl_command", metavar="ACTION", required=True)
     ls = dlsub.add_parser("list", help="count dead letters by reason, show the newest")
@@ -110,6 +118,20 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     if args.metrics_port is not None:
         overrides["ingest_metrics_port"] = args.metrics_port
     return run_ingest(load_settings(**overrides))
+
+
+def _cmd_schemas(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from cityops.ingest.contract import json_schemas
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, schema in json_schemas().items():
+        (out / name).write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
+        print(out / name)
+    return 0
 
 
 def _cmd_dl_list(args: argparse.Namespace) -> int:

@@ -34,6 +34,7 @@ __all__ = [
     "TruckTelemetry",
     "command_topic",
     "contract_pairs",
+    "json_schemas",
     "device_topic",
     "ingest_subscription",
     "parse_topic",
@@ -201,3 +202,17 @@ def utc_iso(ts: datetime) -> str:
     if ts.tzinfo is None:
         raise ValueError("naive datetime: cityops only handles timezone-aware times")
     return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def json_schemas() -> dict[str, dict[str, object]]:
+    """JSON Schema of every payload, keyed by file name (`bin.telemetry.schema.json`, ...)."""
+    out: dict[str, dict[str, object]] = {}
+    for kind, channel, model in contract_pairs():
+        schema = model.model_json_schema()
+        schema["$id"] = f"https://cityops.example/schemas/{CONTRACT_VERSION}/{kind}.{channel}.json"
+        schema["description"] = (
+            f"Payload on {{prefix}}/{CONTRACT_VERSION}/{kind}/{{device_id}}/{channel}. "
+            + (model.__doc__ or "").strip().split("\n")[0]
+        )
+        out[f"{kind}.{channel}.schema.json"] = schema
+    return out
