@@ -262,8 +262,11 @@ def run(
     stats = RunStats(sim_start=sim.time, sim_end=sim.time)
     prefix = settings.topic_prefix
 
+    started = False
+
     def sim_now() -> float:
-        return clock.now(time.time())
+        # The clock starts once the devices are connected; until then it stands at start.
+        return clock.now(time.time()) if started else sim.time
 
     links = {
         d.device_id: _Link(settings, d.kind, d.device_id, client_id_prefix + d.device_id, sim_now)
@@ -290,6 +293,7 @@ def run(
                            connected, len(links))
         wall0 = time.time()
         clock = SimClock(start=sim.time, speed=speed, wall0=wall0)
+        started = True
         if math.isfinite(clock.caught_up_at()):
             logger.info("simulating from %s at x%g; real time reached in %s",
                         _iso(sim.time), speed, _span(clock.caught_up_at() - wall0))

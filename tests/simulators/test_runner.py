@@ -20,6 +20,7 @@ from cityops.simulators.city import build_city
 from cityops.simulators.models import CitySim
 from cityops.simulators.runner import SimClock, _Link, run
 from tests.simulators.factories import network, small_scenario
+from tests.support.brokers import MosquittoProcess
 
 
 def test_clock_runs_fast_then_real_time() -> None:
@@ -141,3 +142,41 @@ def test_last_will_marks_a_vanished_device_offline(settings: Settings) -> None:
     states = [json.loads(p) for _, p, _, _ in got.messages]
     assert states[0]["state"] == "online" and states[0]["firmware"]
     assert states[1] == {"state": "offline"}
+
+
+def test_devices_reconnect_after_a_broker_restart(own_broker: MosquittoProcess) -> None:
+    settings = Settings(mqtt_url=own_broker.url, topic_prefix=f"test-{uuid.uuid4().hex[:8]}")
+    prefix = settings.topic_prefix
+    scenario = small_scenario()
+    city = build_city(scenario, network())
+    sim = CitySim(city, scenario, network(), time.time() - 3600)
+    devices = {d.device_id for d in sim.devices}
+    stop = threading.Event()
+    runner = threading.Thread(target=run, args=(sim, settings),
+                              kwargs={"speed": 600.0, "stop": stop}, daemon=True)
+    runner.start()
+    try:
+        time.sleep(1.0)
+        own_broker.restart(downtime_s=0.3)
+        with subscribed(settings, f"{prefix}/v1/+/+/telemetry") as got:
+            deadline = time.time() + 8
+            while time.time() < deadline:
+                with got.lock:
+                    senders = {parse_topic(prefix, t).kind for t, _, _, _ in got.messages}
+                if senders >= {DeviceKind.BIN, DeviceKind.TRUCK}:
+                    break
+                time.sleep(0.1)
+        assert senders >= {DeviceKind.BIN, DeviceKind.TRUCK}
+    finally:
+        stop.set()
+        runner.join(15)
+    assert not runner.is_alive()
+    # every device was connected again at shutdown: each left a retained offline status
+    with subscribed(settings, f"{prefix}/v1/+/+/status") as late:
+        deadline = time.time() + 5
+        while late.count() < len(devices) and time.time() < deadline:
+            time.sleep(0.05)
+    states = {
+        parse_topic(prefix, t).device_id: json.loads(p)["state"] for t, p, _, _ in late.messages
+    }
+    assert states == dict.fromkeys(devices, "offline")
