@@ -21,6 +21,7 @@ import random
 import selectors
 import signal
 import socket
+import ssl
 import threading
 import time
 from collections import Counter
@@ -181,8 +182,9 @@ class _Link:
 class _Loop:
     """Drives every link's socket from one thread."""
 
-    def __init__(self, links: list[_Link]) -> None:
+    def __init__(self, links: list[_Link], tls: bool = False) -> None:
         self.links = links
+        self._tls = tls
         self._selector = selectors.DefaultSelector()
 
     def sync(self) -> None:
@@ -208,6 +210,12 @@ class _Loop:
                 link.client.loop_read()
             if mask & selectors.EVENT_WRITE and link.client.socket() is not None:
                 link.client.loop_write()
+        if self._tls:
+            # TLS may hold decrypted bytes the socket no longer signals as readable.
+            for link in self.links:
+                sock = link.client.socket()
+                if isinstance(sock, ssl.SSLSocket) and sock.pending():
+                    link.client.loop_read()
 
     def misc(self) -> None:
         now = time.monotonic()
@@ -272,7 +280,7 @@ def run(
         d.device_id: _Link(settings, d.kind, d.device_id, client_id_prefix + d.device_id, sim_now)
         for d in sim.devices
     }
-    loop = _Loop(list(links.values()))
+    loop = _Loop(list(links.values()), tls=settings.mqtt_tls)
     logger.info(
         "connecting %d devices to %s:%d (topic prefix %s)",
         len(links), settings.mqtt_host, settings.mqtt_port, prefix,
