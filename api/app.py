@@ -22,12 +22,16 @@ from fastapi.responses import JSONResponse
 from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from cityops.api import trucks
 from cityops.api.errors import (
     ApiError,
+    BrokerUnavailableError,
     DatabaseUnavailableError,
+    ForbiddenError,
     InvalidParameterError,
     NotFoundError,
 )
+from cityops.api.mqtt import ApiPublisher
 from cityops.api.repository import BinFilter, Repository, open_pool
 from cityops.api.schemas import (
     BinOut,
@@ -62,8 +66,10 @@ DEFAULT_DEVICE_STALE_AFTER = timedelta(minutes=15)
 # The one mapping from error classes to HTTP status codes (most specific first).
 _STATUS: tuple[tuple[type[ApiError], int], ...] = (
     (NotFoundError, 404),
+    (ForbiddenError, 403),
     (InvalidParameterError, 422),
     (DatabaseUnavailableError, 503),
+    (BrokerUnavailableError, 503),
 )
 
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -91,10 +97,14 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = open_pool(settings.database_url, timeout_s=db_timeout_s)
         app.state.repository = Repository(pool)
+        app.state.pool = pool
+        app.state.publisher = ApiPublisher(settings)
+        app.state.publisher.start()
         logger.info("API using database %s", settings.redacted_database_url())
         try:
             yield
         finally:
+            app.state.publisher.stop()
             pool.close()
 
     app = FastAPI(
@@ -108,8 +118,10 @@ def create_app(
         responses=_ERROR_RESPONSES,
     )
     app.state.device_stale_after = device_stale_after
+    app.state.topic_prefix = settings.topic_prefix
     _install_error_handlers(app)
     _add_routes(app)
+    app.include_router(trucks.router)
     return app
 
 

@@ -12,7 +12,9 @@ from collections.abc import Mapping, Sequence
 __all__ = [
     "ApiError",
     "BinNotFoundError",
+    "BrokerUnavailableError",
     "DatabaseUnavailableError",
+    "ForbiddenError",
     "InvalidParameterError",
     "NotFoundError",
 ]
@@ -58,3 +60,15 @@ class DatabaseUnavailableError(ApiError):
     """The database cannot be reached, is too slow, or is not migrated."""
 
     code = "database_unavailable"
+
+
+class ForbiddenError(ApiError):
+    """The caller is known but may not see or change this resource."""
+
+    code = "forbidden"
+
+
+class BrokerUnavailableError(ApiError):
+    """The MQTT broker did not accept a message in time."""
+
+    code = "broker_unavailable"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -26,6 +26,9 @@ __all__ = [
     "Channel",
     "DeviceKind",
     "DeviceStatus",
+    "RouteCommand",
+    "RouteGeometry",
+    "RouteStop",
     "SignalEvent",
     "SignalEvents",
     "TopicError",
@@ -109,8 +112,9 @@ def parse_topic(prefix: str, topic: str) -> TopicInfo:
 
 
 class _Payload(BaseModel):
-    # Unknown fields are refused so that a typo ("fil_pct") is not silently dropped.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+    # Unknown fields are refused so that a typo ("fil_pct") is not silently dropped. Raw
+    # device JSON is validated with strict=True (decode.py): "42" is not a number there.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 Percent = Annotated[float, Field(ge=0.0, le=100.0)]
@@ -176,6 +180,44 @@ class DeviceStatus(_Payload):
     firmware: str | None = Field(default=None, max_length=64)
 
 
+class RouteStop(_Payload):
+    """One visit of a planned route, in the order the truck drives them."""
+
+    seq: int = Field(ge=0)
+    kind: Literal["start", "stop", "unload", "break", "end"]
+    bin_id: str | None = Field(default=None, pattern=DEVICE_ID_PATTERN)
+    site_id: str | None = Field(default=None, max_length=64)
+    lat: float = Field(ge=-90.0, le=90.0)
+    lon: float = Field(ge=-180.0, le=180.0)
+    street: str | None = Field(default=None, max_length=200)
+    eta: AwareDatetime = Field(description="planned arrival")
+    etd: AwareDatetime = Field(description="planned departure")
+    load_after_l: float = Field(ge=0.0, description="load on board after this visit, litres")
+
+
+class RouteGeometry(_Payload):
+    type: Literal["LineString"] = "LineString"
+    coordinates: list[tuple[float, float]] = Field(description="[lon, lat] along the streets")
+
+
+class RouteCommand(_Payload):
+    """A truck's route version. Topic `.../truck/{id}/cmd/route`; also `GET .../route`."""
+
+    truck_id: str = Field(pattern=DEVICE_ID_PATTERN)
+    plan_date: date
+    version: int = Field(ge=1, description="grows with every change; the newest one counts")
+    created_at: AwareDatetime
+    reason: str = Field(max_length=500, description="why this version exists")
+    engine: str = Field(max_length=40)
+    distance_m: float = Field(ge=0.0)
+    duration_s: float = Field(ge=0.0)
+    stops: list[RouteStop]
+    geometry: RouteGeometry
+    unserved: list[dict[str, str]] = Field(
+        default_factory=list, description="stops this plan could not serve, with the reason"
+    )
+
+
 _MODELS: dict[tuple[DeviceKind, Channel], type[_Payload]] = {
     (DeviceKind.BIN, Channel.TELEMETRY): BinTelemetry,
     (DeviceKind.SIGNAL, Channel.EVENTS): SignalEvents,
@@ -215,4 +257,8 @@ def json_schemas() -> dict[str, dict[str, object]]:
             + (model.__doc__ or "").strip().split("\n")[0]
         )
         out[f"{kind}.{channel}.schema.json"] = schema
+    route = RouteCommand.model_json_schema()
+    route["$id"] = f"https://cityops.example/schemas/{CONTRACT_VERSION}/truck.cmd.route.json"
+    route["description"] = f"Payload on {{prefix}}/{CONTRACT_VERSION}/truck/{{id}}/cmd/route."
+    out["truck.cmd.route.schema.json"] = route
     return out

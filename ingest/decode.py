@@ -138,7 +138,7 @@ def decode(
     except UnicodeDecodeError as exc:
         return Rejected(Reason.NOT_UTF8, f"payload is not UTF-8: {exc.reason} at byte {exc.start}")
     try:
-        payload = model.model_validate_json(raw)
+        payload = model.model_validate_json(raw, strict=True)
     except ValidationError as exc:
         return _classify(exc)
     for i, ts in enumerate(payload_times(payload)):

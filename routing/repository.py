@@ -1,0 +1,210 @@
+"""SQL for routing: versioned routes, closures and the planning inputs.
+
+The only routing module that talks to the database. Route versions are append-only: a
+change is a new version with its reason; `current_routes` is the newest per truck and day.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+from shapely import from_wkb
+
+from cityops.ingest.contract import RouteCommand
+from cityops.routing.closures import Closure
+
+__all__ = [
+    "BinRow",
+    "SiteRow",
+    "TruckRow",
+    "current_route",
+    "load_bins",
+    "load_closures",
+    "load_readings_since",
+    "load_sites",
+    "load_trucks",
+    "next_version",
+    "store_route",
+]
+
+logger = logging.getLogger(__name__)
+
+Conn = psycopg.Connection[Any]
+
+
+def next_version(conn: Conn, truck_id: str, plan_date: date) -> int:
+    row = conn.execute(
+        "SELECT coalesce(max(version), 0) + 1 FROM route_versions "
+        "WHERE truck_id = %s AND plan_date = %s",
+        (truck_id, plan_date),
+    ).fetchone()
+    return int(row[0]) if row else 1
+
+
+def store_route(conn: Conn, route: RouteCommand) -> None:
+    """Insert one route version and its stops (in the caller's transaction)."""
+    doc = route.model_dump(mode="json")
+    conn.execute(
+        "INSERT INTO route_versions (truck_id, plan_date, version, created_at, reason, engine, "
+        "distance_m, duration_s, stops, geometry, unserved) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (
+            route.truck_id,
+            route.plan_date,
+            route.version,
+            route.created_at,
+            route.reason,
+            route.engine,
+            route.distance_m,
+            route.duration_s,
+            Jsonb(doc["stops"]),
+            Jsonb(doc["geometry"]),
+            Jsonb(doc["unserved"]),
+        ),
+    )
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO route_stops (truck_id, plan_date, version, seq, kind, bin_id, site_id, "
+            "eta, etd, load_after_l) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            [
+                (
+                    route.truck_id,
+                    route.plan_date,
+                    route.version,
+                    s.seq,
+                    s.kind,
+                    s.bin_id,
+                    s.site_id,
+                    s.eta,
+                    s.etd,
+                    s.load_after_l,
+                )
+                for s in route.stops
+            ],
+        )
+    logger.info(
+        "stored route %s %s v%d: %d visits, %.1f km (%s)",
+        route.truck_id,
+        route.plan_date,
+        route.version,
+        len(route.stops),
+        route.distance_m / 1000,
+        route.reason,
+    )
+
+
+def current_route(conn: Conn, truck_id: str, plan_date: date) -> RouteCommand | None:
+    row = conn.execute(
+        "SELECT truck_id, plan_date, version, created_at, reason, engine, distance_m, "
+        "duration_s, stops, geometry, unserved FROM current_routes "
+        "WHERE truck_id = %s AND plan_date = %s",
+        (truck_id, plan_date),
+    ).fetchone()
+    if row is None:
+        return None
+    keys = (
+        "truck_id",
+        "plan_date",
+        "version",
+        "created_at",
+        "reason",
+        "engine",
+        "distance_m",
+        "duration_s",
+        "stops",
+        "geometry",
+        "unserved",
+    )
+    doc = dict(zip(keys, row, strict=True))
+    return RouteCommand.model_validate_json(json.dumps(doc, default=str))
+
+
+@dataclass(frozen=True)
+class BinRow:
+    bin_id: str
+    lat: float
+    lon: float
+    street: str
+    fraction: str
+    capacity_l: int
+    access_from_s: int | None
+    access_to_s: int | None
+    fill_pct: float | None
+
+
+@dataclass(frozen=True)
+class SiteRow:
+    site_id: str
+    kind: str
+    lat: float
+    lon: float
+
+
+@dataclass(frozen=True)
+class TruckRow:
+    truck_id: str
+    capacity_l: int
+    capacity_kg: int | None
+    depot_id: str
+
+
+def load_bins(conn: Conn) -> list[BinRow]:
+    rows = conn.execute(
+        "SELECT b.bin_id, ST_Y(b.geom), ST_X(b.geom), b.street, b.fraction, b.capacity_l, "
+        "extract(epoch FROM b.access_from)::int, extract(epoch FROM b.access_to)::int, "
+        "s.fill_pct FROM bins b LEFT JOIN bin_state s USING (bin_id) ORDER BY b.bin_id"
+    ).fetchall()
+    return [BinRow(*r) for r in rows]
+
+
+def load_sites(conn: Conn) -> list[SiteRow]:
+    rows = conn.execute(
+        "SELECT site_id, kind, ST_Y(geom), ST_X(geom) FROM sites ORDER BY site_id"
+    ).fetchall()
+    return [SiteRow(*r) for r in rows]
+
+
+def load_trucks(conn: Conn) -> list[TruckRow]:
+    rows = conn.execute(
+        "SELECT truck_id, capacity_l, capacity_kg, depot_id FROM trucks ORDER BY truck_id"
+    ).fetchall()
+    return [TruckRow(*r) for r in rows]
+
+
+def load_readings_since(
+    conn: Conn, since: datetime
+) -> dict[str, list[tuple[datetime, float, str | None]]]:
+    """Readings per bin since `since`, oldest first (for the fill forecast)."""
+    out: dict[str, list[tuple[datetime, float, str | None]]] = {}
+    for bin_id, ts, fill, fault in conn.execute(
+        "SELECT bin_id, ts, fill_pct, fault FROM bin_readings WHERE ts >= %s ORDER BY bin_id, ts",
+        (since,),
+    ):
+        out.setdefault(str(bin_id), []).append((ts, float(fill), fault))
+    return out
+
+
+def load_closures(conn: Conn, *, valid_at_or_after: datetime) -> list[Closure]:
+    rows = conn.execute(
+        "SELECT closure_id, ST_AsBinary(geom), valid_from, valid_to, reason, buffer_m, slowdown "
+        "FROM street_closures WHERE valid_to > %s ORDER BY closure_id",
+        (valid_at_or_after,),
+    ).fetchall()
+    return [
+        Closure(
+            cid,
+            from_wkb(bytes(wkb)),
+            vf,
+            vt,
+            reason,
+            float(buf),
+            float(slow) if slow is not None else None,
+        )
+        for cid, wkb, vf, vt, reason, buf, slow in rows
+    ]

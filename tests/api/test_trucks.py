@@ -1,0 +1,207 @@
+"""The truck tablet's endpoints against the real database and broker."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import psycopg
+from paho.mqtt.enums import CallbackAPIVersion
+
+from cityops.api.auth import Principal, current_principal
+from cityops.ingest.config import Settings
+from cityops.ingest.contract import RouteCommand
+from cityops.routing.repository import next_version, store_route
+from tests.api.testclient import TestClient
+from tests.support.ingest import add_truck
+
+DAY = date(2026, 11, 23)
+
+
+def _route(truck_id: str, version: int, reason: str = "daily plan") -> RouteCommand:
+    t0 = datetime(2026, 11, 23, 5, 0, tzinfo=UTC)
+    stops = [
+        {
+            "seq": 0,
+            "kind": "start",
+            "site_id": "D1",
+            "lat": 50.10,
+            "lon": 8.76,
+            "eta": t0,
+            "etd": t0,
+            "load_after_l": 0,
+        },
+        {
+            "seq": 1,
+            "kind": "stop",
+            "bin_id": "B1",
+            "lat": 50.101,
+            "lon": 8.761,
+            "street": "Kaiserstraße",
+            "eta": t0 + timedelta(minutes=10),
+            "etd": t0 + timedelta(minutes=12),
+            "load_after_l": 240,
+        },
+        {
+            "seq": 2,
+            "kind": "end",
+            "site_id": "D1",
+            "lat": 50.10,
+            "lon": 8.76,
+            "eta": t0 + timedelta(minutes=25),
+            "etd": t0 + timedelta(minutes=25),
+            "load_after_l": 240,
+        },
+    ]
+    return RouteCommand.model_validate(
+        {
+            "truck_id": truck_id,
+            "plan_date": DAY,
+            "version": version,
+            "created_at": datetime.now(UTC),
+            "reason": reason,
+            "engine": "test",
+            "distance_m": 2400.0,
+            "duration_s": 1500.0,
+            "stops": stops,
+            "geometry": {"type": "LineString", "coordinates": [[8.76, 50.10], [8.761, 50.101]]},
+        }
+    )
+
+
+def _store(db_url: str, truck_id: str, reason: str = "daily plan") -> int:
+    with psycopg.connect(db_url) as conn:
+        version = next_version(conn, truck_id, DAY)
+        store_route(conn, _route(truck_id, version, reason))
+    return version
+
+
+def test_current_route_with_etag_and_304(db_url: str, client: TestClient) -> None:
+    add_truck(db_url, "T1")
+    assert (
+        client.get("/api/v1/trucks/T1/route", params={"date": DAY.isoformat()}).status_code == 404
+    )
+    _store(db_url, "T1")
+    first = client.get("/api/v1/trucks/T1/route", params={"date": DAY.isoformat()})
+    assert first.status_code == 200
+    etag = first.headers["etag"]
+    assert first.json()["version"] == 1 and [s["kind"] for s in first.json()["stops"]] == [
+        "start",
+        "stop",
+        "end",
+    ]
+    same = client.get(
+        "/api/v1/trucks/T1/route", params={"date": DAY.isoformat()}, headers={"If-None-Match": etag}
+    )
+    assert same.status_code == 304 and same.headers["etag"] == etag
+    _store(db_url, "T1", reason="bin B7 overflowing")
+    changed = client.get(
+        "/api/v1/trucks/T1/route", params={"date": DAY.isoformat()}, headers={"If-None-Match": etag}
+    )
+    assert changed.status_code == 200
+    assert changed.json()["version"] == 2 and changed.json()["reason"] == "bin B7 overflowing"
+    assert changed.headers["etag"] != etag
+
+
+def test_bad_input_gets_4xx(client: TestClient) -> None:
+    assert client.get("/api/v1/trucks/T%201/route").status_code == 422
+    assert client.get("/api/v1/trucks/T1/route", params={"date": "tomorrow"}).status_code == 422
+    r = client.post(
+        "/api/v1/trucks/T1/events",
+        json={"ts": "2026-11-23T06:00:00Z", "kind": "stop_skipped", "bin_id": "B1"},
+    )
+    assert r.status_code == 422 and "reason" in r.json()["message"]
+    r = client.post(
+        "/api/v1/trucks/T1/events",
+        json={"ts": "2026-11-23T06:00:00", "kind": "stop_done", "bin_id": "B1"},
+    )
+    assert r.status_code == 422
+
+
+def test_a_truck_sees_only_its_own_route(db_url: str, client: TestClient) -> None:
+    add_truck(db_url, "T1")
+    _store(db_url, "T1")
+    app: Any = client.app
+    app.dependency_overrides[current_principal] = lambda: Principal(
+        "tablet-T2", frozenset({"truck"}), truck_id="T2"
+    )
+    try:
+        r = client.get("/api/v1/trucks/T1/route", params={"date": DAY.isoformat()})
+        assert r.status_code == 403 and r.json()["error"] == "forbidden"
+        app.dependency_overrides[current_principal] = lambda: Principal(
+            "tablet-T1", frozenset({"truck"}), truck_id="T1"
+        )
+        assert (
+            client.get("/api/v1/trucks/T1/route", params={"date": DAY.isoformat()}).status_code
+            == 200
+        )
+    finally:
+        app.dependency_overrides.clear()
+
+
+def test_stream_sends_the_current_version_and_resumes_after_last_event_id(
+    db_url: str, client: TestClient
+) -> None:
+    add_truck(db_url, "T1")
+    _store(db_url, "T1")
+    _store(db_url, "T1", reason="re-plan")
+
+    def first_route_event(headers: dict[str, str]) -> dict[str, Any] | None:
+        with client.stream(
+            "GET",
+            "/api/v1/trucks/T1/route/stream",
+            params={"date": DAY.isoformat()},
+            headers=headers,
+        ) as resp:
+            assert resp.status_code == 200
+            assert resp.headers["content-type"].startswith("text/event-stream")
+            deadline = time.monotonic() + 5
+            for line in resp.iter_lines():
+                if line.startswith("data: "):
+                    return dict(json.loads(line[6:]))
+                if time.monotonic() > deadline:
+                    return None
+        return None
+
+    event = first_route_event({})
+    assert event is not None and event["version"] == 2 and event["reason"] == "re-plan"
+
+
+def test_stop_events_are_published_on_the_trucks_topic(
+    settings: Settings, client: TestClient
+) -> None:
+    got: list[tuple[str, bytes]] = []
+    ready = threading.Event()
+    sub = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    sub.on_message = lambda _c, _u, m: got.append((m.topic, m.payload))
+    sub.on_subscribe = lambda *_a: ready.set()
+    sub.connect(settings.mqtt_host, settings.mqtt_port)
+    sub.loop_start()
+    sub.subscribe(f"{settings.topic_prefix}/v1/truck/+/events", qos=1)
+    assert ready.wait(5)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # the API's publisher connects in the background
+        r = client.post(
+            "/api/v1/trucks/T1/events",
+            json={
+                "ts": "2026-11-23T06:00:00Z",
+                "kind": "stop_skipped",
+                "bin_id": "B1",
+                "reason": "blocked access",
+            },
+        )
+        if r.status_code != 503:
+            break
+        time.sleep(0.2)
+    assert r.status_code == 202, r.text
+    deadline = time.monotonic() + 5
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.05)
+    sub.disconnect()
+    sub.loop_stop()
+    assert got and got[0][0] == f"{settings.topic_prefix}/v1/truck/T1/events"
+    assert json.loads(got[0][1])["reason"] == "blocked access"
