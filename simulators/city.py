@@ -21,6 +21,7 @@ stream (`[seed, part]`), so adding bins does not move the signal controllers.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import math
 from collections import defaultdict
@@ -140,6 +141,8 @@ class Truck:
     capacity_kg: int | None
     depot_id: str
     fractions: tuple[Fraction, ...]
+    shift_start: dt.time = dt.time(6, 0)
+    shift_end: dt.time = dt.time(14, 30)
 
 
 @dataclass(frozen=True)
@@ -362,5 +365,7 @@ def _make_trucks(scenario: Scenario) -> tuple[Truck, ...]:
             capacity_kg=cfg.capacity_kg,
             depot_id=cfg.depot,
             fractions=tuple(fractions),
+            shift_start=cfg.shift.start,
+            shift_end=cfg.shift.end,
         ))
     return tuple(trucks)

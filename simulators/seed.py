@@ -66,10 +66,14 @@ ON CONFLICT (controller_id, channel) DO UPDATE SET phase = EXCLUDED.phase,
 """
 
 _TRUCKS = """
-INSERT INTO trucks (truck_id, name, capacity_l, capacity_kg, depot_id)
-VALUES (%(truck_id)s, %(name)s, %(capacity_l)s, %(capacity_kg)s, %(depot_id)s)
+INSERT INTO trucks (truck_id, name, capacity_l, capacity_kg, depot_id, fractions, shift_start,
+    shift_end)
+VALUES (%(truck_id)s, %(name)s, %(capacity_l)s, %(capacity_kg)s, %(depot_id)s, %(fractions)s,
+    %(shift_start)s, %(shift_end)s)
 ON CONFLICT (truck_id) DO UPDATE SET name = EXCLUDED.name, capacity_l = EXCLUDED.capacity_l,
-    capacity_kg = EXCLUDED.capacity_kg, depot_id = EXCLUDED.depot_id
+    capacity_kg = EXCLUDED.capacity_kg, depot_id = EXCLUDED.depot_id,
+    fractions = EXCLUDED.fractions, shift_start = EXCLUDED.shift_start,
+    shift_end = EXCLUDED.shift_end
 """
 
 
@@ -140,7 +144,9 @@ def seed_connection(conn: psycopg.Connection[tuple[object, ...]], city: City) ->
             )
         cur.executemany(_TRUCKS, [
             {"truck_id": t.truck_id, "name": t.name, "capacity_l": t.capacity_l,
-             "capacity_kg": t.capacity_kg, "depot_id": t.depot_id}
+             "capacity_kg": t.capacity_kg, "depot_id": t.depot_id,
+             "fractions": list(t.fractions), "shift_start": t.shift_start,
+             "shift_end": t.shift_end}
             for t in city.trucks
         ])
     return SeedReport(

@@ -65,3 +65,14 @@ CREATE VIEW current_routes AS
     SELECT DISTINCT ON (truck_id, plan_date) *
     FROM route_versions
     ORDER BY truck_id, plan_date, version DESC;
+
+-- What planning needs from the fleet registry: the fractions a truck collects (one per day,
+-- rotating by weekday) and its shift in local time (Europe/Berlin).
+ALTER TABLE trucks
+    ADD COLUMN fractions    text[] NOT NULL DEFAULT '{residual}',
+    ADD COLUMN shift_start  time NOT NULL DEFAULT '06:00',
+    ADD COLUMN shift_end    time NOT NULL DEFAULT '14:30',
+    ADD CONSTRAINT trucks_shift_order CHECK (shift_end > shift_start),
+    ADD CONSTRAINT trucks_fractions_known CHECK (
+        fractions <@ ARRAY['residual', 'paper', 'packaging', 'organic', 'glass']::text[]
+        AND cardinality(fractions) >= 1);
