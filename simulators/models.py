@@ -97,6 +97,16 @@ class CitySim:
         self.time = max(self.time, until)
         return out
 
+    def follow_route(self, truck_id: str, bin_ids: Sequence[str], route_version: int) -> int:
+        """A route version from the dispatcher replaces the truck's stops (and the stand-in
+        planner, for good); unknown bins are skipped. Returns the number of stops taken."""
+        truck = self.trucks[truck_id]
+        truck.follow_dispatcher()
+        nodes = {b.bin_id: b.node for b in self.city.bins}
+        stops = [Stop(b, nodes[b]) for b in bin_ids if b in nodes]
+        self.assign_route(truck_id, stops, route_version)
+        return len(stops)
+
     def assign_route(
         self, truck_id: str, stops: Sequence[Stop], route_version: int | None = None
     ) -> None:

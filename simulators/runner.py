@@ -35,9 +35,17 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from pydantic import ValidationError
 
 from cityops.ingest.config import Settings
-from cityops.ingest.contract import Channel, DeviceKind, DeviceStatus, device_topic
+from cityops.ingest.contract import (
+    Channel,
+    DeviceKind,
+    DeviceStatus,
+    RouteCommand,
+    command_topic,
+    device_topic,
+)
 from cityops.simulators.emission import to_datetime
 from cityops.simulators.models import CitySim
 
@@ -124,6 +132,12 @@ class _Link:
         client.max_inflight_messages_set(20)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        self.command_topic = (
+            command_topic(settings.topic_prefix, kind, device_id, "route")
+            if kind is DeviceKind.TRUCK else None
+        )
+        self.inbox: list[bytes] = []
+        client.on_message = self._on_message
         self.client = client
 
     def connect(self) -> None:
@@ -166,6 +180,11 @@ class _Link:
         self.connected = True
         self.attempts = 0
         self.publish_status("online")
+        if self.command_topic is not None:
+            client.subscribe(self.command_topic, qos=1)
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        self.inbox.append(bytes(msg.payload))
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: object, flags: mqtt.DisconnectFlags,
@@ -331,6 +350,7 @@ def _publish_loop(
         if wall >= end:
             break
         if wall >= next_tick:
+            _take_routes(sim, links)
             now = clock.now(wall)
             for emission in sim.advance(now):
                 topic = device_topic(prefix, emission.kind, emission.device_id, emission.channel)
@@ -355,6 +375,26 @@ def _publish_loop(
             last_progress = wall
             next_progress = wall + _PROGRESS_S
         loop.poll(min(next_tick, next_misc, end) - time.time())
+
+
+def _take_routes(sim: CitySim, links: dict[str, _Link]) -> None:
+    """Hand route versions received on `cmd/route` to the simulated trucks."""
+    for link in links.values():
+        while link.inbox:
+            raw = link.inbox.pop(0)
+            try:
+                route = RouteCommand.model_validate_json(raw)
+            except ValidationError as exc:
+                logger.warning("truck %s: ignoring an invalid route command: %s",
+                               link.device_id, exc.errors()[0]["msg"])
+                continue
+            if route.truck_id != link.device_id:
+                logger.warning("truck %s: ignoring a route for %s", link.device_id, route.truck_id)
+                continue
+            bins = [s.bin_id for s in route.stops if s.kind == "stop" and s.bin_id]
+            taken = sim.follow_route(link.device_id, bins, route.version)
+            logger.info("truck %s follows route v%d (%s): %d stops",
+                        link.device_id, route.version, route.reason, taken)
 
 
 def _shutdown(loop: _Loop, links: dict[str, _Link], clock: SimClock) -> None:

@@ -179,6 +179,13 @@ class TruckSim:
     def activity(self) -> str:
         return self._activity
 
+    def follow_dispatcher(self) -> None:
+        """From now on only routes from the dispatcher (cmd/route) give this truck stops."""
+        if self._planner is not None:
+            for stop in self.stops:
+                self._planner.release(stop.bin_id)
+        self._planner = None
+
     def assign(self, stops: Sequence[Stop], route_version: int | None = None) -> None:
         """Replace the truck's remaining stops (a route from the dispatcher)."""
         if self._planner is not None:

@@ -48,8 +48,9 @@ class Received:
 def subscribed(settings: Settings, topic_filter: str) -> Iterator[Received]:
     got = Received()
     subscribed_ev = threading.Event()
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"sub-{uuid.uuid4().hex[:8]}",
-                         protocol=mqtt.MQTTv5)
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=f"sub-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv5
+    )
 
     def on_connect(c: mqtt.Client, *_: object) -> None:
         c.subscribe(topic_filter, qos=1)
@@ -81,8 +82,9 @@ def test_short_run_publishes_as_real_devices(settings: Settings) -> None:
     sim = CitySim(city, scenario, network(), time.time() - 600)
     devices = {d.device_id: d.kind for d in sim.devices}
     with subscribed(settings, f"{prefix}/v1/#") as got:
-        stats = run(sim, settings, speed=600.0, duration_s=2.5,
-                    client_id_prefix=f"t{uuid.uuid4().hex[:6]}-")
+        stats = run(
+            sim, settings, speed=600.0, duration_s=2.5, client_id_prefix=f"t{uuid.uuid4().hex[:6]}-"
+        )
         published = sum(stats.published.values())
         deadline = time.time() + 5
         # everything published plus an online and an offline status per device
@@ -106,8 +108,12 @@ def test_short_run_publishes_as_real_devices(settings: Settings) -> None:
         stamps = [e["ts"] for e in data["events"]] if "events" in data else [data["ts"]]
         for ts in stamps:  # never in the future
             assert datetime.fromisoformat(ts).timestamp() <= received_at
-    assert kinds >= {(DeviceKind.BIN, Channel.TELEMETRY), (DeviceKind.SIGNAL, Channel.EVENTS),
-                     (DeviceKind.TRUCK, Channel.TELEMETRY), (DeviceKind.TRUCK, Channel.EVENTS)}
+    assert kinds >= {
+        (DeviceKind.BIN, Channel.TELEMETRY),
+        (DeviceKind.SIGNAL, Channel.EVENTS),
+        (DeviceKind.TRUCK, Channel.TELEMETRY),
+        (DeviceKind.TRUCK, Channel.EVENTS),
+    }
     assert got.count() - sum(len(v) for v in status.values()) == published
     assert status == {d: ["online", "offline"] for d in devices}
     assert "S-B0001" in devices
@@ -117,14 +123,15 @@ def test_short_run_publishes_as_real_devices(settings: Settings) -> None:
         deadline = time.time() + 5
         while late.count() < len(devices) and time.time() < deadline:
             time.sleep(0.05)
-    retained = {parse_topic(prefix, t).device_id: (json.loads(p)["state"], r)
-                for t, p, r, _ in late.messages}
+    retained = {
+        parse_topic(prefix, t).device_id: (json.loads(p)["state"], r)
+        for t, p, r, _ in late.messages
+    }
     assert retained == {d: ("offline", True) for d in devices}
 
 
 def test_last_will_marks_a_vanished_device_offline(settings: Settings) -> None:
-    link = _Link(settings, DeviceKind.BIN, "S-B0042", f"t{uuid.uuid4().hex[:6]}-S-B0042",
-                 time.time)
+    link = _Link(settings, DeviceKind.BIN, "S-B0042", f"t{uuid.uuid4().hex[:6]}-S-B0042", time.time)
     topic = link.status_topic
     with subscribed(settings, topic) as got:
         link.connect()
@@ -152,8 +159,9 @@ def test_devices_reconnect_after_a_broker_restart(own_broker: MosquittoProcess) 
     sim = CitySim(city, scenario, network(), time.time() - 3600)
     devices = {d.device_id for d in sim.devices}
     stop = threading.Event()
-    runner = threading.Thread(target=run, args=(sim, settings),
-                              kwargs={"speed": 600.0, "stop": stop}, daemon=True)
+    runner = threading.Thread(
+        target=run, args=(sim, settings), kwargs={"speed": 600.0, "stop": stop}, daemon=True
+    )
     runner.start()
     try:
         time.sleep(1.0)
@@ -180,3 +188,81 @@ def test_devices_reconnect_after_a_broker_restart(own_broker: MosquittoProcess) 
         parse_topic(prefix, t).device_id: json.loads(p)["state"] for t, p, _, _ in late.messages
     }
     assert states == dict.fromkeys(devices, "offline")
+
+
+def test_trucks_follow_routes_received_on_their_command_topic(settings: Settings) -> None:
+    from datetime import UTC, date
+
+    from cityops.ingest.contract import RouteCommand, command_topic
+    from tests.support.ingest import Publisher
+
+    prefix = settings.topic_prefix
+    scenario = small_scenario()
+    city = build_city(scenario, network())
+    sim = CitySim(city, scenario, network(), time.time() - 3600)
+    truck = city.trucks[0].truck_id
+    chosen = [city.bins[-1], city.bins[-2]]
+    now = datetime.now(UTC)
+    stops = [
+        {
+            "seq": i + 1,
+            "kind": "stop",
+            "bin_id": b.bin_id,
+            "lat": b.lat,
+            "lon": b.lon,
+            "eta": now,
+            "etd": now,
+            "load_after_l": 0,
+        }
+        for i, b in enumerate(chosen)
+    ]
+    route = RouteCommand.model_validate(
+        {
+            "truck_id": truck,
+            "plan_date": date.today(),
+            "version": 7,
+            "created_at": now,
+            "reason": "test",
+            "engine": "test",
+            "distance_m": 0,
+            "duration_s": 0,
+            "stops": stops,
+            "geometry": {"type": "LineString", "coordinates": []},
+        }
+    )
+    stop = threading.Event()
+    with subscribed(settings, f"{prefix}/v1/truck/{truck}/events") as got:
+        runner = threading.Thread(
+            target=run,
+            args=(sim, settings),
+            kwargs={
+                "speed": 600.0,
+                "duration_s": 12.0,
+                "stop": stop,
+                "client_id_prefix": f"t{uuid.uuid4().hex[:6]}-",
+            },
+        )
+        runner.start()
+        time.sleep(1.0)  # the truck's client connects and subscribes
+        pub = Publisher(settings.mqtt_host, settings.mqtt_port)
+        pub.publish(
+            command_topic(prefix, DeviceKind.TRUCK, truck, "route"),
+            route.model_dump_json().encode(),
+        )
+        pub.wait_all()
+        pub.close()
+        done: set[str] = set()
+        deadline = time.time() + 11
+        while time.time() < deadline and not {b.bin_id for b in chosen} <= done:
+            with got.lock:
+                for _t, payload, _r, _ts in got.messages:
+                    event = json.loads(payload)
+                    if event["kind"] == "stop_done" and event.get("route_version") == 7:
+                        done.add(event["bin_id"])
+            time.sleep(0.1)
+        stop.set()
+        runner.join(15)
+    # Both bins of the route are emptied; a stop the truck was already driving to when the
+    # route arrived is finished first, as a driver would.
+    assert {b.bin_id for b in chosen} <= done
+    assert len(done) <= len(chosen) + 1
