@@ -20,6 +20,7 @@ __all__ = ["build_parser", "main"]
 _COMMAND_MODULES = (
     "cityops.ingest.cli",
     "cityops.simulators.cli",
+    "cityops.roadworks.cli",
     "cityops.api.commands",
     "cityops.api.demo",
 )
