@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, time
 from typing import Any
 
 import psycopg
@@ -152,6 +152,9 @@ class TruckRow:
     capacity_l: int
     capacity_kg: int | None
     depot_id: str
+    fractions: tuple[str, ...] = ("residual",)
+    shift_start: time = time(6, 0)
+    shift_end: time = time(14, 30)
 
 
 def load_bins(conn: Conn) -> list[BinRow]:
@@ -172,9 +175,10 @@ def load_sites(conn: Conn) -> list[SiteRow]:
 
 def load_trucks(conn: Conn) -> list[TruckRow]:
     rows = conn.execute(
-        "SELECT truck_id, capacity_l, capacity_kg, depot_id FROM trucks ORDER BY truck_id"
+        "SELECT truck_id, capacity_l, capacity_kg, depot_id, fractions, shift_start, shift_end "
+        "FROM trucks ORDER BY truck_id"
     ).fetchall()
-    return [TruckRow(*r) for r in rows]
+    return [TruckRow(t, c, kg, d, tuple(f), s, e) for t, c, kg, d, f, s, e in rows]
 
 
 def load_readings_since(

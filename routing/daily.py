@@ -1,0 +1,185 @@
+"""`cityops routing plan`: plan a day for the whole fleet from the database.
+
+Loads the registry, the recent readings and the closures, forecasts every bin, selects
+the bins worth collecting, solves one problem per waste fraction with the trucks that
+collect it that day, stores a new route version per truck (one transaction) and pushes
+the versions to the trucks over MQTT.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+
+from cityops.ingest.config import Settings
+from cityops.ingest.contract import RouteCommand
+from cityops.ingest.db import connect
+from cityops.routing.closures import apply_closures
+from cityops.routing.forecast import Observation, estimate, rates_by_group, select_bins
+from cityops.routing.model import Engine, Unserved, UnservedCode
+from cityops.routing.network import RoadNetwork, load_network
+from cityops.routing.planning import (
+    BERLIN,
+    DayAxis,
+    build_problem,
+    fraction_of_day,
+    plan_to_routes,
+)
+from cityops.routing.publish import publish_routes
+from cityops.routing.repository import (
+    load_bins,
+    load_closures,
+    load_readings_since,
+    load_sites,
+    load_trucks,
+    next_version,
+    store_route,
+)
+from cityops.routing.solver import OrToolsEngine
+
+__all__ = ["DailyPlanReport", "plan_day"]
+
+logger = logging.getLogger(__name__)
+
+_HISTORY = timedelta(days=14)
+
+
+@dataclass
+class DailyPlanReport:
+    day: date
+    routes: list[RouteCommand] = field(default_factory=list)
+    unserved: list[Unserved] = field(default_factory=list)
+    selected: int = 0
+    required: int = 0
+    pushed: int = 0
+    solve_s: float = 0.0
+    violations: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        out = [
+            f"plan for {self.day.isoformat()}: {self.selected} bins selected "
+            f"({self.required} required), {len(self.routes)} routes, solved in {self.solve_s:.1f} s"
+        ]
+        for r in self.routes:
+            stops = sum(1 for s in r.stops if s.kind == "stop")
+            unloads = sum(1 for s in r.stops if s.kind == "unload")
+            first, last = r.stops[0].etd, r.stops[-1].eta
+            out.append(
+                f"  {r.truck_id} v{r.version}: {stops} bins, {unloads} unloads, "
+                f"{r.distance_m / 1000:.1f} km, {first.astimezone(BERLIN):%H:%M}-"
+                f"{last.astimezone(BERLIN):%H:%M} Europe/Berlin ({r.duration_s / 3600:.1f} h)"
+            )
+        for u in self.unserved:
+            out.append(f"  not served: {u.stop_id}: {u.reason}")
+        out.append(f"  pushed {self.pushed} of {len(self.routes)} routes to the trucks over MQTT")
+        return out
+
+
+def plan_day(
+    settings: Settings,
+    day: date,
+    *,
+    time_limit_s: float = 10.0,
+    engine: Engine | None = None,
+    seed: int = 0,
+    now: datetime | None = None,
+    network: RoadNetwork | None = None,
+    reason: str = "daily plan",
+    push: bool = True,
+) -> DailyPlanReport:
+    engine = engine or OrToolsEngine()
+    now = now or datetime.now(UTC)
+    axis = DayAxis(day)
+    report = DailyPlanReport(day)
+    network = network or load_network(settings.osm_file)
+    with connect(settings.database_url) as conn:
+        bins = {b.bin_id: b for b in load_bins(conn)}
+        sites = load_sites(conn)
+        trucks = load_trucks(conn)
+        readings = load_readings_since(conn, now - _HISTORY)
+        closures = load_closures(conn, valid_at_or_after=axis.midnight)
+    if not trucks:
+        logger.warning("no trucks in the registry: nothing to plan")
+        return report
+    first_shift = min(axis.at(axis.seconds(t.shift_start)) for t in trucks)
+    roads, effects = apply_closures(network, closures, first_shift)
+    for e in effects:
+        logger.info("closure %s affects %s", e.closure_id, ", ".join(e.streets))
+
+    forecasts = []
+    for bin_id, rows in readings.items():
+        if bin_id in bins:
+            obs = [Observation(ts, fill, fault) for ts, fill, fault in rows if ts <= now]
+            if obs:
+                forecasts.append(estimate(bin_id, obs, now=now))
+    fraction = {b.bin_id: b.fraction for b in bins.values()}
+    fallback = rates_by_group(forecasts, fraction)
+    forecasts = [
+        estimate(
+            f.bin_id,
+            [Observation(ts, v, fl) for ts, v, fl in readings[f.bin_id] if ts <= now],
+            now=now,
+            fallback_rate_pct_per_h=fallback.get(fraction[f.bin_id]),
+        )
+        for f in forecasts
+    ]
+    next_collection = axis.at(axis.seconds(max(t.shift_end for t in trucks))) + timedelta(days=1)
+    next_collection = max(next_collection, now)
+    selections = select_bins(forecasts, now=now, next_collection=next_collection)
+    report.selected = len(selections)
+    report.required = sum(1 for s in selections if s.required)
+
+    by_fraction: dict[str, list[object]] = defaultdict(list)
+    for t in trucks:
+        by_fraction[fraction_of_day(t, day)].append(t)
+    started = time.monotonic()
+    plans = []
+    for frac in sorted({fraction[s.bin_id] for s in selections} | set(by_fraction)):
+        chosen = [s for s in selections if fraction[s.bin_id] == frac]
+        fleet = [t for t in trucks if fraction_of_day(t, day) == frac]
+        if not chosen:
+            continue
+        if not fleet:
+            report.unserved.extend(
+                Unserved(s.bin_id, UnservedCode.NOT_PLANNED, f"no truck collects {frac} on {day}")
+                for s in chosen
+                if s.required
+            )
+            continue
+        problem, locations = build_problem(
+            axis=axis, network=roads, bins=bins, selections=chosen, sites=sites, trucks=fleet
+        )
+        plan = engine.solve(problem, time_limit_s=time_limit_s, seed=seed)
+        logger.info(
+            "%s: %d bins, %d trucks -> %d unserved",
+            frac,
+            len(chosen),
+            len(fleet),
+            len(plan.unserved),
+        )
+        plans.append((problem, plan, locations))
+    report.solve_s = time.monotonic() - started
+
+    with connect(settings.database_url) as conn, conn.transaction():
+        for problem, plan, locations in plans:
+            versions = {v.id: next_version(conn, v.id, day) for v in problem.vehicles}
+            routes = plan_to_routes(
+                problem=problem,
+                plan=plan,
+                locations=locations,
+                network=roads,
+                axis=axis,
+                versions=versions,
+                reason=reason,
+                created_at=now,
+            )
+            for r in routes:
+                store_route(conn, r)
+            report.routes.extend(routes)
+            report.unserved.extend(plan.unserved)
+    if push:
+        report.pushed = publish_routes(settings, report.routes)
+    return report
