@@ -23,6 +23,7 @@ _COMMAND_MODULES = (
     "cityops.roadworks.cli",
     "cityops.api.commands",
     "cityops.api.demo",
+    "cityops.routing.cli",
 )
 
 
