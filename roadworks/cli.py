@@ -82,6 +82,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     where.add_argument("--bbox", type=_bbox, metavar="MINLON,MINLAT,MAXLON,MAXLAT")
     where.add_argument("--street", metavar="NAME", help="street name (Str./Straße folded)")
     feed.add_argument("--out", type=Path, help="write to a file instead of stdout")
+    feed.add_argument("--at", type=_datetime, metavar="ISO",
+                      help="the feed as of this time (default: now), e.g. 2025-03-03T08:00+01:00")
     feed.set_defaults(func=_cmd_feed)
 
     fnd = rsub.add_parser("findings", help="list coordination findings")
@@ -145,7 +147,8 @@ def _cmd_feed(args: argparse.Namespace) -> int:
     rw = load_roadworks_settings()
 
     def run(conn: psycopg.Connection[tuple[object, ...]]) -> int:
-        text = render_feed(conn, rw, args.format, FeedQuery(bbox=args.bbox, street=args.street))
+        query = FeedQuery(bbox=args.bbox, street=args.street)
+        text = render_feed(conn, rw, args.format, query, now=args.at)
         if args.out:
             args.out.write_text(text, encoding="utf-8", newline="")
         else:
@@ -241,6 +244,16 @@ def _date(text: str) -> date:
         return date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def _datetime(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"give a time zone, e.g. {text}+01:00 or {text}Z")
+    return value
 
 
 def _bbox(text: str) -> BBox:
