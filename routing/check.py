@@ -224,6 +224,8 @@ def _check_route(problem: Problem, vehicle: Vehicle, route: Route) -> list[Viola
         if t >= UNREACHABLE or d >= UNREACHABLE:
             msg = f"no road path from {prev.location} to {visit.location}"
             flag(ViolationKind.UNREACHABLE, visit.ref, msg)
+            prev, pauses = visit, []
+            continue  # no meaningful travel time to compare with
         clock = prev.departure_s
         for pause in pauses:
             if pause.arrival_s < clock:

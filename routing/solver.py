@@ -30,6 +30,11 @@ Modelling (see docs for the why):
 * **Unreachable arcs** (``UNREACHABLE`` in a matrix) are removed from the successor
   domains.
 
+Search: ``GLS`` builds a first solution (path-cheapest-arc by default) and improves it with
+guided local search until the limit, with a leaner operator set than OR-Tools' default
+(see ``_SLOW_OPERATORS``/``_DROP_OPERATORS``); ``DEFAULTS`` is OR-Tools' default parameters
+(greedy descent to the first local optimum), kept as the benchmark baseline.
+
 Determinism: with ``solution_limit`` set, the search stops after that many solutions and
 the result depends only on the problem, the parameters and the seed. With only a time
 limit, the number of iterations and thus the result can vary with machine load.
@@ -81,6 +86,24 @@ _KIND_RELOAD: Final = 2
 #: kept when it happens to be on the way (a tie in distance).
 _UNLOAD_COST: Final = 1
 _BOOL_TRUE: Final = optional_boolean_pb2.BOOL_TRUE
+_BOOL_FALSE: Final = optional_boolean_pb2.BOOL_FALSE
+#: Operators whose few improvements cost more search time than they save within seconds
+#: (measured on CVRPLIB X instances with a 5 s limit: mean gap 9.4 % -> 6.4 %).
+_SLOW_OPERATORS: Final = (
+    "use_lin_kernighan",
+    "use_relocate_expensive_chain",
+    "use_global_cheapest_insertion_path_lns",
+    "use_local_cheapest_insertion_path_lns",
+)
+#: Operators that drop visits: useless when every stop is required (dropping one never
+#: pays) and there are no unloads to drop.
+_DROP_OPERATORS: Final = (
+    "use_make_inactive",
+    "use_make_chain_inactive",
+    "use_swap_active",
+    "use_shortest_path_swap_active",
+    "use_swap_active_chain",
+)
 
 IntArray = npt.NDArray[np.int64]
 
@@ -135,7 +158,11 @@ class OrToolsEngine:
                 self.name,
             )
         model = _Model(problem, screening, seed, self.max_reloads)
-        params = self._parameters(time_limit_s, multi_trip=bool(model.reload_nodes))
+        params = self._parameters(
+            time_limit_s,
+            multi_trip=bool(model.reload_nodes),
+            all_required=all(problem.stops[k].required for k in screening.stops),
+        )
         routing = model.build(params)
         started = time.monotonic()
         start_assignment = model.initial_assignment(initial) if initial is not None else None
@@ -170,7 +197,7 @@ class OrToolsEngine:
         )
         return model.plan(solution, self.name)
 
-    def _parameters(self, time_limit_s: float, *, multi_trip: bool) -> Any:
+    def _parameters(self, time_limit_s: float, *, multi_trip: bool, all_required: bool) -> Any:
         params: Any = pywrapcp.DefaultRoutingSearchParameters()
         if self.mode is SearchMode.GLS:
             params.first_solution_strategy = getattr(
@@ -179,10 +206,16 @@ class OrToolsEngine:
             params.local_search_metaheuristic = (
                 routing_enums_pb2.LocalSearchMetaheuristic.GUIDED_LOCAL_SEARCH
             )
+            operators = params.local_search_operators
+            for name in _SLOW_OPERATORS:
+                setattr(operators, name, _BOOL_FALSE)
+            if all_required and not multi_trip:
+                for name in _DROP_OPERATORS:
+                    setattr(operators, name, _BOOL_FALSE)
             if multi_trip:
                 # Serving one more stop often needs an unload inserted with it; the default
                 # operators insert one node at a time, this LNS inserts several together.
-                params.local_search_operators.use_inactive_lns = _BOOL_TRUE
+                operators.use_inactive_lns = _BOOL_TRUE
         params.time_limit.FromMilliseconds(max(1, round(time_limit_s * 1000)))
         if self.solution_limit is not None:
             params.solution_limit = self.solution_limit
