@@ -95,7 +95,13 @@ def _add_solve(sub: Subparsers) -> None:
     p.set_defaults(func=_solve)
 
 
-_SUBCOMMANDS: tuple[Callable[[Subparsers], None], ...] = (_add_solve,)
+def _operational() -> tuple[Callable[[Subparsers], None], ...]:
+    from .ops_cli import SUBCOMMANDS
+
+    return SUBCOMMANDS
+
+
+_SUBCOMMANDS: tuple[Callable[[Subparsers], None], ...] = (_add_solve, *_operational())
 
 
 def _solve(args: argparse.Namespace) -> int:

@@ -22,12 +22,21 @@ from cityops.routing.closures import Closure
 __all__ = [
     "BinRow",
     "SiteRow",
+    "TruckEventRow",
     "TruckRow",
+    "TruckStateRow",
+    "closures_changed_since",
+    "closures_stamp",
     "current_route",
+    "current_routes_on",
+    "load_bin_sensors",
     "load_bins",
+    "load_break_ends",
     "load_closures",
     "load_readings_since",
     "load_sites",
+    "load_truck_events",
+    "load_truck_states",
     "load_trucks",
     "next_version",
     "store_route",
@@ -212,3 +221,143 @@ def load_closures(conn: Conn, *, valid_at_or_after: datetime) -> list[Closure]:
         )
         for cid, wkb, vf, vt, reason, buf, slow in rows
     ]
+
+
+# -- re-planning during the day ------------------------------------------------------
+
+_ROUTE_KEYS = (
+    "truck_id",
+    "plan_date",
+    "version",
+    "created_at",
+    "reason",
+    "engine",
+    "distance_m",
+    "duration_s",
+    "stops",
+    "geometry",
+    "unserved",
+)
+
+
+@dataclass(frozen=True)
+class TruckEventRow:
+    truck_id: str
+    ts: datetime
+    kind: str
+    bin_id: str | None
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class TruckStateRow:
+    truck_id: str
+    ts: datetime
+    lat: float
+    lon: float
+    load_l: float | None
+
+
+def current_routes_on(conn: Conn, plan_date: date) -> dict[str, RouteCommand]:
+    """The current (newest) route version of every truck for `plan_date`."""
+    rows = conn.execute(
+        f"SELECT {', '.join(_ROUTE_KEYS)} FROM current_routes WHERE plan_date = %s "
+        "ORDER BY truck_id",
+        (plan_date,),
+    ).fetchall()
+    out: dict[str, RouteCommand] = {}
+    for row in rows:
+        doc = dict(zip(_ROUTE_KEYS, row, strict=True))
+        route = RouteCommand.model_validate_json(json.dumps(doc, default=str))
+        out[route.truck_id] = route
+    return out
+
+
+def load_truck_events(conn: Conn, since: datetime) -> list[TruckEventRow]:
+    """Truck events (stop done or skipped, shift start and end, breakdown) since `since`,
+    oldest first."""
+    rows = conn.execute(
+        "SELECT truck_id, ts, kind, nullif(bin_id, ''), reason FROM truck_events "
+        "WHERE ts >= %s AND kind IN "
+        "('stop_done', 'stop_skipped', 'shift_start', 'shift_end', 'breakdown') "
+        "ORDER BY ts, truck_id",
+        (since,),
+    ).fetchall()
+    return [TruckEventRow(*r) for r in rows]
+
+
+def load_truck_states(conn: Conn) -> dict[str, TruckStateRow]:
+    """The last reported position and load of every truck."""
+    rows = conn.execute(
+        "SELECT truck_id, ts, lat, lon, load_l FROM truck_state ORDER BY truck_id"
+    ).fetchall()
+    return {
+        str(t): TruckStateRow(t, ts, float(lat), float(lon), None if load is None else float(load))
+        for t, ts, lat, lon, load in rows
+    }
+
+
+def load_break_ends(conn: Conn, plan_date: date, until: datetime) -> dict[str, datetime]:
+    """Per truck, the end of the last break planned on `plan_date` that ended by `until`
+    while its version was current (a later version had not replaced it yet)."""
+    rows = conn.execute(
+        "WITH v AS (SELECT truck_id, version, "
+        "  lead(created_at) OVER (PARTITION BY truck_id ORDER BY version) AS replaced_at "
+        "  FROM route_versions WHERE plan_date = %(day)s) "
+        "SELECT s.truck_id, max(s.etd) FROM route_stops s JOIN v USING (truck_id, version) "
+        "WHERE s.plan_date = %(day)s AND s.kind = 'break' AND s.etd <= %(until)s "
+        "AND (v.replaced_at IS NULL OR s.etd <= v.replaced_at) GROUP BY s.truck_id",
+        {"day": plan_date, "until": until},
+    ).fetchall()
+    return {str(t): ts for t, ts in rows}
+
+
+def closures_stamp(conn: Conn) -> tuple[datetime | None, int]:
+    """`(max(updated_at), count)` of the street closures: changes when one is added,
+    changed or removed."""
+    row = conn.execute("SELECT max(updated_at), count(*) FROM street_closures").fetchone()
+    return (row[0], int(row[1])) if row else (None, 0)
+
+
+def closures_changed_since(conn: Conn, since: datetime | None) -> list[str]:
+    """Ids of the closures added or changed after `since` (all when None)."""
+    rows = conn.execute(
+        "SELECT closure_id FROM street_closures WHERE %s::timestamptz IS NULL "
+        "OR updated_at > %s ORDER BY closure_id",
+        (since, since),
+    ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def load_bin_sensors(conn: Conn) -> dict[str, str]:
+    """Sensor id (the device id in a bin's topics) -> bin id."""
+    rows = conn.execute(
+        "SELECT sensor_id, bin_id FROM bins WHERE sensor_id IS NOT NULL ORDER BY bin_id"
+    ).fetchall()
+    return {str(s): str(b) for s, b in rows}
+
+
+def record_network(
+    conn: Conn,
+    *,
+    source: str,
+    sha256: str,
+    nodes: int,
+    edges: int,
+    km: float,
+    bbox: tuple[float, float, float, float],
+) -> int:
+    """Record an imported network and make it the active one; returns its id."""
+    min_lat, min_lon, max_lat, max_lon = bbox
+    conn.execute("UPDATE road_networks SET active = false WHERE active")
+    row = conn.execute(
+        "INSERT INTO road_networks (source, sha256, nodes, edges, km, bbox) VALUES "
+        "(%s, %s, %s, %s, %s, ST_MakeEnvelope(%s, %s, %s, %s, 4326)) RETURNING network_id",
+        (source, sha256, nodes, edges, km, min_lon, min_lat, max_lon, max_lat),
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def active_network_source(conn: Conn) -> str | None:
+    row = conn.execute("SELECT source FROM road_networks WHERE active").fetchone()
+    return str(row[0]) if row else None

@@ -1,0 +1,157 @@
+"""Operational `cityops routing` commands: `plan` (the day's routes from the database) and
+`import-network` (a city's OpenStreetMap extract becomes the active road network).
+
+The network used by planning is, in order: `CITYOPS_OSM_FILE`, the network last imported
+with `import-network`, the bundled extract.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import sys
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from cityops.ingest.config import Settings, load_settings
+
+__all__ = ["SUBCOMMANDS", "network_for"]
+
+logger = logging.getLogger(__name__)
+
+Subparsers = Any
+
+
+def network_for(settings: Settings) -> Path | None:
+    """The extract planning should use (None: the bundled one)."""
+    if settings.osm_file is not None:
+        return settings.osm_file
+    from cityops.ingest.db import connect
+    from cityops.routing.repository import active_network_source
+
+    with connect(settings.database_url) as conn:
+        source = active_network_source(conn)
+    return Path(source) if source else None
+
+
+def _add_plan(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "plan",
+        help="plan a day's collection routes for the whole fleet from the database",
+        description="Forecasts every bin from its readings, selects the bins to collect "
+        "(required from 80 %% predicted fill, optional from 50 %%), solves one problem per "
+        "waste fraction, checks every route independently, stores a new route version per "
+        "truck and pushes it to the truck over MQTT.",
+    )
+    p.add_argument(
+        "--date",
+        type=date.fromisoformat,
+        default=None,
+        help="plan day YYYY-MM-DD (default: today in Europe/Berlin)",
+    )
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="solver time per fraction in seconds (default 10)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="solver seed (default 0)")
+    p.add_argument("--engine", default="ortools", help="ortools (default) or pyvrp")
+    p.add_argument("--no-push", action="store_true", help="store the routes, do not publish")
+    p.set_defaults(func=_cmd_plan)
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from cityops.routing.cli import make_engine
+    from cityops.routing.daily import plan_day
+    from cityops.routing.network import NetworkError, load_network
+    from cityops.routing.planning import BERLIN
+
+    if args.time_limit <= 0:
+        print("cityops routing plan: --time-limit must be positive", file=sys.stderr)
+        return 2
+    settings = load_settings()
+    day = args.date or datetime.now(BERLIN).date()
+    try:
+        engine = make_engine(args.engine)
+        network = load_network(network_for(settings))
+    except (ValueError, NetworkError) as exc:
+        print(f"cityops routing plan: {exc}", file=sys.stderr)
+        return 2
+    report = plan_day(
+        settings,
+        day,
+        time_limit_s=args.time_limit,
+        engine=engine,
+        seed=args.seed,
+        network=network,
+        push=not args.no_push,
+    )
+    print("\n".join(report.lines()))
+    return 1 if report.violations else 0
+
+
+def _add_import_network(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "import-network",
+        help="import a city's OpenStreetMap extract (.osm.pbf) as the road network",
+        description="Reads the extract, builds the directed drivable network (one-ways, "
+        "speeds by road class), prints what it found and records it as the active network "
+        "for planning. Example: a Geofabrik Hessen extract cut to the city with "
+        "'osmium extract -b 8.70,50.06,8.82,50.14 hessen-latest.osm.pbf -o offenbach.osm.pbf'.",
+    )
+    p.add_argument("file", type=Path, help=".osm.pbf extract")
+    p.add_argument("--dry-run", action="store_true", help="check and report, record nothing")
+    p.set_defaults(func=_cmd_import_network)
+
+
+def _cmd_import_network(args: argparse.Namespace) -> int:
+    from cityops.ingest.db import connect
+    from cityops.routing.network import NetworkError, load_network
+    from cityops.routing.repository import record_network
+
+    path: Path = args.file.resolve()
+    try:
+        network = load_network(path)
+    except NetworkError as exc:
+        print(f"cityops routing import-network: {exc}", file=sys.stderr)
+        return 2
+    km = float(network.length_m.sum()) / 1000
+    oneway = sum(
+        1
+        for u, v in zip(network.src.tolist(), network.dst.tolist(), strict=True)
+        if network.edge_between(v, u) is None
+    )
+    min_lat, min_lon, max_lat, max_lon = network.bbox
+    print(
+        f"{path}: {network.n_nodes:,} nodes, {network.n_edges:,} directed edges, "
+        f"{km:,.1f} km of lanes, {oneway:,} one-way edges\n"
+        f"bbox lat {min_lat:.5f}..{max_lat:.5f}, lon {min_lon:.5f}..{max_lon:.5f}"
+    )
+    if args.dry_run:
+        return 0
+    settings = load_settings()
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    with connect(settings.database_url) as conn, conn.transaction():
+        network_id = record_network(
+            conn,
+            source=str(path),
+            sha256=digest,
+            nodes=network.n_nodes,
+            edges=network.n_edges,
+            km=km,
+            bbox=network.bbox,
+        )
+    print(
+        f"recorded as network #{network_id}, active for planning "
+        f"(imported {datetime.now(UTC):%Y-%m-%d %H:%M} UTC)"
+    )
+    if settings.osm_file is not None:
+        print(f"note: CITYOPS_OSM_FILE={settings.osm_file} still takes precedence")
+    return 0
+
+
+SUBCOMMANDS = (_add_plan, _add_import_network)
