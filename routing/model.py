@@ -192,9 +192,7 @@ class Vehicle:
     def __post_init__(self) -> None:
         if not self.id:
             raise ValueError("vehicle id must not be empty")
-        if self.start is not None and not (
-            self.shift.start <= self.start.time_s <= self.shift.end
-        ):
+        if self.start is not None and not (self.shift.start <= self.start.time_s <= self.shift.end):
             raise ValueError(f"vehicle {self.id}: start time outside its shift {self.shift}")
 
     @property
@@ -236,8 +234,8 @@ class Problem:
     """Everything an engine needs; validated on construction.
 
     ``time_s`` and ``distance_m`` are square matrices over locations (row = from). Float
-    input is rounded; ``inf``, ``nan``-free values ``>= UNREACHABLE`` mean no road path
-    and are stored as :data:`UNREACHABLE`. Both are read-only int64 arrays afterwards.
+    input is rounded; ``inf`` and values ``>= UNREACHABLE`` mean no road path and are
+    stored as :data:`UNREACHABLE`; NaN is rejected. Both are read-only int64 arrays.
     ``unload_before_return`` makes every truck come back empty (its last stop before the
     depot is then a disposal site whenever it collected anything).
     """
@@ -276,9 +274,7 @@ class Problem:
                 raise ValueError(f"vehicle {v.id}: depot {v.depot!r} is not a depot site")
             if v.start is not None and v.start.location >= n:
                 raise ValueError(f"vehicle {v.id}: start location outside the matrix")
-        if self.unload_before_return and not any(
-            s.kind is SiteKind.DISPOSAL for s in self.sites
-        ):
+        if self.unload_before_return and not any(s.kind is SiteKind.DISPOSAL for s in self.sites):
             raise ValueError("unload_before_return needs at least one disposal site")
 
     @cached_property

@@ -19,7 +19,7 @@ one by one through ``Model.add_edge`` is too slow for city-sized matrices.
 from __future__ import annotations
 
 import logging
-import math
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 import pyvrp
 from pyvrp import Model
-from pyvrp.stop import MaxIterations, MaxRuntime, MultipleCriteria, StoppingCriterion
 
 from .model import (
     UNREACHABLE,
@@ -65,12 +64,12 @@ class PyVrpEngine:
     """Solve with PyVRP. ``max_iterations`` makes the result independent of machine speed.
 
     PyVRP treats required stops as hard: if they cannot all fit, its best solution is
-    infeasible as a whole. So the search runs in two legs: the first ``probe`` share of the
-    budget with every required stop required; if that finds a feasible plan, the rest of
-    the budget continues from it. If not, the rest goes to a relaxed instance where a
-    required stop is optional with a prize larger than any set of routes, so the stops
-    that cannot fit are dropped and reported instead (prizes slow PyVRP down, hence not
-    the default).
+    infeasible as a whole. So the search starts with every required stop required and
+    gives up once the ``probe`` share of the budget (time and iterations) has passed
+    without a feasible solution; the rest of the budget then goes to a relaxed instance
+    where a required stop is optional with a prize larger than any set of routes, so the
+    stops that cannot fit are dropped and reported instead. Prizes slow PyVRP down, hence
+    not the default.
     """
 
     max_iterations: int | None = None
@@ -103,34 +102,29 @@ class PyVrpEngine:
         if not screening.stops or not screening.vehicles:
             routes = tuple(Route(v.id) for v in problem.vehicles)
             return Plan(routes, _in_order(problem, screening.unserved), self.name)
-        deadline = time.monotonic() + time_limit_s
-        iterations = self.max_iterations
-        first_its = None if iterations is None else math.ceil(iterations * self.probe)
+        started = time.monotonic()
         strict = _Built(problem, screening, prize_required=False)
         warm = strict.initial_solution(initial) if initial is not None else None
-        result = self._run(strict, time_limit_s * self.probe, first_its, seed, warm)
-        rest_its = None if iterations is None or first_its is None else iterations - first_its
-        rest_s = max(deadline - time.monotonic(), 0.001)
+        left = max(time_limit_s - (time.monotonic() - started), 0.001)
+        strict_stop = _StopOrGiveUp(left, self.max_iterations, self.probe)
+        result = self._run(strict, strict_stop, seed, warm)
         if result.is_feasible():
-            if self.probe < 1:
-                result = self._run(strict, rest_s, rest_its, seed, result.best)
             return strict.plan(result.best, self.name)
         logger.info("pyvrp: not every required stop fits; letting it drop some")
         relaxed = _Built(problem, screening, prize_required=True)
-        result = self._run(relaxed, rest_s, rest_its, seed, None)
+        left_s = max(time_limit_s - (time.monotonic() - started), 0.001)
+        left_its = (
+            None
+            if self.max_iterations is None
+            else max(self.max_iterations - strict_stop.iterations, 0)
+        )
+        result = self._run(relaxed, _StopOrGiveUp(left_s, left_its, 1.0), seed, None)
         return relaxed.plan(result.best, self.name)
 
     @staticmethod
     def _run(
-        built: _Built,
-        seconds: float,
-        iterations: int | None,
-        seed: int,
-        initial: pyvrp.Solution | None,
+        built: _Built, stop: _StopOrGiveUp, seed: int, initial: pyvrp.Solution | None
     ) -> pyvrp.Result:
-        stop: StoppingCriterion = MaxRuntime(seconds)
-        if iterations is not None:
-            stop = MultipleCriteria([MaxIterations(iterations), stop])
         started = time.monotonic()
         result = pyvrp.solve(
             built.data,
@@ -148,6 +142,35 @@ class PyVrpEngine:
             time.monotonic() - started,
         )
         return result
+
+
+class _StopOrGiveUp:
+    """PyVRP stopping criterion: the time or iteration budget is spent, or the ``probe``
+    share of it is and the best solution is still infeasible (PyVRP then reports its cost
+    as the largest integer)."""
+
+    def __init__(self, seconds: float, iterations: int | None, probe: float) -> None:
+        self.seconds = seconds
+        self.max_iterations = iterations
+        self.probe = probe
+        self.iterations = -1  # PyVRP calls once before its first iteration
+        # the clock starts now, so PyVRP's initial construction counts against the budget
+        self._started = time.perf_counter()
+
+    def __call__(self, best_cost: float) -> bool:
+        now = time.perf_counter()
+        self.iterations += 1
+        used_s = now - self._started
+        if used_s > self.seconds or (
+            self.max_iterations is not None and self.iterations >= self.max_iterations
+        ):
+            return True
+        if best_cost < sys.maxsize:
+            return False
+        probe_its = None if self.max_iterations is None else self.max_iterations * self.probe
+        return used_s > self.seconds * self.probe or (
+            probe_its is not None and self.iterations >= probe_its
+        )
 
 
 class _Built:
@@ -244,9 +267,7 @@ class _Built:
         # PyVRP's stubs type matrices as ``np.ndarray[int]``, which numpy's own types are not
         distances: list[Any] = [np.array(problem.distance_m[sub])]
         durations: list[Any] = [np.array(problem.time_s[sub])]
-        self.data = model.data().replace(
-            distance_matrices=distances, duration_matrices=durations
-        )
+        self.data = model.data().replace(distance_matrices=distances, duration_matrices=durations)
         self.n_depots = len(self.depot_kind)
         logger.info(
             "pyvrp model: %d clients, %d depots (%d reload), %d vehicle types",
@@ -280,11 +301,7 @@ class _Built:
         visited: set[str] = set()
         for route in solution.routes():
             vehicle = free[route.vehicle_type()].pop(0)
-            stop_ids = [
-                self.client_stop[a.idx]
-                for a in route.schedule()
-                if a.is_client()
-            ]
+            stop_ids = [self.client_stop[a.idx] for a in route.schedule() if a.is_client()]
             if not route.is_feasible():
                 logger.warning("pyvrp: route of %s infeasible; stops unserved", vehicle.id)
                 unserved.extend(
@@ -317,8 +334,7 @@ class _Built:
                 unserved.append(Unserved(sid, UnservedCode.NOT_PLANNED, why))
             else:
                 why = (
-                    "optional stop left out: serving it costs more than its penalty "
-                    f"{stop.penalty}"
+                    f"optional stop left out: serving it costs more than its penalty {stop.penalty}"
                 )
                 unserved.append(Unserved(sid, UnservedCode.OPTIONAL_DROPPED, why))
         routes = tuple(built.get(v.id, Route(v.id)) for v in problem.vehicles)
@@ -341,8 +357,8 @@ def _required_prize(problem: Problem, screening: Screening) -> int:
     return n * max(longest, 1) + optional + 1
 
 
-def _in_order(problem: Problem, unserved: list[Unserved] | tuple[Unserved, ...]) -> tuple[
-    Unserved, ...
-]:
+def _in_order(
+    problem: Problem, unserved: list[Unserved] | tuple[Unserved, ...]
+) -> tuple[Unserved, ...]:
     order = {s.id: i for i, s in enumerate(problem.stops)}
     return tuple(sorted(unserved, key=lambda u: order[u.stop_id]))

@@ -150,6 +150,7 @@ class OrToolsEngine:
     ) -> Plan:
         if time_limit_s <= 0:
             raise ValueError("time_limit_s must be positive")
+        started = time.monotonic()
         screening = screen(problem)
         if not screening.stops or not screening.vehicles:
             return Plan(
@@ -164,7 +165,9 @@ class OrToolsEngine:
             all_required=all(problem.stops[k].required for k in screening.stops),
         )
         routing = model.build(params)
-        started = time.monotonic()
+        # the limit covers building the model too (a second or so for 3000 stops)
+        left_s = time_limit_s - (time.monotonic() - started)
+        params.time_limit.FromMilliseconds(max(100, round(left_s * 1000)))
         start_assignment = model.initial_assignment(initial) if initial is not None else None
         if start_assignment is not None:
             solution = routing.SolveFromAssignmentWithParameters(start_assignment, params)
@@ -448,9 +451,7 @@ class _Model:
                 routing.AddVariableMaximizedByFinalizer(dim.CumulVar(routing.Start(m)))
             self.breaks.append(self._add_breaks(solver, dim, m, v, visit))
 
-    def _add_breaks(
-        self, solver: Any, dim: Any, m: int, v: Vehicle, visit: list[int]
-    ) -> list[Any]:
+    def _add_breaks(self, solver: Any, dim: Any, m: int, v: Vehicle, visit: list[int]) -> list[Any]:
         rule = self.problem.break_rule
         if rule is None or not self.problem.needs_breaks(v):
             return []
@@ -607,9 +608,7 @@ class _Model:
         """Breaks taken between the route's first departure and last arrival."""
         first, last = visits[0].departure_s, visits[-1].arrival_s
         taken = sorted(
-            int(solution.StartValue(b))
-            for b in self.breaks[m]
-            if solution.PerformedValue(b) == 1
+            int(solution.StartValue(b)) for b in self.breaks[m] if solution.PerformedValue(b) == 1
         )
         duration = self.problem.break_rule.duration_s if self.problem.break_rule else 0
         out = list(visits)
