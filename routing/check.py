@@ -97,9 +97,7 @@ def check_plan(problem: Problem, plan: Plan) -> list[Violation]:
 def _check_coverage(problem: Problem, plan: Plan) -> list[Violation]:
     out: list[Violation] = []
     stops = {s.id: s for s in problem.stops}
-    served = Counter(
-        v.ref for r in plan.routes for v in r.visits if v.kind is VisitKind.STOP
-    )
+    served = Counter(v.ref for r in plan.routes for v in r.visits if v.kind is VisitKind.STOP)
     reported = Counter(u.stop_id for u in plan.unserved)
     for u in plan.unserved:
         if u.stop_id not in stops:

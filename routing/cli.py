@@ -83,13 +83,19 @@ def _add_solve(sub: Subparsers) -> None:
     )
     p.add_argument("file", type=Path, metavar="FILE.vrp", help="CVRPLIB instance")
     p.add_argument(
-        "--time-limit", type=_positive_float, default=10.0, metavar="S",
+        "--time-limit",
+        type=_positive_float,
+        default=10.0,
+        metavar="S",
         help="search time in seconds (default: 10)",
     )
     p.add_argument("--engine", choices=ENGINES, default="ortools", help="default: ortools")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument(
-        "--vehicles", type=int, default=None, metavar="N",
+        "--vehicles",
+        type=int,
+        default=None,
+        metavar="N",
         help="fleet size (default: the instance's k plus a margin)",
     )
     p.set_defaults(func=_solve)
@@ -117,9 +123,7 @@ def _solve(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     started = time.monotonic()
-    plan = solve_with_fallback(
-        engine, problem, time_limit_s=args.time_limit, seed=args.seed
-    )
+    plan = solve_with_fallback(engine, problem, time_limit_s=args.time_limit, seed=args.seed)
     elapsed = time.monotonic() - started
     violations = check_plan(problem, plan)
     cost = plan_cost(problem, plan)

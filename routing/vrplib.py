@@ -301,8 +301,7 @@ def _node_table(
         raise VrplibError(f"{path}: {name} missing")
     if len(values) != dimension * (width + 1):
         raise VrplibError(
-            f"{path}: {name} has {len(values)} numbers, expected {dimension} rows "
-            f"of {width + 1}"
+            f"{path}: {name} has {len(values)} numbers, expected {dimension} rows of {width + 1}"
         )
     table = np.array(values).reshape(dimension, width + 1)
     ids = table[:, 0]

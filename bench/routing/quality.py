@@ -36,7 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--instances", type=Path, default=DEFAULT_INSTANCES, metavar="DIR")
     parser.add_argument(
-        "--time-limit", type=float, default=None, metavar="S",
+        "--time-limit",
+        type=float,
+        default=None,
+        metavar="S",
         help="seconds per engine and instance (default: 5, or 60 with --city-scale)",
     )
     parser.add_argument("--city-scale", action="store_true", help=f"run {CITY_INSTANCE} only")

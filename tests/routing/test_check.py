@@ -206,9 +206,7 @@ def break_problem() -> Problem:
     dist = np.abs(np.subtract.outer(x, x))
     stops = tuple(Stop(f"b{i}", i, 100, service_s=150 * 60) for i in (1, 2, 3))
     vehicles = fleet(VehicleType("truck", 1000), 1, depot="depot", shift=TimeWindow(0, 10 * H))
-    return Problem(
-        stops, (Site("depot", 0),), vehicles, dist, dist, break_rule=GERMAN_BREAK_RULE
-    )
+    return Problem(stops, (Site("depot", 0),), vehicles, dist, dist, break_rule=GERMAN_BREAK_RULE)
 
 
 def route_plan(visits: list[Visit]) -> Plan:

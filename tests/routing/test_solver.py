@@ -71,7 +71,12 @@ def make_problem(
         VehicleType("truck", capacity), trucks, depot="depot", shift=TimeWindow(*shift)
     )
     return Problem(
-        tuple(stops), tuple(sites), vehicles, dist * seconds_per_unit, dist, **kwargs  # type: ignore[arg-type]
+        tuple(stops),
+        tuple(sites),
+        vehicles,
+        dist * seconds_per_unit,
+        dist,
+        **kwargs,  # type: ignore[arg-type]
     )
 
 
