@@ -9,6 +9,7 @@ Child logs go to `var/log/<name>.log`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import socket
@@ -26,6 +27,7 @@ from cityops.ingest.db import MigrationError, connect, ensure_database, migrate
 __all__ = ["register", "run_demo"]
 
 _STATUS_EVERY_S = 10.0
+_PLAN_AFTER_S = 30.0  # the first route plan, once the simulated bins have reported
 
 
 @dataclass
@@ -134,6 +136,30 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         _Child("simulate", sim, log_dir / "simulate.log"),
         _Child("api", [*exe, "api"], log_dir / "api.log"),
     ]
+    # One-shot jobs: (seconds after start, name, command). Their output goes to their log.
+    overview_dir = log_dir.parent / "overview"
+    jobs: list[tuple[float, _Child]] = [
+        (
+            0.0,
+            _Child("roadworks-seed", [*exe, "roadworks", "seed-demo"], log_dir / "roadworks.log"),
+        ),
+        (
+            5.0,
+            _Child(
+                "roadworks-overview",
+                [*exe, "roadworks", "publish-daily", "--out", str(overview_dir)],
+                log_dir / "roadworks.log",
+            ),
+        ),
+        (
+            _PLAN_AFTER_S,
+            _Child(
+                "routing-plan",
+                [*exe, "routing", "plan", "--time-limit", "5"],
+                log_dir / "routing.log",
+            ),
+        ),
+    ]
     stop = threading.Event()
 
     def _handle(_signum: int, _frame: FrameType | None) -> None:
@@ -162,6 +188,9 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             f"  bins (fill >=80) {base}/api/v1/bins?min_fill=80\n"
             f"  devices          {base}/api/v1/devices\n"
             f"  health           {base}/health\n"
+            f"  truck route      {base}/api/v1/trucks/T01/route\n"
+            f"  roadworks map    {base}/roadworks/map\n"
+            f"  daily overview   {overview_dir}/<date>/\n"
             f"  MQTT             {settings.mqtt_host}:{settings.mqtt_port}, topics "
             f"{settings.topic_prefix}/v1/#\n"
             f"  logs             {log_dir}/ingest.log, simulate.log, api.log\n"
@@ -181,6 +210,32 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
                         file=sys.stderr,
                     )
                     stop.set()
+            for delay, job in jobs:
+                if job.proc is None and time.monotonic() - started >= delay:
+                    with job.log.open("ab") as log:
+                        job.proc = subprocess.Popen(
+                            job.args,
+                            stdout=log,
+                            stderr=subprocess.STDOUT,
+                            env=env,
+                            start_new_session=True,
+                        )
+                    print(
+                        f"[{time.monotonic() - started:5.0f}s] started {job.name} (log: {job.log})",
+                        flush=True,
+                    )
+                elif (
+                    job.proc is not None
+                    and job.proc.returncode is None
+                    and job.proc.poll() is not None
+                ):
+                    code = job.proc.returncode
+                    outcome = "done" if code == 0 else f"FAILED with code {code}"
+                    print(
+                        f"[{time.monotonic() - started:5.0f}s] {job.name} {outcome}"
+                        f" (log: {job.log})",
+                        flush=True,
+                    )
             if time.monotonic() >= next_status:
                 print(f"[{time.monotonic() - started:5.0f}s] {_counts(settings)}", flush=True)
                 next_status += _STATUS_EVERY_S
@@ -188,6 +243,11 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         print("stopping: simulators, then ingest (flushes), then API", flush=True)
         failed = False
+        for _delay, job in jobs:
+            if job.proc is not None and job.proc.poll() is None:
+                job.proc.send_signal(signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    job.proc.wait(timeout=30)
         for name in ("simulate", "ingest", "api"):
             child = next(c for c in children if c.name == name)
             if child.proc is None or child.proc.poll() is not None:

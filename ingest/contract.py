@@ -162,10 +162,13 @@ class TruckTelemetry(_Payload):
 
 
 class TruckEvent(_Payload):
-    """A stop event from a truck. Topic `.../truck/{id}/events`."""
+    """A stop event from a truck. Topic `.../truck/{id}/events`.
+
+    `breakdown`: the truck cannot go on today; its remaining stops are re-planned.
+    """
 
     ts: AwareDatetime
-    kind: Literal["stop_done", "stop_skipped", "unloaded", "shift_start", "shift_end"]
+    kind: Literal["stop_done", "stop_skipped", "unloaded", "shift_start", "shift_end", "breakdown"]
     bin_id: str | None = Field(default=None, pattern=DEVICE_ID_PATTERN)
     route_version: int | None = Field(default=None, ge=1)
     reason: str | None = Field(default=None, max_length=200, description="why a stop was skipped")
@@ -209,6 +212,9 @@ class RouteCommand(_Payload):
     created_at: AwareDatetime
     reason: str = Field(max_length=500, description="why this version exists")
     engine: str = Field(max_length=40)
+    fraction: Literal["residual", "paper", "packaging", "organic", "glass"] | None = Field(
+        default=None, description="the waste fraction this truck collects on this route"
+    )
     distance_m: float = Field(ge=0.0)
     duration_s: float = Field(ge=0.0)
     stops: list[RouteStop]

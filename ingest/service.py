@@ -44,7 +44,6 @@ __all__ = ["IngestService", "run_ingest"]
 logger = logging.getLogger(__name__)
 
 _REGISTRY_REFRESH_S = 30.0
-_REGISTRY_MISS_REFRESH_S = 5.0
 _METRICS_EVERY_S = 10.0
 _ROLLUP_EVERY_S = 30.0
 _RETENTION_EVERY_S = 6 * 3600.0
@@ -187,42 +186,43 @@ class IngestService:
                 break
         return batch
 
-    def _refresh_registry(self, *, force: bool = False) -> None:
-        age = time.monotonic() - self._registry_at
-        if force and age < _REGISTRY_MISS_REFRESH_S:
-            return
-        if force or age > _REGISTRY_REFRESH_S:
+    def _refresh_registry(self) -> None:
+        if time.monotonic() - self._registry_at > _REGISTRY_REFRESH_S:
             self._registry = self._writer.load_registry()
             self._registry_at = time.monotonic()
 
     def _classify(
         self, batch: list[Inbound]
     ) -> tuple[list[tuple[Decoded, str, datetime]], list[DeadLetter]]:
-        good: list[tuple[Decoded, str, datetime]] = []
+        decoded: list[tuple[Inbound, Decoded]] = []
         dead: list[DeadLetter] = []
         prefix = self.settings.topic_prefix
         for m in batch:
             result = decode(prefix, m.topic, m.payload, m.received, self._limits)
             if isinstance(result, Rejected):
                 dead.append(DeadLetter(m.topic, m.payload, result.reason.value, result.detail))
-                continue
-            key = (result.kind.value, result.device_id)
-            entity = self._registry.get(key)
-            if entity is None:
-                self._refresh_registry(force=True)
-                entity = self._registry.get(key)
+            else:
+                decoded.append((m, result))
+        # Devices missing from the cached registry are looked up once per batch, so a device
+        # registered a moment ago is never dead-lettered as unknown.
+        missing = {(d.kind.value, d.device_id) for _m, d in decoded} - self._registry.keys()
+        if missing:
+            self._registry.update(self._writer.lookup_devices(sorted(missing)))
+        good: list[tuple[Decoded, str, datetime]] = []
+        for m, d in decoded:
+            entity = self._registry.get((d.kind.value, d.device_id))
             if entity is None:
                 dead.append(
                     DeadLetter(
                         m.topic,
                         m.payload,
                         Reason.UNKNOWN_DEVICE.value,
-                        f"no {result.kind} with device id {result.device_id!r} in the registry; "
+                        f"no {d.kind} with device id {d.device_id!r} in the registry; "
                         "register it, then 'cityops deadletters replay --reason unknown_device'",
                     )
                 )
-                continue
-            good.append((result, entity, m.received))
+            else:
+                good.append((d, entity, m.received))
         return good, dead
 
     def _process(self, batch: list[Inbound]) -> bool:

@@ -202,6 +202,20 @@ class Writer:
         conn.commit()
         return {(str(k), str(d)): str(e) for k, d, e in rows}
 
+    def lookup_devices(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """Registry ids of just these (kind, device id) pairs: devices registered since the
+        last full load are found before a message of theirs is called unknown."""
+        if not keys:
+            return {}
+        conn = self._connection()
+        rows = conn.execute(
+            "SELECT kind, device_id, entity_id FROM devices "
+            "WHERE (kind, device_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+            ([k for k, _ in keys], [d for _, d in keys]),
+        ).fetchall()
+        conn.commit()
+        return {(str(k), str(d)): str(e) for k, d, e in rows}
+
     def write(
         self,
         decoded: Sequence[tuple[Decoded, str, datetime]],

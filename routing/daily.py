@@ -24,8 +24,8 @@ from cityops.routing.network import RoadNetwork, load_network
 from cityops.routing.planning import (
     BERLIN,
     DayAxis,
+    assign_fractions,
     build_problem,
-    fraction_of_day,
     plan_to_routes,
 )
 from cityops.routing.publish import publish_routes
@@ -132,14 +132,16 @@ def plan_day(
     report.selected = len(selections)
     report.required = sum(1 for s in selections if s.required)
 
-    by_fraction: dict[str, list[object]] = defaultdict(list)
-    for t in trucks:
-        by_fraction[fraction_of_day(t, day)].append(t)
+    demand: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for sel in selections:
+        litres = bins[sel.bin_id].capacity_l * sel.predicted_fill_pct / 100.0
+        demand[fraction[sel.bin_id]][0 if sel.required else 1] += litres
+    today = assign_fractions(trucks, {f: (r, o) for f, (r, o) in demand.items()})
     started = time.monotonic()
     plans = []
-    for frac in sorted({fraction[s.bin_id] for s in selections} | set(by_fraction)):
+    for frac in sorted({fraction[s.bin_id] for s in selections}):
         chosen = [s for s in selections if fraction[s.bin_id] == frac]
-        fleet = [t for t in trucks if fraction_of_day(t, day) == frac]
+        fleet = [t for t in trucks if today[t.truck_id] == frac]
         if not chosen:
             continue
         if not fleet:
@@ -160,11 +162,11 @@ def plan_day(
             len(fleet),
             len(plan.unserved),
         )
-        plans.append((problem, plan, locations))
+        plans.append((frac, problem, plan, locations))
     report.solve_s = time.monotonic() - started
 
     with connect(settings.database_url) as conn, conn.transaction():
-        for problem, plan, locations in plans:
+        for frac, problem, plan, locations in plans:
             versions = {v.id: next_version(conn, v.id, day) for v in problem.vehicles}
             routes = plan_to_routes(
                 problem=problem,
@@ -175,6 +177,7 @@ def plan_day(
                 versions=versions,
                 reason=reason,
                 created_at=now,
+                fraction=frac,
             )
             for r in routes:
                 store_route(conn, r)

@@ -110,7 +110,7 @@ def store_route(conn: Conn, route: RouteCommand) -> None:
 
 def current_route(conn: Conn, truck_id: str, plan_date: date) -> RouteCommand | None:
     row = conn.execute(
-        "SELECT truck_id, plan_date, version, created_at, reason, engine, distance_m, "
+        "SELECT truck_id, plan_date, version, created_at, reason, engine, fraction, distance_m, "
         "duration_s, stops, geometry, unserved FROM current_routes "
         "WHERE truck_id = %s AND plan_date = %s",
         (truck_id, plan_date),
@@ -124,6 +124,7 @@ def current_route(conn: Conn, truck_id: str, plan_date: date) -> RouteCommand | 
         "created_at",
         "reason",
         "engine",
+        "fraction",
         "distance_m",
         "duration_s",
         "stops",
@@ -225,21 +226,6 @@ def load_closures(conn: Conn, *, valid_at_or_after: datetime) -> list[Closure]:
 
 # -- re-planning during the day ------------------------------------------------------
 
-_ROUTE_KEYS = (
-    "truck_id",
-    "plan_date",
-    "version",
-    "created_at",
-    "reason",
-    "engine",
-    "distance_m",
-    "duration_s",
-    "stops",
-    "geometry",
-    "unserved",
-)
-
-
 @dataclass(frozen=True)
 class TruckEventRow:
     truck_id: str
@@ -258,17 +244,26 @@ class TruckStateRow:
     load_l: float | None
 
 
-def current_routes_on(conn: Conn, plan_date: date) -> dict[str, RouteCommand]:
-    """The current (newest) route version of every truck for `plan_date`."""
+def current_routes_on(
+    conn: Conn, plan_date: date, *, geometry: bool = True
+) -> dict[str, RouteCommand]:
+    """The current (newest) route version of every truck for `plan_date`; without their
+    street geometry (an empty line) when `geometry` is False. Columns the route document
+    does not know are left out."""
     rows = conn.execute(
-        f"SELECT {', '.join(_ROUTE_KEYS)} FROM current_routes WHERE plan_date = %s "
-        "ORDER BY truck_id",
-        (plan_date,),
+        "SELECT to_jsonb(r) - 'geometry' - 'fraction', "
+        "CASE WHEN %s THEN r.geometry END, to_jsonb(r) -> 'fraction' "
+        "FROM current_routes r WHERE plan_date = %s ORDER BY truck_id",
+        (geometry, plan_date),
     ).fetchall()
+    known = RouteCommand.model_fields
     out: dict[str, RouteCommand] = {}
-    for row in rows:
-        doc = dict(zip(_ROUTE_KEYS, row, strict=True))
-        route = RouteCommand.model_validate_json(json.dumps(doc, default=str))
+    for doc, geom, fraction in rows:
+        doc = {k: v for k, v in doc.items() if k in known}
+        doc["geometry"] = geom or {"type": "LineString", "coordinates": []}
+        if "fraction" in known:
+            doc["fraction"] = fraction
+        route = RouteCommand.model_validate(doc)
         out[route.truck_id] = route
     return out
 

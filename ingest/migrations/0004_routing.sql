@@ -37,6 +37,7 @@ CREATE TABLE route_versions (
     created_at   timestamptz NOT NULL DEFAULT now(),
     reason       text NOT NULL,
     engine       text NOT NULL,
+    fraction     text,
     distance_m   real NOT NULL,
     duration_s   real NOT NULL,
     stops        jsonb NOT NULL,

@@ -258,3 +258,16 @@ def test_ingest_restart_keeps_messages_published_while_it_was_down(
             what="queued messages",
         )
     pub.close()
+
+
+def test_a_device_registered_after_the_ingest_started_is_stored(
+    settings: Settings, db_url: str
+) -> None:
+    pub = Publisher(settings.mqtt_host, settings.mqtt_port)
+    with running_ingest(settings):  # its registry cache is loaded empty here
+        (sensor,) = add_bins(db_url, 1)
+        pub.publish(bin_topic(settings, sensor), reading(1))
+        pub.wait_all()
+        wait_for(lambda: count(db_url, "SELECT count(*) FROM bin_readings") == 1, what="row")
+        pub.close()
+    assert count(db_url, "SELECT count(*) FROM dead_letters") == 0
