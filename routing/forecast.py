@@ -306,8 +306,10 @@ def estimate(
         own = max(0.0, _theil_sen(*_thin(t_h, y, params.max_points)))
     if few or own is None:
         rate, how = (
-            (fallback, "fallback rate") if fallback is not None
-            else (own, "own rate from few readings") if own is not None
+            (fallback, "fallback rate")
+            if fallback is not None
+            else (own, "own rate from few readings")
+            if own is not None
             else (0.0, "no rate known")
         )
     elif fallback is not None and span < params.full_span:
@@ -320,9 +322,13 @@ def estimate(
     level = min(_FULL, max(_EMPTY, level))
 
     reliable = not problems
-    note = "; ".join([*problems, how]) if problems else (
-        f"{how}: Theil-Sen over {len(y)} readings, {_hours(span):.1f} h"
-        + (" since the emptying" if start else "")
+    note = (
+        "; ".join([*problems, how])
+        if problems
+        else (
+            f"{how}: Theil-Sen over {len(y)} readings, {_hours(span):.1f} h"
+            + (" since the emptying" if start else "")
+        )
     )
     if not reliable:
         logger.debug("bin %s: unreliable forecast: %s", bin_id, note)
@@ -399,8 +405,10 @@ def select_bins(
         level_now = f.predict(now)
         if required:
             reached = f.time_to(mandatory_pct)  # never None: p >= mandatory_pct
-            when = "already" if reached is None or reached <= now else (
-                f"at {reached:%Y-%m-%d %H:%M} UTC"
+            when = (
+                "already"
+                if reached is None or reached <= now
+                else (f"at {reached:%Y-%m-%d %H:%M} UTC")
             )
             reason = (
                 f"required: {level_now:.0f}% now, {p:.0f}% at next collection "
