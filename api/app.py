@@ -19,10 +19,11 @@ import psycopg
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cityops.api import trucks
+from cityops.api import roadworks, roadworks_feeds, roadworks_manage, trucks
 from cityops.api.errors import (
     ApiError,
     BrokerUnavailableError,
@@ -56,6 +57,15 @@ from cityops.api.schemas import (
     resolve_range,
 )
 from cityops.ingest.config import Settings
+from cityops.roadworks.errors import (
+    DuplicateReference,
+    InvalidPayload,
+    InvalidState,
+    NotPermitted,
+    PayloadTooLarge,
+    RoadworksError,
+)
+from cityops.roadworks.errors import NotFound as RoadworksNotFound
 
 __all__ = ["DEFAULT_DEVICE_STALE_AFTER", "create_app"]
 
@@ -63,13 +73,20 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_DEVICE_STALE_AFTER = timedelta(minutes=15)
 
-# The one mapping from error classes to HTTP status codes (most specific first).
-_STATUS: tuple[tuple[type[ApiError], int], ...] = (
+# The one mapping from error classes to HTTP status codes (most specific first): the API's
+# own errors and the roadworks registry's (which carry the same code/message/details).
+_STATUS: tuple[tuple[type[ApiError] | type[RoadworksError], int], ...] = (
     (NotFoundError, 404),
     (ForbiddenError, 403),
     (InvalidParameterError, 422),
     (DatabaseUnavailableError, 503),
     (BrokerUnavailableError, 503),
+    (RoadworksNotFound, 404),
+    (PayloadTooLarge, 413),
+    (InvalidPayload, 422),  # also InvalidGeometry, InvalidPeriod
+    (NotPermitted, 403),
+    (InvalidState, 409),  # IllegalTransition, NotEditable, StaleVersion, obsolete finding
+    (DuplicateReference, 409),
 )
 
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -122,6 +139,13 @@ def create_app(
     _install_error_handlers(app)
     _add_routes(app)
     app.include_router(trucks.router)
+    app.state.roadworks = roadworks.RoadworksApi.from_env()
+    app.include_router(roadworks_feeds.router)  # first: "overview" is no work's reference
+    app.include_router(roadworks.router)
+    app.include_router(roadworks_manage.router)
+    app.mount("/static/leaflet", StaticFiles(directory=roadworks.LEAFLET_DIR), name="leaflet")
+    app.mount("/static/roadworks", StaticFiles(directory=roadworks.STATIC_DIR),
+              name="roadworks-static")
     return app
 
 
@@ -280,7 +304,7 @@ def _error(
     return JSONResponse(status_code=status, content=body)
 
 
-def _status_of(exc: ApiError) -> int:
+def _status_of(exc: ApiError | RoadworksError) -> int:
     for cls, status in _STATUS:
         if isinstance(exc, cls):
             return status
@@ -289,7 +313,7 @@ def _status_of(exc: ApiError) -> int:
 
 def _install_error_handlers(app: FastAPI) -> None:
     async def api_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, ApiError)
+        assert isinstance(exc, ApiError | RoadworksError)
         status = _status_of(exc)
         if status >= 500:
             logger.warning("%s %s: %s", request.method, request.url.path, exc.message)
@@ -340,6 +364,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(500, "internal_error", "internal error; the cause is in the server log")
 
     app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(RoadworksError, api_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(PoolTimeout, database_error)
     app.add_exception_handler(psycopg.OperationalError, database_error)

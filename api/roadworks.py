@@ -1,0 +1,386 @@
+"""The public side of the roadworks registry for citizens: search, details and the map
+page. No login: only public works (approved, scheduled or in progress, public flag set)
+and their public texts are ever shown.
+
+* `GET /api/v1/roadworks`: search by bbox, days (`from`/`to`, Europe/Berlin), street or
+  free text, sector, impact; paginated with an opaque cursor;
+* `GET /api/v1/roadworks/{reference}`: one public work;
+* `GET /roadworks`, `GET /roadworks/{reference}`: the map page (the feeds link a work's
+  public page as `{public_base_url}/roadworks/{reference}`).
+
+Also here: `RoadworksApi`, what every roadworks route depends on (settings, the service
+with its clock). Feeds and daily overviews are in `cityops.api.roadworks_feeds`, the
+editing API in `cityops.api.roadworks_manage`.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Any, Final
+from urllib.parse import urlsplit
+
+import xstatic.pkg.leaflet  # type: ignore[import-untyped]
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Path as PathParam
+from fastapi.responses import HTMLResponse
+from psycopg_pool import ConnectionPool
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cityops.api.errors import InvalidParameterError
+from cityops.api.roadworks_schemas import (
+    Impact,
+    PublicPage,
+    PublicWork,
+    impact_of,
+)
+from cityops.api.schemas import ErrorBody, decode_cursor, encode_cursor, parse_bbox
+from cityops.ingest.config import ConfigError
+from cityops.roadworks import repository as repo
+from cityops.roadworks.config import RoadworksSettings, load_roadworks_settings
+from cityops.roadworks.errors import RoadworkNotFound
+from cityops.roadworks.feeds.common import FeedContext, public_description
+from cityops.roadworks.geometry import BBox
+from cityops.roadworks.labels import BERLIN, street_key
+from cityops.roadworks.model import Period, Roadwork, Sector, Status
+from cityops.roadworks.overview import day_window
+from cityops.roadworks.service import RoadworksService
+from cityops.roadworks.validation import LIMITS
+
+__all__ = [
+    "LEAFLET_DIR",
+    "STATIC_DIR",
+    "BBoxParam",
+    "Ctx",
+    "MapSettings",
+    "Pool",
+    "Reference",
+    "RoadworksApi",
+    "StreetParam",
+    "parse_area",
+    "parse_street",
+    "roadworks_api",
+    "router",
+]
+
+logger = logging.getLogger(__name__)
+
+_HERE = Path(__file__).resolve().parent
+#: The map page's own CSS and JavaScript, served at /static/roadworks.
+STATIC_DIR: Final = _HERE / "static" / "roadworks"
+_PAGE: Final = _HERE / "templates" / "roadworks" / "karte.html"
+
+
+#: leaflet.js, leaflet.css and images/ from the XStatic-Leaflet package (/static/leaflet).
+LEAFLET_DIR: Final = Path(xstatic.pkg.leaflet.BASE_DIR)
+
+_REFERENCE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+class MapSettings(BaseSettings):
+    """The map page's base layer, from `CITYOPS_ROADWORKS_MAP_*`. Without a tile URL the
+    page draws the works on a plain background (it needs no internet access)."""
+
+    model_config = SettingsConfigDict(env_prefix="CITYOPS_ROADWORKS_MAP_", extra="ignore",
+                                      frozen=True)
+
+    tile_url: str = Field(default="", description="e.g. https://tile.example.org/{z}/{x}/{y}"
+                          ".png; empty: no base map")
+    tile_attribution: str = Field(default="", description="shown on the map (licence!)")
+    tile_max_zoom: int = Field(default=19, ge=1, le=22)
+
+    @field_validator("tile_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        value = value.strip()
+        if value and not value.startswith(("https://", "http://", "/")):
+            raise ValueError(f"must be empty or an http(s) URL or a path, got {value!r}")
+        if value and not all(p in value for p in ("{z}", "{x}", "{y}")):
+            raise ValueError(f"must contain {{z}}, {{x}} and {{y}}, got {value!r}")
+        return value
+
+
+@dataclass(frozen=True)
+class RoadworksApi:
+    """What the roadworks routes need: settings and the service (with its clock)."""
+
+    settings: RoadworksSettings
+    map: MapSettings
+    service: RoadworksService
+
+    @classmethod
+    def from_env(cls) -> RoadworksApi:
+        """From `CITYOPS_ROADWORKS_*`; raises ConfigError naming each bad variable."""
+        settings = load_roadworks_settings()
+        try:
+            map_settings = MapSettings()
+        except ValidationError as exc:
+            lines = [f"  CITYOPS_ROADWORKS_MAP_{'.'.join(map(str, e['loc'])).upper()}: "
+                     f"{e['msg']}" for e in exc.errors()]
+            raise ConfigError("invalid map configuration:\n" + "\n".join(lines)) from None
+        logger.info("roadworks API for bounds %s, public base %s, base map %s",
+                    settings.bounds, settings.public_base_url,
+                    map_settings.tile_url or "none (plain background)")
+        return cls(settings, map_settings, RoadworksService.from_settings(settings))
+
+    def now(self) -> datetime:
+        return self.service.clock()
+
+    def today(self) -> date:
+        return self.now().astimezone(BERLIN).date()
+
+    def feed_context(self) -> FeedContext:
+        return FeedContext.from_settings(self.settings, self.now())
+
+
+def roadworks_api(request: Request) -> RoadworksApi:
+    """The app's `RoadworksApi` (tests override this dependency)."""
+    ctx: RoadworksApi = request.app.state.roadworks
+    return ctx
+
+
+def _pool(request: Request) -> ConnectionPool:
+    pool: ConnectionPool = request.app.state.pool
+    return pool
+
+
+Ctx = Annotated[RoadworksApi, Depends(roadworks_api)]
+Pool = Annotated[ConnectionPool, Depends(_pool)]
+Reference = Annotated[str, PathParam(pattern=_REFERENCE, description="e.g. RW-2025-00042")]
+BBoxParam = Annotated[str | None, Query(
+    description="min_lon,min_lat,max_lon,max_lat (WGS84): works whose footprint intersects",
+    examples=["24.93,60.16,24.96,60.18"],
+)]
+StreetParam = Annotated[str | None, Query(
+    min_length=1, max_length=LIMITS.short_text,
+    description="an affected street (case, spaces, 'Str.'/'Straße' do not matter)",
+)]
+
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "no public work with that reference"},
+    422: {"model": ErrorBody, "description": "invalid parameters, one detail per field"},
+}
+router = APIRouter(tags=["roadworks (public)"], responses=_RESPONSES)
+
+
+def parse_area(text: str | None) -> BBox | None:
+    """The `bbox` parameter as the registry's box."""
+    if text is None:
+        return None
+    b = parse_bbox(text)
+    return BBox(b.min_lon, b.min_lat, b.max_lon, b.max_lat)
+
+
+def parse_street(text: str | None) -> str | None:
+    if text is None:
+        return None
+    if not street_key(text):
+        raise InvalidParameterError("street", "must name a street, not only spaces")
+    return text
+
+
+# -- search -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Search:
+    window: Period
+    bbox: BBox | None
+    street: str | None
+    sectors: frozenset[Sector]
+    impacts: frozenset[Impact]
+    text: str | None
+
+
+def _occupied(work: Roadwork, now: datetime) -> Period:
+    """When a work is on site for the public: a work in progress whose end was not
+    reported stays until now, even past its planned end."""
+    period = work.effective_period
+    if work.status is Status.IN_PROGRESS and work.actual_end is None and period.end < now:
+        return Period(period.start, now)
+    return period
+
+
+def _matches(work: Roadwork, s: _Search) -> bool:
+    spec = work.spec
+    if s.sectors and spec.sector not in s.sectors:
+        return False
+    if s.impacts and impact_of(spec.measures) not in s.impacts:
+        return False
+    if s.text:
+        key, folded = street_key(s.text), s.text.casefold()
+        texts = (spec.title, work.reference, public_description(work))
+        if not (any(key in street_key(n) for n in spec.road_names)
+                or any(folded in t.casefold() for t in texts)):
+            return False
+    return True
+
+
+def _search(ctx: RoadworksApi, pool: ConnectionPool, s: _Search) -> list[Roadwork]:
+    """Public works on site during the window, by effective start and id.
+
+    The set of public works that are current or ahead is small for a city (hundreds), so
+    the filters the repository lacks (impact, several sectors, free text) run here and
+    the page is cut from the sorted result.
+    """
+    now = ctx.now()
+    sector = next(iter(s.sectors)) if len(s.sectors) == 1 else None
+    filt = repo.WorkFilter(public_only=True, bbox=s.bbox, street=s.street, sector=sector)
+    svc = ctx.service
+    with pool.connection() as conn, conn.transaction():
+        found = svc.list_works(conn, replace(filt, active=s.window))
+        if s.window.end > now:  # in progress and not reported finished: still on site
+            on_site = svc.list_works(conn, replace(
+                filt, statuses=frozenset({Status.IN_PROGRESS})))
+            seen = {w.id for w in found}
+            found += [w for w in on_site if w.id not in seen
+                      and _occupied(w, now).overlaps(s.window)]
+    works = [w for w in found if _matches(w, s)]
+    return sorted(works, key=lambda w: (w.effective_period.start, w.id))
+
+
+def _after(cursor: str) -> tuple[datetime, int]:
+    start, work_id = decode_cursor("roadworks", cursor, 2)
+    try:
+        at, wid = datetime.fromisoformat(start), int(work_id)
+    except ValueError:
+        raise InvalidParameterError("cursor", "not a cursor returned by this endpoint") from None
+    if at.utcoffset() is None:
+        raise InvalidParameterError("cursor", "not a cursor returned by this endpoint")
+    return at, wid
+
+
+@router.get("/api/v1/roadworks", summary="Search public roadworks")
+def search_works(
+    ctx: Ctx,
+    pool: Pool,
+    bbox: BBoxParam = None,
+    from_: Annotated[date | None, Query(
+        alias="from", description="first day (Europe/Berlin), default today")] = None,
+    to: Annotated[date | None, Query(
+        description="last day (Europe/Berlin, inclusive); default: open-ended")] = None,
+    street: StreetParam = None,
+    q: Annotated[str | None, Query(
+        min_length=2, max_length=100,
+        description="text in a street name, the title, the reference or the public text",
+    )] = None,
+    sector: Annotated[list[Sector] | None, Query(description="one or more sectors")] = None,
+    impact: Annotated[list[Impact] | None, Query(
+        description="closure (road closed), restriction (lanes, alternating one-way, "
+        "signals) or minor")] = None,
+    limit: Annotated[int, Query(ge=1, le=500, description="page size")] = 100,
+    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
+) -> PublicPage:
+    """Public works on site on at least one of the days searched, by start. A work in
+    progress counts until its end is reported, even past its planned end."""
+    first = from_ or ctx.today()
+    if to is not None and to < first:
+        raise InvalidParameterError(
+            "to", f"the last day {to.isoformat()} is before the first day {first.isoformat()}")
+    if to is not None and (to - first).days > 2 * 366:
+        raise InvalidParameterError("to", "search at most two years at once")
+    start = day_window(first).start
+    end = (day_window(to).end if to is not None
+           else start + LIMITS.max_duration + timedelta(days=366))
+    search = _Search(Period(start, end), parse_area(bbox), parse_street(street),
+                     frozenset(sector or ()), frozenset(impact or ()), q)
+    after = _after(cursor) if cursor else None
+    works = _search(ctx, pool, search)
+    if after is not None:
+        works_after = [w for w in works if (w.effective_period.start, w.id) > after]
+    else:
+        works_after = works
+    page = works_after[:limit]
+    more = len(works_after) > limit
+    now, fctx = ctx.now(), ctx.feed_context()
+    return PublicPage(
+        items=[PublicWork.of(w, fctx, now) for w in page],
+        total=len(works),
+        next_cursor=encode_cursor("roadworks", [
+            page[-1].effective_period.start.isoformat(), str(page[-1].id)]) if more else None,
+        from_date=first,
+        to_date=to,
+    )
+
+
+# -- one work ---------------------------------------------------------------------------
+
+
+def _public_work(ctx: RoadworksApi, pool: ConnectionPool, reference: str) -> Roadwork:
+    with pool.connection() as conn:
+        work = ctx.service.get_by_reference(conn, reference)
+    if not work.is_public:  # drafts, refused, finished or private works: not for citizens
+        raise RoadworkNotFound(reference)
+    return work
+
+
+@router.get("/api/v1/roadworks/{reference}", summary="One public roadwork")
+def get_work(reference: Reference, ctx: Ctx, pool: Pool) -> PublicWork:
+    """What, who, where, until when, detour and contact of a public work."""
+    work = _public_work(ctx, pool, reference)
+    return PublicWork.of(work, ctx.feed_context(), ctx.now())
+
+
+# -- map page ---------------------------------------------------------------------------
+
+
+def _page(ctx: RoadworksApi, selected: str | None) -> HTMLResponse:
+    b = ctx.settings.bounds
+    config = {
+        "api": "/api/v1/roadworks",
+        "today": ctx.today().isoformat(),
+        "bounds": [[b[1], b[0]], [b[3], b[2]]],
+        "tiles": {"url": ctx.map.tile_url, "attribution": ctx.map.tile_attribution,
+                  "maxZoom": ctx.map.tile_max_zoom},
+        "publisher": ctx.settings.publisher,
+        "selected": selected,
+    }
+    text = _template().replace(
+        "{{config}}", html.escape(json.dumps(config, ensure_ascii=False), quote=True))
+    return HTMLResponse(text, headers={
+        "Cache-Control": "no-cache",
+        "Content-Security-Policy": _csp(ctx.map.tile_url),
+        "X-Content-Type-Options": "nosniff",
+    })
+
+
+@cache
+def _template() -> str:
+    return _PAGE.read_text(encoding="utf-8")
+
+
+def _csp(tile_url: str) -> str:
+    images = "'self' data:"
+    if tile_url.startswith(("https://", "http://")):  # {s}.tile.example.org: any subdomain
+        parts = urlsplit(tile_url)
+        images += f" {parts.scheme}://{parts.netloc.replace('{s}', '*')}"
+    return (f"default-src 'self'; img-src {images}; style-src 'self' 'unsafe-inline'; "
+            "script-src 'self'; connect-src 'self'; frame-ancestors 'self'")
+
+
+_PAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/html": {}}, "description": "the map page (German)"},
+}
+
+
+@router.get("/roadworks", response_class=HTMLResponse, responses=_PAGE_RESPONSES,
+            summary="Map of the roadworks (HTML)", tags=["roadworks map"])
+def map_page(ctx: Ctx) -> HTMLResponse:
+    """The public map: works by impact colour, a date filter, a street search and a
+    detail panel, usable with the keyboard; German."""
+    return _page(ctx, None)
+
+
+@router.get("/roadworks/{reference}", response_class=HTMLResponse, responses=_PAGE_RESPONSES,
+            summary="A roadwork's public page (the map with its details open)",
+            tags=["roadworks map"])
+def work_page(reference: Reference, ctx: Ctx, pool: Pool) -> HTMLResponse:
+    """The page the feeds link to: the map with the work's details opened."""
+    _public_work(ctx, pool, reference)
+    return _page(ctx, reference)

@@ -1,0 +1,182 @@
+"""Open data of the roadworks registry, no login: the feeds of the public works and the
+published daily overviews.
+
+* `GET /api/v1/roadworks/feeds/{wzdx,geojson,csv,ical,atom}`: the public works not yet
+  over, for the city, an area (`bbox`) or a street;
+* `GET /api/v1/roadworks/overview`, `GET /api/v1/roadworks/overview/{day}`: the daily
+  overviews as published (`cityops roadworks overview`), HTML or GeoJSON.
+
+Responses carry an ETag of what they were made from (the works' versions, the snapshot),
+so polling clients get `304 Not Modified` while nothing changed. Include this router
+before `cityops.api.roadworks.router`, whose `/api/v1/roadworks/{reference}` would
+otherwise take `/api/v1/roadworks/overview`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable
+from datetime import date
+from enum import StrEnum
+from typing import Annotated, Any, Final
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+
+from cityops.api.errors import NotFoundError
+from cityops.api.roadworks import (
+    BBoxParam,
+    Ctx,
+    Pool,
+    StreetParam,
+    parse_area,
+    parse_street,
+)
+from cityops.api.roadworks_schemas import OverviewDay
+from cityops.api.schemas import ErrorBody
+from cityops.roadworks import repository as repo
+from cityops.roadworks.feeds import atom, csv_feed, geojson, ical, wzdx
+from cityops.roadworks.feeds.common import FeedQuery
+from cityops.roadworks.model import Roadwork
+
+__all__ = ["ATOM_PATH", "FeedFormat", "OverviewFormat", "router"]
+
+logger = logging.getLogger(__name__)
+
+_FEED_CACHE = "public, max-age=300"
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "no overview published for that day"},
+    422: {"model": ErrorBody, "description": "invalid parameters, one detail per field"},
+}
+router = APIRouter(tags=["roadworks (open data)"], responses=_RESPONSES)
+
+
+# -- feeds ------------------------------------------------------------------------------
+
+
+class FeedFormat(StrEnum):
+    WZDX = "wzdx"
+    GEOJSON = "geojson"
+    CSV = "csv"
+    ICAL = "ical"
+    ATOM = "atom"
+
+
+_MEDIA: dict[FeedFormat, tuple[str, str]] = {
+    FeedFormat.WZDX: ("application/geo+json", "baustellen-wzdx.geojson"),
+    FeedFormat.GEOJSON: ("application/geo+json", "baustellen.geojson"),
+    FeedFormat.CSV: ("text/csv; charset=utf-8; header=present", "baustellen.csv"),
+    FeedFormat.ICAL: ("text/calendar; charset=utf-8", "baustellen.ics"),
+    FeedFormat.ATOM: ("application/atom+xml; charset=utf-8", "baustellen.atom"),
+}
+ATOM_PATH: Final = "/api/v1/roadworks/feeds/atom"
+
+
+@router.get(
+    "/api/v1/roadworks/feeds/{kind}",
+    summary="Open-data feeds of the public roadworks",
+    response_class=Response,
+    responses={200: {"content": {m: {} for m, _ in _MEDIA.values()}},
+               304: {"description": "unchanged since the given ETag"}},
+)
+def feed(
+    kind: FeedFormat,
+    request: Request,
+    ctx: Ctx,
+    pool: Pool,
+    bbox: BBoxParam = None,
+    street: StreetParam = None,
+) -> Response:
+    """The public works not yet over (of an area or a street): `wzdx` (WZDx 4.2
+    WorkZoneFeed), `geojson`, `csv` (RFC 4180), `ical` (RFC 5545, to subscribe in a
+    calendar) or `atom` (RFC 4287, for feed readers)."""
+    area, road = parse_area(bbox), parse_street(street)
+    fctx = ctx.feed_context()
+    with pool.connection() as conn:
+        works = ctx.service.public_works(conn, bbox=area, street=road, now=fctx.generated_at)
+    query = FeedQuery(bbox=area, street=road)
+    body: str
+    if kind is FeedFormat.WZDX:
+        body = json.dumps(wzdx.work_zone_feed(works, fctx), ensure_ascii=False)
+    elif kind is FeedFormat.GEOJSON:
+        body = json.dumps(geojson.feature_collection(works, fctx), ensure_ascii=False)
+    elif kind is FeedFormat.CSV:
+        body = csv_feed.to_csv(works, fctx)
+    elif kind is FeedFormat.ICAL:
+        body = ical.calendar(works, fctx, query)
+    else:
+        body = atom.feed(works, fctx, query, self_path=ATOM_PATH)
+    media, filename = _MEDIA[kind]
+    return _cached(request, body.encode("utf-8"), media, filename,
+                   tag=f"{kind}?{query.query_string}|{_versions(works)}")
+
+
+def _versions(works: Iterable[Roadwork]) -> str:
+    return ",".join(f"{w.id}.{w.version}.{w.updated_at.timestamp()}" for w in works)
+
+
+def _cached(request: Request, data: bytes, media: str, filename: str | None, *,
+            tag: str) -> Response:
+    """A response with an ETag made of `tag` (what the content depends on, without the
+    generation time), or `304 Not Modified` when the client has that version already."""
+    etag = f'"{hashlib.sha256(tag.encode()).hexdigest()[:32]}"'
+    headers = {"ETag": etag, "Cache-Control": _FEED_CACHE}
+    if filename:
+        headers["Content-Disposition"] = f'inline; filename="{filename}"'
+    match = request.headers.get("if-none-match")
+    if match and etag in [t.strip() for t in match.split(",")]:
+        return Response(status_code=304, headers=headers)
+    return Response(content=data, media_type=media, headers=headers)
+
+
+# -- daily overview ---------------------------------------------------------------------
+
+
+class OverviewFormat(StrEnum):
+    HTML = "html"
+    GEOJSON = "geojson"
+
+
+@router.get("/api/v1/roadworks/overview", summary="Published daily overviews")
+def list_overviews(pool: Pool) -> list[OverviewDay]:
+    """The days with a published overview (newest first), with links to them."""
+    with pool.connection() as conn, conn.transaction():
+        days = repo.list_overviews(conn)
+    base = "/api/v1/roadworks/overview"
+    return [
+        OverviewDay(day=d, generated_at=at, active=active, upcoming=upcoming,
+                    html=f"{base}/{d.isoformat()}",
+                    geojson=f"{base}/{d.isoformat()}?format=geojson")
+        for d, at, active, upcoming in days
+    ]
+
+
+@router.get(
+    "/api/v1/roadworks/overview/{day}",
+    summary="The daily overview of a day",
+    response_class=Response,
+    responses={200: {"content": {"text/html": {}, "application/geo+json": {}}}},
+)
+def get_overview(
+    day: date,
+    request: Request,
+    pool: Pool,
+    format: Annotated[OverviewFormat, Query(description="html or geojson")] = (
+        OverviewFormat.HTML),
+) -> Response:
+    """The newest overview published for the day (`cityops roadworks overview`), exactly
+    as it was published."""
+    with pool.connection() as conn, conn.transaction():
+        snapshot = repo.get_overview(conn, day)
+    if snapshot is None:
+        raise NotFoundError(f"no daily overview was published for {day.isoformat()}; see "
+                            "/api/v1/roadworks/overview for the published days")
+    name = f"baustellen-{day.isoformat()}"
+    if format is OverviewFormat.GEOJSON:
+        data = json.dumps(snapshot.geojson, ensure_ascii=False).encode("utf-8")
+        return _cached(request, data, "application/geo+json", f"{name}.geojson",
+                       tag=f"overview-{snapshot.id}.geojson")
+    return _cached(request, snapshot.html.encode("utf-8"), "text/html; charset=utf-8", None,
+                   tag=f"overview-{snapshot.id}.html")
