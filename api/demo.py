@@ -112,6 +112,16 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         f"database {settings.redacted_database_url()}{' (created)' if created else ''}: "
         f"storage mode {report.mode}, {len(report.applied)} migrations applied"
     )
+    # Register the devices before the ingest subscribes: retained status messages (from an
+    # earlier run on the same broker) then belong to known devices instead of dead letters.
+    from cityops.routing.network import load_network
+    from cityops.simulators.city import build_city
+    from cityops.simulators.scenario import load_scenario
+    from cityops.simulators.seed import seed_registry
+
+    scenario = load_scenario(args.scenario or settings.scenario)
+    city = build_city(scenario, load_network(settings.osm_file or scenario.osm_file))
+    seed_registry(settings.database_url, city)
     if not _port_free(settings.api_host, settings.api_port):
         print(
             f"cityops demo: port {settings.api_port} on {settings.api_host} is in use; "
