@@ -98,11 +98,11 @@ class PyVrpEngine:
             raise UnsupportedProblem(reason)
         if time_limit_s <= 0:
             raise ValueError("time_limit_s must be positive")
+        started = time.monotonic()
         screening = screen(problem)
         if not screening.stops or not screening.vehicles:
             routes = tuple(Route(v.id) for v in problem.vehicles)
             return Plan(routes, _in_order(problem, screening.unserved), self.name)
-        started = time.monotonic()
         strict = _Built(problem, screening, prize_required=False)
         warm = strict.initial_solution(initial) if initial is not None else None
         left = max(time_limit_s - (time.monotonic() - started), 0.001)
