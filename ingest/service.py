@@ -45,7 +45,6 @@ logger = logging.getLogger(__name__)
 
 _REGISTRY_REFRESH_S = 30.0
 _METRICS_EVERY_S = 10.0
-_ROLLUP_EVERY_S = 30.0
 _RETENTION_EVERY_S = 6 * 3600.0
 
 
@@ -87,7 +86,6 @@ class IngestService:
         self._stopping = threading.Event()
         self._writer_done = threading.Event()
         self._thread: threading.Thread | None = None
-        self._dirty_since: datetime | None = None
         self._client = self._make_client()
 
     # ----------------------------------------------------------------- MQTT side
@@ -258,10 +256,6 @@ class IngestService:
         done = time.monotonic()
         self._ack(batch)
         self.metrics.observe_batch(batch, good, dead, result, done - started, done)
-        if result.min_ts is not None and (
-            self._dirty_since is None or result.min_ts < self._dirty_since
-        ):
-            self._dirty_since = result.min_ts
         for d in dead:
             logger.info("dead letter on %s: %s (%s)", d.topic, d.reason, d.detail)
         return True
@@ -275,10 +269,6 @@ class IngestService:
                     self.instance, self.metrics.snapshot(self._queue.qsize())
                 )
                 logger.info("%s", self.metrics.summary(self._queue.qsize()))
-            if self._dirty_since is not None and now - clock["rollup"] >= _ROLLUP_EVERY_S:
-                clock["rollup"] = now
-                since, self._dirty_since = self._dirty_since, None
-                self._writer.refresh_rollups(since)
             if now - clock["retention"] >= _RETENTION_EVERY_S:
                 clock["retention"] = now
                 self._writer.apply_retention(self.settings.retention_days)
@@ -287,7 +277,7 @@ class IngestService:
             logger.warning("maintenance skipped, database error: %s", exc)
 
     def _writer_loop(self) -> None:
-        clock = {"metrics": time.monotonic(), "rollup": 0.0, "retention": time.monotonic()}
+        clock = {"metrics": time.monotonic(), "retention": time.monotonic()}
         try:
             while True:
                 batch = self._collect()

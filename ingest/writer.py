@@ -25,7 +25,7 @@ from cityops.ingest.contract import (
     TruckEvent,
     TruckTelemetry,
 )
-from cityops.ingest.decode import Decoded, payload_times
+from cityops.ingest.decode import Decoded
 
 __all__ = ["DeadLetter", "WriteResult", "Writer", "rows_for"]
 
@@ -118,7 +118,6 @@ class DeadLetter:
 class WriteResult:
     rows: dict[str, int] = field(default_factory=dict)
     dead_letters: int = 0
-    min_ts: datetime | None = None
 
     @property
     def total_rows(self) -> int:
@@ -227,9 +226,6 @@ class Writer:
         for msg, entity_id, received in decoded:
             for table, rows in rows_for(msg, entity_id, received).items():
                 staged[table].extend(rows)
-            for ts in payload_times(msg.payload):
-                if result.min_ts is None or ts < result.min_ts:
-                    result.min_ts = ts
         conn = self._connection()
         try:
             with conn.cursor() as cur:
@@ -273,12 +269,6 @@ class Writer:
             (instance, *values),
         )
         conn.commit()
-
-    def refresh_rollups(self, since: datetime) -> int:
-        conn = self._connection()
-        row = conn.execute("SELECT cityops_refresh_rollups(%s)", (since,)).fetchone()
-        conn.commit()
-        return int(str(row[0])) if row else 0
 
     def apply_retention(self, days: int) -> int:
         conn = self._connection()

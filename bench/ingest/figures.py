@@ -89,7 +89,8 @@ def worst_seconds(
 def time_rollup_refresh(
     conn: psycopg.Connection[tuple[object, ...]], since_ms: int
 ) -> tuple[float, int]:
-    """Run the rollup refresh the ingest runs every 30 s (in its writer thread) once, timed.
+    """Run the rollup repair function (`cityops_refresh_rollups`) once, timed. The write path
+    no longer calls it: statement-level triggers fold inserted rows into the rollups.
 
     Returns (seconds, raw rows it aggregates: every reading since the start of the hour).
     """

@@ -421,8 +421,8 @@ class Bench:
         phase.summary = IngestSummary.total([i.stop() for i in ingests])
         took, rows = time_rollup_refresh(conn, fleet.min_ts_ms)
         phase.notes.append(
-            f"the rollup refresh the ingest runs every 30 s in its writer thread took {took:.2f} s "
-            f"here (it re-aggregates all {rows:,} readings since the start of the hour)"
+            f"a full rollup repair (cityops_refresh_rollups, not on the write path: triggers "
+            f"keep the rollups current) took {took:.2f} s for {rows:,} readings"
         )
         if phase.summary.rows != phase.rows:
             phase.notes.append(

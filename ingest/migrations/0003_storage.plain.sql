@@ -1,5 +1,7 @@
--- Plain PostgreSQL storage: BRIN indexes on time, rollup tables maintained incrementally
--- by cityops_refresh_rollups(), retention by cityops_apply_retention().
+-- Plain PostgreSQL storage: BRIN indexes on time; rollup tables maintained at write time by
+-- statement-level triggers that fold exactly the newly inserted rows (a transition table,
+-- so duplicates skipped by ON CONFLICT DO NOTHING are not counted); cityops_refresh_rollups()
+-- recomputes buckets from raw rows (repair); retention by cityops_apply_retention().
 CREATE INDEX bin_readings_ts_brin ON bin_readings USING brin (ts);
 CREATE INDEX signal_events_ts_brin ON signal_events USING brin (ts);
 CREATE INDEX truck_positions_ts_brin ON truck_positions USING brin (ts);
@@ -9,7 +11,7 @@ CREATE INDEX ingest_metrics_ts_brin ON ingest_metrics USING brin (ts);
 CREATE TABLE bin_fill_hourly_rollup (
     bucket             timestamptz NOT NULL,
     bin_id             text NOT NULL,
-    avg_fill_pct       real NOT NULL,
+    sum_fill_pct       double precision NOT NULL,
     min_fill_pct       real NOT NULL,
     max_fill_pct       real NOT NULL,
     max_temperature_c  real,
@@ -28,13 +30,56 @@ CREATE TABLE detector_counts_15m_rollup (
 CREATE INDEX detector_counts_15m_rollup_bucket_idx ON detector_counts_15m_rollup (bucket);
 
 CREATE VIEW bin_fill_hourly AS
-    SELECT bucket, bin_id, avg_fill_pct, min_fill_pct, max_fill_pct, max_temperature_c, readings
+    SELECT bucket, bin_id, (sum_fill_pct / readings)::real AS avg_fill_pct, min_fill_pct,
+           max_fill_pct, max_temperature_c, readings
     FROM bin_fill_hourly_rollup;
+
+CREATE FUNCTION cityops_rollup_bin_readings() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO bin_fill_hourly_rollup AS r
+        SELECT date_bin('1 hour', ts, TIMESTAMPTZ '2000-01-01 00:00+00'), bin_id,
+               sum(fill_pct), min(fill_pct), max(fill_pct), max(temperature_c), count(*)
+        FROM new_rows
+        GROUP BY 1, 2
+    ON CONFLICT (bin_id, bucket) DO UPDATE SET
+        sum_fill_pct = r.sum_fill_pct + EXCLUDED.sum_fill_pct,
+        min_fill_pct = LEAST(r.min_fill_pct, EXCLUDED.min_fill_pct),
+        max_fill_pct = GREATEST(r.max_fill_pct, EXCLUDED.max_fill_pct),
+        max_temperature_c = GREATEST(r.max_temperature_c, EXCLUDED.max_temperature_c),
+        readings = r.readings + EXCLUDED.readings;
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER bin_readings_rollup AFTER INSERT ON bin_readings
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION cityops_rollup_bin_readings();
+
+CREATE FUNCTION cityops_rollup_signal_events() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO detector_counts_15m_rollup AS r
+        SELECT date_bin('15 minutes', ts, TIMESTAMPTZ '2000-01-01 00:00+00'), controller_id,
+               param, count(*)
+        FROM new_rows
+        WHERE code = 82
+        GROUP BY 1, 2, 3
+    ON CONFLICT (controller_id, detector, bucket) DO UPDATE SET
+        actuations = r.actuations + EXCLUDED.actuations;
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER signal_events_rollup AFTER INSERT ON signal_events
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION cityops_rollup_signal_events();
 
 CREATE VIEW detector_counts_15m AS
     SELECT bucket, controller_id, detector, actuations FROM detector_counts_15m_rollup;
 
--- Recompute every bucket that starts at or after date_bin(since); returns the rows touched.
+-- Recompute every bucket that starts at or after date_bin(since) from the raw rows; for
+-- repairs (the triggers keep rollups current). Returns the rows touched.
 CREATE FUNCTION cityops_refresh_rollups(since timestamptz) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -43,12 +88,12 @@ DECLARE
 BEGIN
     INSERT INTO bin_fill_hourly_rollup AS r
         SELECT date_bin('1 hour', ts, TIMESTAMPTZ '2000-01-01 00:00+00'), bin_id,
-               avg(fill_pct), min(fill_pct), max(fill_pct), max(temperature_c), count(*)
+               sum(fill_pct), min(fill_pct), max(fill_pct), max(temperature_c), count(*)
         FROM bin_readings
         WHERE ts >= date_bin('1 hour', since, TIMESTAMPTZ '2000-01-01 00:00+00')
         GROUP BY 1, 2
     ON CONFLICT (bin_id, bucket) DO UPDATE SET
-        avg_fill_pct = EXCLUDED.avg_fill_pct, min_fill_pct = EXCLUDED.min_fill_pct,
+        sum_fill_pct = EXCLUDED.sum_fill_pct, min_fill_pct = EXCLUDED.min_fill_pct,
         max_fill_pct = EXCLUDED.max_fill_pct, max_temperature_c = EXCLUDED.max_temperature_c,
         readings = EXCLUDED.readings;
     GET DIAGNOSTICS n1 = ROW_COUNT;

@@ -87,7 +87,7 @@ def test_rollups_in_plain_mode_aggregate_readings(db_url: str) -> None:
             "('K1', '2026-11-20 10:01Z', 82, 5), ('K1', '2026-11-20 10:02Z', 81, 5), "
             "('K1', '2026-11-20 10:03Z', 82, 5), ('K1', '2026-11-20 10:20Z', 82, 5)"
         )
-        conn.execute("SELECT cityops_refresh_rollups('2026-11-20 00:00Z')")
+        # no refresh: the triggers fold rows into the rollups as they are inserted
         rows = conn.execute(
             "SELECT to_char(bucket AT TIME ZONE 'UTC', 'HH24:MI'), avg_fill_pct, readings "
             "FROM bin_fill_hourly ORDER BY bucket"
@@ -98,15 +98,20 @@ def test_rollups_in_plain_mode_aggregate_readings(db_url: str) -> None:
             "FROM detector_counts_15m ORDER BY bucket"
         ).fetchall()
         assert counts == [("10:00", 2), ("10:15", 1)]
-        # a late reading in an already rolled-up hour is picked up by the next refresh
-        conn.execute(
-            "INSERT INTO bin_readings (bin_id, ts, sensor_id, fill_pct) VALUES "
-            "('B1', '2026-11-20 10:50Z', 'S', 80)"
+        # a late reading counts in its hour; a duplicate skipped by ON CONFLICT does not
+        for _ in range(2):
+            conn.execute(
+                "INSERT INTO bin_readings (bin_id, ts, sensor_id, fill_pct) VALUES "
+                "('B1', '2026-11-20 10:50Z', 'S', 80) ON CONFLICT DO NOTHING"
+            )
+        late = (
+            "SELECT readings, avg_fill_pct, max_fill_pct FROM bin_fill_hourly "
+            "WHERE bucket = '2026-11-20 10:00Z'"
         )
-        conn.execute("SELECT cityops_refresh_rollups('2026-11-20 10:50Z')")
-        assert conn.execute(
-            "SELECT readings FROM bin_fill_hourly WHERE bucket = '2026-11-20 10:00Z'"
-        ).fetchone() == (3,)
+        assert conn.execute(late).fetchone() == (3, 40.0, 80.0)
+        # the repair function recomputes the same figures from the raw rows
+        conn.execute("SELECT cityops_refresh_rollups('2026-11-20 00:00Z')")
+        assert conn.execute(late).fetchone() == (3, 40.0, 80.0)
 
 
 def test_migration_dataclass_checksum_is_stable() -> None:
