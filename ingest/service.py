@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 _REGISTRY_REFRESH_S = 30.0
 _METRICS_EVERY_S = 10.0
+_KEEPALIVE_S = 120
 _RETENTION_EVERY_S = 6 * 3600.0
 
 
@@ -314,8 +315,11 @@ class IngestService:
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = s.ingest_session_expiry_s
         props.ReceiveMaximum = s.ingest_receive_maximum
+        # A long keep-alive: while a large backlog drains, paho's PINGRESP waits behind it in
+        # the socket and a 30 s keep-alive made paho drop a healthy connection
+        # (docs/performance.md). The broker still sees traffic: every PUBACK counts.
         self._client.connect_async(
-            s.mqtt_host, s.mqtt_port, keepalive=30, clean_start=False, properties=props
+            s.mqtt_host, s.mqtt_port, keepalive=_KEEPALIVE_S, clean_start=False, properties=props
         )
         self._client.loop_start()
 
