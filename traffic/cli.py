@@ -1,0 +1,188 @@
+"""``cityops traffic ...``: performance measures and the Webster plan from stored events.
+
+``cityops traffic measures --controller ID --from T --to T`` prints, per phase and
+15-minute bin, the measures of `cityops.traffic.measures`, then detector health and the
+events cleaning kept out. ``cityops traffic webster ...`` derives a fixed-time plan from
+the peak 15-minute volume of each phase in the period. Times are ISO 8601; without an
+offset they are UTC. Exit 0 on success, 2 for an unknown controller or a bad period.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from .errors import UnknownController
+from .events import Cleaned, ControllerConfig, clean
+from .measures import (
+    BIN_S,
+    DEFAULT_SPEED_KMH,
+    PhaseBin,
+    arrival_detectors,
+    detector_health,
+    phase_measures,
+)
+from .webster import PhaseDemand, Plan, webster
+
+__all__ = ["register", "webster_demands"]
+
+logger = logging.getLogger(__name__)
+
+Subparsers = Any  # argparse's _SubParsersAction, private in typeshed's eyes
+
+
+def _when(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def register(sub: Subparsers) -> None:
+    """Add ``cityops traffic`` and its subcommands."""
+    parser = sub.add_parser(
+        "traffic", help="signal performance measures and Webster retiming",
+        description="Signal performance measures (ATSPM-style) and Webster retiming "
+        "from the stored high-resolution controller events.",
+    )
+    traffic_sub = parser.add_subparsers(
+        dest="traffic_command", metavar="TRAFFIC_COMMAND", required=True
+    )
+    for name, func, text in (
+        ("measures", _measures, "print per-phase 15-minute performance measures"),
+        ("webster", _webster, "print a Webster fixed-time plan from measured flows"),
+    ):
+        p = traffic_sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        p.add_argument("--controller", required=True, metavar="ID", help="controller id")
+        p.add_argument("--from", dest="start", type=_when, required=True, metavar="T",
+                       help="period start, ISO 8601 (UTC without offset)")
+        p.add_argument("--to", dest="end", type=_when, required=True, metavar="T",
+                       help="period end (exclusive), ISO 8601")
+        p.add_argument("--speed-kmh", type=float, default=DEFAULT_SPEED_KMH,
+                       help="approach speed moving advance-detector arrivals to the stop "
+                       f"line (default {DEFAULT_SPEED_KMH:g})")
+        if name == "webster":
+            p.add_argument("--min-cycle", type=float, default=40.0, help="default 40 s")
+            p.add_argument("--max-cycle", type=float, default=120.0, help="default 120 s")
+        p.set_defaults(func=func)
+
+
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    config: ControllerConfig
+    cleaned: Cleaned
+    bins: tuple[PhaseBin, ...]
+
+
+def _load(args: argparse.Namespace, command: str) -> _Loaded | None:
+    from cityops.ingest.config import load_settings
+    from cityops.ingest.db import connect
+
+    from .repository import load_config, load_events
+
+    if args.end <= args.start:
+        print(f"cityops traffic {command}: --to must be after --from", file=sys.stderr)
+        return None
+    settings = load_settings()
+    try:
+        with connect(settings.database_url) as conn:
+            config = load_config(conn, args.controller)
+            events = load_events(conn, args.controller, args.start, args.end)
+    except UnknownController as exc:
+        print(f"cityops traffic {command}: {exc}", file=sys.stderr)
+        return None
+    cleaned = clean(events, config)
+    for problem, n in sorted(Counter(f.problem.value for f in cleaned.flags).items()):
+        logger.warning("%s: %d events flagged %s", args.controller, n, problem)
+    bins = phase_measures(cleaned.events, config, args.start.timestamp(),
+                          args.end.timestamp(), speed_kmh=args.speed_kmh)
+    return _Loaded(config, cleaned, bins)
+
+
+def _fmt(value: float | int | None, spec: str = ".2f") -> str:
+    if value is None:
+        return "-"
+    return str(value) if isinstance(value, int) else format(value, spec)
+
+
+_COLUMNS = (
+    "phase", "bin_start", "volume", "pct_aog", "platoon_ratio", "delay_per_vehicle_s",
+    "cycles", "split_failures", "gap_outs", "max_outs", "force_offs", "mean_green_s",
+    "yellow_actuations", "red_actuations", "ped_walks", "ped_delay_mean_s",
+)
+
+
+def _measures(args: argparse.Namespace) -> int:
+    loaded = _load(args, "measures")
+    if loaded is None:
+        return 2
+    print("\t".join(_COLUMNS))
+    for b in loaded.bins:
+        row = []
+        for col in _COLUMNS:
+            if col == "bin_start":
+                row.append(datetime.fromtimestamp(b.bin_start, UTC).isoformat())
+            else:
+                row.append(_fmt(getattr(b, col)))
+        print("\t".join(row))
+    print()
+    print("detector health (channel phase kind actuations longest_on_s status):")
+    for h in detector_health(loaded.cleaned.events, loaded.config, args.start.timestamp(),
+                             args.end.timestamp()):
+        print(f"  {h.channel}\t{h.phase}\t{h.kind}\t{h.actuations}\t{h.longest_on_s:.1f}"
+              f"\t{h.status}")
+    print(f"flagged events: {len(loaded.cleaned.flags)}")
+    for f in loaded.cleaned.flags[:20]:
+        print(f"  #{f.index} {f.problem.value}: {f.reason}")
+    return 0
+
+
+def webster_demands(config: ControllerConfig, bins: tuple[PhaseBin, ...]) -> list[PhaseDemand]:
+    """Per phase in sequence: the peak 15-minute volume as an hourly flow, and its lanes."""
+    demands = []
+    for p in sorted(config.phases.values(), key=lambda p: (p.seq, p.phase)):
+        peak = max((b.volume for b in bins if b.phase == p.phase), default=0)
+        lanes = {d.lane if d.lane is not None else -d.channel
+                 for d in arrival_detectors(config, p.phase)}
+        demands.append(PhaseDemand(
+            p.phase, peak * 3600.0 / BIN_S, max(1, len(lanes)), p.yellow_s,
+            p.red_clearance_s, p.min_green_s, p.max_green_s,
+        ))
+    return demands
+
+
+def format_plan(plan: Plan) -> str:
+    lines = [
+        f"Y = {plan.critical_flow_ratio:.3f}, L = {plan.lost_time_s:g} s, "
+        f"C0 = {plan.optimum_cycle_s:.1f} s, cycle = {plan.cycle_s:g} s"
+        + (" (OVERSATURATED: Y >= 1, maximum cycle)" if plan.oversaturated else ""),
+        "phase\ty\tgreen_s\tyellow_s\tred_clearance_s",
+    ]
+    lines += [
+        f"{t.phase}\t{t.flow_ratio:.3f}\t{t.green_s}\t{t.yellow_s:g}\t{t.red_clearance_s:g}"
+        for t in plan.phases
+    ]
+    return "\n".join(lines)
+
+
+def _webster(args: argparse.Namespace) -> int:
+    loaded = _load(args, "webster")
+    if loaded is None:
+        return 2
+    if not loaded.config.phases:
+        print(f"cityops traffic webster: {args.controller} has no phases", file=sys.stderr)
+        return 2
+    try:
+        plan = webster(webster_demands(loaded.config, loaded.bins),
+                       min_cycle_s=args.min_cycle, max_cycle_s=args.max_cycle)
+    except ValueError as exc:
+        print(f"cityops traffic webster: {exc}", file=sys.stderr)
+        return 2
+    print(format_plan(plan))
+    return 0
