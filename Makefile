@@ -10,13 +10,13 @@ export CITYOPS_DATABASE_URL ?= postgresql://cityops:cityops@127.0.0.1:5432/cityo
 export CITYOPS_TEST_PG ?= postgresql://cityops:cityops@127.0.0.1:5432/postgres
 export CITYOPS_MQTT_URL ?= mqtt://127.0.0.1:1883
 
-.PHONY: help setup services venv migrate demo test lint bench clean
+.PHONY: help setup services venv migrate demo test lint bench bench-ingest bench-routing bench-forecast bench-replan clean
 
 help:
 	@echo "make demo     set up everything and run the city: simulators, ingest, API (DURATION=s to stop)"
 	@echo "make test     set up everything and run the test suite against PostgreSQL and Mosquitto"
 	@echo "make lint     ruff and mypy (strict)"
-	@echo "make bench    benchmarks (see docs/performance.md)"
+	@echo "make bench    all benchmarks (bench-ingest, bench-routing, bench-forecast, bench-replan)"
 
 services:
 	@bash deploy/local/setup-services.sh
@@ -46,8 +46,20 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/python .ci/typecheck.py
 
-bench: migrate
+# Benchmarks print their figures and a final JSON line; see docs/performance.md.
+bench: bench-ingest bench-routing bench-forecast bench-replan
+
+bench-ingest: migrate
 	$(BIN)/python bench/ingest/run.py
+
+bench-routing: venv
+	$(BIN)/python bench/routing/quality.py --instances ../shared/benchmarks/cvrplib --time-limit 5
+
+bench-forecast: venv
+	$(BIN)/python bench/routing/forecast.py
+
+bench-replan: migrate
+	$(BIN)/python bench/routing/replan.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache
