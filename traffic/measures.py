@@ -37,7 +37,10 @@ Definitions (per phase):
   time decides the bin. Walks without a call (recall) count as walks only.
 * **Detector health** (over the analysed period): `stuck_on` when an occupancy (an open
   one lasts until the period's end) is at least `stuck_on_s`; `no_activity` when a
-  detector has no detector-on in a period at least `quiet_s` long.
+  detector logs no event at all (neither on nor off) in a period at least `quiet_s` long.
+
+Everything is counted at the time it happens at the stop line and only inside the
+period `[start, end)`: an arrival shifted past `end` is left to the next period.
 """
 
 from __future__ import annotations
@@ -347,11 +350,12 @@ def detector_health(
         )
         ivs = occupancy_intervals(events, [ch], start, end, on=on, off=off)[ch]
         count = sum(1 for ev in events if ev.code == on and ev.param == ch)
+        edges = sum(1 for ev in events if ev.code in (on, off) and ev.param == ch)
         longest = max((b - a for a, b in ivs), default=0.0)
         status: Literal["ok", "stuck_on", "no_activity"] = "ok"
         if longest >= stuck_on_s:
             status = "stuck_on"
-        elif count == 0 and end - start >= quiet_s:
+        elif edges == 0 and end - start >= quiet_s:
             status = "no_activity"
         out.append(DetectorHealth(ch, d.phase, d.kind, count, longest, status))
     return tuple(out)
@@ -402,7 +406,8 @@ def phase_measures(
     """Every measure for every phase and every bin overlapping `[start, end)`.
 
     `events` must be clean (see `events.clean`) and lie within the period; the result is
-    ordered by phase, then bin.
+    ordered by phase, then bin. A cycle counts in the bin of its begin green (if that is
+    in the period); green share and coverage are cut to each bin.
     """
     if end <= start:
         raise ValueError("end must be after start")
@@ -414,7 +419,7 @@ def phase_measures(
         acc = {b: _Acc() for b in bins}
 
         def at(t: float, acc: dict[float, _Acc] = acc) -> _Acc | None:
-            return acc.get(_bin(t, bin_s))
+            return acc.get(_bin(t, bin_s)) if start <= t < end else None
 
         cs = cycles(events, phase)
         starts = [c.green_start for c in cs]
