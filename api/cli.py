@@ -24,6 +24,7 @@ _COMMAND_MODULES = (
     "cityops.api.commands",
     "cityops.api.demo",
     "cityops.routing.cli",
+    "cityops.api.grafana",
     "cityops.traffic.cli",
 )
 
