@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from grafana_client import GrafanaApi
+from grafana_client.api import GrafanaApi
 from grafana_client.client import GrafanaClientError
 
 __all__ = ["GrafanaTarget", "publish", "register"]
@@ -46,7 +46,7 @@ class GrafanaTarget:
 
 
 def _missing(exc: GrafanaClientError) -> bool:
-    return exc.status_code == 404
+    return bool(exc.status_code == 404)
 
 
 def datasource(target: GrafanaTarget) -> dict[str, Any]:
