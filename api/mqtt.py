@@ -5,11 +5,9 @@ from __future__ import annotations
 import logging
 import uuid
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-
 from cityops.api.errors import BrokerUnavailableError
 from cityops.ingest.config import Settings
+from cityops.ingest.mqttclient import make_client
 
 __all__ = ["ApiPublisher"]
 
@@ -20,17 +18,7 @@ class ApiPublisher:
     """A QoS 1 publisher that connects in the background and reconnects on its own."""
 
     def __init__(self, settings: Settings) -> None:
-        self._client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=f"cityops-api-{uuid.uuid4().hex[:8]}",
-            protocol=mqtt.MQTTv5,
-        )
-        if settings.mqtt_username:
-            self._client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
-        if settings.mqtt_tls:
-            ca = str(settings.mqtt_ca_file) if settings.mqtt_ca_file else None
-            self._client.tls_set(ca_certs=ca)
-        self._client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self._client = make_client(settings, f"cityops-api-{uuid.uuid4().hex[:8]}")
         self._host, self._port = settings.mqtt_host, settings.mqtt_port
 
     def start(self) -> None:

@@ -6,11 +6,9 @@ import logging
 import uuid
 from typing import cast
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-
 from cityops.ingest.config import Settings
 from cityops.ingest.db import connect
+from cityops.ingest.mqttclient import make_client
 
 __all__ = ["print_summary", "replay"]
 
@@ -41,15 +39,7 @@ def print_summary(settings: Settings, *, limit: int) -> int:
 
 def replay(settings: Settings, *, reason: str, limit: int) -> int:
     """Re-publish stored payloads at QoS 1; marked replayed once the broker acknowledged."""
-    client = mqtt.Client(
-        callback_api_version=CallbackAPIVersion.VERSION2,
-        client_id=f"cityops-replay-{uuid.uuid4().hex[:8]}",
-        protocol=mqtt.MQTTv5,
-    )
-    if settings.mqtt_username:
-        client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
-    if settings.mqtt_tls:
-        client.tls_set(ca_certs=str(settings.mqtt_ca_file) if settings.mqtt_ca_file else None)
+    client = make_client(settings, f"cityops-replay-{uuid.uuid4().hex[:8]}")
     client.connect(settings.mqtt_host, settings.mqtt_port)
     client.loop_start()
     replayed = 0

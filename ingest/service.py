@@ -28,7 +28,6 @@ from typing import Any, cast
 
 import paho.mqtt.client as mqtt
 import psycopg
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -37,6 +36,7 @@ from cityops.ingest.config import Settings
 from cityops.ingest.contract import ingest_subscription
 from cityops.ingest.decode import Decoded, Limits, Reason, Rejected, decode
 from cityops.ingest.metrics import IngestMetrics
+from cityops.ingest.mqttclient import make_client
 from cityops.ingest.writer import DeadLetter, Writer
 
 __all__ = ["IngestService", "run_ingest"]
@@ -91,18 +91,7 @@ class IngestService:
 
     # ----------------------------------------------------------------- MQTT side
     def _make_client(self) -> mqtt.Client:
-        s = self.settings
-        client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=self.instance,
-            protocol=mqtt.MQTTv5,
-            manual_ack=True,
-        )
-        if s.mqtt_username:
-            client.username_pw_set(s.mqtt_username, s.mqtt_password)
-        if s.mqtt_tls:
-            client.tls_set(ca_certs=str(s.mqtt_ca_file) if s.mqtt_ca_file else None)
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client = make_client(self.settings, self.instance, manual_ack=True)
         client.max_inflight_messages_set(100)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect

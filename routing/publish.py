@@ -6,11 +6,9 @@ import logging
 import uuid
 from collections.abc import Sequence
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-
 from cityops.ingest.config import Settings
 from cityops.ingest.contract import DeviceKind, RouteCommand, command_topic
+from cityops.ingest.mqttclient import make_client
 
 __all__ = ["publish_routes"]
 
@@ -25,15 +23,7 @@ def publish_routes(
     from the API (`GET /api/v1/trucks/{id}/route`) when it comes back."""
     if not routes:
         return 0
-    client = mqtt.Client(
-        callback_api_version=CallbackAPIVersion.VERSION2,
-        client_id=f"cityops-planner-{uuid.uuid4().hex[:8]}",
-        protocol=mqtt.MQTTv5,
-    )
-    if settings.mqtt_username:
-        client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
-    if settings.mqtt_tls:
-        client.tls_set(ca_certs=str(settings.mqtt_ca_file) if settings.mqtt_ca_file else None)
+    client = make_client(settings, f"cityops-planner-{uuid.uuid4().hex[:8]}")
     try:
         client.connect(settings.mqtt_host, settings.mqtt_port)
     except OSError as exc:
