@@ -1,0 +1,15 @@
+"""The API as `cityops api` serves it, for `uvicorn --factory server:app` (bench only).
+
+The database comes from `CITYOPS_DATABASE_URL`, set by run.py to its throwaway database.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from cityops.api.app import create_app
+from cityops.ingest.config import load_settings
+
+
+def app() -> FastAPI:
+    return create_app(load_settings())
