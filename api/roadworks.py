@@ -18,7 +18,7 @@ from __future__ import annotations
 import html
 import json
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import cache
 from pathlib import Path
@@ -38,17 +38,16 @@ from cityops.api.roadworks_schemas import (
     Impact,
     PublicPage,
     PublicWork,
-    impact_of,
 )
 from cityops.api.schemas import ErrorBody, decode_cursor, encode_cursor, parse_bbox
 from cityops.ingest.config import ConfigError
 from cityops.roadworks import repository as repo
 from cityops.roadworks.config import RoadworksSettings, load_roadworks_settings
 from cityops.roadworks.errors import RoadworkNotFound
-from cityops.roadworks.feeds.common import FeedContext, public_description
+from cityops.roadworks.feeds.common import FeedContext
 from cityops.roadworks.geometry import BBox
 from cityops.roadworks.labels import BERLIN, street_key
-from cityops.roadworks.model import Period, Roadwork, Sector, Status
+from cityops.roadworks.model import Period, Roadwork, Sector
 from cityops.roadworks.overview import day_window
 from cityops.roadworks.service import RoadworksService
 from cityops.roadworks.validation import LIMITS
@@ -198,51 +197,35 @@ class _Search:
     text: str | None
 
 
-def _occupied(work: Roadwork, now: datetime) -> Period:
-    """When a work is on site for the public: a work in progress whose end was not
-    reported stays until now, even past its planned end."""
-    period = work.effective_period
-    if work.status is Status.IN_PROGRESS and work.actual_end is None and period.end < now:
-        return Period(period.start, now)
-    return period
+def _matches_text(row: repo.PublicText, text: str) -> bool:
+    """The free-text filter: a street name (folded, see street_key), or the title, the
+    reference or the public text (case-insensitive)."""
+    key, folded = street_key(text), text.casefold()
+    texts = (row.title, row.reference, (row.public_text or row.title).strip())
+    return (any(key in street_key(n) for n in row.road_names)
+            or any(folded in t.casefold() for t in texts))
 
 
-def _matches(work: Roadwork, s: _Search) -> bool:
-    spec = work.spec
-    if s.sectors and spec.sector not in s.sectors:
-        return False
-    if s.impacts and impact_of(spec.measures) not in s.impacts:
-        return False
-    if s.text:
-        key, folded = street_key(s.text), s.text.casefold()
-        texts = (spec.title, work.reference, public_description(work))
-        if not (any(key in street_key(n) for n in spec.road_names)
-                or any(folded in t.casefold() for t in texts)):
-            return False
-    return True
+def _search(ctx: RoadworksApi, pool: ConnectionPool, s: _Search, *, limit: int,
+            after: tuple[datetime, int] | None) -> repo.PublicPageRows:
+    """A page of public works on site during the window, by effective start and id.
 
-
-def _search(ctx: RoadworksApi, pool: ConnectionPool, s: _Search) -> list[Roadwork]:
-    """Public works on site during the window, by effective start and id.
-
-    The set of public works that are current or ahead is small for a city (hundreds), so
-    the filters the repository lacks (impact, several sectors, free text) run here and
-    the page is cut from the sorted result.
+    The database filters, sorts, counts and cuts the page. Only the free text `q` is
+    matched here (Python's case folding), on the texts of the matching works; then only
+    the page's works are loaded.
     """
-    now = ctx.now()
-    sector = next(iter(s.sectors)) if len(s.sectors) == 1 else None
-    filt = repo.WorkFilter(public_only=True, bbox=s.bbox, street=s.street, sector=sector)
-    svc = ctx.service
+    query = repo.PublicSearch(
+        window=s.window, now=ctx.now(), bbox=s.bbox, street=s.street, sectors=s.sectors,
+        impacts=frozenset(i.value for i in s.impacts))
     with pool.connection() as conn, conn.transaction():
-        found = svc.list_works(conn, replace(filt, active=s.window))
-        if s.window.end > now:  # in progress and not reported finished: still on site
-            on_site = svc.list_works(conn, replace(
-                filt, statuses=frozenset({Status.IN_PROGRESS})))
-            seen = {w.id for w in found}
-            found += [w for w in on_site if w.id not in seen
-                      and _occupied(w, now).overlaps(s.window)]
-    works = [w for w in found if _matches(w, s)]
-    return sorted(works, key=lambda w: (w.effective_period.start, w.id))
+        if not s.text:
+            return repo.search_public(conn, query, limit=limit, after=after)
+        text = s.text
+        found = [r for r in repo.search_public_texts(conn, query) if _matches_text(r, text)]
+        rest = [r for r in found if (r.start, r.id) > after] if after is not None else found
+        ids = [r.id for r in rest[:limit]]
+        works = repo.list_works(conn, repo.WorkFilter(ids=ids)) if ids else []
+    return repo.PublicPageRows(works, len(rest) > limit, len(found))
 
 
 def _after(cursor: str) -> tuple[datetime, int]:
@@ -291,19 +274,15 @@ def search_works(
     search = _Search(Period(start, end), parse_area(bbox), parse_street(street),
                      frozenset(sector or ()), frozenset(impact or ()), q)
     after = _after(cursor) if cursor else None
-    works = _search(ctx, pool, search)
-    if after is not None:
-        works_after = [w for w in works if (w.effective_period.start, w.id) > after]
-    else:
-        works_after = works
-    page = works_after[:limit]
-    more = len(works_after) > limit
+    found = _search(ctx, pool, search, limit=limit, after=after)
+    page = found.works
     now, fctx = ctx.now(), ctx.feed_context()
     return PublicPage(
         items=[PublicWork.of(w, fctx, now) for w in page],
-        total=len(works),
+        total=found.total,
         next_cursor=encode_cursor("roadworks", [
-            page[-1].effective_period.start.isoformat(), str(page[-1].id)]) if more else None,
+            page[-1].effective_period.start.isoformat(), str(page[-1].id)])
+        if found.more and page else None,
         from_date=first,
         to_date=to,
     )

@@ -55,6 +55,9 @@ from cityops.roadworks.model import (
 __all__ = [
     "Conn",
     "OverviewSnapshot",
+    "PublicPageRows",
+    "PublicSearch",
+    "PublicText",
     "WorkFilter",
     "audit_history",
     "candidates",
@@ -77,6 +80,8 @@ __all__ = [
     "lock_registry",
     "next_reference",
     "save_overview",
+    "search_public",
+    "search_public_texts",
     "segments_near",
     "sync_findings",
     "update_work",
@@ -275,6 +280,117 @@ def count_works(conn: Conn, filt: WorkFilter | None = None) -> int:
     row = conn.execute(f"SELECT count(*) FROM roadworks w WHERE {where}",
                        params).fetchone()
     return int(row[0]) if row else 0
+
+
+@dataclass(frozen=True, slots=True)
+class PublicSearch:
+    """The public search (`search_public`): public works on site during `window`.
+
+    On site: the effective period overlaps the window; a work in progress whose end was
+    not reported also stays on site until `now`, even past its planned end. `impacts` are
+    the public impact classes of the works' measures: "closure" (road closed),
+    "restriction" (lane closure, alternating one-way, temporary signals), else "minor".
+    """
+
+    window: Period
+    now: datetime
+    bbox: BBox | None = None  # footprint intersects
+    street: str | None = None  # an affected street of that name (folded, see street_key)
+    sectors: frozenset[Sector] = frozenset()  # any of them; empty: all
+    impacts: frozenset[str] = frozenset()  # any of them; empty: all
+
+
+@dataclass(frozen=True, slots=True)
+class PublicPageRows:
+    """A page of `search_public`: the works, whether more follow, and how many match."""
+
+    works: list[Roadwork]
+    more: bool
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class PublicText:
+    """What the free-text search of the public API looks at, per matching work."""
+
+    id: int
+    start: datetime  # effective start
+    reference: str
+    title: str
+    public_text: str | None
+    road_names: tuple[str, ...]  # distinct, in the order given
+
+
+# The public impact class of a work's measures (api.roadworks_schemas.impact_of) in SQL.
+_IMPACT = """(CASE
+    WHEN 'road_closure' = ANY(w.measures) THEN 'closure'
+    WHEN w.measures && ARRAY['lane_closure', 'alternating_one_way', 'temporary_signals']
+        THEN 'restriction'
+    ELSE 'minor' END)"""
+
+
+def _public_where(s: PublicSearch) -> tuple[str, dict[str, Any]]:
+    parts = ["w.is_public", "w.status = ANY(%(statuses)s)",
+             # on site: effective period overlaps the window, or in progress and not
+             # reported finished while the window reaches past now (model: _occupied)
+             f"{_EFF_START} < %(win_to)s",
+             f"({_EFF_END} > %(win_from)s OR (%(win_to)s > %(now)s AND %(now)s > %(win_from)s"
+             " AND w.status = 'in_progress' AND w.actual_end IS NULL))"]
+    params: dict[str, Any] = {
+        "statuses": sorted(x.value for x in PUBLIC_STATUSES),
+        "win_from": s.window.start, "win_to": s.window.end, "now": s.now,
+    }
+    if s.bbox is not None:
+        parts.append("w.footprint && ST_MakeEnvelope(%(x0)s, %(y0)s, %(x1)s, %(y1)s, 4326)"
+                     " AND ST_Intersects(w.footprint, "
+                     "ST_MakeEnvelope(%(x0)s, %(y0)s, %(x1)s, %(y1)s, 4326))")
+        params.update(x0=s.bbox.min_lon, y0=s.bbox.min_lat, x1=s.bbox.max_lon,
+                      y1=s.bbox.max_lat)
+    if s.street is not None:
+        parts.append("EXISTS (SELECT 1 FROM roadwork_streets s WHERE s.work_id = w.id "
+                     "AND s.street_key = %(street_key)s)")
+        params["street_key"] = street_key(s.street)
+    if s.sectors:
+        parts.append("w.sector = ANY(%(sectors)s)")
+        params["sectors"] = sorted(x.value for x in s.sectors)
+    if s.impacts:
+        parts.append(f"{_IMPACT} = ANY(%(impacts)s)")
+        params["impacts"] = sorted(s.impacts)
+    return " AND ".join(parts), params
+
+
+def search_public(
+    conn: Conn, s: PublicSearch, *, limit: int, after: tuple[datetime, int] | None = None,
+) -> PublicPageRows:
+    """A page of public works on site during the window, by effective start and id,
+    after the keyset `after` (effective start, id); `total` counts all matches."""
+    where, params = _public_where(s)
+    total_row = conn.execute(f"SELECT count(*) FROM roadworks w WHERE {where}",
+                             params).fetchone()
+    total = int(total_row[0]) if total_row else 0
+    if after is not None:
+        where += f" AND ({_EFF_START}, w.id) > (%(after_start)s, %(after_id)s)"
+        params.update(after_start=after[0], after_id=after[1])
+    params["limit"] = limit + 1
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            f"SELECT {_WORK_COLUMNS} FROM roadworks w WHERE {where} "
+            f"ORDER BY {_EFF_START}, w.id LIMIT %(limit)s", params,
+        ).fetchall()
+    return PublicPageRows([_work(r) for r in rows[:limit]], len(rows) > limit, total)
+
+
+def search_public_texts(conn: Conn, s: PublicSearch) -> list[PublicText]:
+    """The texts of every public work matching `s`, by effective start and id, for a
+    free-text filter applied by the caller (no geometries are decoded)."""
+    where, params = _public_where(s)
+    rows = conn.execute(
+        f"SELECT w.id, {_EFF_START}, w.reference, w.title, w.public_text, "
+        "ARRAY(SELECT s.name FROM roadwork_streets s WHERE s.work_id = w.id ORDER BY s.seq) "
+        f"FROM roadworks w WHERE {where} ORDER BY {_EFF_START}, w.id", params,
+    ).fetchall()
+    return [PublicText(int(r[0]), r[1], r[2], r[3], r[4], tuple(dict.fromkeys(r[5])))
+            for r in rows]
 
 
 def delete_works(conn: Conn, reference_prefix: str) -> int:
