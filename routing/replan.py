@@ -1,0 +1,1185 @@
+"""Re-planning during the day: which events call for a new plan, and the problem that
+re-plans the remaining work of a fraction's trucks.
+
+Pure: readings and events, the day's state (rows from the database plus what the service
+heard over MQTT) and the road network in; triggers, a :class:`Replan` (problem, locations,
+starting solution) and the trucks whose route changed out. ``replanner.py`` does the I/O.
+
+Rules (see docs of :func:`build_replan` for the details):
+
+* A bin reading at or above ``overflow_pct`` (or ``fire_c``) for a bin on no current route
+  of today adds it as a required stop for the trucks collecting its fraction today; a fire
+  must be served within ``fire_within_s`` (relaxed when no truck can).
+* A skipped stop goes back to the pool, not before ``skip_retry_s``; required when the bin
+  is at least ``mandatory_pct`` full (or its level is unknown), else optional with the
+  daily plan's reward.
+* A broken-down (or finished) truck's remaining stops go to the other trucks of its
+  fraction; it gets a final version without stops.
+* A truck more than ``late_s`` behind the ETA of its next stop re-plans its fraction.
+* Done stops (``stop_done`` of any truck since the day's first ETA minus ``done_margin``)
+  never re-appear; every truck starts where and when it is, with its load and the work
+  since its shift start or last planned break.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from datetime import date, datetime, time, timedelta
+from enum import StrEnum
+from typing import ClassVar, Final
+
+import numpy as np
+import numpy.typing as npt
+from scipy.sparse.csgraph import dijkstra
+
+from cityops.ingest.contract import BinTelemetry, RouteCommand, RouteStop, TruckEvent
+from cityops.routing.check import plan_cost
+from cityops.routing.model import (
+    UNREACHABLE,
+    Plan,
+    Problem,
+    Route,
+    Site,
+    SiteKind,
+    Stop,
+    TimeWindow,
+    Unserved,
+    UnservedCode,
+    Vehicle,
+    VehicleStart,
+    VehicleType,
+    Visit,
+    VisitKind,
+    make_route,
+)
+from cityops.routing.network import PathResult, RoadNetwork
+from cityops.routing.planning import BERLIN, DayAxis, Location, PlanningOptions, fraction_of_day
+from cityops.routing.repository import (
+    BinRow,
+    SiteRow,
+    TruckEventRow,
+    TruckRow,
+    TruckStateRow,
+)
+
+__all__ = [
+    "CachingNetwork",
+    "DayState",
+    "Replan",
+    "ReplanOptions",
+    "Trigger",
+    "TriggerKind",
+    "TruckProgress",
+    "bin_trigger",
+    "build_replan",
+    "changed_trucks",
+    "day_state",
+    "describe",
+    "event_trigger",
+    "idle_route",
+    "late_trigger",
+    "plan_score",
+    "relax_urgent",
+    "triggers_by_fraction",
+    "with_fraction",
+]
+
+logger = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float64]
+
+#: The longest reason a route version may carry (RouteCommand.reason).
+MAX_REASON: Final = 500
+
+
+@dataclass(frozen=True)
+class ReplanOptions:
+    overflow_pct: float = 95.0
+    fire_c: float = 70.0
+    late_s: int = 15 * 60
+    fire_within_s: int = 30 * 60
+    skip_retry_s: int = 30 * 60
+    mandatory_pct: float = 80.0  # as forecast.select_bins: a skipped bin this full is required
+    optional_pct: float = 50.0
+    reward_scale: int = 1000
+    eta_tolerance_s: int = 10 * 60  # a route whose ETAs move more than this is re-sent
+    done_margin: timedelta = timedelta(hours=2)
+    planning: PlanningOptions = field(default_factory=PlanningOptions)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.optional_pct < self.mandatory_pct <= 100:
+            raise ValueError("need 0 < optional_pct < mandatory_pct <= 100")
+        for name in ("late_s", "fire_within_s", "skip_retry_s", "eta_tolerance_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
+
+
+# -- triggers ---------------------------------------------------------------------------
+
+
+class TriggerKind(StrEnum):
+    OVERFLOW = "overflow"
+    FIRE = "fire"
+    SKIPPED = "skipped"
+    BREAKDOWN = "breakdown"
+    LATE = "late"
+    CLOSURE = "closure"
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    """One event that calls for a re-plan. ``detail`` is the skip reason, the delay or the
+    closure id; ``fill_pct`` the reading that raised an overflow or fire."""
+
+    kind: TriggerKind
+    at: datetime
+    bin_id: str | None = None
+    truck_id: str | None = None
+    detail: str = ""
+    fill_pct: float | None = None
+
+    def __str__(self) -> str:
+        k = self.kind
+        if k is TriggerKind.OVERFLOW:
+            return f"bin {self.bin_id} overflow"
+        if k is TriggerKind.FIRE:
+            return f"bin {self.bin_id} fire"
+        if k is TriggerKind.SKIPPED:
+            tail = f": {self.detail}" if self.detail else ""
+            return f"truck {self.truck_id} skipped {self.bin_id}{tail}"
+        if k is TriggerKind.BREAKDOWN:
+            return f"truck {self.truck_id} breakdown"
+        if k is TriggerKind.LATE:
+            return f"truck {self.truck_id} {self.detail} behind"
+        return f"street closure {self.detail} changed" if self.detail else "street closures changed"
+
+
+_BAD_SENSOR: Final = frozenset({"stuck", "sensor_error"})
+
+
+def bin_trigger(bin_id: str, reading: BinTelemetry, options: ReplanOptions) -> Trigger | None:
+    """A fire (temperature) or overflow (fill level) trigger, or None. Readings the sensor
+    itself marks as unreliable (stuck, sensor error) never trigger."""
+    if reading.fault in _BAD_SENSOR:
+        return None
+    if reading.temperature_c is not None and reading.temperature_c >= options.fire_c:
+        return Trigger(TriggerKind.FIRE, reading.ts, bin_id=bin_id, fill_pct=reading.fill_pct)
+    if reading.fill_pct >= options.overflow_pct:
+        return Trigger(TriggerKind.OVERFLOW, reading.ts, bin_id=bin_id, fill_pct=reading.fill_pct)
+    return None
+
+
+def event_trigger(truck_id: str, event: TruckEvent) -> Trigger | None:
+    """A skipped stop or a breakdown; other events only update progress."""
+    if event.kind == "stop_skipped" and event.bin_id:
+        return Trigger(
+            TriggerKind.SKIPPED,
+            event.ts,
+            bin_id=event.bin_id,
+            truck_id=truck_id,
+            detail=event.reason or "",
+        )
+    if event.kind == "breakdown":
+        return Trigger(TriggerKind.BREAKDOWN, event.ts, truck_id=truck_id)
+    return None
+
+
+def late_trigger(
+    truck_id: str,
+    at: datetime,
+    route: RouteCommand | None,
+    done: Iterable[str],
+    options: ReplanOptions,
+) -> Trigger | None:
+    """A truck more than ``late_s`` behind the ETA of its next stop (the first stop of its
+    current route not yet done), or None."""
+    if route is None or route.truck_id != truck_id:
+        return None
+    finished = set(done)
+    nxt = next((s for s in route.stops if s.kind == "stop" and s.bin_id not in finished), None)
+    if nxt is None:
+        return None
+    behind = (at - nxt.eta).total_seconds()
+    if behind <= options.late_s:
+        return None
+    return Trigger(TriggerKind.LATE, at, truck_id=truck_id, detail=f"{int(behind // 60)} min")
+
+
+def describe(triggers: Sequence[Trigger]) -> str:
+    """The reason of a re-planned version: every trigger once, oldest first, ``; ``-joined,
+    shortened to fit a route document."""
+    parts: list[str] = []
+    for t in sorted(triggers, key=lambda t: t.at):
+        text = str(t)
+        if text not in parts:
+            parts.append(text)
+    out = "; ".join(parts)
+    if len(out) <= MAX_REASON:
+        return out
+    for n in range(len(parts) - 1, 0, -1):
+        text = "; ".join(parts[:n]) + f"; and {len(parts) - n} more"
+        if len(text) <= MAX_REASON:
+            return text
+    return out[: MAX_REASON - 3] + "..."
+
+
+# -- the day's state --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TruckProgress:
+    """What a truck reported today: position and load, shift start, breakdown, shift end,
+    the bins it skipped (bin id -> (when, reason))."""
+
+    position: TruckStateRow | None = None
+    shift_started_at: datetime | None = None
+    broken_at: datetime | None = None
+    ended_at: datetime | None = None
+    break_end: datetime | None = None
+    skipped: Mapping[str, tuple[datetime, str]] = field(default_factory=dict)
+
+    @property
+    def broken(self) -> bool:
+        return self.broken_at is not None and (
+            self.shift_started_at is None or self.broken_at >= self.shift_started_at
+        )
+
+    @property
+    def finished(self) -> bool:
+        return self.ended_at is not None and (
+            self.shift_started_at is None or self.ended_at >= self.shift_started_at
+        )
+
+
+@dataclass(frozen=True)
+class DayState:
+    """Everything a re-plan of `day` at `now` reads."""
+
+    now: datetime
+    axis: DayAxis
+    bins: Mapping[str, BinRow]
+    sites: Sequence[SiteRow]
+    trucks: Sequence[TruckRow]
+    routes: Mapping[str, RouteCommand]  # current version per truck, this day
+    done: frozenset[str]
+    progress: Mapping[str, TruckProgress]
+
+    @property
+    def day(self) -> date:
+        return self.axis.day
+
+    def fraction_fleet(self, fraction: str) -> list[TruckRow]:
+        return [t for t in self.trucks if self.fraction_of(t) == fraction]
+
+    def fraction_of(self, truck: TruckRow) -> str:
+        """The fraction the truck collects today: as its current route records it, else by
+        the weekday rotation of its fractions."""
+        route = self.routes.get(truck.truck_id)
+        recorded = getattr(route, "fraction", None) if route is not None else None
+        return str(recorded) if recorded else fraction_of_day(truck, self.day)
+
+    def truck(self, truck_id: str) -> TruckRow | None:
+        return next((t for t in self.trucks if t.truck_id == truck_id), None)
+
+    def remaining(self, truck_id: str) -> list[RouteStop]:
+        """The stops and unloads of the truck's current route still ahead of it."""
+        route = self.routes.get(truck_id)
+        if route is None:
+            return []
+        gone = self.done | self._skipped_since(truck_id, route.created_at)
+        return _remaining(route, gone)
+
+    def on_route(self, bin_id: str) -> str | None:
+        """The truck whose remaining route has the bin, or None."""
+        for truck_id in self.routes:
+            if any(s.bin_id == bin_id for s in self.remaining(truck_id) if s.kind == "stop"):
+                return truck_id
+        return None
+
+    def _skipped_since(self, truck_id: str, since: datetime) -> frozenset[str]:
+        p = self.progress.get(truck_id)
+        if p is None:
+            return frozenset()
+        return frozenset(b for b, (ts, _why) in p.skipped.items() if ts >= since)
+
+
+def day_state(
+    *,
+    now: datetime,
+    bins: Iterable[BinRow],
+    sites: Sequence[SiteRow],
+    trucks: Sequence[TruckRow],
+    routes: Mapping[str, RouteCommand],
+    events: Iterable[TruckEventRow],
+    states: Mapping[str, TruckStateRow],
+    break_ends: Mapping[str, datetime],
+    options: ReplanOptions,
+) -> DayState:
+    """The state of the day of `now` (Europe/Berlin) from database rows and heard events.
+
+    Done bins are ``stop_done`` events since the earliest first ETA of today's routes minus
+    ``done_margin`` (never before local midnight); positions older than midnight are
+    ignored (the truck is then at its depot).
+    """
+    axis = DayAxis(now.astimezone(BERLIN).date())
+    midnight = axis.midnight
+    firsts = [r.stops[0].eta for r in routes.values() if r.stops]
+    since = max(midnight, min(firsts) - options.done_margin) if firsts else midnight
+    done: set[str] = set()
+    per_truck: dict[str, dict[str, object]] = {}
+    skipped: dict[str, dict[str, tuple[datetime, str]]] = {}
+    for e in sorted(events, key=lambda e: e.ts):
+        if e.ts < midnight:
+            continue
+        if e.kind == "stop_done" and e.bin_id and e.ts >= since:
+            done.add(e.bin_id)
+        elif e.kind == "stop_skipped" and e.bin_id:
+            skipped.setdefault(e.truck_id, {})[e.bin_id] = (e.ts, e.reason or "")
+        elif e.kind in ("shift_start", "breakdown", "shift_end"):
+            per_truck.setdefault(e.truck_id, {})[e.kind] = e.ts
+    progress: dict[str, TruckProgress] = {}
+    for t in trucks:
+        seen = per_truck.get(t.truck_id, {})
+        state = states.get(t.truck_id)
+        progress[t.truck_id] = TruckProgress(
+            position=state if state is not None and state.ts >= midnight else None,
+            shift_started_at=_ts(seen.get("shift_start")),
+            broken_at=_ts(seen.get("breakdown")),
+            ended_at=_ts(seen.get("shift_end")),
+            break_end=break_ends.get(t.truck_id),
+            skipped=skipped.get(t.truck_id, {}),
+        )
+    return DayState(
+        now=now,
+        axis=axis,
+        bins={b.bin_id: b for b in bins},
+        sites=tuple(sites),
+        trucks=tuple(trucks),
+        routes={k: r for k, r in routes.items() if r.plan_date == axis.day},
+        done=frozenset(done),
+        progress=progress,
+    )
+
+
+def _ts(value: object) -> datetime | None:
+    return value if isinstance(value, datetime) else None
+
+
+def _remaining(route: RouteCommand, gone: frozenset[str]) -> list[RouteStop]:
+    """Stops not done or skipped, in order, and the unloads after the last stop done."""
+    last = max(
+        (i for i, s in enumerate(route.stops) if s.kind == "stop" and s.bin_id in gone),
+        default=0,
+    )
+    out: list[RouteStop] = []
+    for i, s in enumerate(route.stops):
+        stop = s.kind == "stop" and bool(s.bin_id) and s.bin_id not in gone
+        unload = s.kind == "unload" and i > last and not (out and out[-1].kind == "unload")
+        if stop or unload:
+            out.append(s)
+    return out
+
+
+def triggers_by_fraction(
+    triggers: Iterable[Trigger], state: DayState
+) -> dict[str, tuple[Trigger, ...]]:
+    """The triggers that still matter, grouped by the fraction they re-plan.
+
+    Dropped: unknown bins and trucks, bins already emptied today, an overflow of a bin
+    that is on a route already, delays of trucks without a route. A closure re-plans
+    every fraction collected today (the affected legs are not worked out: the re-plan
+    keeps routes that do not change, see :func:`changed_trucks`).
+    """
+    fractions_today = sorted({state.fraction_of(t) for t in state.trucks})
+    out: dict[str, list[Trigger]] = {}
+    for t in triggers:
+        targets: list[str] = []
+        if t.kind in (TriggerKind.OVERFLOW, TriggerKind.FIRE, TriggerKind.SKIPPED):
+            b = state.bins.get(t.bin_id or "")
+            if b is None:
+                logger.info("%s: unknown bin, ignored", t)
+            elif b.bin_id in state.done:
+                logger.info("%s: bin already emptied today, ignored", t)
+            elif t.kind is TriggerKind.OVERFLOW and state.on_route(b.bin_id):
+                logger.debug("%s: bin is on a route already", t)
+            else:
+                targets.append(b.fraction)
+        elif t.kind in (TriggerKind.BREAKDOWN, TriggerKind.LATE):
+            truck = state.truck(t.truck_id or "")
+            if truck is None:
+                logger.info("%s: unknown truck, ignored", t)
+            elif t.kind is TriggerKind.LATE and t.truck_id not in state.routes:
+                logger.info("%s: truck has no route today, ignored", t)
+            else:
+                targets.append(state.fraction_of(truck))
+        else:
+            targets.extend(fractions_today)
+        for f in targets:
+            out.setdefault(f, []).append(t)
+    return {f: tuple(ts) for f, ts in sorted(out.items())}
+
+
+# -- the network, with memory ------------------------------------------------------------
+
+
+class CachingNetwork(RoadNetwork):
+    """A road network that remembers, per source node, the shortest-path tree it searched
+    (costs to every node and predecessors), so that consecutive re-plans compute only what
+    is new: the trucks' new positions, new bins. Matrix rows and street geometry of any leg
+    from a known place are then free. Make one per network with :meth:`of`; closures give a
+    new network and thus empty memory, which also starts over past ``max_bytes``.
+    """
+
+    _trees: dict[tuple[str, int], tuple[FloatArray, npt.NDArray[np.int32]]]
+
+    max_bytes: ClassVar[int] = 512 * 2**20
+    _BATCH: ClassVar[int] = 64
+
+    @classmethod
+    def of(cls, network: RoadNetwork) -> CachingNetwork:
+        if isinstance(network, CachingNetwork):
+            return network
+        return cls(**{f.name: getattr(network, f.name) for f in fields(network) if f.init})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "_trees", {})
+
+    def _search(self, sources: Iterable[int], weight: str) -> None:
+        wanted = {int(n) for n in sources}
+        missing = sorted(wanted - {n for w, n in self._trees if w == weight})
+        if not missing:
+            return
+        if (len(self._trees) + len(missing)) * 12 * self.n_nodes > self.max_bytes:
+            self._trees.clear()
+            missing = sorted(wanted)
+        self._node_indices(missing)
+        graph = self._graph(weight)
+        for at in range(0, len(missing), self._BATCH):
+            batch = missing[at : at + self._BATCH]
+            dist, pred = dijkstra(graph, directed=True, indices=batch, return_predecessors=True)
+            for i, n in enumerate(batch):
+                self._trees[(weight, n)] = (
+                    np.asarray(dist[i], dtype=np.float64),
+                    np.asarray(pred[i], dtype=np.int32),
+                )
+
+    def matrix(
+        self, sources: Sequence[int], targets: Sequence[int], weight: str = "time"
+    ) -> FloatArray:
+        self._weight(weight)  # validates the name
+        self._search(sources, weight)
+        if len(sources) == 0:
+            return np.full((0, len(targets)), np.inf)
+        idx = self._node_indices(targets)
+        return np.stack([self._trees[(weight, int(n))][0][idx] for n in sources])
+
+    def shortest_path(self, src: int, dst: int, weight: str = "time") -> PathResult | None:
+        self._weight(weight)
+        self._node_indices([src, dst])
+        if src == dst:
+            return PathResult(nodes=[src], edges=[], length_m=0.0, travel_time_s=0.0)
+        self._search([src], weight)
+        pred = self._trees[(weight, int(src))][1]
+        if pred[dst] < 0:
+            return None
+        nodes = [int(dst)]
+        while nodes[-1] != src:
+            nodes.append(int(pred[nodes[-1]]))
+        nodes.reverse()
+        edges = [self.edge_between(u, v, weight) for u, v in itertools.pairwise(nodes)]
+        idx = np.asarray(edges, dtype=np.int64)
+        return PathResult(
+            nodes=nodes,
+            edges=[int(e) for e in idx],
+            length_m=float(self.length_m[idx].sum()),
+            travel_time_s=float(self.travel_time_s[idx].sum()),
+        )
+
+
+def _as_int(matrix: FloatArray) -> npt.NDArray[np.int64]:
+    out = np.where(np.isfinite(matrix), np.rint(matrix), UNREACHABLE)
+    return np.asarray(out, dtype=np.int64)
+
+
+# -- the re-planning problem ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Replan:
+    """A fraction's re-planning problem and what is needed to judge and send its answer.
+
+    ``before``: per truck in the problem, its remaining stops and unloads before the
+    re-plan (``(kind, ref)``), ``etas`` their planned arrival (seconds on the day axis).
+    ``named``: trucks a trigger names (late, skipped): they get a new version in any case.
+    ``retired``: broken-down trucks whose route still had stops. ``positions`` and
+    ``loads``: where every truck of the fraction is and what it carries.
+    ``urgent``: fire bins, whose window ``relax_urgent`` can drop.
+    """
+
+    fraction: str
+    axis: DayAxis
+    problem: Problem
+    locations: tuple[Location, ...]
+    initial: Plan
+    triggers: tuple[Trigger, ...]
+    before: Mapping[str, tuple[tuple[str, str], ...]]
+    etas: Mapping[str, Mapping[str, int]]
+    named: frozenset[str]
+    retired: frozenset[str]
+    positions: Mapping[str, Location]
+    loads: Mapping[str, int]
+    urgent: frozenset[str]
+    base_windows: Mapping[str, TimeWindow | None]
+
+    @property
+    def reason(self) -> str:
+        return describe(self.triggers)
+
+
+@dataclass
+class _PoolItem:
+    bin_id: str
+    demand_l: int
+    required: bool
+    penalty: int = 0
+    not_before: int | None = None
+    urgent: bool = False
+
+
+def build_replan(
+    state: DayState,
+    fraction: str,
+    triggers: Sequence[Trigger],
+    *,
+    network: RoadNetwork,
+    options: ReplanOptions = ReplanOptions(),
+) -> Replan:
+    """The problem re-planning `fraction` at ``state.now``.
+
+    Trucks: those collecting the fraction today, still in their shift, not broken down and
+    not finished. Each starts at its last position today (nearest node; else its depot) at
+    ``now`` with its reported load (else the load the plan expected), and the work since
+    its shift start or last planned break (capped at the break rule's limit: an overdue
+    break is taken at once). Stops: each truck's remaining stops (required: the plan
+    promised them), the remaining stops of broken-down or finished trucks, and the bins
+    the triggers name (overflow and fire required, fire within ``fire_within_s``; skipped
+    ones as described in the module docs), and the required bins the current routes
+    report unserved (they are tried again). Demand: what the current version expected
+    (load difference), else the reading's or the last known fill of the bin's capacity.
+
+    The starting solution (``initial``, a timed plan that passes ``check_plan``) is every
+    truck's remaining route in order; a route the truck can no longer drive in time loses
+    its last stops; the new and the dropped stops are then inserted where they add the
+    least distance and the route stays drivable. What it cannot place, it reports unserved.
+    """
+    axis, now = state.axis, state.now
+    t_now = axis.since(now)
+    opts = options.planning
+    fleet = state.fraction_fleet(fraction)
+    active: list[TruckRow] = []
+    retired: set[str] = set()
+    positions: dict[str, Location] = {}
+    loads: dict[str, int] = {}
+    orphaned: list[RouteStop] = []
+    demand_of: dict[str, int] = {}
+    for t in fleet:
+        p = state.progress.get(t.truck_id, TruckProgress())
+        rest = state.remaining(t.truck_id)
+        route = state.routes.get(t.truck_id)
+        if route is not None:
+            demand_of.update(_demands(route))
+        positions[t.truck_id] = _truck_location(t, p, state, network)
+        loads[t.truck_id] = min(t.capacity_l, _start_load(t.truck_id, p, state))
+        over = t_now >= axis.seconds(t.shift_end)
+        if p.broken or p.finished or over:
+            orphaned.extend(s for s in rest if s.kind == "stop")
+            if p.broken and any(s.kind == "stop" for s in rest):
+                retired.add(t.truck_id)
+        else:
+            active.append(t)
+
+    pool: dict[str, _PoolItem] = {}
+
+    def add(item: _PoolItem) -> None:
+        old = pool.get(item.bin_id)
+        if old is None:
+            pool[item.bin_id] = item
+            return
+        old.required = old.required or item.required
+        old.penalty = 0 if old.required else max(old.penalty, item.penalty)
+        old.urgent = old.urgent or item.urgent
+        old.demand_l = max(old.demand_l, item.demand_l)
+        if item.not_before is not None:
+            old.not_before = max(old.not_before or 0, item.not_before)
+
+    for s in orphaned:
+        if s.bin_id in state.bins:
+            add(_PoolItem(s.bin_id or "", demand_of.get(s.bin_id or "", 1), True))
+    for bin_id in _left_out(state, fleet):
+        row = state.bins[bin_id]
+        if row.fraction == fraction and bin_id not in pool and state.on_route(bin_id) is None:
+            add(_PoolItem(bin_id, _fill_demand(row, row.fill_pct), True))
+    for trig in triggers:
+        b = state.bins.get(trig.bin_id or "")
+        if b is None or b.fraction != fraction or b.bin_id in state.done:
+            continue
+        if trig.kind in (TriggerKind.OVERFLOW, TriggerKind.FIRE):
+            fill = trig.fill_pct if trig.fill_pct is not None else b.fill_pct
+            demand = demand_of.get(b.bin_id) or _fill_demand(b, fill)
+            add(_PoolItem(b.bin_id, demand, True, urgent=trig.kind is TriggerKind.FIRE))
+        elif trig.kind is TriggerKind.SKIPPED:
+            fill = b.fill_pct
+            demand = demand_of.get(b.bin_id) or _fill_demand(b, fill)
+            required = fill is None or fill >= options.mandatory_pct
+            penalty = 0 if required else _reward(fill or 0.0, options)
+            retry = t_now + options.skip_retry_s
+            add(_PoolItem(b.bin_id, demand, required, penalty, not_before=retry))
+
+    # -- stops: remaining ones first (route order), then the pool -------------------
+    before: dict[str, tuple[tuple[str, str], ...]] = {}
+    etas: dict[str, dict[str, int]] = {}
+    seqs: dict[str, list[tuple[VisitKind, str]]] = {}
+    ordered: list[str] = []
+    for t in active:
+        placed = set(ordered)
+        rest = state.remaining(t.truck_id)
+        seq: list[tuple[VisitKind, str]] = []
+        for s in rest:
+            if (
+                s.kind == "stop"
+                and s.bin_id in state.bins
+                and s.bin_id not in pool
+                and s.bin_id not in placed
+            ):
+                seq.append((VisitKind.STOP, s.bin_id or ""))
+                ordered.append(s.bin_id or "")
+                etas.setdefault(t.truck_id, {})[s.bin_id or ""] = axis.since(s.eta)
+            elif s.kind == "unload" and s.site_id:
+                seq.append((VisitKind.UNLOAD, s.site_id))
+        seq = _tidy(seq)
+        seqs[t.truck_id] = seq
+        if t.truck_id in state.routes:
+            before[t.truck_id] = tuple((str(k), r) for k, r in seq)
+    ordered.extend(b for b in pool if b not in ordered)
+
+    locations: list[Location] = [
+        Location("site", s.site_id, s.lat, s.lon, network.nearest_node(s.lat, s.lon))
+        for s in state.sites
+    ]
+    sites = tuple(
+        Site(
+            s.site_id,
+            i,
+            SiteKind.DEPOT if s.kind == "depot" else SiteKind.DISPOSAL,
+            unload_s=0 if s.kind == "depot" else opts.unload_s,
+        )
+        for i, s in enumerate(state.sites)
+    )
+    stops: list[Stop] = []
+    base_windows: dict[str, TimeWindow | None] = {}
+    for bin_id in ordered:
+        b = state.bins[bin_id]
+        index = len(locations)
+        locations.append(
+            Location("bin", b.bin_id, b.lat, b.lon, network.nearest_node(b.lat, b.lon), b.street)
+        )
+        base = _access_window(b, axis)
+        base_windows[bin_id] = base
+        item = pool.get(bin_id)
+        window = base
+        if item is not None and item.urgent:
+            window = _intersect(base, TimeWindow(t_now, t_now + options.fire_within_s)) or base
+        elif item is not None and item.not_before is not None:
+            window = _not_before(base, item.not_before) or base
+        required = item.required if item is not None else True
+        stops.append(
+            Stop(
+                id=bin_id,
+                location=index,
+                demand_l=item.demand_l if item is not None else demand_of.get(bin_id, 1),
+                service_s=opts.service_s,
+                window=window,
+                required=required,
+                penalty=0 if required else max(1, item.penalty if item else 1),
+            )
+        )
+
+    vehicles: list[Vehicle] = []
+    for t in active:
+        p = state.progress.get(t.truck_id, TruckProgress())
+        shift = TimeWindow(axis.seconds(t.shift_start), axis.seconds(t.shift_end))
+        start: VehicleStart | None = None
+        if t_now >= shift.start:
+            index = len(locations)
+            locations.append(positions[t.truck_id])
+            start = VehicleStart(
+                location=index,
+                time_s=t_now,
+                load_l=loads[t.truck_id],
+                worked_s=_worked(p, shift, state, opts),
+            )
+        vehicles.append(
+            Vehicle(
+                id=t.truck_id,
+                type=VehicleType(f"{t.capacity_l} l", t.capacity_l, t.capacity_kg),
+                depot=t.depot_id,
+                shift=shift,
+                start=start,
+            )
+        )
+
+    nodes = [loc.node for loc in locations]
+    problem = Problem(
+        stops=tuple(stops),
+        sites=sites,
+        vehicles=tuple(vehicles),
+        time_s=_as_int(network.matrix(nodes, nodes, "time")),
+        distance_m=_as_int(network.matrix(nodes, nodes, "length")),
+        break_rule=opts.break_rule,
+        unload_before_return=True,
+        name=f"{axis.day.isoformat()} {fraction} re-plan",
+    )
+    urgent = frozenset(b for b, item in pool.items() if item.urgent)
+    items = [pool[b] for b in ordered if b in pool]
+    for v in vehicles:
+        seqs[v.id], dropped = _repair(problem, v, seqs[v.id])
+        for bin_id in dropped:
+            stop = problem.stop_by_id[bin_id]
+            items.append(_PoolItem(bin_id, stop.demand_l, stop.required, stop.penalty))
+            logger.info("%s: %s cannot keep %s in its route", fraction, v.id, bin_id)
+    _insert(problem, seqs, items)
+    initial = _timed_plan(problem, seqs)
+    named = frozenset(
+        t.truck_id or ""
+        for t in triggers
+        if t.kind in (TriggerKind.LATE, TriggerKind.SKIPPED) and t.truck_id in seqs
+    )
+    return Replan(
+        fraction=fraction,
+        axis=axis,
+        problem=problem,
+        locations=tuple(locations),
+        initial=initial,
+        triggers=tuple(triggers),
+        before=before,
+        etas=etas,
+        named=named,
+        retired=frozenset(retired),
+        positions=positions,
+        loads=loads,
+        urgent=urgent,
+        base_windows=base_windows,
+    )
+
+
+def relax_urgent(replan: Replan) -> Replan:
+    """The same re-plan without the fire deadline (when no truck can make it)."""
+    stops = tuple(
+        replace(s, window=replan.base_windows.get(s.id)) if s.id in replan.urgent else s
+        for s in replan.problem.stops
+    )
+    return replace(replan, problem=replace(replan.problem, stops=stops))
+
+
+def changed_trucks(replan: Replan, plan: Plan, *, eta_tolerance_s: int) -> list[str]:
+    """The trucks that need a new version: their stops or unloads changed, an ETA moved
+    by more than the tolerance, or a trigger names them. A truck without a current route
+    needs one when it now has stops."""
+    out: list[str] = []
+    for route in plan.routes:
+        vid = route.vehicle_id
+        seq = tuple(
+            (str(v.kind), v.ref)
+            for v in route.visits
+            if v.kind in (VisitKind.STOP, VisitKind.UNLOAD)
+        )
+        old = replan.before.get(vid)
+        if old is None:
+            if route.stop_ids:
+                out.append(vid)
+            continue
+        if vid in replan.named or seq != old:
+            out.append(vid)
+            continue
+        planned = replan.etas.get(vid, {})
+        if any(
+            v.kind is VisitKind.STOP
+            and v.ref in planned
+            and abs(v.arrival_s - planned[v.ref]) > eta_tolerance_s
+            for v in route.visits
+        ):
+            out.append(vid)
+    return out
+
+
+def with_fraction(route: RouteCommand, fraction: str) -> RouteCommand:
+    """The route document with the fraction it collects, where the contract records it."""
+    if "fraction" in RouteCommand.model_fields:
+        return route.model_copy(update={"fraction": fraction})
+    return route
+
+
+def idle_route(
+    *,
+    truck_id: str,
+    day: date,
+    version: int,
+    at: datetime,
+    where: Location,
+    load_l: float,
+    reason: str,
+    engine: str = "replanner",
+) -> RouteCommand:
+    """A version without stops, only where the truck stands: a broken-down truck's last
+    one (reason "breakdown"), or a truck whose remaining stops all went to others."""
+    return RouteCommand.model_validate(
+        {
+            "truck_id": truck_id,
+            "plan_date": day,
+            "version": version,
+            "created_at": at,
+            "reason": reason,
+            "engine": engine,
+            "distance_m": 0.0,
+            "duration_s": 0.0,
+            "stops": [
+                {
+                    "seq": 0,
+                    "kind": "start",
+                    "lat": where.lat,
+                    "lon": where.lon,
+                    "eta": at,
+                    "etd": at,
+                    "load_after_l": max(0.0, load_l),
+                }
+            ],
+            "geometry": {"type": "LineString", "coordinates": []},
+            "unserved": [],
+        }
+    )
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+def _demands(route: RouteCommand) -> dict[str, int]:
+    """What each stop of a version was expected to add to the load (its demand)."""
+    out: dict[str, int] = {}
+    for prev, s in itertools.pairwise(route.stops):
+        if s.kind == "stop" and s.bin_id:
+            out[s.bin_id] = max(1, round(s.load_after_l - prev.load_after_l))
+    return out
+
+
+def _left_out(state: DayState, fleet: Sequence[TruckRow]) -> list[str]:
+    """Required bins today's current routes of these trucks report unserved, not emptied
+    since: every re-plan tries them again."""
+    out: list[str] = []
+    for t in fleet:
+        route = state.routes.get(t.truck_id)
+        for u in route.unserved if route is not None else ():
+            bin_id = u.get("bin_id", "")
+            if (
+                u.get("code") != str(UnservedCode.OPTIONAL_DROPPED)
+                and bin_id in state.bins
+                and bin_id not in state.done
+                and bin_id not in out
+            ):
+                out.append(bin_id)
+    return out
+
+
+def _fill_demand(b: BinRow, fill_pct: float | None) -> int:
+    pct = 100.0 if fill_pct is None else fill_pct
+    return max(1, round(b.capacity_l * pct / 100.0))
+
+
+def _reward(fill_pct: float, options: ReplanOptions) -> int:
+    """The daily plan's reward of an optional bin (see ``forecast.select_bins``)."""
+    band = options.mandatory_pct - options.optional_pct
+    scaled = round(options.reward_scale * (fill_pct - options.optional_pct) / band)
+    return min(options.reward_scale - 1, max(1, scaled))
+
+
+def _access_window(b: BinRow, axis: DayAxis) -> TimeWindow | None:
+    if b.access_from_s is None or b.access_to_s is None:
+        return None
+
+    def clock(seconds: int) -> time:
+        seconds = min(max(seconds, 0), 86_399)
+        return time(seconds // 3600, seconds % 3600 // 60)
+
+    start, end = axis.seconds(clock(b.access_from_s)), axis.seconds(clock(b.access_to_s))
+    return TimeWindow(start, end) if start <= end else None
+
+
+def _intersect(a: TimeWindow | None, b: TimeWindow) -> TimeWindow | None:
+    if a is None:
+        return b
+    lo, hi = max(a.start, b.start), min(a.end, b.end)
+    return TimeWindow(lo, hi) if lo <= hi else None
+
+
+def _not_before(a: TimeWindow | None, start: int) -> TimeWindow | None:
+    if a is None:
+        return TimeWindow(start, UNREACHABLE)
+    return TimeWindow(start, a.end) if start <= a.end else None
+
+
+def _tidy(seq: list[tuple[VisitKind, str]]) -> list[tuple[VisitKind, str]]:
+    """No unload right after another (the engines forbid it)."""
+    out: list[tuple[VisitKind, str]] = []
+    for item in seq:
+        if item[0] is VisitKind.UNLOAD and out and out[-1][0] is VisitKind.UNLOAD:
+            continue
+        out.append(item)
+    return out
+
+
+def _truck_location(
+    t: TruckRow, p: TruckProgress, state: DayState, network: RoadNetwork
+) -> Location:
+    if p.position is not None:
+        pos = p.position
+        node = network.nearest_node(pos.lat, pos.lon)
+        return Location("truck", t.truck_id, pos.lat, pos.lon, node)
+    depot = next((s for s in state.sites if s.site_id == t.depot_id), None)
+    if depot is None:
+        raise ValueError(f"truck {t.truck_id}: depot {t.depot_id} is not a site")
+    node = network.nearest_node(depot.lat, depot.lon)
+    return Location("truck", t.truck_id, depot.lat, depot.lon, node)
+
+
+def _start_load(truck_id: str, p: TruckProgress, state: DayState) -> int:
+    """The reported load, else what the current version expected before its next visit."""
+    if p.position is not None and p.position.load_l is not None:
+        return max(0, round(p.position.load_l))
+    route = state.routes.get(truck_id)
+    rest = state.remaining(truck_id)
+    if route is None or not rest:
+        return 0
+    first = route.stops.index(rest[0])
+    return max(0, round(route.stops[first - 1].load_after_l)) if first > 0 else 0
+
+
+def _worked(p: TruckProgress, shift: TimeWindow, state: DayState, opts: PlanningOptions) -> int:
+    """Seconds worked since the shift start (reported, else planned) or the last break."""
+    axis = state.axis
+    began = p.shift_started_at
+    if began is None and p.position is not None:
+        began = axis.at(shift.start)
+    if began is None:
+        return 0
+    if p.break_end is not None and p.break_end > began:
+        began = p.break_end
+    worked = max(0, int((state.now - began).total_seconds()))
+    rule = opts.break_rule
+    return min(worked, rule.max_work_s) if rule is not None else worked
+
+
+Seq = list[tuple[VisitKind, str]]
+
+
+def _timed(
+    problem: Problem, v: Vehicle, seq: Sequence[tuple[VisitKind, str]]
+) -> list[Visit] | None:
+    """The route driven as early as possible; None when it misses a window, overloads the
+    truck, returns loaded or ends after the shift.
+
+    A break is taken before a leg whenever that leg's visit would end a stretch of work
+    longer than the rule allows, and, as the OR-Tools model requires of a truck that has
+    worked already, before the route runs past its due time (the end of its allowance, at
+    the latest the shift end minus a break). No break starts after the shift end minus a
+    break.
+    """
+    if not seq:
+        return []
+    stops, sites, rule = problem.stop_by_id, problem.site_by_id, problem.break_rule
+    t, loc = v.start_time, problem.start_location(v)
+    if v.start is not None:
+        visits = [Visit(VisitKind.START, v.id, loc, t, t)]
+    else:
+        visits = [Visit(VisitKind.DEPOT, v.depot, loc, t, t)]
+    worked = v.start.worked_s if v.start is not None else 0
+    stretch = t - worked
+    load = v.start.load_l if v.start is not None else 0
+    due: int | None = None
+    latest = v.shift.end
+    if rule is not None and problem.needs_breaks(v):
+        latest = v.shift.end - rule.duration_s
+        if worked:
+            due = min(latest, t + max(0, rule.max_work_s - worked))
+    for kind, ref in [*seq, (VisitKind.DEPOT, v.depot)]:
+        window: TimeWindow | None = None
+        if kind is VisitKind.STOP:
+            stop = stops[ref]
+            where, service, window = stop.location, stop.service_s, stop.window
+            load += stop.demand_l
+        elif kind is VisitKind.UNLOAD:
+            site = sites[ref]
+            where, service, window = site.location, site.unload_s, site.opening
+            load = 0
+        else:
+            where, service = problem.end_location(v), 0
+        travel = int(problem.time_s[loc, where])
+        if load > v.type.capacity_l or travel >= UNREACHABLE:
+            return None
+        lo = window.start if window is not None else 0
+        arrive = max(t + travel, lo)
+        overdue = due is not None and arrive + service > due
+        if rule is not None and (arrive + service - stretch > rule.max_work_s or overdue):
+            if t > latest or (due is not None and t > due):
+                return None
+            visits.append(Visit(VisitKind.BREAK, "", loc, t, t + rule.duration_s))
+            stretch = t + rule.duration_s
+            due = None
+            arrive = max(stretch + travel, lo)
+            if arrive + service - stretch > rule.max_work_s:
+                return None
+        if window is not None and arrive > window.end:
+            return None
+        visits.append(Visit(kind, ref, where, arrive, arrive + service))
+        t, loc = arrive + service, where
+    if t > v.shift.end or (problem.unload_before_return and load > 0):
+        return None
+    return visits
+
+
+def _repair(problem: Problem, v: Vehicle, seq: Seq) -> tuple[Seq, list[str]]:
+    """The route with its last stops dropped until it can be driven (a truck running late
+    cannot keep all of them); returns it and the dropped stops."""
+    dropped: list[str] = []
+    while seq and _timed(problem, v, seq) is None:
+        at = [i for i, (kind, _) in enumerate(seq) if kind is VisitKind.STOP]
+        if not at:
+            return [], dropped
+        dropped.append(seq[at[-1]][1])
+        seq = _tidy([*seq[: at[-1]], *seq[at[-1] + 1 :]])
+    return seq, dropped
+
+
+@dataclass
+class _Shape:
+    """A route's places and trips, for insertion: ``places`` from the start to the depot;
+    gap ``g`` lies between ``places[g]`` and ``places[g + 1]`` in trip ``trip[g]``, whose
+    load is ``loads[trip[g]]``; a trip after the last unload cannot take a stop."""
+
+    places: npt.NDArray[np.int64]
+    trip: npt.NDArray[np.int64]
+    loads: npt.NDArray[np.int64]
+    end_s: int
+
+
+def _shape(problem: Problem, v: Vehicle, seq: Seq) -> _Shape:
+    stops, sites = problem.stop_by_id, problem.site_by_id
+    places = [problem.start_location(v)]
+    unload = []
+    loads = [v.start.load_l if v.start is not None else 0]
+    for kind, ref in seq:
+        is_unload = kind is VisitKind.UNLOAD
+        places.append(sites[ref].location if is_unload else stops[ref].location)
+        unload.append(is_unload)
+        if is_unload:
+            loads.append(0)
+        else:
+            loads[-1] += stops[ref].demand_l
+    places.append(problem.end_location(v))
+    visits = _timed(problem, v, seq)
+    end_s = UNREACHABLE if visits is None else (visits[-1].arrival_s if visits else v.start_time)
+    return _Shape(
+        np.asarray(places, dtype=np.int64),
+        np.concatenate([[0], np.cumsum(np.asarray(unload, dtype=np.int64))]).astype(np.int64),
+        np.asarray(loads, dtype=np.int64),
+        end_s,
+    )
+
+
+def _insert(problem: Problem, seqs: dict[str, Seq], items: Sequence[_PoolItem]) -> None:
+    """Cheapest insertion of the new stops into the starting solution.
+
+    Positions by added distance (a fire: right after the start, by time to reach it),
+    with room in their trip and a detour that fits in what is left of the shift; a stop
+    may also open a trip of its own before the return to the depot. The ``_PER_TRUCK``
+    cheapest of each truck are tried in order of cost until one keeps the route drivable.
+    """
+    dist, times = problem.distance_m, problem.time_s
+    stops = problem.stop_by_id
+    disposals = problem.disposal_sites
+    vehicles = {v.id: v for v in problem.vehicles}
+    shapes: dict[str, _Shape] = {}
+    for item in sorted(items, key=lambda i: (not i.urgent, not i.required, -i.demand_l)):
+        x = stops[item.bin_id].location
+        service = stops[item.bin_id].service_s
+        options: list[tuple[int, str, int, Seq]] = []
+        for v in problem.vehicles:
+            if v.id not in shapes:
+                shapes[v.id] = _shape(problem, v, seqs[v.id])
+            sh = shapes[v.id]
+            spare = v.shift.end - sh.end_s
+            a, b = sh.places[:-1], sh.places[1:]
+            fits = (sh.trip < len(sh.loads) - 1) & (
+                sh.loads[sh.trip] + item.demand_l <= v.type.capacity_l
+            )
+            fits &= times[a, x] + times[x, b] - times[a, b] + service <= spare
+            if item.urgent:
+                fits[1:] = False
+                cost = times[a, x]
+            else:
+                cost = dist[a, x] + dist[x, b] - dist[a, b]
+            gaps = np.flatnonzero(fits)
+            for g in gaps[np.argsort(cost[gaps], kind="stable")[:_PER_TRUCK]]:
+                options.append((int(cost[g]), v.id, int(g), [(VisitKind.STOP, item.bin_id)]))
+            if not disposals or sh.loads[-1] + item.demand_l > v.type.capacity_l:
+                continue
+            if item.urgent and len(sh.places) > 2:
+                continue
+            last, end = int(sh.places[-2]), int(sh.places[-1])
+            site = min(disposals, key=lambda s: int(dist[x, s.location]))
+            detour = times[last, x] + times[x, site.location] + times[site.location, end]
+            if int(detour - times[last, end]) + service + site.unload_s > spare:
+                continue
+            extra = dist[last, x] + dist[x, site.location] + dist[site.location, end]
+            own = int(times[last, x]) if item.urgent else int(extra - dist[last, end])
+            trip = [(VisitKind.STOP, item.bin_id), (VisitKind.UNLOAD, site.id)]
+            options.append((own, v.id, len(seqs[v.id]), trip))
+        options.sort(key=lambda o: (o[0], o[1], o[2]))
+        for _cost, vid, gap, extra_visits in options:
+            candidate = _tidy([*seqs[vid][:gap], *extra_visits, *seqs[vid][gap:]])
+            if _timed(problem, vehicles[vid], candidate) is not None:
+                seqs[vid] = candidate
+                shapes.pop(vid, None)
+                break
+        else:
+            logger.debug("stop %s: no place in the starting solution", item.bin_id)
+
+
+_PER_TRUCK: Final = 6
+
+
+def _timed_plan(problem: Problem, seqs: Mapping[str, Seq]) -> Plan:
+    """The starting solution with times and loads, and the stops it leaves out."""
+    routes: list[Route] = []
+    for v in problem.vehicles:
+        visits = _timed(problem, v, seqs[v.id]) or []
+        routes.append(make_route(problem, v, visits))
+    served = {sid for r in routes for sid in r.stop_ids}
+    unserved = tuple(
+        Unserved(s.id, UnservedCode.NOT_PLANNED, "no room in the current routes")
+        if s.required
+        else Unserved(s.id, UnservedCode.OPTIONAL_DROPPED, "optional stop left out")
+        for s in problem.stops
+        if s.id not in served
+    )
+    return Plan(tuple(routes), unserved, "insertion")
+
+
+def plan_score(problem: Problem, plan: Plan) -> tuple[int, int]:
+    """(required stops not served, distance plus penalties of optional stops left out):
+    smaller is better."""
+    stops = problem.stop_by_id
+    missed = sum(1 for u in plan.unserved if u.stop_id in stops and stops[u.stop_id].required)
+    return missed, plan_cost(problem, plan).total

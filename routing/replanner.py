@@ -1,0 +1,797 @@
+"""`cityops routing replan`: re-plan today's routes while the trucks drive them.
+
+The service listens on MQTT (its own client id, persistent session, QoS 1) to bin
+telemetry and truck telemetry and events, and polls the street closures. Events that
+call for a re-plan (see ``replan.py``) start a coalescing window; when it closes, every
+trigger heard in it is handled in one re-plan per affected fraction: the day's state is
+read from the database (merged with what the service heard itself, so an event the
+ingest has not stored yet still counts), the remaining work is solved again with the
+current routes as the starting solution, the answer is checked with ``check_plan``, and
+every truck whose route changed gets a new version (stored, then pushed on
+``{prefix}/v1/truck/{id}/cmd/route``) whose reason lists the triggers.
+
+Threads: paho's network loop parses messages and queues triggers; one worker thread
+coalesces, re-plans, stores and publishes, and polls closures and current routes when
+idle; the caller's thread waits for SIGINT/SIGTERM or the `stop` event.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Any, Final
+
+import paho.mqtt.client as mqtt
+import psycopg
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+from pydantic import ValidationError
+
+from cityops.ingest.config import Settings
+from cityops.ingest.contract import (
+    CONTRACT_VERSION,
+    BinTelemetry,
+    DeviceKind,
+    RouteCommand,
+    TopicError,
+    TruckEvent,
+    TruckTelemetry,
+    command_topic,
+    parse_topic,
+    payload_model,
+)
+from cityops.ingest.db import connect
+from cityops.ingest.mqttclient import make_client
+from cityops.routing.check import check_plan
+from cityops.routing.closures import Closure, apply_closures, closure_key
+from cityops.routing.model import Engine, Plan
+from cityops.routing.network import RoadNetwork, load_network
+from cityops.routing.planning import BERLIN, DayAxis, plan_to_routes
+from cityops.routing.replan import (
+    CachingNetwork,
+    DayState,
+    Replan,
+    ReplanOptions,
+    Trigger,
+    TriggerKind,
+    bin_trigger,
+    build_replan,
+    changed_trucks,
+    day_state,
+    describe,
+    event_trigger,
+    idle_route,
+    late_trigger,
+    plan_score,
+    relax_urgent,
+    triggers_by_fraction,
+    with_fraction,
+)
+from cityops.routing.repository import (
+    TruckEventRow,
+    TruckStateRow,
+    closures_changed_since,
+    closures_stamp,
+    current_routes_on,
+    load_bin_sensors,
+    load_bins,
+    load_break_ends,
+    load_closures,
+    load_sites,
+    load_truck_events,
+    load_truck_states,
+    load_trucks,
+    next_version,
+    store_route,
+)
+from cityops.routing.solver import OrToolsEngine
+
+__all__ = ["CLIENT_ID", "ReplanReport", "Replanner", "run_replanner"]
+
+logger = logging.getLogger(__name__)
+
+CLIENT_ID: Final = "cityops-replanner"
+#: Events older than this are of little use for re-planning; the database has the rest.
+SESSION_EXPIRY_S: Final = 3600
+CLOSURE_POLL_S: Final = 5.0
+ROUTES_REFRESH_S: Final = 30.0
+LATE_COOLDOWN_S: Final = 300.0
+_PUBLISH_TIMEOUT_S: Final = 5.0
+
+
+@dataclass(frozen=True)
+class ReplanReport:
+    """One re-plan of one fraction, for logs, tests and the benchmark."""
+
+    fraction: str
+    reason: str
+    triggers: tuple[Trigger, ...]
+    replan: Replan
+    plan: Plan
+    routes: tuple[RouteCommand, ...]  # the new versions (empty when nothing changed)
+    violations: tuple[str, ...]
+    pushed: int
+    phases_ms: Mapping[str, float]  # load, build, solve, check, store, push
+    first_event_mono: float  # time.monotonic() when the window's first trigger arrived
+    published_mono: float  # time.monotonic() when the last version was acknowledged
+
+
+@dataclass(frozen=True, slots=True)
+class _Queued:
+    trigger: Trigger
+    received: float  # time.monotonic()
+
+
+class Replanner:
+    """The re-planning service. `start()` returns once the state is loaded and the client
+    connects in the background; `stop()` ends the worker and disconnects."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        engine: Engine | None = None,
+        time_limit_s: float = 1.0,
+        coalesce_s: float = 2.0,
+        seed: int = 0,
+        network: RoadNetwork | None = None,
+        options: ReplanOptions | None = None,
+        client_id: str = CLIENT_ID,
+        clock: Callable[[], datetime] | None = None,
+        closure_poll_s: float = CLOSURE_POLL_S,
+        on_replan: Callable[[ReplanReport], None] | None = None,
+    ) -> None:
+        if time_limit_s <= 0 or coalesce_s < 0:
+            raise ValueError("time_limit_s must be positive and coalesce_s >= 0")
+        self.settings = settings
+        self.engine: Engine = engine or OrToolsEngine()
+        self.time_limit_s = time_limit_s
+        self.coalesce_s = coalesce_s
+        self.seed = seed
+        self.options = options or ReplanOptions()
+        self.client_id = client_id
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._closure_poll_s = closure_poll_s
+        self._on_replan = on_replan
+        self._base_network = network
+        self._network: RoadNetwork | None = None
+        self._network_key: str | None = None
+
+        self._queue: queue.SimpleQueue[_Queued] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        # What the listener needs without the database, refreshed by the worker.
+        self._sensors: dict[str, str] = {}
+        self._routes: dict[str, RouteCommand] = {}
+        self._done: set[str] = set()
+        self._day = self._clock().astimezone(BERLIN).date()
+        # What the service heard itself (the ingest may not have stored it yet).
+        self._events: list[TruckEventRow] = []
+        self._positions: dict[str, TruckStateRow] = {}
+        self._flagged: set[tuple[str, str]] = set()  # (bin id, trigger kind), today
+        self._late_at: dict[str, float] = {}
+        self._closures: tuple[datetime | None, int] | None = None
+
+        self._conn: psycopg.Connection[Any] | None = None
+        self._ready = threading.Event()
+        self._stopping = threading.Event()
+        self._done_event = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._client = self._make_client()
+
+    # ------------------------------------------------------------------ MQTT side
+    def _make_client(self) -> mqtt.Client:
+        client = make_client(self.settings, self.client_id)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        return client
+
+    @property
+    def subscriptions(self) -> list[str]:
+        head = f"{self.settings.topic_prefix}/{CONTRACT_VERSION}"
+        return [f"{head}/bin/+/telemetry", f"{head}/truck/+/+"]
+
+    def _on_connect(
+        self, client: mqtt.Client, _ud: Any, flags: Any, reason: Any, _props: Any
+    ) -> None:
+        if reason.is_failure:
+            logger.error("broker refused the connection of %s: %s", self.client_id, reason)
+            return
+        client.subscribe([(t, SubscribeOptions(qos=1)) for t in self.subscriptions])
+        logger.info(
+            "replanner connected to %s:%s as %s (session present: %s), subscribing to %s",
+            self.settings.mqtt_host,
+            self.settings.mqtt_port,
+            self.client_id,
+            flags.session_present,
+            ", ".join(self.subscriptions),
+        )
+
+    def _on_subscribe(self, _c: mqtt.Client, _ud: Any, _mid: int, codes: Any, _p: Any) -> None:
+        if any(getattr(c, "is_failure", False) for c in codes):
+            logger.error("subscription refused: %s", codes)
+            return
+        self._ready.set()
+
+    def _on_disconnect(
+        self, _client: mqtt.Client, _ud: Any, _flags: Any, reason: Any, _props: Any
+    ) -> None:
+        self._ready.clear()
+        if not self._stopping.is_set():
+            logger.warning("replanner disconnected from broker (%s); reconnecting", reason)
+
+    def _on_message(self, _client: mqtt.Client, _ud: Any, msg: mqtt.MQTTMessage) -> None:
+        received = time.monotonic()
+        try:
+            info = parse_topic(self.settings.topic_prefix, msg.topic)
+        except TopicError:
+            return
+        model = payload_model(info.kind, info.channel)
+        if model not in (BinTelemetry, TruckTelemetry, TruckEvent):
+            return
+        try:
+            payload = model.model_validate_json(msg.payload)
+        except ValidationError:
+            logger.debug("invalid payload on %s ignored (the ingest dead-letters it)", msg.topic)
+            return
+        trigger: Trigger | None = None
+        if isinstance(payload, BinTelemetry):
+            trigger = self._bin_reading(info.device_id, payload)
+        elif isinstance(payload, TruckEvent):
+            trigger = self._truck_event(info.device_id, payload)
+        elif isinstance(payload, TruckTelemetry):
+            trigger = self._truck_position(info.device_id, payload)
+        if trigger is not None:
+            logger.info("trigger: %s (from %s)", trigger, msg.topic)
+            self._queue.put(_Queued(trigger, received))
+
+    def _bin_reading(self, sensor_id: str, reading: BinTelemetry) -> Trigger | None:
+        if reading.fill_pct < self.options.overflow_pct and (
+            reading.temperature_c is None or reading.temperature_c < self.options.fire_c
+        ):
+            return None  # the common case: no lock, no lookup
+        with self._lock:
+            bin_id = self._sensors.get(sensor_id)
+            if bin_id is None:
+                logger.info("alarm from unknown bin sensor %s ignored", sensor_id)
+                return None
+            trigger = bin_trigger(bin_id, reading, self.options)
+            if trigger is None or bin_id in self._done:
+                return None
+            if trigger.kind is TriggerKind.OVERFLOW and any(
+                s.bin_id == bin_id for r in self._routes.values() for s in r.stops
+            ):
+                return None  # on a route today (done or to come): nothing to do
+            key = (bin_id, str(trigger.kind))
+            if key in self._flagged:
+                return None
+            self._flagged.add(key)
+        return trigger
+
+    def _truck_event(self, truck_id: str, event: TruckEvent) -> Trigger | None:
+        row = TruckEventRow(truck_id, event.ts, event.kind, event.bin_id, event.reason)
+        with self._lock:
+            self._events.append(row)
+            if event.kind == "stop_done" and event.bin_id:
+                self._done.add(event.bin_id)
+        if event.kind == "stop_done":
+            logger.debug("truck %s emptied %s", truck_id, event.bin_id)
+        return event_trigger(truck_id, event)
+
+    def _truck_position(self, truck_id: str, t: TruckTelemetry) -> Trigger | None:
+        row = TruckStateRow(truck_id, t.ts, t.lat, t.lon, t.load_l)
+        with self._lock:
+            old = self._positions.get(truck_id)
+            if old is None or old.ts <= t.ts:
+                self._positions[truck_id] = row
+            trigger = late_trigger(
+                truck_id, t.ts, self._routes.get(truck_id), self._done, self.options
+            )
+            if trigger is None:
+                return None
+            last = self._late_at.get(truck_id)
+            if last is not None and time.monotonic() - last < LATE_COOLDOWN_S:
+                return None
+            self._late_at[truck_id] = time.monotonic()
+        return trigger
+
+    # ---------------------------------------------------------------- worker side
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            self._conn = connect(
+                self.settings.database_url, autocommit=True, application_name=self.client_id
+            )
+        return self._conn
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = None
+
+    def _refresh(self) -> None:
+        """Reload what the listener checks against: sensors, today's routes, done bins."""
+        now = self._clock()
+        axis = DayAxis(now.astimezone(BERLIN).date())
+        conn = self._connection()
+        sensors = load_bin_sensors(conn)
+        routes = current_routes_on(conn, axis.day, geometry=False)
+        events = load_truck_events(conn, axis.midnight)
+        with self._lock:
+            if axis.day != self._day:
+                logger.info("new day %s: forgetting yesterday's triggers", axis.day)
+                self._day = axis.day
+                self._flagged.clear()
+                self._late_at.clear()
+                self._done.clear()
+                self._events = [e for e in self._events if e.ts >= axis.midnight]
+            self._sensors = sensors
+            self._routes = routes
+            self._done |= {e.bin_id for e in events if e.kind == "stop_done" and e.bin_id}
+
+    def _poll_closures(self) -> None:
+        conn = self._connection()
+        stamp = closures_stamp(conn)
+        if self._closures is None or stamp == self._closures:
+            self._closures = stamp
+            return
+        since, _count = self._closures
+        self._closures = stamp
+        changed = closures_changed_since(conn, since)
+        now = self._clock()
+        triggers = [Trigger(TriggerKind.CLOSURE, now, detail=c) for c in changed] or [
+            Trigger(TriggerKind.CLOSURE, now)  # one was removed
+        ]
+        for t in triggers:
+            logger.info("trigger: %s", t)
+            self._queue.put(_Queued(t, time.monotonic()))
+
+    def _load(self, now: datetime) -> tuple[DayState, list[Closure]]:
+        axis = DayAxis(now.astimezone(BERLIN).date())
+        conn = self._connection()
+        bins = load_bins(conn)
+        sites = load_sites(conn)
+        trucks = load_trucks(conn)
+        routes = current_routes_on(conn, axis.day, geometry=False)
+        events = load_truck_events(conn, axis.midnight)
+        states = load_truck_states(conn)
+        breaks = load_break_ends(conn, axis.day, now)
+        closures = load_closures(conn, valid_at_or_after=now)
+        with self._lock:
+            heard = list(self._events)
+            positions = dict(self._positions)
+        seen = {(e.truck_id, e.ts, e.kind, e.bin_id) for e in events}
+        events.extend(e for e in heard if (e.truck_id, e.ts, e.kind, e.bin_id) not in seen)
+        for truck_id, row in positions.items():
+            old = states.get(truck_id)
+            if old is None or old.ts < row.ts:
+                states[truck_id] = row
+        state = day_state(
+            now=now,
+            bins=bins,
+            sites=sites,
+            trucks=trucks,
+            routes=routes,
+            events=events,
+            states=states,
+            break_ends=breaks,
+            options=self.options,
+        )
+        return state, closures
+
+    def _network_at(self, closures: Sequence[Closure], now: datetime) -> RoadNetwork:
+        base = self._base_network
+        assert base is not None  # loaded in start()
+        active = [c for c in closures if c.active_at(now)]
+        key = closure_key(active)
+        if key != self._network_key or self._network is None:
+            derived, effects = apply_closures(base, active, now)
+            self._network = CachingNetwork.of(derived)
+            self._network_key = key
+            for e in effects:
+                logger.info("closure %s affects %s", e.closure_id, ", ".join(e.streets) or "-")
+        return self._network
+
+    def _worker(self) -> None:
+        next_poll = next_refresh = time.monotonic()
+        try:
+            while not self._stopping.is_set():
+                now = time.monotonic()
+                try:
+                    if now >= next_poll:
+                        next_poll = now + self._closure_poll_s
+                        self._poll_closures()
+                    if now >= next_refresh:
+                        next_refresh = now + ROUTES_REFRESH_S
+                        self._refresh()
+                except psycopg.Error as exc:
+                    self._drop_connection()
+                    logger.warning("replanner: database unavailable (%s); retrying", exc)
+                wait = max(0.05, min(next_poll, next_refresh, now + 0.5) - time.monotonic())
+                try:
+                    first = self._queue.get(timeout=wait)
+                except queue.Empty:
+                    continue
+                batch = [first]
+                deadline = first.received + self.coalesce_s
+                while not self._stopping.is_set():
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    try:
+                        batch.append(self._queue.get(timeout=remaining))
+                    except queue.Empty:
+                        break
+                if self._stopping.is_set():
+                    logger.warning("stopping: %d triggers not handled", len(batch))
+                    break
+                self._handle(batch)
+        except Exception:
+            logger.exception("replanner worker crashed; stopping so a supervisor restarts it")
+        finally:
+            self._done_event.set()
+
+    def _handle(self, batch: Sequence[_Queued]) -> list[ReplanReport]:
+        """One coalesced window: one re-plan per affected fraction."""
+        triggers = [q.trigger for q in batch]
+        first = min(q.received for q in batch)
+        now = self._clock()
+        reports: list[ReplanReport] = []
+        try:
+            started = time.monotonic()
+            state, closures = self._load(now)
+            groups = triggers_by_fraction(triggers, state)
+            if not groups:
+                logger.info("no re-plan needed for: %s", describe(triggers))
+                return reports
+            network = self._network_at(closures, now)
+            load_ms = (time.monotonic() - started) * 1000
+            for fraction, group in groups.items():
+                reports.append(self._replan(state, fraction, group, network, first, load_ms))
+        except (psycopg.Error, OSError) as exc:
+            self._drop_connection()
+            logger.error("re-plan of %s failed: %s", describe(triggers), exc)
+            self._unflag(triggers)
+        except Exception:
+            logger.exception("re-plan of %s failed", describe(triggers))
+            self._unflag(triggers)
+        return reports
+
+    def _unflag(self, triggers: Sequence[Trigger]) -> None:
+        """Let a bin raise its alarm again after a failed re-plan."""
+        with self._lock:
+            for t in triggers:
+                self._flagged.discard((t.bin_id or "", str(t.kind)))
+
+    def _replan(
+        self,
+        state: DayState,
+        fraction: str,
+        triggers: Sequence[Trigger],
+        network: RoadNetwork,
+        first: float,
+        load_ms: float,
+    ) -> ReplanReport:
+        phases = {"load": load_ms}
+        clock = time.monotonic()
+
+        def lap(name: str) -> None:
+            nonlocal clock
+            now = time.monotonic()
+            phases[name] = (now - clock) * 1000
+            clock = now
+
+        replan = build_replan(
+            state,
+            fraction,
+            triggers,
+            network=network,
+            options=self.options,
+        )
+        lap("build")
+        plan = self.engine.solve(
+            replan.problem, time_limit_s=self.time_limit_s, seed=self.seed, initial=replan.initial
+        )
+        plan = self._better(replan, plan)
+        missed = replan.urgent & {u.stop_id for u in plan.unserved}
+        if missed:
+            logger.warning(
+                "%s: no truck can reach %s within %d min; planned as soon as possible",
+                fraction,
+                ", ".join(sorted(missed)),
+                self.options.fire_within_s // 60,
+            )
+            replan = relax_urgent(replan)
+            plan = self._better(
+                replan,
+                self.engine.solve(
+                    replan.problem, time_limit_s=self.time_limit_s, seed=self.seed, initial=plan
+                ),
+            )
+        lap("solve")
+        reason = replan.reason
+        violations = tuple(str(v) for v in check_plan(replan.problem, plan))
+        lap("check")
+        if violations:
+            logger.error(
+                "re-plan of %s (%s) fails the feasibility check, not sent: %s",
+                fraction,
+                reason,
+                "; ".join(violations[:10]),
+            )
+            self._unflag(triggers)
+            return self._report(replan, plan, (), violations, 0, phases, first, triggers)
+        changed = changed_trucks(replan, plan, eta_tolerance_s=self.options.eta_tolerance_s)
+        routes = self._store(replan, plan, changed, network, reason)
+        lap("store")
+        pushed = self._push(routes)
+        lap("push")
+        with self._lock:
+            self._routes.update({r.truck_id: r for r in routes})
+            for r in routes:
+                self._late_at[r.truck_id] = time.monotonic()  # its ETAs are fresh now
+        report = self._report(replan, plan, routes, (), pushed, phases, first, triggers)
+        logger.info(
+            "re-plan %s [%s]: %s; solve %.0f ms, %d unserved, %.0f ms since the first event (%s)",
+            fraction,
+            reason,
+            ", ".join(f"{r.truck_id} v{r.version}" for r in routes) or "no route changed",
+            phases["solve"],
+            len(plan.unserved),
+            (report.published_mono - first) * 1000,
+            ", ".join(f"{k} {v:.0f}" for k, v in phases.items()),
+        )
+        for u in plan.unserved:
+            if u.stop_id in {t.bin_id for t in triggers}:
+                logger.warning("re-plan %s: %s not served: %s", fraction, u.stop_id, u.reason)
+        return report
+
+    def _better(self, replan: Replan, plan: Plan) -> Plan:
+        """The engine's plan, or the starting solution when that one is better (the engine
+        may have dropped it, e.g. when its model found it infeasible)."""
+        problem, start = replan.problem, replan.initial
+        ours, theirs = plan_score(problem, start), plan_score(problem, plan)
+        if ours >= theirs:
+            return plan
+        problems = check_plan(problem, start)
+        if problems:
+            logger.warning(
+                "%s: the starting solution fails the check (%s); keeping the engine's plan",
+                replan.fraction,
+                problems[0],
+            )
+            return plan
+        logger.info(
+            "%s: the engine's plan (%d required unserved, cost %d) is worse than the starting "
+            "solution (%d, %d); keeping the starting solution",
+            replan.fraction,
+            *theirs,
+            *ours,
+        )
+        return start
+
+    def _report(
+        self,
+        replan: Replan,
+        plan: Plan,
+        routes: tuple[RouteCommand, ...],
+        violations: tuple[str, ...],
+        pushed: int,
+        phases: dict[str, float],
+        first: float,
+        triggers: Sequence[Trigger],
+    ) -> ReplanReport:
+        report = ReplanReport(
+            fraction=replan.fraction,
+            reason=replan.reason,
+            triggers=tuple(triggers),
+            replan=replan,
+            plan=plan,
+            routes=routes,
+            violations=violations,
+            pushed=pushed,
+            phases_ms=phases,
+            first_event_mono=first,
+            published_mono=time.monotonic(),
+        )
+        if self._on_replan is not None:
+            self._on_replan(report)
+        return report
+
+    def _store(
+        self,
+        replan: Replan,
+        plan: Plan,
+        changed: Sequence[str],
+        network: RoadNetwork,
+        reason: str,
+    ) -> tuple[RouteCommand, ...]:
+        """New versions for the changed and the retired trucks, in one transaction."""
+        now = self._clock()
+        day = replan.axis.day
+        conn = self._connection()
+        out: list[RouteCommand] = []
+        with conn.transaction():
+            trucks = [*changed, *sorted(replan.retired - set(changed))]
+            versions = {t: next_version(conn, t, day) for t in trucks}
+            moving = replace(
+                plan, routes=tuple(r for r in plan.routes if r.vehicle_id in changed and r.visits)
+            )
+            out.extend(
+                plan_to_routes(
+                    problem=replan.problem,
+                    plan=moving,
+                    locations=replan.locations,
+                    network=network,
+                    axis=replan.axis,
+                    versions=versions,
+                    reason=reason,
+                    created_at=now,
+                )
+            )
+            with_route = {r.truck_id for r in out}
+            for t in trucks:
+                if t in with_route:
+                    continue
+                out.append(
+                    idle_route(
+                        truck_id=t,
+                        day=day,
+                        version=versions[t],
+                        at=now,
+                        where=replan.positions[t],
+                        load_l=replan.loads.get(t, 0),
+                        reason="breakdown" if t in replan.retired else reason,
+                    )
+                )
+            out = [with_fraction(r, replan.fraction) for r in out]
+            for r in out:
+                store_route(conn, r)
+        return tuple(out)
+
+    def _push(self, routes: Sequence[RouteCommand]) -> int:
+        """Publish each version on its truck's cmd/route topic (QoS 1, not retained)."""
+        infos = []
+        for r in routes:
+            topic = command_topic(self.settings.topic_prefix, DeviceKind.TRUCK, r.truck_id, "route")
+            infos.append((r, self._client.publish(topic, r.model_dump_json(), qos=1)))
+        acked = 0
+        for r, info in infos:
+            try:
+                info.wait_for_publish(timeout=_PUBLISH_TIMEOUT_S)
+            except (RuntimeError, ValueError) as exc:
+                logger.error("route %s v%d stored but not pushed: %s", r.truck_id, r.version, exc)
+                continue
+            if info.is_published():
+                acked += 1
+            else:
+                logger.error(
+                    "route %s v%d stored but not acknowledged by the broker; the truck gets it "
+                    "from the API",
+                    r.truck_id,
+                    r.version,
+                )
+        return acked
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Load the network and today's state, then connect and start the worker."""
+        s = self.settings
+        logger.info(
+            "replanner %s starting: database %s, broker %s:%s, prefix %r, time limit %.1f s, "
+            "coalescing %.1f s",
+            self.client_id,
+            s.redacted_database_url(),
+            s.mqtt_host,
+            s.mqtt_port,
+            s.topic_prefix,
+            self.time_limit_s,
+            self.coalesce_s,
+        )
+        if self._base_network is None:
+            self._base_network = load_network(s.osm_file)
+        self._refresh()
+        self._closures = closures_stamp(self._connection())
+        self._warm_up()
+        self._thread = threading.Thread(target=self._worker, name="replanner", daemon=True)
+        self._thread.start()
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        self._client.connect_async(
+            s.mqtt_host, s.mqtt_port, keepalive=30, clean_start=False, properties=props
+        )
+        self._client.loop_start()
+
+    def _warm_up(self) -> None:
+        """Compute what the first re-plan would: the cost rows of the sites and of every
+        place on today's routes, and the streets along them."""
+        started = time.monotonic()
+        now = self._clock()
+        conn = self._connection()
+        network = self._network_at(load_closures(conn, valid_at_or_after=now), now)
+        with self._lock:
+            routes = list(self._routes.values())
+        places = [(s.lat, s.lon) for s in load_sites(conn)]
+        legs: list[tuple[int, int]] = []
+        for r in routes:
+            nodes = [network.nearest_node(s.lat, s.lon) for s in r.stops if s.kind != "break"]
+            legs.extend(itertools.pairwise(nodes))
+            places.extend((s.lat, s.lon) for s in r.stops)
+        nodes = sorted({network.nearest_node(lat, lon) for lat, lon in places})
+        for weight in ("time", "length"):
+            network.matrix(nodes, nodes, weight)
+        for a, b in legs:
+            network.shortest_path(a, b, "time")
+        logger.info(
+            "replanner warmed up: %d places, %d legs of %d routes in %.1f s",
+            len(nodes),
+            len(legs),
+            len(routes),
+            time.monotonic() - started,
+        )
+
+    def wait_ready(self, timeout: float = 10.0) -> bool:
+        """Whether the subscriptions are in place (events are heard from then on)."""
+        return self._ready.wait(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and not self._done_event.is_set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._drop_connection()
+        logger.info("replanner %s stopped", self.client_id)
+
+
+def run_replanner(
+    settings: Settings,
+    *,
+    time_limit_s: float = 1.0,
+    coalesce_s: float = 2.0,
+    stop: threading.Event | None = None,
+    ready: threading.Event | None = None,
+) -> int:
+    """Entry point of `cityops routing replan`: run until SIGINT/SIGTERM (when called from
+    the main thread) or until `stop` is set. `ready` is set once the subscriptions are in
+    place. Returns 0 after a requested stop, 1 when the service failed."""
+    stop = stop or threading.Event()
+    service = Replanner(settings, time_limit_s=time_limit_s, coalesce_s=coalesce_s)
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+
+        def _handle(signum: int, _frame: FrameType | None) -> None:
+            logger.info("received %s", signal.Signals(signum).name)
+            stop.set()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, _handle)
+    try:
+        try:
+            service.start()
+        except (psycopg.Error, OSError) as exc:
+            logger.error("replanner cannot start: %s", exc)
+            return 1
+        while not stop.is_set() and service.running:
+            if ready is not None and not ready.is_set() and service.wait_ready(0):
+                ready.set()
+            stop.wait(0.1 if ready is not None and not ready.is_set() else 1.0)
+        failed = not stop.is_set()
+        service.stop()
+        return 1 if failed else 0
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
