@@ -145,6 +145,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         _Child("ingest", [*exe, "ingest"], log_dir / "ingest.log"),
         _Child("simulate", sim, log_dir / "simulate.log"),
         _Child("api", [*exe, "api"], log_dir / "api.log"),
+        _Child("replan", [*exe, "routing", "replan"], log_dir / "replan.log"),
     ]
     # One-shot jobs: (seconds after start, name, command). Their output goes to their log.
     overview_dir = log_dir.parent / "overview"
@@ -203,7 +204,8 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             f"  daily overview   {overview_dir}/<date>/\n"
             f"  MQTT             {settings.mqtt_host}:{settings.mqtt_port}, topics "
             f"{settings.topic_prefix}/v1/#\n"
-            f"  logs             {log_dir}/ingest.log, simulate.log, api.log\n"
+            f"  logs             {log_dir}/ingest.log, simulate.log, api.log, replan.log,"
+            " routing.log, roadworks.log\n"
             f"  stop             Ctrl-C{until}\n",
             flush=True,
         )
@@ -251,14 +253,14 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
                 next_status += _STATUS_EVERY_S
             stop.wait(0.5)
     finally:
-        print("stopping: simulators, then ingest (flushes), then API", flush=True)
+        print("stopping: simulators, re-planner, ingest (flushes), API", flush=True)
         failed = False
         for _delay, job in jobs:
             if job.proc is not None and job.proc.poll() is None:
                 job.proc.send_signal(signal.SIGTERM)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     job.proc.wait(timeout=30)
-        for name in ("simulate", "ingest", "api"):
+        for name in ("simulate", "replan", "ingest", "api"):
             child = next(c for c in children if c.name == name)
             if child.proc is None or child.proc.poll() is not None:
                 continue

@@ -90,7 +90,7 @@ def plan_day(
     reason: str = "daily plan",
     push: bool = True,
 ) -> DailyPlanReport:
-    engine = engine or OrToolsEngine()
+    engine = engine or OrToolsEngine(first_solution="PARALLEL_CHEAPEST_INSERTION")
     now = now or datetime.now(UTC)
     axis = DayAxis(day)
     report = DailyPlanReport(day)
