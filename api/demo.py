@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
@@ -28,6 +29,7 @@ __all__ = ["register", "run_demo"]
 
 _STATUS_EVERY_S = 10.0
 _PLAN_AFTER_S = 30.0  # the first route plan, once the simulated bins have reported
+_INCIDENT_AFTER_S = 75.0  # a scripted overflow, to show a re-plan reach a truck
 
 
 @dataclass
@@ -86,19 +88,61 @@ def _counts(settings: Settings) -> str:
                        (SELECT count(*) FROM truck_positions),
                        (SELECT count(*) FROM truck_events WHERE kind = 'stop_done'),
                        (SELECT count(*) FROM dead_letters),
-                       (SELECT max(ts) FROM bin_readings)
+                       (SELECT max(ts) FROM signal_events),
+                       (SELECT count(*) FROM route_versions)
                 """
             ).fetchone()
     except Exception as exc:  # status output only; the children log the cause
         return f"database not reachable: {exc}"
     if row is None:
         return "no data"
-    bins, full, readings, events, positions, emptied, dead, newest = row
+    bins, full, readings, events, positions, emptied, dead, newest, versions = row
     when = f", simulated clock {newest:%Y-%m-%d %H:%M} UTC" if newest else ""
     return (
         f"bins {bins} ({full} at 80%+), readings {readings:,}, signal events {events:,}, "
-        f"truck positions {positions:,}, bins emptied {emptied:,}, dead letters {dead:,}{when}"
+        f"truck positions {positions:,}, bins emptied {emptied:,}, route versions {versions}, "
+        f"dead letters {dead:,}{when}"
     )
+
+
+def _scripted_overflow(settings: Settings) -> str:
+    """Publish, as its sensor would, a 98 % reading for a bin no route collects today.
+
+    A demo aid, announced as such: it lets a newcomer watch the real loop (MQTT ->
+    re-planner -> new route version -> the truck follows it) without waiting for a bin to
+    overflow on its own. Returns what was done.
+    """
+    from cityops.ingest.contract import BinTelemetry, Channel, DeviceKind, device_topic
+    from cityops.ingest.mqttclient import make_client
+
+    with connect(settings.database_url) as conn:
+        row = conn.execute(
+            """
+            SELECT b.bin_id, b.sensor_id FROM bins b
+            WHERE b.sensor_id IS NOT NULL
+              AND b.fraction IN (SELECT fraction FROM current_routes WHERE fraction IS NOT NULL)
+              AND NOT EXISTS (
+                SELECT 1 FROM current_routes r, jsonb_array_elements(r.stops) s
+                WHERE s ->> 'bin_id' = b.bin_id)
+            ORDER BY b.bin_id LIMIT 1
+            """
+        ).fetchone()
+    if row is None:
+        return "no bin outside today's routes to overflow"
+    bin_id, sensor = str(row[0]), str(row[1])
+    reading = BinTelemetry(ts=datetime.now(UTC), fill_pct=98.0, battery_pct=80.0)
+    client = make_client(settings, f"cityops-demo-incident-{os.getpid()}")
+    client.connect(settings.mqtt_host, settings.mqtt_port)
+    client.loop_start()
+    try:
+        topic = device_topic(settings.topic_prefix, DeviceKind.BIN, sensor, Channel.TELEMETRY)
+        client.publish(topic, reading.model_dump_json(exclude_none=True), qos=1).wait_for_publish(
+            10
+        )
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return f"bin {bin_id} (sensor {sensor}) reports 98 % on {topic}"
 
 
 def run_demo(settings: Settings, args: argparse.Namespace) -> int:
@@ -211,6 +255,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         )
         started = time.monotonic()
         next_status = started + 3.0
+        incident_done = False
         while not stop.is_set():
             if args.duration and time.monotonic() - started >= args.duration:
                 break
@@ -248,6 +293,17 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
                         f" (log: {job.log})",
                         flush=True,
                     )
+            if not incident_done and time.monotonic() - started >= _INCIDENT_AFTER_S:
+                incident_done = True
+                try:
+                    what = _scripted_overflow(settings)
+                except Exception as exc:  # a demo aid must not stop the demo
+                    what = f"failed: {exc}"
+                print(
+                    f"[{time.monotonic() - started:5.0f}s] scripted incident: {what} "
+                    f"(watch {log_dir}/replan.log and the route versions)",
+                    flush=True,
+                )
             if time.monotonic() >= next_status:
                 print(f"[{time.monotonic() - started:5.0f}s] {_counts(settings)}", flush=True)
                 next_status += _STATUS_EVERY_S

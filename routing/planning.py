@@ -281,6 +281,7 @@ def plan_to_routes(
                     "created_at": created_at,
                     "reason": reason,
                     "engine": plan.engine,
+                    "fraction": fraction,
                     "distance_m": float(route.distance_m),
                     "duration_s": float(route.duration_s),
                     "stops": stops,

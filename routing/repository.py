@@ -61,8 +61,8 @@ def store_route(conn: Conn, route: RouteCommand) -> None:
     doc = route.model_dump(mode="json")
     conn.execute(
         "INSERT INTO route_versions (truck_id, plan_date, version, created_at, reason, engine, "
-        "distance_m, duration_s, stops, geometry, unserved) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        "fraction, distance_m, duration_s, stops, geometry, unserved) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
         (
             route.truck_id,
             route.plan_date,
@@ -70,6 +70,7 @@ def store_route(conn: Conn, route: RouteCommand) -> None:
             route.created_at,
             route.reason,
             route.engine,
+            route.fraction,
             route.distance_m,
             route.duration_s,
             Jsonb(doc["stops"]),

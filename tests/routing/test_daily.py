@@ -73,6 +73,7 @@ def test_daily_plan_serves_the_full_bins_stores_versions_and_pushes(
         assert set(full) <= served, "every bin predicted over 80% is collected"
         assert first.required == len(full)
         assert all(r.version == 1 for r in first.routes)
+        assert {r.fraction for r in first.routes} == {"residual"}, "each route says its fraction"
         for r in first.routes:
             assert r.stops[0].kind == "start" and r.stops[-1].kind == "end"
             local = r.stops[0].etd.astimezone(BERLIN)
@@ -91,9 +92,10 @@ def test_daily_plan_serves_the_full_bins_stores_versions_and_pushes(
         sub.loop_stop()
     with psycopg.connect(db_url) as conn:
         rows = conn.execute(
-            "SELECT truck_id, version, reason FROM current_routes WHERE plan_date = %s", (day,)
+            "SELECT truck_id, version, reason, fraction FROM current_routes WHERE plan_date = %s",
+            (day,),
         ).fetchall()
-        assert rows and {(v, why) for _t, v, why in rows} == {(2, "re-plan")}
+        assert rows and {(v, why, f) for _t, v, why, f in rows} == {(2, "re-plan", "residual")}
         n_stops = conn.execute(
             "SELECT count(*) FROM route_stops WHERE kind = 'stop' AND version = 2"
         ).fetchone()
