@@ -109,22 +109,20 @@ def plan_day(
     for e in effects:
         logger.info("closure %s affects %s", e.closure_id, ", ".join(e.streets))
 
-    forecasts = []
-    for bin_id, rows in readings.items():
-        if bin_id in bins:
-            obs = [Observation(ts, fill, fault) for ts, fill, fault in rows if ts <= now]
-            if obs:
-                forecasts.append(estimate(bin_id, obs, now=now))
+    # Observations are built once; the second pass re-estimates with the median rate of
+    # each fraction (from the reliable first-pass forecasts) as the fallback.
+    observations = {
+        bin_id: obs
+        for bin_id, rows in readings.items()
+        if bin_id in bins
+        and (obs := [Observation(ts, fill, fault) for ts, fill, fault in rows if ts <= now])
+    }
     fraction = {b.bin_id: b.fraction for b in bins.values()}
-    fallback = rates_by_group(forecasts, fraction)
+    first_pass = [estimate(b, obs, now=now) for b, obs in observations.items()]
+    fallback = rates_by_group(first_pass, fraction)
     forecasts = [
-        estimate(
-            f.bin_id,
-            [Observation(ts, v, fl) for ts, v, fl in readings[f.bin_id] if ts <= now],
-            now=now,
-            fallback_rate_pct_per_h=fallback.get(fraction[f.bin_id]),
-        )
-        for f in forecasts
+        estimate(b, obs, now=now, fallback_rate_pct_per_h=fallback.get(fraction[b]))
+        for b, obs in observations.items()
     ]
     next_collection = axis.at(axis.seconds(max(t.shift_end for t in trucks))) + timedelta(days=1)
     next_collection = max(next_collection, now)

@@ -143,9 +143,7 @@ def test_a_truck_sees_only_its_own_route(db_url: str, client: TestClient) -> Non
         app.dependency_overrides.clear()
 
 
-def test_stream_sends_the_current_version_and_resumes_after_last_event_id(
-    db_url: str, client: TestClient
-) -> None:
+def test_stream_sends_the_newest_version_first(db_url: str, client: TestClient) -> None:
     add_truck(db_url, "T1")
     _store(db_url, "T1")
     _store(db_url, "T1", reason="re-plan")
