@@ -31,6 +31,7 @@ __all__ = [
     "RouteStop",
     "SignalEvent",
     "SignalEvents",
+    "TimingCommand",
     "TopicError",
     "TopicInfo",
     "TruckEvent",
@@ -224,6 +225,50 @@ class RouteCommand(_Payload):
     )
 
 
+class TimingCommand(_Payload):
+    """A timing decision for a signal controller. Topic `.../signal/{id}/cmd/timing`.
+
+    Sent by the adaptive control service (`cityops traffic control`). The controller stays
+    in charge of safety: it never shortens yellow or red clearance, never ends a green
+    before its minimum or holds it past its maximum, and refuses (and logs) a command that
+    asks for either. Times are in the controller's own clock, which is the clock of the
+    events it publishes (`issued_at` is the time of the newest event the decision used).
+
+    * `mode="adaptive"`: a decision about the phase now green: `hold` keeps it green (up
+      to its max green), `advance` ends it (once min green has passed) and the controller
+      moves on to the next phase of its fixed order. The service sends one per controller
+      at every decision step, so silence means the service or the link is gone.
+    * `mode="plan"`: a fixed-time plan (`greens_s`: green seconds per phase number, each
+      between the phase's min and max green) run from the next cycle on.
+    * `mode="fallback"`: return to the controller's own fixed-time plan now.
+
+    A command is dropped when it arrives after `issued_at + valid_for_s` (stale) or its
+    `seq` is not above the last accepted one from the same `issuer`. When no valid command
+    has arrived for `valid_for_s` seconds, the controller reverts to its own fixed-time
+    plan on its own.
+    """
+
+    controller_id: str = Field(pattern=DEVICE_ID_PATTERN)
+    issuer: str = Field(
+        max_length=64, description="instance of the control service (seq restarts per issuer)"
+    )
+    seq: int = Field(ge=1, description="grows with every command of this issuer")
+    issued_at: AwareDatetime = Field(description="controller time the decision is based on")
+    valid_for_s: float = Field(
+        gt=0.0, le=300.0, description="stale after this; silence this long -> fixed-time plan"
+    )
+    mode: Literal["adaptive", "plan", "fallback"]
+    phase: int | None = Field(
+        default=None, ge=1, le=16, description="adaptive: the phase the decision is about"
+    )
+    action: Literal["hold", "advance"] | None = Field(
+        default=None, description="adaptive: keep the phase green, or end it"
+    )
+    greens_s: dict[str, float] | None = Field(
+        default=None, description="plan: green seconds per phase number (as a string key)"
+    )
+
+
 _MODELS: dict[tuple[DeviceKind, Channel], type[_Payload]] = {
     (DeviceKind.BIN, Channel.TELEMETRY): BinTelemetry,
     (DeviceKind.SIGNAL, Channel.EVENTS): SignalEvents,
@@ -267,4 +312,11 @@ def json_schemas() -> dict[str, dict[str, object]]:
     route["$id"] = f"https://cityops.example/schemas/{CONTRACT_VERSION}/truck.cmd.route.json"
     route["description"] = f"Payload on {{prefix}}/{CONTRACT_VERSION}/truck/{{id}}/cmd/route."
     out["truck.cmd.route.schema.json"] = route
+    timing = TimingCommand.model_json_schema()
+    timing["$id"] = f"https://cityops.example/schemas/{CONTRACT_VERSION}/signal.cmd.timing.json"
+    timing["description"] = (
+        f"Payload on {{prefix}}/{CONTRACT_VERSION}/signal/{{id}}/cmd/timing. "
+        + (TimingCommand.__doc__ or "").strip().split("\n")[0]
+    )
+    out["signal.cmd.timing.schema.json"] = timing
     return out
