@@ -20,6 +20,8 @@ __all__ = [
     "BEGIN_RED_CLEARANCE",
     "BEGIN_WALK",
     "BEGIN_YELLOW",
+    "CONTROL_MODES",
+    "COORD_PATTERN_CHANGE",
     "DETECTOR_OFF",
     "DETECTOR_ON",
     "END_GREEN",
@@ -38,9 +40,11 @@ __all__ = [
     "DetectorKind",
     "Event",
     "Flag",
+    "ModeChange",
     "PhaseConfig",
     "Problem",
     "clean",
+    "mode_changes",
 ]
 
 # Phase events (parameter: phase number).
@@ -71,6 +75,9 @@ DETECTOR_OFF = 81
 DETECTOR_ON = 82
 PED_DETECTOR_OFF = 89
 PED_DETECTOR_ON = 90
+# Coordination (parameter: pattern number). Our controllers report their control mode
+# with it: 1 own fixed-time plan (fallback), 2 plan received by command, 3 adaptive.
+COORD_PATTERN_CHANGE = 131
 
 _PHASE_PARAM_CODES = frozenset(
     {
@@ -83,9 +90,13 @@ _PHASE_PARAM_CODES = frozenset(
 _DETECTOR_PARAM_CODES = frozenset({DETECTOR_OFF, DETECTOR_ON, PED_DETECTOR_OFF, PED_DETECTOR_ON})
 
 #: The Indiana codes this platform accepts; any other code is flagged `IMPOSSIBLE_CODE`.
-#: Coordination, preemption and alarm codes are valid Indiana codes but no controller of
-#: ours emits them; add them here together with a measure that reads them.
-KNOWN_CODES = _PHASE_PARAM_CODES | _DETECTOR_PARAM_CODES
+#: Preemption, alarm and the other coordination codes are valid Indiana codes but no
+#: controller of ours emits them; add them here together with a measure that reads them.
+#: 131 (coordination pattern change) carries the control mode; the measures ignore it.
+KNOWN_CODES = _PHASE_PARAM_CODES | _DETECTOR_PARAM_CODES | {COORD_PATTERN_CHANGE}
+
+#: Control mode by the pattern number of event 131 (other patterns read as "unknown").
+CONTROL_MODES: Mapping[int, str] = {1: "fixed", 2: "plan", 3: "adaptive"}
 
 DetectorKind = Literal["stop_bar", "advance", "count", "pedestrian"]
 
@@ -241,3 +252,25 @@ def _check(
     if ev.ts < latest:
         return Problem.OUT_OF_ORDER, f"at {ev.ts}, after an event at {latest} was received"
     return None, ""
+
+
+@dataclass(frozen=True, slots=True)
+class ModeChange:
+    """The controller entered `mode` (see `CONTROL_MODES`) at `ts`, by event 131 `pattern`."""
+
+    ts: float
+    pattern: int
+    mode: str
+
+
+def mode_changes(events: Iterable[Event]) -> tuple[ModeChange, ...]:
+    """Every coordination pattern change (131) as a control mode, in the order given.
+
+    Repeats of the same pattern are kept: the controller emits 131 at start as well as on
+    every change, and a restart in the same mode is worth seeing in the history.
+    """
+    return tuple(
+        ModeChange(ev.ts, ev.param, CONTROL_MODES.get(ev.param, "unknown"))
+        for ev in events
+        if ev.code == COORD_PATTERN_CHANGE
+    )
