@@ -296,13 +296,13 @@ def make_queries(data: Data, n: int, city_share: float, today: date,
 
 
 class Api:
-    def __init__(self, url: str, log: Path) -> None:
+    def __init__(self, url: str, log: Path, *, wrap: Sequence[str] = ()) -> None:
         self.port = free_port()
         env = dict(os.environ, CITYOPS_DATABASE_URL=url,
                    CITYOPS_MQTT_URL="mqtt://127.0.0.1:9")  # no broker: publisher idles
         self.log = log.open("w")
         self.proc = subprocess.Popen(
-            [PY, "-m", "uvicorn", "--factory", "server:app", "--app-dir", str(HERE),
+            [*wrap, PY, "-m", "uvicorn", "--factory", "server:app", "--app-dir", str(HERE),
              "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
              "--no-access-log"],
             env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
