@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
-from cityops.ingest.config import load_settings
+from cityops.ingest.config import ConfigError, load_settings
 
 __all__ = ["register"]
 
@@ -37,13 +39,60 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ing.add_argument("--metrics-port", type=int, help="Prometheus port; 0 disables (default 9108)")
     ing.set_defaults(func=_cmd_ingest)
 
-    mq = sub.add_parser("mqtt", help="the MQTT contract: payload JSON Schemas")
+    mq = sub.add_parser("mqtt", help="the MQTT contract: payload JSON Schemas, credentials")
     mqsub = mq.add_subparsers(dest="mqtt_command", metavar="ACTION", required=True)
     sch = mqsub.add_parser(
         "schemas", help="write the JSON Schema of every payload (as in docs/schemas/)"
     )
     sch.add_argument("--out", default="docs/schemas", help="folder (default docs/schemas)")
     sch.set_defaults(func=_cmd_schemas)
+    cred = mqsub.add_parser(
+        "credentials",
+        help="Mosquitto password and ACL files from the device registry (idempotent)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+Writes, into --out, for every device in the registry (bins under their sensor id,
+signal controllers, trucks) and for the service accounts (cityops-ingest, -control,
+-planner, -api, -replay):
+
+  cityops.passwd            Mosquitto password_file ($7$ PBKDF2-SHA512, as mosquitto_passwd)
+  cityops.acl               Mosquitto acl_file: a device publishes only on its own
+                            telemetry/events/status topics and reads only its own cmd/#
+  cityops-passwords.secret  the clear passwords, user:password, mode 0600 (or --secrets)
+
+Existing passwords are kept: re-running after registering devices adds only those, and
+a run without changes rewrites identical files. Devices gone from the registry lose
+their account. --rotate USER gives one user a new password. Passwords are never printed
+unless --show USER asks for them. Reload Mosquitto afterwards (SIGHUP, or
+`systemctl reload mosquitto`): it re-reads both files; connected clients stay connected
+until they reconnect.""",
+        epilog="example: cityops mqtt credentials --out /etc/mosquitto/cityops --rotate S-B0042",
+    )
+    cred.add_argument("--out", required=True, help="folder for the generated files")
+    cred.add_argument("--prefix", help="topic prefix (default: CITYOPS_TOPIC_PREFIX)")
+    cred.add_argument(
+        "--secrets", help="clear-password file (default: OUT/cityops-passwords.secret)"
+    )
+    cred.add_argument(
+        "--rotate",
+        action="append",
+        default=[],
+        metavar="USER",
+        help="new password for this device id or service account (repeatable)",
+    )
+    cred.add_argument(
+        "--show",
+        action="append",
+        default=[],
+        metavar="USER",
+        help="print this user's password, e.g. to provision one device (repeatable)",
+    )
+    cred.add_argument(
+        "--simulator",
+        action="store_true",
+        help="add cityops-simulator, which may publish as every device: DEMO ONLY",
+    )
+    cred.set_defaults(func=_cmd_credentials)
 
     dl = sub.add_parser("deadletters", help="inspect and replay dead-lettered messages")
     dlsub = dl.add_subparsers(dest="dl_command", metavar="ACTION", required=True)
@@ -122,7 +171,6 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 
 def _cmd_schemas(args: argparse.Namespace) -> int:
     import json
-    from pathlib import Path
 
     from cityops.ingest.contract import json_schemas
 
@@ -132,6 +180,103 @@ def _cmd_schemas(args: argparse.Namespace) -> int:
         (out / name).write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
         print(out / name)
     return 0
+
+
+def _cmd_credentials(args: argparse.Namespace) -> int:
+    from cityops.ingest.contract import DeviceKind
+    from cityops.ingest.db import connect
+    from cityops.ingest.mqttauth import (
+        CredentialError,
+        Device,
+        parse_password_file,
+        parse_secrets,
+        plan_credentials,
+        render_acl,
+        render_password_file,
+        render_secrets,
+        service_accounts,
+    )
+
+    try:  # the prefix is checked like CITYOPS_TOPIC_PREFIX
+        settings = load_settings(**({"topic_prefix": args.prefix} if args.prefix else {}))
+    except ConfigError as exc:
+        print(f"cityops mqtt credentials: {exc}", file=sys.stderr)
+        return 2
+    prefix = settings.topic_prefix
+    out = Path(args.out)
+    passwd_path, acl_path = out / "cityops.passwd", out / "cityops.acl"
+    secrets_path = Path(args.secrets) if args.secrets else out / "cityops-passwords.secret"
+    with connect(settings.database_url) as conn:
+        rows = conn.execute("SELECT kind, device_id FROM devices ORDER BY kind, device_id")
+        devices = [Device(DeviceKind(str(kind)), str(device_id)) for kind, device_id in rows]
+    try:
+        acl = render_acl(prefix, devices, simulator=args.simulator)
+        users = [a.user for a in service_accounts(prefix, simulator=args.simulator)]
+        users += [d.device_id for d in devices]
+        plan = plan_credentials(
+            users,
+            parse_secrets(_read_text(secrets_path)),
+            parse_password_file(_read_text(passwd_path)),
+            rotate=args.rotate,
+        )
+        unknown_show = sorted(set(args.show) - set(plan.passwords))
+        if unknown_show:
+            raise CredentialError(f"cannot show unknown user(s): {', '.join(unknown_show)}")
+    except CredentialError as exc:
+        print(f"cityops mqtt credentials: {exc}", file=sys.stderr)
+        return 1
+    out.mkdir(parents=True, exist_ok=True)
+    # Secrets first: if a later write fails, a re-run rebuilds the hashes from them.
+    _write_file(secrets_path, render_secrets(plan.passwords), 0o600, keep_mode=False)
+    _write_file(passwd_path, render_password_file(plan.hashes), 0o640)
+    _write_file(acl_path, acl, 0o644)
+    kinds = {k: sum(d.kind is k for d in devices) for k in DeviceKind}
+    print(
+        f"{len(devices)} devices ("
+        + ", ".join(f"{n} {k.value}" for k, n in kinds.items())
+        + f"), prefix {prefix!r}; users: {len(plan.added)} added, {len(plan.rotated)} "
+        f"rotated, {len(plan.removed)} removed, {len(plan.kept)} kept"
+    )
+    for label, names in (("added", plan.added), ("rotated", plan.rotated)):
+        if names and len(names) <= 20:
+            print(f"  {label}: {', '.join(names)}")
+    if plan.removed:
+        print(f"  removed (no longer in the registry): {', '.join(plan.removed)}")
+    if args.simulator:
+        print("  cityops-simulator may publish as every device: use it for the demo only")
+    print(f"wrote {passwd_path}, {acl_path}, {secrets_path} (0600)")
+    for user in args.show:
+        print(f"{user}:{plan.passwords[user]}")
+    if plan.added or plan.rotated or plan.removed:
+        print("reload Mosquitto to apply: systemctl reload mosquitto (or kill -HUP its pid)")
+    return 0
+
+
+def _read_text(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
+
+
+def _write_file(path: Path, text: str, mode: int, *, keep_mode: bool = True) -> None:
+    """Replace `path` atomically, created with `mode`. With `keep_mode` an existing file
+    keeps its mode and owner (an operator may have given the broker's group read access)."""
+    uid = gid = -1
+    if path.exists():
+        st = path.stat()
+        uid, gid = st.st_uid, st.st_gid
+        if keep_mode:
+            mode = st.st_mode & 0o777
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.chmod(tmp, mode)  # the umask may have narrowed it
+        if uid >= 0 and (uid, gid) != (os.geteuid(), os.getegid()):
+            os.chown(tmp, uid, gid)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _cmd_dl_list(args: argparse.Namespace) -> int:
