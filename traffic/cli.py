@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from collections import Counter
 from dataclasses import dataclass
@@ -70,7 +71,73 @@ def register(sub: Subparsers) -> None:
         if name == "webster":
             p.add_argument("--min-cycle", type=float, default=40.0, help="default 40 s")
             p.add_argument("--max-cycle", type=float, default=120.0, help="default 120 s")
+        if name == "measures":
+            p.add_argument("--store", action="store_true",
+                           help="also (re)compute and store the bins of the period "
+                           "(see `cityops traffic refresh`)")
         p.set_defaults(func=func)
+    _register_store(traffic_sub)
+    _register_control(traffic_sub)
+    from cityops.simulators.sumo.cli import add_parser as add_sumo_parser
+
+    add_sumo_parser(traffic_sub)
+
+
+def _register_store(traffic_sub: Subparsers) -> None:
+    """``cityops traffic refresh`` and ``cityops traffic measures-service``."""
+    p = traffic_sub.add_parser(
+        "refresh", help="compute and store the measures of complete bins once",
+        description="Compute and store the measures of every complete 15-minute bin since "
+        "the last computed one (and recompute bins with late events), per controller.",
+    )
+    p.add_argument("--controller", action="append", metavar="ID",
+                   help="only this controller (repeatable; default: all)")
+    p.add_argument("--from", dest="start", type=_when, metavar="T",
+                   help="also recompute the stored bins from T on")
+    p.add_argument("--speed-kmh", type=float, default=DEFAULT_SPEED_KMH)
+    p.set_defaults(func=_refresh)
+    p = traffic_sub.add_parser(
+        "measures-service", help="compute and store measures continuously",
+        description="Every --interval seconds, compute and store the measures of the "
+        "complete 15-minute bins of every controller (see docs/traffic.md).",
+    )
+    p.add_argument("--interval", type=float, default=60.0, help="seconds (default 60)")
+    p.add_argument("--speed-kmh", type=float, default=DEFAULT_SPEED_KMH)
+    p.set_defaults(func=_service)
+
+
+def _refresh(args: argparse.Namespace) -> int:
+    from cityops.ingest.config import load_settings
+    from cityops.ingest.db import connect
+
+    from .store import StoreOptions, refresh
+
+    options = StoreOptions(speed_kmh=args.speed_kmh)
+    try:
+        with connect(load_settings().database_url, autocommit=True) as conn:
+            runs = refresh(conn, options, controllers=args.controller,
+                           recompute_from=args.start, until_caught_up=True)
+    except UnknownController as exc:
+        print(f"cityops traffic refresh: {exc}", file=sys.stderr)
+        return 2
+    for r in runs:
+        until = r.computed_until.isoformat() if r.computed_until else "-"
+        print(f"{r.controller_id}\tnew bins {r.new_bins}\trecomputed {r.late_bins}"
+              f"\trows {r.rows}\tcomputed until {until}")
+    return 0
+
+
+def _service(args: argparse.Namespace) -> int:
+    from cityops.ingest.config import load_settings
+
+    from .store import StoreOptions, run_service
+
+    if args.interval <= 0:
+        print("cityops traffic measures-service: --interval must be positive", file=sys.stderr)
+        return 2
+    run_service(load_settings().database_url, args.interval,
+                StoreOptions(speed_kmh=args.speed_kmh))
+    return 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,12 +164,34 @@ def _load(args: argparse.Namespace, command: str) -> _Loaded | None:
     except UnknownController as exc:
         print(f"cityops traffic {command}: {exc}", file=sys.stderr)
         return None
+    if getattr(args, "store", False):
+        _store_period(settings.database_url, args)
     cleaned = clean(events, config)
     for problem, n in sorted(Counter(f.problem.value for f in cleaned.flags).items()):
         logger.warning("%s: %d events flagged %s", args.controller, n, problem)
     bins = phase_measures(cleaned.events, config, args.start.timestamp(),
                           args.end.timestamp(), speed_kmh=args.speed_kmh)
     return _Loaded(config, cleaned, bins)
+
+
+def _store_period(database_url: str, args: argparse.Namespace) -> None:
+    """Compute and store the bins overlapping the period (replacing stored ones)."""
+    from cityops.ingest.db import connect
+
+    from .repository import event_span, load_config
+    from .store import StoreOptions, compute_range
+
+    start = math.floor(args.start.timestamp() / BIN_S) * BIN_S
+    end = math.ceil(args.end.timestamp() / BIN_S) * BIN_S
+    with connect(database_url) as conn, conn.transaction():
+        config = load_config(conn, args.controller)
+        span = event_span(conn, args.controller)
+        first = span[0].timestamp() if span else start
+        rows, _ = compute_range(conn, config, start, end, first,
+                                StoreOptions(speed_kmh=args.speed_kmh))
+    logger.info("%s: stored %d rows for the bins of %s..%s", args.controller, rows,
+                datetime.fromtimestamp(start, UTC).isoformat(),
+                datetime.fromtimestamp(end, UTC).isoformat())
 
 
 def _fmt(value: float | int | None, spec: str = ".2f") -> str:
@@ -186,3 +275,80 @@ def _webster(args: argparse.Namespace) -> int:
         return 2
     print(format_plan(plan))
     return 0
+
+
+# -- cityops traffic control (the adaptive control service, cityops.traffic.control) --------
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number: {text!r}")
+    return value
+
+
+def _register_control(traffic_sub: Subparsers) -> None:
+    """``cityops traffic control``: run the max-pressure control service."""
+    from .maxpressure import ControlParams
+
+    d = ControlParams()
+    p = traffic_sub.add_parser(
+        "control", help="run the adaptive (max-pressure) signal control service",
+        description="Max-pressure control over MQTT: reads controller events, sends a "
+        "TimingCommand (hold/advance, or fallback) per controller and decision step. "
+        "Control on/off per controller comes from signal_control_modes (see docs/traffic.md).",
+    )
+    p.add_argument("--clock", choices=("wall", "mqtt"), default="wall",
+                   help="wall: decide every --decision-interval s; mqtt: on every tick of "
+                   "{prefix}/v1/sim/clock (lockstep simulation). Default wall")
+    p.add_argument("--decision-interval", type=_positive, default=2.0, metavar="S",
+                   help="seconds between decisions with --clock wall (default 2)")
+    p.add_argument("--controllers", action="append", metavar="ID[,ID...]",
+                   help="control only these (repeatable, comma-separated; default: all "
+                   "registered)")
+    p.add_argument("--valid-for", type=_positive, default=10.0, metavar="S",
+                   help="valid_for_s of every command, at most 300 (default 10)")
+    p.add_argument("--threshold", type=float, default=d.threshold, metavar="VEH",
+                   help=f"pressure difference that ends a green (default {d.threshold:g})")
+    p.add_argument("--stale-after", type=_positive, default=d.stale_after_s, metavar="S",
+                   help=f"a detector silent this long is unusable (default {d.stale_after_s:g})")
+    p.add_argument("--stuck-on", type=_positive, default=d.stuck_on_s, metavar="S",
+                   help=f"a detector on this long is unusable (default {d.stuck_on_s:g})")
+    p.add_argument("--speed-kmh", type=_positive, default=d.speed_kmh,
+                   help=f"approach speed (default {d.speed_kmh:g})")
+    p.add_argument("--modes-refresh", type=_positive, default=5.0, metavar="S",
+                   help="seconds between reads of signal_control_modes (default 5)")
+    p.add_argument("--summary-every", type=_positive, default=60.0, metavar="S",
+                   help="seconds between decision summaries in the log (default 60)")
+    p.add_argument("--issuer", default=None, metavar="NAME",
+                   help="issuer of the commands (default: control-<host>-<pid>-<random>)")
+    p.set_defaults(func=_control)
+
+
+def _control(args: argparse.Namespace) -> int:
+    from cityops.ingest.config import load_settings
+
+    from .control import ControlOptions, run_control
+    from .maxpressure import ControlParams
+
+    controllers = None
+    if args.controllers:
+        controllers = tuple(c.strip() for arg in args.controllers for c in arg.split(",")
+                            if c.strip())
+    try:
+        params = ControlParams(threshold=args.threshold, speed_kmh=args.speed_kmh,
+                               stale_after_s=args.stale_after, stuck_on_s=args.stuck_on)
+        extra = {"issuer": args.issuer} if args.issuer else {}
+        options = ControlOptions(
+            decision_interval_s=args.decision_interval, clock=args.clock,
+            controllers=controllers or None, valid_for_s=args.valid_for,
+            modes_refresh_s=args.modes_refresh, summary_every_s=args.summary_every,
+            params=params, **extra,
+        )
+    except ValueError as exc:
+        print(f"cityops traffic control: {exc}", file=sys.stderr)
+        return 2
+    return run_control(load_settings(), options)

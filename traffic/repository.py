@@ -1,16 +1,50 @@
-"""SQL for the traffic measures: a controller's registry rows and its stored events."""
+"""SQL for the traffic measures: a controller's registry rows, its stored events, and the
+stored measures (tables of migration 0006) that `cityops.traffic.store` writes and the
+API and Grafana read."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
+from psycopg import sql
+from psycopg.rows import class_row
 
 from .errors import UnknownController
-from .events import ControllerConfig, DetectorConfig, DetectorKind, Event, PhaseConfig
+from .events import (
+    ControllerConfig,
+    DetectorConfig,
+    DetectorKind,
+    Event,
+    ModeChange,
+    PhaseConfig,
+)
+from .measures import BIN_S, PhaseBin
 
-__all__ = ["load_config", "load_events"]
+__all__ = [
+    "ControllerRow",
+    "HealthRow",
+    "MeasureRow",
+    "ModeRow",
+    "Progress",
+    "controller_ids",
+    "event_span",
+    "late_bins",
+    "list_controllers",
+    "load_config",
+    "load_events",
+    "load_health",
+    "load_measures",
+    "load_modes",
+    "load_progress",
+    "save_health",
+    "save_measures",
+    "save_modes",
+    "save_progress",
+]
 
 Connection = psycopg.Connection[Any]
 
@@ -64,3 +98,279 @@ def load_events(
         (controller_id, start, end),
     )
     return [Event(r[0].timestamp(), int(r[1]), int(r[2])) for r in rows]
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+# -- what the store needs ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Bins before `computed_until` are stored; `checked_at` is when that was decided."""
+
+    computed_until: datetime
+    checked_at: datetime
+
+
+def controller_ids(conn: Connection) -> list[str]:
+    """Every registered controller, in id order."""
+    return [str(r[0]) for r in conn.execute(
+        "SELECT controller_id FROM signal_controllers ORDER BY controller_id"
+    )]
+
+
+def event_span(conn: Connection, controller_id: str) -> tuple[datetime, datetime] | None:
+    """Time of the controller's first and newest stored event, None without events."""
+    row = conn.execute(
+        "SELECT (SELECT min(ts) FROM signal_events WHERE controller_id = %(c)s),"
+        " (SELECT max(ts) FROM signal_events WHERE controller_id = %(c)s)",
+        {"c": controller_id},
+    ).fetchone()
+    if row is None or row[0] is None or row[1] is None:
+        return None
+    return row[0], row[1]
+
+
+def load_progress(conn: Connection, controller_id: str) -> Progress | None:
+    row = conn.execute(
+        "SELECT computed_until, checked_at FROM signal_measures_progress"
+        " WHERE controller_id = %s", (controller_id,),
+    ).fetchone()
+    return None if row is None else Progress(row[0], row[1])
+
+
+def save_progress(conn: Connection, controller_id: str, progress: Progress) -> None:
+    conn.execute(
+        "INSERT INTO signal_measures_progress (controller_id, computed_until, checked_at)"
+        " VALUES (%s, %s, %s) ON CONFLICT (controller_id) DO UPDATE SET"
+        " computed_until = EXCLUDED.computed_until, checked_at = EXCLUDED.checked_at,"
+        " updated_at = now()",
+        (controller_id, progress.computed_until, progress.checked_at),
+    )
+
+
+def late_bins(
+    conn: Connection, controller_id: str, since: datetime, until: datetime,
+    ingested_after: datetime, bin_s: float = BIN_S,
+) -> list[datetime]:
+    """Starts of the bins in `[since, until)` holding events ingested after `ingested_after`.
+
+    Reads the controller's events of that range through the primary key (controller, ts).
+    """
+    rows = conn.execute(
+        "SELECT DISTINCT date_bin(make_interval(secs => %(b)s), ts,"
+        " TIMESTAMPTZ '2000-01-01 00:00+00') FROM signal_events"
+        " WHERE controller_id = %(c)s AND ts >= %(s)s AND ts < %(u)s"
+        " AND ingested_at >= %(i)s ORDER BY 1",
+        {"b": bin_s, "c": controller_id, "s": since, "u": until, "i": ingested_after},
+    )
+    return [r[0] for r in rows]
+
+
+_MEASURE_COLUMNS = tuple(f.name for f in fields(PhaseBin) if f.name != "bin_start")
+
+
+def save_measures(
+    conn: Connection, controller_id: str, bins: Iterable[PhaseBin],
+    flagged: dict[float, int],
+) -> int:
+    """Upsert the bins (key: controller, bin, phase); returns the rows written."""
+    cols = ("controller_id", "bin_start", *_MEASURE_COLUMNS, "flagged_events")
+    query = sql.SQL(
+        "INSERT INTO signal_measures ({cols}) VALUES ({values})"
+        " ON CONFLICT (controller_id, bin_start, phase) DO UPDATE SET {updates},"
+        " computed_at = now()"
+    ).format(
+        cols=sql.SQL(", ").join(map(sql.Identifier, cols)),
+        values=sql.SQL(", ").join(sql.Placeholder() * len(cols)),
+        updates=sql.SQL(", ").join(
+            sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in cols[2:]
+        ),
+    )
+    rows = [
+        (controller_id, _utc(b.bin_start), *(getattr(b, c) for c in _MEASURE_COLUMNS),
+         flagged.get(b.bin_start, 0))
+        for b in bins
+    ]
+    with conn.cursor() as cur:
+        cur.executemany(query, rows)
+    return len(rows)
+
+
+@dataclass(frozen=True, slots=True)
+class HealthRow:
+    """A row of `signal_detector_health` (see migration 0006)."""
+
+    controller_id: str
+    bin_start: datetime
+    channel: int
+    phase: int
+    kind: str
+    actuations: int
+    longest_on_s: float
+    status: str
+
+
+def save_health(conn: Connection, rows: Sequence[HealthRow]) -> int:
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO signal_detector_health (controller_id, bin_start, channel, phase,"
+            " kind, actuations, longest_on_s, status) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (controller_id, bin_start, channel) DO UPDATE SET"
+            " phase = EXCLUDED.phase, kind = EXCLUDED.kind, actuations = EXCLUDED.actuations,"
+            " longest_on_s = EXCLUDED.longest_on_s, status = EXCLUDED.status,"
+            " computed_at = now()",
+            [tuple(asdict(r).values()) for r in rows],
+        )
+    return len(rows)
+
+
+def save_modes(
+    conn: Connection, controller_id: str, start: datetime, end: datetime,
+    changes: Sequence[ModeChange],
+) -> int:
+    """Replace the controller's mode history in `[start, end)` with `changes`."""
+    conn.execute(
+        "DELETE FROM signal_mode_history WHERE controller_id = %s AND ts >= %s AND ts < %s",
+        (controller_id, start, end),
+    )
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO signal_mode_history (controller_id, ts, pattern, mode)"
+            " VALUES (%s, %s, %s, %s) ON CONFLICT (controller_id, ts) DO UPDATE SET"
+            " pattern = EXCLUDED.pattern, mode = EXCLUDED.mode",
+            [(controller_id, _utc(c.ts), c.pattern, c.mode) for c in changes],
+        )
+    return len(changes)
+
+
+# -- what the API reads --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerRow:
+    controller_id: str
+    name: str
+    lat: float
+    lon: float
+    cycle_s: float | None
+    phases: list[int]
+    detectors: int
+    mode: str | None
+    mode_since: datetime | None
+    computed_until: datetime | None
+
+
+def list_controllers(conn: Connection) -> list[ControllerRow]:
+    """Every controller with its phases, detector count, current mode and progress."""
+    with conn.cursor(row_factory=class_row(ControllerRow)) as cur:
+        return cur.execute(
+            """
+            SELECT c.controller_id, c.name, ST_Y(c.geom) AS lat, ST_X(c.geom) AS lon,
+                   c.cycle_s::float8 AS cycle_s,
+                   coalesce((SELECT array_agg(p.phase::int ORDER BY p.seq, p.phase)
+                             FROM signal_phases p WHERE p.controller_id = c.controller_id),
+                            '{}') AS phases,
+                   (SELECT count(*)::int FROM signal_detectors d
+                     WHERE d.controller_id = c.controller_id) AS detectors,
+                   m.mode, m.ts AS mode_since, g.computed_until
+            FROM signal_controllers c
+            LEFT JOIN LATERAL (SELECT mode, ts FROM signal_mode_history cm
+                               WHERE cm.controller_id = c.controller_id
+                               ORDER BY ts DESC LIMIT 1) m ON true
+            LEFT JOIN signal_measures_progress g ON g.controller_id = c.controller_id
+            ORDER BY c.controller_id
+            """
+        ).fetchall()
+
+
+@dataclass(frozen=True, slots=True)
+class MeasureRow:
+    """A row of `signal_measures`: PhaseBin's fields with the controller and a real time."""
+
+    controller_id: str
+    bin_start: datetime
+    phase: int
+    volume: int
+    arrivals_in_cycles: int
+    arrivals_on_green: int
+    pct_aog: float | None
+    green_share: float | None
+    platoon_ratio: float | None
+    arrivals_on_red: int
+    delay_total_s: float
+    delay_per_vehicle_s: float | None
+    cycles: int
+    split_failures: int | None
+    gap_outs: int
+    max_outs: int
+    force_offs: int
+    other_terminations: int
+    mean_green_s: float | None
+    yellow_actuations: int
+    red_clearance_actuations: int
+    red_actuations: int
+    ped_walks: int
+    ped_calls_served: int
+    ped_delay_mean_s: float | None
+    ped_delay_max_s: float | None
+    flagged_events: int
+
+    def phase_bin(self) -> PhaseBin:
+        """The pure measures' value this row stores."""
+        values = {c: getattr(self, c) for c in _MEASURE_COLUMNS}
+        return PhaseBin(bin_start=self.bin_start.timestamp(), **values)
+
+
+def load_measures(
+    conn: Connection, controller_id: str, start: datetime, end: datetime,
+    phase: int | None = None, *, limit: int | None = None,
+) -> list[MeasureRow]:
+    """Stored bins starting in `[start, end)`, by bin then phase."""
+    query = sql.SQL(
+        "SELECT {cols} FROM signal_measures WHERE controller_id = %(c)s"
+        " AND bin_start >= %(s)s AND bin_start < %(e)s"
+        " AND (%(p)s::int IS NULL OR phase = %(p)s) ORDER BY bin_start, phase"
+        " LIMIT %(n)s"
+    ).format(cols=sql.SQL(", ").join(sql.Identifier(f.name) for f in fields(MeasureRow)))
+    with conn.cursor(row_factory=class_row(MeasureRow)) as cur:
+        return cur.execute(
+            query, {"c": controller_id, "s": start, "e": end, "p": phase, "n": limit}
+        ).fetchall()
+
+
+def load_health(
+    conn: Connection, controller_id: str, start: datetime, end: datetime,
+) -> list[HealthRow]:
+    """Stored detector health of bins starting in `[start, end)`, by bin then channel."""
+    with conn.cursor(row_factory=class_row(HealthRow)) as cur:
+        return cur.execute(
+            "SELECT controller_id, bin_start, channel, phase, kind, actuations,"
+            " longest_on_s, status FROM signal_detector_health WHERE controller_id = %s"
+            " AND bin_start >= %s AND bin_start < %s ORDER BY bin_start, channel",
+            (controller_id, start, end),
+        ).fetchall()
+
+
+@dataclass(frozen=True, slots=True)
+class ModeRow:
+    ts: datetime
+    pattern: int
+    mode: str
+
+
+def load_modes(
+    conn: Connection, controller_id: str, start: datetime, end: datetime,
+) -> list[ModeRow]:
+    """Mode changes in `[start, end)`, led by the one in force at `start` (if any)."""
+    with conn.cursor(row_factory=class_row(ModeRow)) as cur:
+        return cur.execute(
+            "(SELECT ts, pattern, mode FROM signal_mode_history WHERE controller_id = %(c)s"
+            " AND ts < %(s)s ORDER BY ts DESC LIMIT 1) UNION ALL"
+            " (SELECT ts, pattern, mode FROM signal_mode_history WHERE controller_id = %(c)s"
+            " AND ts >= %(s)s AND ts < %(e)s ORDER BY ts) ORDER BY ts",
+            {"c": controller_id, "s": start, "e": end},
+        ).fetchall()
