@@ -1,0 +1,554 @@
+"""The adaptive signal control service (`cityops traffic control`): events in, decisions out.
+
+* Subscribes (QoS 1) to every controller's events, `{prefix}/v1/signal/+/events`, and
+  with `clock="mqtt"` to the simulator's lockstep clock `{prefix}/v1/sim/clock`.
+* Keeps a `maxpressure.ControllerState` per registered controller (also the ones it does
+  not control: their queues are the downstream queues of their neighbours).
+* Decides with `maxpressure.decide` and publishes one `TimingCommand` per controlled
+  controller and step on `.../signal/{id}/cmd/timing`, QoS 1, not retained, with this
+  instance's `issuer` and a `seq` that grows with every command.
+
+Clocks. `wall`: every `decision_interval_s` of wall time, at the controller's own time
+(the newest event it sent; that is also `issued_at`); a controller silent for longer than
+`valid_for_s` gets nothing (its commands would be stale). `mqtt`: on every tick
+`{"ts", "step"}`, for every controlled controller at tick time, `issued_at` = tick, so
+that a simulator in lockstep can step on.
+
+Safety. A controller whose detectors leave a phase unmeasurable (see `maxpressure`) gets
+`mode="fallback"` once when it degrades and is logged; it is controlled again when a
+detector of every phase works. A controller switched to `fixed` in `signal_control_modes`
+(re-read every `modes_refresh_s`) gets `fallback` once. With the mqtt clock every tick is
+answered, so degraded and fixed controllers get `fallback` on every tick. On a graceful
+stop every controller under adaptive control gets `fallback`; if the service dies, the
+controllers revert on their own once `valid_for_s` passes without a valid command.
+
+Threads: paho's network loop puts messages on a queue; one worker thread owns all state,
+reads the database and publishes; the main thread waits for a signal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import FrameType
+from typing import Any, Literal, cast
+
+import paho.mqtt.client as mqtt
+import psycopg
+from paho.mqtt.subscribeoptions import SubscribeOptions
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from cityops.ingest.config import Settings
+from cityops.ingest.contract import (
+    CONTRACT_VERSION,
+    Channel,
+    DeviceKind,
+    SignalEvents,
+    TimingCommand,
+    TopicError,
+    command_topic,
+    parse_topic,
+)
+from cityops.ingest.db import connect
+from cityops.ingest.mqttclient import make_client
+
+from .control_store import ControlMode, controller_ids, list_modes, load_links
+from .events import Event
+from .maxpressure import ControllerState, ControlParams, Decision, LaneKey, LaneQueue, Link, decide
+from .repository import load_config
+
+__all__ = ["ControlOptions", "ControlService", "Tick", "clock_topic", "run_control"]
+
+logger = logging.getLogger(__name__)
+
+_KEEPALIVE_S = 60
+
+
+def clock_topic(prefix: str) -> str:
+    """The simulator's lockstep clock (two levels after v1: the ingest never sees it)."""
+    return f"{prefix}/{CONTRACT_VERSION}/sim/clock"
+
+
+def events_subscription(prefix: str) -> str:
+    return f"{prefix}/{CONTRACT_VERSION}/{DeviceKind.SIGNAL.value}/+/{Channel.EVENTS.value}"
+
+
+class Tick(BaseModel):
+    """A lockstep tick: the simulator's time after the events of step `step`."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    ts: AwareDatetime
+    step: int = Field(ge=0)
+
+
+def _default_issuer() -> str:
+    host = socket.gethostname().split(".")[0][:20] or "host"
+    return f"control-{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(frozen=True, slots=True)
+class ControlOptions:
+    """How the service runs; see the module docstring and `cityops traffic control -h`."""
+
+    decision_interval_s: float = 2.0
+    clock: Literal["wall", "mqtt"] = "wall"
+    controllers: tuple[str, ...] | None = None  # None: every registered controller
+    valid_for_s: float = 10.0
+    issuer: str = field(default_factory=_default_issuer)
+    modes_refresh_s: float = 5.0
+    registry_refresh_s: float = 60.0
+    summary_every_s: float = 60.0
+    params: ControlParams = field(default_factory=ControlParams)
+
+    def __post_init__(self) -> None:
+        if self.decision_interval_s <= 0 or self.modes_refresh_s <= 0:
+            raise ValueError("decision interval and modes refresh must be positive")
+        if not 0 < self.valid_for_s <= 300:
+            raise ValueError("valid_for_s must be in (0, 300]")
+        if not 1 <= len(self.issuer) <= 64:
+            raise ValueError("issuer must be 1 to 64 characters")
+        if self.controllers is not None and not self.controllers:
+            raise ValueError("controllers: give at least one id, or None for all")
+
+
+@dataclass(slots=True)
+class _Inbound:
+    topic: str
+    payload: bytes
+
+
+@dataclass(slots=True)
+class _Controlled:
+    """What the service remembers about a controller it controls."""
+
+    degraded: str | None = None  # reason, while in fallback for bad detectors
+    switched_off: bool = False  # a fallback was sent for mode 'fixed'
+    silent: bool = False
+    latest_dt: datetime | None = None
+    heard_mono: float | None = None
+    reported_mode: int | None = None
+
+
+class ControlService:
+    """One control instance. `start()` returns at once; `stop()` hands back and disconnects."""
+
+    def __init__(self, settings: Settings, options: ControlOptions | None = None) -> None:
+        self.settings = settings
+        self.options = options or ControlOptions()
+        self.issuer = self.options.issuer
+        self.stats: Counter[str] = Counter()
+        self._queue: queue.SimpleQueue[_Inbound] = queue.SimpleQueue()
+        self._states: dict[str, ControllerState] = {}
+        self._controlled: dict[str, _Controlled] = {}
+        self._modes: dict[str, ControlMode] = {}
+        self._links: dict[str, list[Link]] = {}
+        self._seq = 0
+        self._decisions: Counter[str] = Counter()
+        self._connected = threading.Event()
+        self._stopping = threading.Event()
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._conn: psycopg.Connection[Any] | None = None
+        self._client = make_client(settings, self.issuer)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+
+    # ------------------------------------------------------------------ MQTT side
+    def _on_connect(
+        self, client: mqtt.Client, _ud: Any, _flags: Any, reason: Any, _props: Any
+    ) -> None:
+        if reason.is_failure:
+            logger.error("broker refused the connection: %s", reason)
+            return
+        prefix = self.settings.topic_prefix
+        topics = [(events_subscription(prefix), SubscribeOptions(qos=1))]
+        if self.options.clock == "mqtt":
+            topics.append((clock_topic(prefix), SubscribeOptions(qos=1)))
+        client.subscribe(topics)
+        self._connected.set()
+        logger.info(
+            "control %s connected to %s:%s, subscribed to %s",
+            self.issuer,
+            self.settings.mqtt_host,
+            self.settings.mqtt_port,
+            ", ".join(t for t, _ in topics),
+        )
+
+    def _on_disconnect(
+        self, _client: mqtt.Client, _ud: Any, _flags: Any, reason: Any, _props: Any
+    ) -> None:
+        self._connected.clear()
+        if not self._stopping.is_set():
+            self.stats["disconnects"] += 1
+            logger.warning("disconnected from broker (%s); reconnecting with backoff", reason)
+
+    def _on_message(self, _client: mqtt.Client, _ud: Any, msg: mqtt.MQTTMessage) -> None:
+        self._queue.put(_Inbound(msg.topic, cast(bytes, msg.payload)))
+
+    def _publish(
+        self, cid: str, issued_at: datetime, mode: str, decision: Decision | None
+    ) -> mqtt.MQTTMessageInfo:
+        self._seq += 1
+        cmd = TimingCommand(
+            controller_id=cid,
+            issuer=self.issuer,
+            seq=self._seq,
+            issued_at=issued_at,
+            valid_for_s=self.options.valid_for_s,
+            mode=cast(Literal["adaptive", "plan", "fallback"], mode),
+            phase=decision.phase if decision is not None and mode == "adaptive" else None,
+            action=cast(Literal["hold", "advance"], decision.action)
+            if decision is not None and mode == "adaptive"
+            else None,
+        )
+        topic = command_topic(self.settings.topic_prefix, DeviceKind.SIGNAL, cid, "timing")
+        info = self._client.publish(
+            topic, cmd.model_dump_json(exclude_none=True), qos=1, retain=False
+        )
+        self.stats["commands"] += 1
+        self._decisions[mode if mode != "adaptive" or decision is None else decision.action] += 1
+        return info
+
+    # ------------------------------------------------------------------ database side
+    def _db(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            self._conn = connect(
+                self.settings.database_url,
+                autocommit=True,
+                application_name=f"cityops-{self.issuer}"[:63],
+            )
+        return self._conn
+
+    def _load_registry(self) -> None:
+        """(Re)load configs and links; a changed config starts its state afresh."""
+        conn = self._db()
+        registered = controller_ids(conn)
+        wanted = self.options.controllers
+        if wanted is not None:
+            missing = sorted(set(wanted) - set(registered))
+            if missing:
+                logger.error("controllers not registered (ignored): %s", ", ".join(missing))
+        for cid in registered:
+            config = load_config(conn, cid)
+            old = self._states.get(cid)
+            if old is None or old.config != config:
+                if old is not None:
+                    logger.info("%s: registry changed, queue estimate restarts", cid)
+                self._states[cid] = ControllerState(config, self.options.params)
+            if (wanted is None or cid in wanted) and cid not in self._controlled:
+                self._controlled[cid] = _Controlled()
+        links: dict[str, list[Link]] = {}
+        for link in load_links(conn):
+            links.setdefault(link.controller_id, []).append(link)
+        self._links = links
+
+    def _load_modes(self) -> None:
+        modes = {r.controller_id: r.mode for r in list_modes(self._db())}
+        for cid, mode in modes.items():
+            before = self._modes.get(cid)
+            if before is not None and before != mode and cid in self._controlled:
+                logger.info("%s: control mode switched %s -> %s", cid, before, mode)
+        self._modes = modes
+
+    def _refresh(self, what: str) -> None:
+        try:
+            if what == "registry":
+                self._load_registry()
+            else:
+                self._load_modes()
+        except psycopg.Error as exc:
+            if self._conn is not None:
+                self._conn.close()
+            self.stats["db_errors"] += 1
+            logger.warning("%s refresh failed, keeping the last one: %s", what, exc)
+
+    # ------------------------------------------------------------------ messages
+    def _handle(self, m: _Inbound) -> None:
+        prefix = self.settings.topic_prefix
+        if m.topic == clock_topic(prefix):
+            try:
+                tick = Tick.model_validate_json(m.payload)
+            except ValidationError as exc:
+                self.stats["bad_ticks"] += 1
+                logger.warning("bad clock tick %r: %s", m.payload[:200], exc.errors()[:1])
+                return
+            self.stats["ticks"] += 1
+            self._decide_all(tick.ts)
+            return
+        try:
+            info = parse_topic(prefix, m.topic)
+            batch = SignalEvents.model_validate_json(m.payload, strict=True)
+        except (TopicError, ValidationError) as exc:
+            self.stats["bad_messages"] += 1
+            logger.warning("ignored message on %s: %s", m.topic, str(exc).splitlines()[0])
+            return
+        state = self._states.get(info.device_id)
+        if state is None:
+            self.stats["unknown_controller"] += 1
+            if self.stats["unknown_controller"] == 1:
+                logger.warning("events of unregistered controller %s ignored", info.device_id)
+            return
+        events = sorted(
+            (Event(e.ts.timestamp(), e.code, e.param) for e in batch.events), key=lambda e: e.ts
+        )
+        before = state.ignored
+        state.observe(events)
+        self.stats["events"] += len(events)
+        self.stats["events_ignored"] += state.ignored - before
+        ctl = self._controlled.get(info.device_id)
+        if ctl is not None:
+            newest = max(e.ts for e in batch.events)
+            if ctl.latest_dt is None or newest > ctl.latest_dt:
+                ctl.latest_dt = newest
+            ctl.heard_mono = time.monotonic()
+            if ctl.silent:
+                ctl.silent = False
+                logger.info("%s: reporting again", info.device_id)
+            if state.controller_mode != ctl.reported_mode:
+                logger.info(
+                    "%s: controller reports mode %s",
+                    info.device_id,
+                    {1: "fixed (own plan)", 2: "plan", 3: "adaptive"}.get(
+                        state.controller_mode or 0, state.controller_mode
+                    ),
+                )
+                ctl.reported_mode = state.controller_mode
+
+    # ------------------------------------------------------------------ decisions
+    def _decide_all(self, tick: datetime | None) -> None:
+        """One decision step: for every controlled controller (tick None: wall clock)."""
+        now_of: dict[str, float] = {}
+        for cid, ctl in self._controlled.items():
+            if tick is not None:
+                now_of[cid] = tick.timestamp()
+            elif ctl.latest_dt is not None:
+                now_of[cid] = ctl.latest_dt.timestamp()
+        downstream: dict[str, dict[LaneKey, LaneQueue]] = {}
+        keys: dict[tuple[str, int], LaneKey] = {}
+        targets = {lk.to_controller_id for ls in self._links.values() for lk in ls}
+        for did in targets:
+            st = self._states.get(did)
+            if st is None or st.latest is None:
+                continue
+            at = tick.timestamp() if tick is not None else st.latest
+            downstream[did] = st.lane_queues(at)
+            for lk in (
+                lk for ls in self._links.values() for lk in ls if lk.to_controller_id == did
+            ):
+                key = st.lane_key(lk.to_channel)
+                if key is not None:
+                    keys[(did, lk.to_channel)] = key
+        for cid, ctl in self._controlled.items():
+            self._decide_one(cid, ctl, tick, now_of.get(cid), downstream, keys)
+
+    def _decide_one(
+        self,
+        cid: str,
+        ctl: _Controlled,
+        tick: datetime | None,
+        now: float | None,
+        downstream: dict[str, dict[LaneKey, LaneQueue]],
+        keys: dict[tuple[str, int], LaneKey],
+    ) -> None:
+        lockstep = tick is not None
+        if now is None:
+            return  # wall clock and nothing heard yet
+        issued_at = tick if tick is not None else ctl.latest_dt
+        assert issued_at is not None
+        if (
+            not lockstep
+            and ctl.heard_mono is not None
+            and (time.monotonic() - ctl.heard_mono > self.options.valid_for_s)
+        ):
+            if not ctl.silent:
+                ctl.silent = True
+                logger.warning(
+                    "%s: no events for %.0f s; no commands until it reports",
+                    cid,
+                    self.options.valid_for_s,
+                )
+            return
+        if self._modes.get(cid, "adaptive") == "fixed":
+            if not ctl.switched_off or lockstep:
+                if not ctl.switched_off:
+                    logger.warning("%s: switched to fixed in the database: fallback sent", cid)
+                ctl.switched_off = True
+                self._publish(cid, issued_at, "fallback", None)
+            return
+        if ctl.switched_off:
+            ctl.switched_off = False
+            logger.info("%s: switched back to adaptive", cid)
+        d = decide(self._states[cid], now, self._links.get(cid, ()), downstream, keys)
+        if d is None:
+            return  # no phase event yet
+        if d.action == "fallback":
+            if ctl.degraded is None:
+                logger.warning("%s degraded to fallback: %s", cid, d.reason)
+                self.stats["degradations"] += 1
+            if ctl.degraded is None or lockstep:
+                self._publish(cid, issued_at, "fallback", None)
+            ctl.degraded = d.reason
+            return
+        if ctl.degraded is not None:
+            logger.info("%s: detectors usable again, adaptive control resumes", cid)
+            ctl.degraded = None
+        logger.debug("%s %s phase %s: %s", cid, d.action, d.phase, d.reason)
+        self._publish(cid, issued_at, "adaptive", d)
+
+    # ------------------------------------------------------------------ worker
+    def _summary(self) -> str:
+        deg = sorted(c for c, s in self._controlled.items() if s.degraded)
+        off = sorted(c for c, s in self._controlled.items() if s.switched_off)
+        d = self._decisions
+        text = (
+            f"control {self.issuer}: {len(self._controlled)} controllers, since last summary "
+            f"{d['hold']} hold, {d['advance']} advance, {d['fallback']} fallback; "
+            f"events {self.stats['events']}, ticks {self.stats['ticks']}, seq {self._seq}; "
+            f"degraded: {', '.join(deg) or 'none'}; fixed: {', '.join(off) or 'none'}"
+        )
+        self._decisions = Counter()
+        return text
+
+    def _worker(self) -> None:
+        o = self.options
+        now = time.monotonic()
+        due = {
+            "modes": now + o.modes_refresh_s,
+            "registry": now + o.registry_refresh_s,
+            "decide": now + o.decision_interval_s,
+            "summary": now + o.summary_every_s,
+        }
+        try:
+            while not self._stopping.is_set():
+                timeout = max(0.0, min(due.values()) - time.monotonic())
+                with contextlib.suppress(queue.Empty):
+                    self._handle(self._queue.get(timeout=min(timeout, 0.25)))
+                now = time.monotonic()
+                if now >= due["modes"]:
+                    due["modes"] = now + o.modes_refresh_s
+                    self._refresh("modes")
+                if now >= due["registry"]:
+                    due["registry"] = now + o.registry_refresh_s
+                    self._refresh("registry")
+                if now >= due["decide"]:
+                    due["decide"] = now + o.decision_interval_s
+                    if o.clock == "wall":
+                        self._decide_all(None)
+                if now >= due["summary"]:
+                    due["summary"] = now + o.summary_every_s
+                    logger.info("%s", self._summary())
+        except Exception:
+            logger.exception("control worker crashed; stopping (controllers revert on their own)")
+            self._stopping.set()
+        finally:
+            self._done.set()
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Load the registry and modes, connect, start deciding. Raises on a database error."""
+        o = self.options
+        self._load_registry()
+        self._load_modes()
+        logger.info(
+            "control %s starting: %d controllers (%s), clock %s, interval %g s, valid %g s, "
+            "%d links, broker %s:%s, prefix %r",
+            self.issuer,
+            len(self._controlled),
+            ", ".join(sorted(self._controlled)) or "none",
+            o.clock,
+            o.decision_interval_s,
+            o.valid_for_s,
+            sum(len(v) for v in self._links.values()),
+            self.settings.mqtt_host,
+            self.settings.mqtt_port,
+            self.settings.topic_prefix,
+        )
+        if not any(self._links.values()):
+            logger.info("no signal_links: downstream queues count as 0")
+        self._thread = threading.Thread(target=self._worker, name="traffic-control", daemon=True)
+        self._thread.start()
+        self._client.connect_async(
+            self.settings.mqtt_host,
+            self.settings.mqtt_port,
+            keepalive=_KEEPALIVE_S,
+            clean_start=True,
+        )
+        self._client.loop_start()
+
+    def wait_connected(self, timeout: float = 10.0) -> bool:
+        return self._connected.wait(timeout)
+
+    @property
+    def running(self) -> bool:
+        return not self._done.is_set()
+
+    @property
+    def controlled(self) -> tuple[str, ...]:
+        return tuple(sorted(self._controlled))
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop deciding, send `fallback` to the controllers under adaptive control, leave."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        handed_back = []
+        if self._connected.is_set():
+            sent = []
+            for cid, ctl in sorted(self._controlled.items()):
+                if ctl.latest_dt is None or ctl.degraded or ctl.switched_off or ctl.silent:
+                    continue
+                sent.append(self._publish(cid, ctl.latest_dt, "fallback", None))
+                handed_back.append(cid)
+            for info in sent:
+                try:
+                    info.wait_for_publish(2.0)
+                except (RuntimeError, ValueError):
+                    break
+        logger.info("%s", self._summary())
+        logger.info(
+            "control %s stopping; fallback sent to %s",
+            self.issuer,
+            ", ".join(handed_back) or "none",
+        )
+        self._client.disconnect()
+        self._client.loop_stop()
+        if self._conn is not None:
+            self._conn.close()
+
+
+def run_control(settings: Settings, options: ControlOptions) -> int:
+    """Entry point of `cityops traffic control`: run until SIGINT or SIGTERM."""
+    service = ControlService(settings, options)
+    stop = threading.Event()
+
+    def _handle(signum: int, _frame: FrameType | None) -> None:
+        logger.info("received %s", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, _handle)
+    signal.signal(signal.SIGTERM, _handle)
+    try:
+        service.start()
+    except psycopg.Error as exc:
+        logger.error("cannot read the signal registry: %s", exc)
+        return 2
+    if not service.controlled:
+        logger.error("no controller to control (none registered, or --controllers unknown)")
+        service.stop()
+        return 2
+    while not stop.is_set() and service.running:
+        stop.wait(1.0)
+    service.stop()
+    return 0 if stop.is_set() else 1
