@@ -1,0 +1,270 @@
+"""A SUMO grid with traffic lights, its induction loops, demand, and our controllers' layout.
+
+`build_grid(spec, work_dir)` runs SUMO's `netgenerate` (from the `eclipse-sumo` wheel) for
+an n x n grid of two-lane streets with fringe roads, one traffic light per inner junction,
+and describes each junction as one of our controllers: NEMA phase 2 serves the
+north-south approaches (through, right and permitted left), phase 4 east-west, in the
+fixed order 2 -> 4. For each incoming lane it places a stop-bar presence loop ~1 m and an
+advance loop 50 m before the stop line. `write_demand` writes seeded random trips between
+fringe roads (Poisson departures at the requested vehicles per hour; SUMO routes them).
+
+Generated files go into `work_dir` (a cache or temporary folder, never the repository).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+__all__ = [
+    "ADVANCE_M",
+    "STOP_BAR_M",
+    "GridSpec",
+    "Intersection",
+    "Loop",
+    "build_grid",
+    "sumo_binary",
+    "write_demand",
+]
+
+STOP_BAR_M = 1.0
+ADVANCE_M = 50.0
+_NS, _EW = 2, 4
+
+
+@dataclass(frozen=True, slots=True)
+class GridSpec:
+    """The grid and its signal timings (seconds)."""
+
+    size: int = 3
+    block_m: float = 200.0
+    lanes: int = 2
+    speed_kmh: float = 50.0
+    green_s: float = 25.0
+    min_green_s: float = 5.0
+    max_green_s: float = 60.0
+    yellow_s: float = 3.0
+    red_clearance_s: float = 2.0
+    id_prefix: str = "GRID-"
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.size <= 10:
+            raise ValueError("grid size must be 1..10")
+        if self.block_m < ADVANCE_M + 40.0:
+            raise ValueError(f"block_m must be at least {ADVANCE_M + 40.0:g} m")
+        if not 1 <= self.lanes <= 3:
+            raise ValueError("lanes must be 1..3")
+
+
+@dataclass(frozen=True, slots=True)
+class Loop:
+    """An induction loop: our detector channel and where SUMO has it."""
+
+    loop_id: str
+    channel: int
+    phase: int
+    kind: Literal["stop_bar", "advance"]
+    lane: int  # numbered per phase over its approaches, as the measures key lanes
+    sumo_lane: str
+    pos_m: float
+    distance_m: float
+    approach: str
+
+
+@dataclass(frozen=True, slots=True)
+class Intersection:
+    """One traffic light of the grid as our controller sees it."""
+
+    tls_id: str
+    controller_id: str
+    x: float
+    y: float
+    link_count: int
+    green: dict[int, str]  # phase -> SUMO signal state during its green
+    yellow: dict[int, str]
+    all_red: str
+    loops: tuple[Loop, ...]
+
+
+def sumo_binary(name: str) -> str:
+    """Path of a SUMO tool (`sumo`, `netgenerate`) from the eclipse-sumo wheel."""
+    import sumo
+
+    return str(Path(sumo.SUMO_HOME) / "bin" / name)
+
+
+def _approach(dx: float, dy: float) -> tuple[int, str]:
+    """Phase and approach name of a lane heading (dx, dy) into the junction."""
+    if abs(dy) >= abs(dx):
+        return _NS, "southbound" if dy < 0 else "northbound"
+    return _EW, "westbound" if dx < 0 else "eastbound"
+
+
+def build_grid(spec: GridSpec, work_dir: Path, tls_type: str = "static") -> Path:
+    """Generate the grid network (SUMO programs of `tls_type`: static or actuated)."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    net = work_dir / f"grid{spec.size}_{spec.lanes}l_{spec.block_m:g}m_{tls_type}.net.xml"
+    if net.exists():
+        return net
+    tmp = net.with_suffix(f".{os.getpid()}.tmp.xml")
+    subprocess.run(
+        [
+            sumo_binary("netgenerate"),
+            "--grid",
+            "--grid.number",
+            str(spec.size),
+            "--grid.length",
+            f"{spec.block_m:g}",
+            "--grid.attach-length",
+            f"{spec.block_m:g}",
+            "--default.lanenumber",
+            str(spec.lanes),
+            "--default.speed",
+            f"{spec.speed_kmh / 3.6:.2f}",
+            "--default-junction-type",
+            "traffic_light",
+            "--no-turnarounds",
+            "true",
+            "--tls.default-type",
+            tls_type,
+            "--tls.yellow.time",
+            f"{spec.yellow_s:g}",
+            "--tls.allred.time",
+            f"{spec.red_clearance_s:g}",
+            "--tls.min-dur",
+            f"{spec.min_green_s:g}",
+            "--tls.max-dur",
+            f"{spec.max_green_s:g}",
+            "--no-warnings",
+            "true",
+            "-o",
+            str(tmp),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    tmp.replace(net)
+    return net
+
+
+def intersections(spec: GridSpec, net_file: Path) -> tuple[Intersection, ...]:
+    """Our controllers and their loops, read from the generated network."""
+    import sumolib
+
+    net = sumolib.net.readNet(str(net_file), withPrograms=True)
+    out = []
+    for tls in sorted(net.getTrafficLights(), key=lambda t: t.getID()):
+        conns = tls.getConnections()
+        n = 1 + max(int(c[2]) for c in conns)
+        phase_of: dict[int, int] = {}
+        lanes: dict[str, tuple[int, str, object]] = {}
+        for in_lane, _out, index in conns:
+            shape = in_lane.getShape()
+            (x0, y0), (x1, y1) = shape[-2], shape[-1]
+            phase, approach = _approach(x1 - x0, y1 - y0)
+            phase_of[int(index)] = phase
+            lanes[in_lane.getID()] = (phase, approach, in_lane)
+        program = next(iter(tls.getPrograms().values()))
+        green_char = ["r"] * n
+        for ph in program.getPhases():
+            for i, ch in enumerate(ph.state):
+                if ch in "Gg" and green_char[i] == "r":
+                    green_char[i] = ch
+        green = {
+            p: "".join(green_char[i] if phase_of.get(i) == p else "r" for i in range(n))
+            for p in (_NS, _EW)
+        }
+        yellow = {
+            p: "".join("y" if phase_of.get(i) == p else "r" for i in range(n)) for p in (_NS, _EW)
+        }
+        loops: list[Loop] = []
+        channel = 0
+        controller_id = f"{spec.id_prefix}{tls.getID()}"
+        for phase in (_NS, _EW):
+            mine = sorted(k for k, v in lanes.items() if v[0] == phase)
+            for lane_no, lane_id in enumerate(mine, 1):
+                _, approach, lane = lanes[lane_id]
+                length = float(lane.getLength())  # type: ignore[attr-defined]
+                for kind, dist in (("stop_bar", STOP_BAR_M), ("advance", ADVANCE_M)):
+                    channel += 1
+                    loops.append(
+                        Loop(
+                            loop_id=f"{controller_id}_{channel}",
+                            channel=channel,
+                            phase=phase,
+                            kind=kind,  # type: ignore[arg-type]
+                            lane=lane_no,
+                            sumo_lane=lane_id,
+                            pos_m=max(0.0, length - dist),
+                            distance_m=dist,
+                            approach=approach,
+                        )
+                    )
+        node = net.getNode(tls.getID())
+        x, y = node.getCoord()
+        out.append(
+            Intersection(
+                tls_id=tls.getID(),
+                controller_id=controller_id,
+                x=float(x),
+                y=float(y),
+                link_count=n,
+                green=green,
+                yellow=yellow,
+                all_red="r" * n,
+                loops=tuple(loops),
+            )
+        )
+    return tuple(out)
+
+
+def write_loops(path: Path, junctions: tuple[Intersection, ...]) -> Path:
+    """The induction loops as a SUMO additional file (no file output: we read them live)."""
+    rows = [
+        f'    <inductionLoop id="{lp.loop_id}" lane="{lp.sumo_lane}" pos="{lp.pos_m:.2f}" '
+        f'period="86400" file="{os.devnull}"/>'
+        for j in junctions
+        for lp in j.loops
+    ]
+    path.write_text("<additional>\n" + "\n".join(rows) + "\n</additional>\n")
+    return path
+
+
+def write_demand(path: Path, net_file: Path, vph: float, duration_s: float, seed: int) -> int:
+    """Random trips fringe road -> fringe road, Poisson at `vph`; returns the trip count."""
+    import sumolib
+
+    net = sumolib.net.readNet(str(net_file))
+    sources = sorted(e.getID() for e in net.getEdges() if e.getFromNode().getType() == "dead_end")
+    sinks = sorted(e.getID() for e in net.getEdges() if e.getToNode().getType() == "dead_end")
+    fringe = {e: net.getEdge(e).getToNode().getID() for e in sinks}
+    # not back out at the fringe node it came in from
+    choices = {
+        src: [s for s in sinks if fringe[s] != net.getEdge(src).getFromNode().getID()]
+        for src in sources
+    }
+    rng = np.random.default_rng([seed, 5])
+    rows = []
+    t = float(rng.exponential(3600.0 / vph)) if vph > 0 else duration_s
+    i = 0
+    while t < duration_s:
+        src = sources[int(rng.integers(len(sources)))]
+        dst = choices[src][int(rng.integers(len(choices[src])))]
+        rows.append(
+            f'    <trip id="v{i}" type="car" depart="{t:.1f}" from="{src}" to="{dst}" '
+            'departLane="best" departSpeed="max"/>'
+        )
+        i += 1
+        t += float(rng.exponential(3600.0 / vph))
+    path.write_text(
+        '<routes>\n    <vType id="car" length="4.5" minGap="2.5" maxSpeed="15" sigma="0.5"/>\n'
+        + "\n".join(rows)
+        + "\n</routes>\n"
+    )
+    return i
