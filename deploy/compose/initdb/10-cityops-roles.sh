@@ -6,11 +6,11 @@
 # then creates the tables as the owner `cityops` (no superuser needed afterwards).
 set -euo pipefail
 
-: "${CITYOPS_DB_PASSWORD:?set DB_PASSWORD in deploy/compose/.env}"
+: "${DB_OWNER_PASSWORD:?set DB_PASSWORD in deploy/compose/.env}"
 : "${GRAFANA_DB_PASSWORD:?set GRAFANA_DB_PASSWORD in deploy/compose/.env}"
 
 psql -v ON_ERROR_STOP=1 --username "${POSTGRES_USER:-postgres}" --dbname postgres \
-     -v owner_pw="$CITYOPS_DB_PASSWORD" -v grafana_pw="$GRAFANA_DB_PASSWORD" <<'SQL'
+     -v owner_pw="$DB_OWNER_PASSWORD" -v grafana_pw="$GRAFANA_DB_PASSWORD" <<'SQL'
 CREATE ROLE cityops LOGIN PASSWORD :'owner_pw';
 CREATE ROLE cityops_grafana LOGIN PASSWORD :'grafana_pw'
     NOSUPERUSER NOCREATEDB NOCREATEROLE CONNECTION LIMIT 20;
