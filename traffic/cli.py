@@ -81,9 +81,6 @@ def register(sub: Subparsers) -> None:
     from cityops.simulators.sumo.cli import add_parser as add_sumo_parser
 
     add_sumo_parser(traffic_sub)
-    from cityops.simulators.sumo.cli import add_parser as add_sumo_parser
-
-    add_sumo_parser(traffic_sub)
 
 
 def _register_store(traffic_sub: Subparsers) -> None:
