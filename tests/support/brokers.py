@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,10 +38,16 @@ class MosquittoProcess:
     port: int
     conf: Path
     proc: subprocess.Popen[bytes] | None = field(default=None)
+    tls: bool = False
 
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://127.0.0.1:{self.port}"
+
+    def reload(self) -> None:
+        """SIGHUP: Mosquitto re-reads its password and ACL files (and most settings)."""
+        assert self.proc is not None and self.proc.poll() is None, "broker not running"
+        self.proc.send_signal(signal.SIGHUP)
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
@@ -61,9 +69,20 @@ class MosquittoProcess:
 
 
 def start_mosquitto(
-    workdir: Path, *, include_dir: Path | None, port: int | None = None
+    workdir: Path,
+    *,
+    include_dir: Path | None,
+    port: int | None = None,
+    listener_options: Sequence[str] = (),
+    options: Sequence[str] = (),
+    tls: bool = False,
 ) -> MosquittoProcess:
-    """Write a config (our listener, our persistence dir, optionally the shipped conf.d)."""
+    """Write a config (our listener, our persistence dir, optionally the shipped conf.d).
+
+    `listener_options` follow the listener line (e.g. `cafile`/`certfile`/`keyfile` for
+    TLS, then pass `tls=True`); `options` come after the defaults and override them (e.g.
+    `allow_anonymous false`, `password_file ...`, `acl_file ...`).
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     lines = [
@@ -71,7 +90,9 @@ def start_mosquitto(
         f"persistence_location {workdir}/",
         f"log_dest file {workdir}/broker.log",
         f"listener {port} 127.0.0.1",
+        *listener_options,
         "allow_anonymous true",
+        *options,
     ]
     if os.geteuid() == 0:
         lines.append("user root")  # keep root so the broker can write into the test's tmp dir
@@ -79,6 +100,6 @@ def start_mosquitto(
         lines.append(f"include_dir {include_dir}")
     conf = workdir / "mosquitto.conf"
     conf.write_text("\n".join(lines) + "\n")
-    broker = MosquittoProcess(workdir=workdir, port=port, conf=conf)
+    broker = MosquittoProcess(workdir=workdir, port=port, conf=conf, tls=tls)
     broker.start()
     return broker
