@@ -56,6 +56,7 @@ from cityops.api.schemas import (
     parse_bbox,
     resolve_range,
 )
+from cityops.api.traffic_control import router as traffic_control_router
 from cityops.ingest.config import Settings
 from cityops.roadworks.errors import (
     DuplicateReference,
@@ -143,6 +144,7 @@ def create_app(
     app.include_router(roadworks_feeds.router)  # first: "overview" is no work's reference
     app.include_router(roadworks.router)
     app.include_router(roadworks_manage.router)
+    app.include_router(traffic_control_router)  # roles checked in the routes
     app.mount("/static/leaflet", StaticFiles(directory=roadworks.LEAFLET_DIR), name="leaflet")
     app.mount("/static/roadworks", StaticFiles(directory=roadworks.STATIC_DIR),
               name="roadworks-static")

@@ -1,0 +1,124 @@
+"""Routes for traffic engineers: adaptive signal control on or off, per controller.
+
+`GET /api/v1/traffic/control/modes` lists every registered controller with its control
+mode (`adaptive` unless someone switched it to `fixed`), `GET .../modes/{id}` one of them,
+and `PUT .../modes/{id}` switches it, with a reason for the audit log. The control
+service (`cityops traffic control`) re-reads the modes every few seconds and sends the
+controller `fallback` (its own fixed-time plan) once it is `fixed`. Changing a mode
+needs the role `traffic_engineer` or `admin` (`require_traffic_engineer`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Path, Request
+from psycopg_pool import ConnectionPool
+from pydantic import BaseModel, ConfigDict, Field
+
+from cityops.api.auth import Principal, current_principal
+from cityops.api.errors import ForbiddenError, NotFoundError
+from cityops.api.schemas import Text
+from cityops.ingest.contract import DEVICE_ID_PATTERN
+from cityops.traffic.control_store import ModeRow, get_mode, list_modes, set_mode
+from cityops.traffic.errors import UnknownController
+
+__all__ = ["TRAFFIC_CONTROL_ROLES", "require_traffic_engineer", "router"]
+
+#: Roles that may switch adaptive control on or off.
+TRAFFIC_CONTROL_ROLES = frozenset({"traffic_engineer", "admin"})
+
+router = APIRouter(prefix="/api/v1/traffic/control", tags=["traffic control"])
+
+ControllerId = Annotated[
+    str, Path(pattern=DEVICE_ID_PATTERN, description="signal controller id, e.g. C01")
+]
+Caller = Annotated[Principal, Depends(current_principal)]
+
+
+def require_traffic_engineer(principal: Principal) -> None:
+    """Only traffic engineers and admins may switch adaptive control."""
+    if not principal.roles & TRAFFIC_CONTROL_ROLES:
+        raise ForbiddenError(
+            f"{principal.subject} may not change signal control: that needs the role "
+            "traffic_engineer (or admin)"
+        )
+
+
+def _pool(request: Request) -> ConnectionPool:
+    pool: ConnectionPool = request.app.state.pool
+    return pool
+
+
+Pool = Annotated[ConnectionPool, Depends(_pool)]
+
+
+class ControlModeOut(BaseModel):
+    """A controller's control mode; `changed_*` are null while it has the default."""
+
+    controller_id: str
+    mode: Literal["adaptive", "fixed"]
+    changed_by: str | None
+    changed_at: datetime | None
+    reason: str
+
+    @classmethod
+    def of(cls, row: ModeRow) -> ControlModeOut:
+        return cls(
+            controller_id=row.controller_id,
+            mode=row.mode,
+            changed_by=row.changed_by,
+            changed_at=row.changed_at,
+            reason=row.reason,
+        )
+
+
+class ControlModesOut(BaseModel):
+    items: list[ControlModeOut]
+
+
+class ControlModeIn(BaseModel):
+    """The new mode and why (kept in the audit log)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["adaptive", "fixed"] = Field(
+        description="adaptive: the control service decides; fixed: the controller's own plan"
+    )
+    reason: Text = Field(min_length=1, max_length=500, description="why, for the audit log")
+
+
+def _not_found(exc: UnknownController) -> NotFoundError:
+    return NotFoundError(str(exc), [{"location": "path", "field": "controller_id"}])
+
+
+@router.get("/modes")
+def get_modes(pool: Pool, caller: Caller) -> ControlModesOut:
+    """Every registered signal controller with its control mode."""
+    with pool.connection() as conn:
+        return ControlModesOut(items=[ControlModeOut.of(r) for r in list_modes(conn)])
+
+
+@router.get("/modes/{controller_id}")
+def get_controller_mode(controller_id: ControllerId, pool: Pool, caller: Caller) -> ControlModeOut:
+    """One controller's control mode."""
+    with pool.connection() as conn:
+        try:
+            return ControlModeOut.of(get_mode(conn, controller_id))
+        except UnknownController as exc:
+            raise _not_found(exc) from None
+
+
+@router.put("/modes/{controller_id}")
+def put_controller_mode(
+    controller_id: ControllerId, body: ControlModeIn, pool: Pool, caller: Caller
+) -> ControlModeOut:
+    """Switch adaptive control on (`adaptive`) or off (`fixed`) for one controller."""
+    require_traffic_engineer(caller)
+    with pool.connection() as conn:
+        try:
+            row = set_mode(conn, controller_id, body.mode, caller.subject, body.reason.strip())
+        except UnknownController as exc:
+            raise _not_found(exc) from None
+    return ControlModeOut.of(row)
