@@ -55,7 +55,14 @@ from tests.deploy.support import (
 
 #: Oldest Kubernetes release the manifests must be valid for (CronJob timeZone is GA in 1.27).
 K8S_VERSION = "1.29"
-CITYOPS_SERVICES = ("migrate", "ingest", "api", "replanner", "traffic-control")
+CITYOPS_SERVICES = (
+    "migrate",
+    "ingest",
+    "api",
+    "replanner",
+    "traffic-control",
+    "traffic-measures",
+)
 INFRA_SERVICES = ("timescaledb", "mosquitto", "grafana")
 
 
@@ -563,7 +570,7 @@ def test_ingest_replicas_share_a_subscription_with_distinct_client_ids(
 
 
 def test_singletons_never_run_twice(k8s: list[tuple[Path, dict[str, Any]]]) -> None:
-    for component in ("replanner", "traffic-control"):
+    for component in ("replanner", "traffic-control", "traffic-measures"):
         doc = _by_component(k8s, component)
         assert doc["kind"] == "Deployment"
         assert doc["spec"]["replicas"] == 1
