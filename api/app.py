@@ -23,7 +23,7 @@ from fastapi.staticfiles import StaticFiles
 from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cityops.api import roadworks, roadworks_feeds, roadworks_manage, trucks
+from cityops.api import roadworks, roadworks_feeds, roadworks_manage, traffic, trucks
 from cityops.api.errors import (
     ApiError,
     BrokerUnavailableError,
@@ -145,6 +145,7 @@ def create_app(
     app.include_router(roadworks.router)
     app.include_router(roadworks_manage.router)
     app.include_router(traffic_control_router)  # roles checked in the routes
+    app.include_router(traffic.router)  # roles checked by traffic.require_traffic_reader
     app.mount("/static/leaflet", StaticFiles(directory=roadworks.LEAFLET_DIR), name="leaflet")
     app.mount("/static/roadworks", StaticFiles(directory=roadworks.STATIC_DIR),
               name="roadworks-static")

@@ -328,17 +328,21 @@ class MeasureRow:
 def load_measures(
     conn: Connection, controller_id: str, start: datetime, end: datetime,
     phase: int | None = None, *, limit: int | None = None,
+    after: tuple[datetime, int] | None = None,
 ) -> list[MeasureRow]:
-    """Stored bins starting in `[start, end)`, by bin then phase."""
+    """Stored bins starting in `[start, end)`, by bin then phase; `after`: only those
+    after that (bin_start, phase), for paging."""
     query = sql.SQL(
         "SELECT {cols} FROM signal_measures WHERE controller_id = %(c)s"
         " AND bin_start >= %(s)s AND bin_start < %(e)s"
-        " AND (%(p)s::int IS NULL OR phase = %(p)s) ORDER BY bin_start, phase"
-        " LIMIT %(n)s"
+        " AND (%(p)s::int IS NULL OR phase = %(p)s)"
+        " AND (%(ab)s::timestamptz IS NULL OR (bin_start, phase) > (%(ab)s, %(ap)s))"
+        " ORDER BY bin_start, phase LIMIT %(n)s"
     ).format(cols=sql.SQL(", ").join(sql.Identifier(f.name) for f in fields(MeasureRow)))
     with conn.cursor(row_factory=class_row(MeasureRow)) as cur:
         return cur.execute(
-            query, {"c": controller_id, "s": start, "e": end, "p": phase, "n": limit}
+            query, {"c": controller_id, "s": start, "e": end, "p": phase, "n": limit,
+                    "ab": after[0] if after else None, "ap": after[1] if after else None}
         ).fetchall()
 
 
