@@ -169,9 +169,11 @@ def _check_route(problem: Problem, vehicle: Vehicle, route: Route) -> list[Viola
             load_kg += stops[visit.ref].demand_kg or 0
         elif visit.kind is VisitKind.UNLOAD:
             load_l = load_kg = 0
-        if load_l > cap_l:
+        # Only a pick-up can overload the truck: one that starts over-full (its reported
+        # load is an estimate) and drives to unload breaks no rule.
+        if visit.kind is VisitKind.STOP and load_l > cap_l:
             flag(ViolationKind.CAPACITY, visit.ref, f"{load_l} L on board, capacity {cap_l} L")
-        if cap_kg is not None and load_kg > cap_kg:
+        if visit.kind is VisitKind.STOP and cap_kg is not None and load_kg > cap_kg:
             flag(ViolationKind.CAPACITY, visit.ref, f"{load_kg} kg on board, payload {cap_kg} kg")
         if (visit.load_l, visit.load_kg) != (load_l, load_kg):
             flag(
@@ -247,20 +249,25 @@ def _check_route(problem: Problem, vehicle: Vehicle, route: Route) -> list[Viola
     if rule is not None:
         # A re-planned truck's driver has worked ``worked_s`` up to ``time_s`` (waiting
         # counts as work); otherwise work starts when the route does.
+        # A driver already past the limit when the plan starts cannot be helped by it:
+        # the plan is right if the break starts at once.
         if start is not None and start.worked_s:
             stretch_from = start.time_s - start.worked_s
+            due_by = max(stretch_from + rule.max_work_s, start.time_s)
         else:
             stretch_from = first.arrival_s
+            due_by = stretch_from + rule.max_work_s
         for visit in visits:
             if visit.kind is not VisitKind.BREAK:
                 continue
             if visit.departure_s - visit.arrival_s < rule.duration_s:
                 continue  # too short to count as the legal break
-            if visit.arrival_s - stretch_from > rule.max_work_s:
+            if visit.arrival_s > due_by:
                 msg = f"{visit.arrival_s - stretch_from} s of work before this break"
                 flag(ViolationKind.BREAK, "break", msg)
             stretch_from = visit.departure_s
-        if last.arrival_s - stretch_from > rule.max_work_s:
+            due_by = stretch_from + rule.max_work_s
+        if last.arrival_s > due_by:
             msg = (
                 f"{last.arrival_s - stretch_from} s of work without a "
                 f"{rule.duration_s} s break (max {rule.max_work_s} s)"

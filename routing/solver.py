@@ -17,7 +17,10 @@ Modelling (see docs for the why):
   transit is the stop's demand. A reload node's transit is ``-C`` (the largest capacity)
   and it alone has slack in ``[0, C]``, so the load after an unload can drop to any value
   down to zero; everywhere else the slack is fixed at zero. Reported loads are recomputed
-  with a full unload (never worse than what the solver chose).
+  with a full unload (never worse than what the solver chose). A re-planned truck that
+  starts loaded picks its load up at its own start node (transit = its load, capped at
+  its capacity), not as a fixed start cumul: OR-Tools' insertion heuristics found no
+  first solution with the latter when the truck had to come back empty (status 3).
 * **Time.** Added only when it can bind (windows, openings, breaks or short shifts):
   transit = service at the origin + travel time; windows bound the service start; each
   truck's start/end cumuls lie in its shift. Finalizers minimise the end and then maximise
@@ -26,7 +29,8 @@ Modelling (see docs for the why):
   (enough to cover the shift) plus ``SetBreakDistanceDurationOfVehicle(max_work, duration)``:
   no stretch of the route longer than ``max_work`` without a break of at least
   ``duration``. Breaks cannot overlap a service. A re-planned truck that has already
-  worked gets a mandatory first break due within its remaining allowance.
+  worked gets a first break due within its remaining allowance, owed only if its route
+  ends after that (as ``check.check_plan`` judges it).
 * **Unreachable arcs** (``UNREACHABLE`` in a matrix) are removed from the successor
   domains.
 
@@ -317,7 +321,17 @@ class _Model:
         for n in np.flatnonzero(self.kind == _KIND_STOP):
             stop = problem.stops[self.ref[n]]
             out[n] = stop.demand_l if unit == "l" else (stop.demand_kg or 0)
-        drop = max(self._capacities(unit))
+        # A truck that starts loaded picks its load up at its own start node: the load
+        # then grows along the route like any other, which the insertion heuristics
+        # handle (a fixed start cumul they do not: status 3, no first solution).
+        # A load reported above the capacity counts as a full truck: it must unload
+        # before its next bin.
+        capacities = self._capacities(unit)
+        for m, v in enumerate(self.vehicles):
+            if v.start is not None:
+                load = v.start.load_l if unit == "l" else v.start.load_kg
+                out[self.starts[m]] = min(load, capacities[m])
+        drop = max(capacities)
         out[self.kind == _KIND_RELOAD] = -drop
         return out, drop
 
@@ -365,16 +379,11 @@ class _Model:
         for unit in units:
             demand, drop = self._demand(unit)
             cb = routing.RegisterUnaryTransitVector(demand.tolist())
-            initial = [
-                (v.start.load_l if unit == "l" else v.start.load_kg) if v.start else 0
-                for v in self.vehicles
-            ]
             routing.AddDimensionWithVehicleCapacity(
-                cb, drop if has_reloads else 0, self._capacities(unit), False, f"load_{unit}"
+                cb, drop if has_reloads else 0, self._capacities(unit), True, f"load_{unit}"
             )
             dim: Any = routing.GetDimensionOrDie(f"load_{unit}")
             for m in range(n_vehicles):
-                dim.CumulVar(routing.Start(m)).SetValue(initial[m])
                 if problem.unload_before_return:
                     dim.CumulVar(routing.End(m)).SetValue(0)
             if has_reloads:
@@ -460,12 +469,20 @@ class _Model:
         count = max(1, (v.shift.end - v.start_time + worked) // rule.max_work_s)
         breaks: list[Any] = []
         if worked:
-            due = min(latest, v.start_time + max(0, rule.max_work_s - worked))
-            breaks.append(
-                solver.FixedDurationIntervalVar(
-                    v.start_time, max(v.start_time, due), rule.duration_s, False, f"{v.id} due"
-                )
+            # The driver owes a break by `deadline` only if the route runs past it: a
+            # truck back at its depot before then needs none (as check_plan sees it).
+            deadline = v.start_time + max(0, rule.max_work_s - worked)
+            due = solver.FixedDurationIntervalVar(
+                v.start_time,
+                max(v.start_time, min(latest, deadline)),
+                rule.duration_s,
+                True,
+                f"{v.id} due",
             )
+            horizon = max(x.shift.end for x in self.vehicles)
+            end = dim.CumulVar(self.routing.End(m))
+            solver.Add(end <= deadline + horizon * due.PerformedExpr())
+            breaks.append(due)
         for b in range(count):
             breaks.append(
                 solver.FixedDurationIntervalVar(
