@@ -18,12 +18,15 @@ from typing import Annotated, Any
 import psycopg
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cityops.api import roadworks, roadworks_feeds, roadworks_manage, traffic, trucks
+from cityops.api import roadworks, roadworks_feeds, roadworks_manage, routes, traffic, trucks
+from cityops.api.auth import current_principal, require_roles
+from cityops.api.credentials import Authenticator
 from cityops.api.errors import (
     ApiError,
     BrokerUnavailableError,
@@ -31,6 +34,12 @@ from cityops.api.errors import (
     ForbiddenError,
     InvalidParameterError,
     NotFoundError,
+)
+from cityops.api.limits import (
+    BodySizeLimit,
+    TokenBucketLimiter,
+    parse_networks,
+    public_rate_limit,
 )
 from cityops.api.mqtt import ApiPublisher
 from cityops.api.repository import BinFilter, Repository, open_pool
@@ -56,6 +65,13 @@ from cityops.api.schemas import (
     parse_bbox,
     resolve_range,
 )
+from cityops.api.security import (
+    AuthConfig,
+    AuthProviderUnavailableError,
+    RateLimitedError,
+    TokenVerifier,
+    UnauthenticatedError,
+)
 from cityops.api.traffic_control import router as traffic_control_router
 from cityops.ingest.config import Settings
 from cityops.roadworks.errors import (
@@ -78,7 +94,10 @@ DEFAULT_DEVICE_STALE_AFTER = timedelta(minutes=15)
 # own errors and the roadworks registry's (which carry the same code/message/details).
 _STATUS: tuple[tuple[type[ApiError] | type[RoadworksError], int], ...] = (
     (NotFoundError, 404),
+    (UnauthenticatedError, 401),
     (ForbiddenError, 403),
+    (RateLimitedError, 429),
+    (AuthProviderUnavailableError, 503),
     (InvalidParameterError, 422),
     (DatabaseUnavailableError, 503),
     (BrokerUnavailableError, 503),
@@ -90,8 +109,21 @@ _STATUS: tuple[tuple[type[ApiError] | type[RoadworksError], int], ...] = (
     (DuplicateReference, 409),
 )
 
+# Added to the endpoints that need a login.
+_AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {
+        "model": ErrorBody,
+        "description": "no, invalid, expired or revoked credentials (with WWW-Authenticate)",
+    },
+    403: {"model": ErrorBody, "description": "the caller's role may not do this"},
+}
+_PUBLIC_RESPONSES: dict[int | str, dict[str, Any]] = {
+    429: {"model": ErrorBody, "description": "rate limit of the client address (Retry-After)"},
+}
+
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "unknown id"},
+    413: {"model": ErrorBody, "description": "request body over the limit"},
     422: {"model": ErrorBody, "description": "invalid parameters, with one detail per field"},
     503: {"model": ErrorBody, "description": "database unreachable"},
 }
@@ -137,19 +169,68 @@ def create_app(
     )
     app.state.device_stale_after = device_stale_after
     app.state.topic_prefix = settings.topic_prefix
+    _install_security(app, settings)
     _install_error_handlers(app)
     _add_routes(app)
-    app.include_router(trucks.router)
+    # Who may call what (docs/operations.md, "Authentication and roles"; every route is in
+    # tests/api/test_authz_matrix.py). Per-resource rules (a truck's own route, an editor's
+    # own organisation) are checked inside the endpoints with the helpers of api/auth.py.
+    login = [Depends(current_principal)]
+    dispatch = [Depends(require_roles("dispatcher", "admin"))]
+    public = [Depends(public_rate_limit)]
+    app.include_router(trucks.router, dependencies=login, responses=_AUTH_RESPONSES)
+    app.include_router(routes.router, dependencies=dispatch, responses=_AUTH_RESPONSES)
     app.state.roadworks = roadworks.RoadworksApi.from_env()
-    app.include_router(roadworks_feeds.router)  # first: "overview" is no work's reference
-    app.include_router(roadworks.router)
-    app.include_router(roadworks_manage.router)
+    # first: "overview" is no work's reference
+    app.include_router(roadworks_feeds.router, dependencies=public, responses=_PUBLIC_RESPONSES)
+    app.include_router(roadworks.router, dependencies=public, responses=_PUBLIC_RESPONSES)
+    app.include_router(roadworks_manage.router, dependencies=login, responses=_AUTH_RESPONSES)
     app.include_router(traffic_control_router)  # roles checked in the routes
     app.include_router(traffic.router)  # roles checked by traffic.require_traffic_reader
     app.mount("/static/leaflet", StaticFiles(directory=roadworks.LEAFLET_DIR), name="leaflet")
-    app.mount("/static/roadworks", StaticFiles(directory=roadworks.STATIC_DIR),
-              name="roadworks-static")
+    app.mount(
+        "/static/roadworks", StaticFiles(directory=roadworks.STATIC_DIR), name="roadworks-static"
+    )
     return app
+
+
+def _install_security(app: FastAPI, settings: Settings) -> None:
+    """Authentication, the public rate limit, the body size limit and CORS.
+
+    Raises ValueError (refusing to start) for an unusable auth configuration; weak JWT
+    secrets are already refused when the settings are read.
+    """
+    config = AuthConfig.from_settings(settings)
+    app.state.authenticator = Authenticator(TokenVerifier(config))
+    if not config.accepts_tokens:
+        logger.warning(
+            "no CITYOPS_AUTH_JWT_SECRET, CITYOPS_AUTH_JWKS_URL or CITYOPS_AUTH_PUBLIC_KEY: "
+            "bearer tokens are refused, only API keys authenticate"
+        )
+    app.state.rate_limiter = TokenBucketLimiter(
+        settings.api_rate_limit_per_s,
+        settings.api_rate_limit_burst,
+        parse_networks(settings.api_rate_limit_exempt),
+    )
+    app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
+    origins = [o.strip() for o in settings.api_cors_origins.split(",") if o.strip()]
+    if origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_credentials=False,  # credentials travel in headers, never cookies
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=[
+                "Authorization",
+                "X-API-Key",
+                "Content-Type",
+                "If-Match",
+                "If-None-Match",
+                "Last-Event-ID",
+            ],
+            expose_headers=["ETag", "Location", "Retry-After", "WWW-Authenticate"],
+            max_age=600,
+        )
 
 
 def _repository(request: Request) -> Repository:
@@ -163,13 +244,24 @@ Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous 
 
 
 def _add_routes(app: FastAPI) -> None:
-    @app.get("/health", tags=["health"])
+    # Bins and their readings: the dispatchers who plan collections (and admins). Devices
+    # and counts: also traffic engineers, whose signal controllers are devices too.
+    bins = [Depends(require_roles("dispatcher", "admin"))]
+    fleet = [Depends(require_roles("dispatcher", "traffic_engineer", "admin"))]
+    auth = _AUTH_RESPONSES
+
+    @app.get(
+        "/health",
+        tags=["health"],
+        dependencies=[Depends(public_rate_limit)],
+        responses=_PUBLIC_RESPONSES,
+    )
     def health(repo: Repo) -> HealthOut:
         """Liveness and database reachability; 503 when the database cannot be used."""
         mode = repo.storage_mode()
         return HealthOut(storage_mode=mode.value)
 
-    @app.get("/api/v1/bins", tags=["bins"])
+    @app.get("/api/v1/bins", tags=["bins"], dependencies=bins, responses=auth)
     def list_bins(
         repo: Repo,
         min_fill: Annotated[
@@ -189,7 +281,9 @@ def _add_routes(app: FastAPI) -> None:
     ) -> BinPage:
         """Bins with their latest state, in bin_id order."""
         filt = BinFilter(
-            min_fill=min_fill, fraction=fraction, district=district,
+            min_fill=min_fill,
+            fraction=fraction,
+            district=district,
             bbox=parse_bbox(bbox) if bbox is not None else None,
         )
         after = decode_cursor("bins", cursor, 1)[0] if cursor else None
@@ -201,12 +295,12 @@ def _add_routes(app: FastAPI) -> None:
             next_cursor=encode_cursor("bins", [page[-1].bin_id]) if more else None,
         )
 
-    @app.get("/api/v1/bins/{bin_id}", tags=["bins"])
+    @app.get("/api/v1/bins/{bin_id}", tags=["bins"], dependencies=bins, responses=auth)
     def get_bin(repo: Repo, bin_id: Annotated[Text, Path(max_length=200)]) -> BinOut:
         """One bin with its latest state."""
         return BinOut.from_row(repo.get_bin(bin_id))
 
-    @app.get("/api/v1/bins/{bin_id}/readings", tags=["bins"])
+    @app.get("/api/v1/bins/{bin_id}/readings", tags=["bins"], dependencies=bins, responses=auth)
     def bin_readings(
         repo: Repo,
         bin_id: Annotated[Text, Path(max_length=200)],
@@ -224,8 +318,7 @@ def _add_routes(app: FastAPI) -> None:
         bucket: Annotated[
             BucketName | None,
             Query(
-                description="raw, 15m, 1h or 1d (Berlin days); default: raw up to 2 days, "
-                "else 1h"
+                description="raw, 15m, 1h or 1d (Berlin days); default: raw up to 2 days, else 1h"
             ),
         ] = None,
         limit: Annotated[int, Query(ge=1, le=10_000, description="raw readings per page")] = 1000,
@@ -240,7 +333,10 @@ def _add_routes(app: FastAPI) -> None:
             page = rows[:limit]
             more = len(rows) > limit
             return ReadingsOut(
-                bin_id=bin_id, from_=span.start, to=span.end, bucket="raw",
+                bin_id=bin_id,
+                from_=span.start,
+                to=span.end,
+                bucket="raw",
                 readings=[ReadingOut.from_row(r) for r in page],
                 next_cursor=encode_cursor("readings", [page[-1].ts.isoformat()]) if more else None,
             )
@@ -248,11 +344,14 @@ def _add_routes(app: FastAPI) -> None:
             raise InvalidParameterError("cursor", "only raw readings are paginated")
         buckets = repo.bucketed_readings(bin_id, span.start, span.end, chosen)
         return ReadingsOut(
-            bin_id=bin_id, from_=span.start, to=span.end, bucket=chosen,
+            bin_id=bin_id,
+            from_=span.start,
+            to=span.end,
+            bucket=chosen,
             buckets=[FillBucketOut.from_row(b) for b in buckets],
         )
 
-    @app.get("/api/v1/devices", tags=["devices"])
+    @app.get("/api/v1/devices", tags=["devices"], dependencies=fleet, responses=auth)
     def list_devices(
         request: Request,
         repo: Repo,
@@ -268,19 +367,23 @@ def _add_routes(app: FastAPI) -> None:
         stale: timedelta = request.app.state.device_stale_after
         key = decode_cursor("devices", cursor, 2) if cursor else None
         rows = repo.list_devices(
-            kind=kind, state=state, stale_after=stale,
-            after=(key[0], key[1]) if key else None, limit=limit + 1,
+            kind=kind,
+            state=state,
+            stale_after=stale,
+            after=(key[0], key[1]) if key else None,
+            limit=limit + 1,
         )
         page = rows[:limit]
         more = len(rows) > limit
         return DevicePage(
             items=[DeviceOut.from_row(r) for r in page],
             next_cursor=encode_cursor("devices", [page[-1].kind, page[-1].device_id])
-            if more else None,
+            if more
+            else None,
             stale_after_s=int(stale.total_seconds()),
         )
 
-    @app.get("/api/v1/stats", tags=["stats"])
+    @app.get("/api/v1/stats", tags=["stats"], dependencies=fleet, responses=auth)
     def stats(repo: Repo) -> StatsOut:
         """Counts for the demo: bins, devices, time-series rows, dead letters by reason."""
         return StatsOut.from_stats(repo.stats())
@@ -320,7 +423,13 @@ def _install_error_handlers(app: FastAPI) -> None:
         status = _status_of(exc)
         if status >= 500:
             logger.warning("%s %s: %s", request.method, request.url.path, exc.message)
-        return _error(status, exc.code, exc.message, list(exc.details))
+        elif status in (401, 403):
+            logger.info(
+                "%s %s refused (%d): %s", request.method, request.url.path, status, exc.message
+            )
+        response = _error(status, exc.code, exc.message, list(exc.details))
+        response.headers.update(getattr(exc, "headers", None) or {})
+        return response
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -334,23 +443,19 @@ def _install_error_handlers(app: FastAPI) -> None:
             raw = err.get("input")
             if kind.startswith("datetime") and isinstance(raw, str) and " " in raw:
                 message += " (a '+' in a URL must be written as %2B)"
-            details.append(
-                {"location": location, "field": field, "message": message, "type": kind}
-            )
+            details.append({"location": location, "field": field, "message": message, "type": kind})
         summary = "; ".join(f"{d['field']}: {d['message']}" for d in details)
         return _error(422, "validation_error", f"invalid request: {summary}", details)
 
     async def database_error(request: Request, exc: Exception) -> JSONResponse:
-        logger.warning(
-            "database unavailable on %s %s: %s", request.method, request.url.path, exc
-        )
+        logger.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
         return _error(
             503, DatabaseUnavailableError.code, "the database is unreachable or too slow; try again"
         )
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        codes = {404: "not_found", 405: "method_not_allowed"}
+        codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
         code = codes.get(exc.status_code, "http_error")
         message = str(exc.detail)
         if exc.status_code == 404:
@@ -361,9 +466,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         return response
 
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
-        logger.error(
-            "unhandled error on %s %s", request.method, request.url.path, exc_info=exc
-        )
+        logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return _error(500, "internal_error", "internal error; the cause is in the server log")
 
     app.add_exception_handler(ApiError, api_error)

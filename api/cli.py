@@ -22,6 +22,7 @@ _COMMAND_MODULES = (
     "cityops.simulators.cli",
     "cityops.roadworks.cli",
     "cityops.api.commands",
+    "cityops.api.auth_cli",
     "cityops.api.demo",
     "cityops.routing.cli",
     "cityops.api.grafana",

@@ -10,12 +10,54 @@ import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["ConfigError", "Settings", "load_settings"]
+__all__ = ["ConfigError", "Settings", "load_settings", "weak_secret_reason"]
 
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-]+)*$")
+
+#: The shortest HS256 secret accepted (RFC 7518 3.2: a key of at least the hash size).
+MIN_SECRET_BYTES = 32
+# Secrets that come from examples, tutorials and templates: whoever uses them has not set one.
+_KNOWN_DEFAULT_SECRETS = frozenset(
+    {
+        "secret",
+        "changeme",
+        "change-me",
+        "change_me",
+        "password",
+        "cityops",
+        "jwt-secret",
+        "your-256-bit-secret",
+        "supersecret",
+        "default",
+        "development",
+        "test",
+    }
+)
+_PLACEHOLDER_RE = re.compile(
+    r"change[-_ ]?me|changeit|replace[-_ ]?(me|this|with)|your[-_ ]?(secret|key)|example|"
+    r"default|placeholder|insecure|not[-_ ]?secret|xxxx",
+    re.IGNORECASE,
+)
+
+
+def weak_secret_reason(secret: str) -> str | None:
+    """Why `secret` must not sign tokens (a known default, a placeholder, too short or too
+    uniform), or None when it is acceptable."""
+    if secret.strip().casefold() in _KNOWN_DEFAULT_SECRETS or _PLACEHOLDER_RE.search(secret):
+        return (
+            "is a known default or placeholder value; generate one (e.g. `openssl rand -base64 48`)"
+        )
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        return (
+            f"is shorter than {MIN_SECRET_BYTES} bytes; generate one (e.g. `openssl rand "
+            "-base64 48`)"
+        )
+    if len(set(secret)) < 8:
+        return "has fewer than 8 distinct characters; generate a random one"
+    return None
 
 
 class ConfigError(Exception):
@@ -69,6 +111,82 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65_535)
+    api_cors_origins: str = Field(
+        default="",
+        description="comma-separated origins allowed by CORS (e.g. https://city.example); "
+        "empty: no cross-origin access",
+    )
+    api_max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="larger request bodies are refused (413)"
+    )
+    api_rate_limit_per_s: float = Field(
+        default=20.0,
+        ge=0,
+        description="public endpoints: sustained requests per second per "
+        "client address (0: no limit)",
+    )
+    api_rate_limit_burst: int = Field(
+        default=100, ge=1, description="public endpoints: requests a client may make at once"
+    )
+    api_rate_limit_exempt: str = Field(
+        default="127.0.0.0/8,::1",
+        description="comma-separated client networks the public rate limit does not apply to "
+        "(loopback: local tools and benchmarks); empty: none",
+    )
+
+    # API authentication (see docs/operations.md, "Authentication and roles")
+    auth_jwt_secret: SecretStr | None = Field(
+        default=None,
+        description="HS256 secret of the standalone install (>= 32 bytes, random); unset: "
+        "only OIDC tokens and API keys are accepted",
+    )
+    auth_jwks_url: str | None = Field(
+        default=None, description="OIDC provider's JWKS URL (https), for RS256/ES256 tokens"
+    )
+    auth_public_key: str | None = Field(
+        default=None, description="PEM public key (or path to a PEM file) for RS256/ES256"
+    )
+    auth_algorithms: str = Field(
+        default="RS256,ES256", description="asymmetric algorithms accepted with the JWKS/key"
+    )
+    auth_issuer: str = Field(default="cityops", min_length=1, description="required `iss`")
+    auth_audience: str = Field(default="cityops-api", min_length=1, description="required `aud`")
+    auth_roles_claim: str = Field(
+        default="roles",
+        pattern=r"^[A-Za-z0-9_:\-]+(\.[A-Za-z0-9_:\-]+)*$",
+        description="dotted path of the roles claim, e.g. realm_access.roles (Keycloak)",
+    )
+    auth_role_prefix: str = Field(
+        default="", description="prefix stripped from role names, e.g. 'cityops-'"
+    )
+    auth_organisation_claim: str = Field(
+        default="organisation", pattern=r"^[A-Za-z0-9_:\-]+(\.[A-Za-z0-9_:\-]+)*$"
+    )
+    auth_truck_claim: str = Field(
+        default="truck_id", pattern=r"^[A-Za-z0-9_:\-]+(\.[A-Za-z0-9_:\-]+)*$"
+    )
+    auth_leeway_s: float = Field(default=30.0, ge=0, le=300, description="clock skew allowed")
+
+    @field_validator("auth_jwt_secret")
+    @classmethod
+    def _check_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        reason = weak_secret_reason(value.get_secret_value())
+        if reason is not None:
+            raise ValueError(f"refused: the JWT secret {reason}")
+        return value
+
+    @field_validator("auth_jwks_url")
+    @classmethod
+    def _check_jwks_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value)
+        loopback = parts.hostname in ("localhost", "127.0.0.1", "::1")
+        if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+            raise ValueError(f"must be an https:// URL (http only on loopback), got {value!r}")
+        return value
 
     @field_validator("database_url")
     @classmethod

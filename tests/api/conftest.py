@@ -10,6 +10,7 @@ import pytest
 from cityops.api.app import create_app
 from cityops.ingest.config import Settings
 from cityops.ingest.db import connect
+from tests.api.authn import operator_headers, with_auth
 from tests.api.testclient import TestClient
 
 
@@ -21,7 +22,15 @@ def conn(db_url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
 
 
 @pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    """A client of the API over this test's database (lifespan run, pool open)."""
-    with TestClient(create_app(settings, db_timeout_s=5.0)) as c:
+def auth_settings(settings: Settings) -> Settings:
+    """This test's settings with the tests' JWT secret (see tests/api/authn.py)."""
+    return with_auth(settings)
+
+
+@pytest.fixture
+def client(auth_settings: Settings) -> Iterator[TestClient]:
+    """A client of the API over this test's database (lifespan run, pool open), signed in
+    as city staff (dispatcher and admin)."""
+    app = create_app(auth_settings, db_timeout_s=5.0)
+    with TestClient(app, headers=operator_headers(auth_settings)) as c:
         yield c

@@ -10,6 +10,7 @@ import pytest
 
 from cityops.api.app import create_app
 from cityops.ingest.config import Settings
+from tests.api.authn import operator_headers
 from tests.api.factories import add_bin, add_controller, add_depot, add_truck, set_device_status
 from tests.api.testclient import TestClient
 
@@ -109,9 +110,9 @@ def test_pagination_walks_every_device_once(client: TestClient, fleet: None) -> 
 
 
 @pytest.fixture
-def patient_client(settings: Settings) -> Iterator[TestClient]:
-    app = create_app(settings, device_stale_after=timedelta(hours=2))
-    with TestClient(app) as c:
+def patient_client(auth_settings: Settings) -> Iterator[TestClient]:
+    app = create_app(auth_settings, device_stale_after=timedelta(hours=2))
+    with TestClient(app, headers=operator_headers(auth_settings)) as c:
         yield c
 
 

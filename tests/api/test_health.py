@@ -10,6 +10,7 @@ import pytest
 
 from cityops.api.app import create_app
 from cityops.ingest.config import Settings
+from tests.api.authn import operator_headers, with_auth
 from tests.api.factories import (
     add_bin,
     add_controller,
@@ -33,8 +34,9 @@ def test_health_reports_the_storage_mode(client: TestClient, conn: Conn) -> None
 @pytest.fixture
 def down_client() -> Iterator[TestClient]:
     """An API whose database refuses connections (nothing listens on port 1)."""
-    settings = Settings(database_url="postgresql://postgres@127.0.0.1:1/cityops")
-    with TestClient(create_app(settings, db_timeout_s=0.5)) as c:
+    settings = with_auth(Settings(database_url="postgresql://postgres@127.0.0.1:1/cityops"))
+    with TestClient(create_app(settings, db_timeout_s=0.5),
+                    headers=operator_headers(settings)) as c:
         yield c
 
 

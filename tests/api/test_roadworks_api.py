@@ -36,6 +36,7 @@ from cityops.roadworks.overview import publish_daily
 from cityops.roadworks.schemas import spec_to_payload
 from cityops.roadworks.seed import DEMO_WORKS, SeedReport, seed_demo
 from cityops.routing.network import load_network
+from tests.api.authn import with_auth
 from tests.api.testclient import TestClient
 from tests.conftest import MQTT_URL
 from tests.roadworks.conftest import SEED_DAY
@@ -74,11 +75,11 @@ def clone(template_db: str) -> Iterator[str]:
 
 
 def api_settings(url: str) -> Settings:
-    return Settings(
+    return with_auth(Settings(
         database_url=url, mqtt_url=MQTT_URL, topic_prefix=f"test-{uuid.uuid4().hex[:10]}",
         ingest_client_id=f"ingest-{uuid.uuid4().hex[:8]}", ingest_metrics_port=0,
         ingest_flush_ms=50, ingest_session_expiry_s=120,
-    )
+    ))
 
 
 def roadworks_context(**settings: Any) -> RoadworksApi:
@@ -663,7 +664,7 @@ def test_editors_edit_only_their_own_works(edit: TestClient) -> None:
         assert [w["reference"] for w in edit.get(f"{MANAGE}/works").json()["items"]] == [other]
         r = edit.put(f"{MANAGE}/findings/1/decision", json={"decision": "accepted", "note": "ok"})
         assert r.status_code == 403
-        assert "only city staff (dispatcher, admin) may" in r.json()["message"]
+        assert "only city staff (dispatcher, traffic_engineer, admin) may" in r.json()["message"]
     assert state(edit, other) == before
     assert edit.get(f"{MANAGE}/works/{own}").json()["spec"]["title"] == "Arbeiten Teststraße"
     with acting_as(edit, Principal("gast", frozenset())):
