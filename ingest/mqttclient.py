@@ -6,16 +6,22 @@ are configured in one place.
 
 from __future__ import annotations
 
+import logging
+
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from cityops.ingest.config import Settings
+from cityops.ingest.config import ConfigError, Settings
 
 __all__ = ["make_client"]
 
+logger = logging.getLogger(__name__)
+
 
 def make_client(settings: Settings, client_id: str, *, manual_ack: bool = False) -> mqtt.Client:
-    """An MQTT 5 client with the configured credentials and TLS; not yet connected."""
+    """An MQTT 5 client with the configured credentials and TLS; not yet connected.
+
+    Raises `ConfigError` when the configured CA file does not exist."""
     client = mqtt.Client(
         callback_api_version=CallbackAPIVersion.VERSION2,
         client_id=client_id,
@@ -25,6 +31,16 @@ def make_client(settings: Settings, client_id: str, *, manual_ack: bool = False)
     if settings.mqtt_username:
         client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
     if settings.mqtt_tls:
-        client.tls_set(ca_certs=str(settings.mqtt_ca_file) if settings.mqtt_ca_file else None)
+        # The broker's certificate is verified against the CA file when one is configured
+        # (a private CA), else against the system's trust store; the host name is checked.
+        ca_file = settings.mqtt_ca_file
+        if ca_file is not None and not ca_file.is_file():
+            raise ConfigError(f"invalid configuration:\n  CITYOPS_MQTT_CA_FILE: no file {ca_file}")
+        client.tls_set(ca_certs=str(ca_file) if ca_file else None)
+    elif settings.mqtt_ca_file is not None:
+        logger.warning(
+            "CITYOPS_MQTT_CA_FILE is set but %s is not mqtts://: the connection is NOT encrypted",
+            settings.mqtt_url,
+        )
     client.reconnect_delay_set(min_delay=1, max_delay=30)
     return client

@@ -42,6 +42,7 @@ from cityops.ingest.mqttclient import make_client
 from tests.api.factories import add_bin, add_controller, add_depot, add_truck
 from tests.support.brokers import MosquittoProcess, start_mosquitto
 
+REPO = Path(__file__).resolve().parents[2]
 MOSQUITTO_PASSWD = "/usr/bin/mosquitto_passwd"
 TIMEOUT_S = 5.0
 NOT_AUTHORIZED = 0x87
@@ -462,3 +463,31 @@ def test_rotation_invalidates_the_old_password_after_a_reload(
         time.sleep(0.05)
     assert connect("S-B1", old).reason.is_failure
     assert not connect("S-B2", other).reason.is_failure
+
+
+def test_the_shipped_auth_example_turns_anonymous_access_off(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """deploy/mosquitto/conf.d/cityops-auth.conf.example, enabled as production does (renamed
+    to .conf, paths moved), overrides the `allow_anonymous true` that comes before it."""
+    assert _generate(registry) == 0
+    example = REPO / "deploy/mosquitto/conf.d/cityops-auth.conf.example"
+    conf_d = tmp_path / "conf.d"
+    conf_d.mkdir()
+    text = example.read_text().replace("/mosquitto/config/auth/", f"{registry.out}/")
+    (conf_d / "cityops-auth.conf").write_text(text)
+    broker = start_mosquitto(tmp_path / "mosquitto", include_dir=conf_d)
+    try:
+        assert Conn(broker.port, None, None).reason.is_failure
+        device = Conn(broker.port, "S-B1", registry.secrets["S-B1"])
+        assert not device.reason.is_failure
+        assert device.publish(f"{registry.prefix}/v1/bin/S-B2/status", b"{}") == NOT_AUTHORIZED
+        device.close()
+    finally:
+        broker.stop()
+
+
+def test_the_default_configuration_stays_anonymous_for_the_demo() -> None:
+    shipped = REPO / "deploy/mosquitto"
+    assert "allow_anonymous true" in (shipped / "mosquitto.conf").read_text()
+    assert not [p.name for p in (shipped / "conf.d").glob("*.conf") if "auth" in p.name]
