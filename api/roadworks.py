@@ -18,7 +18,7 @@ from __future__ import annotations
 import html
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import cache
 from pathlib import Path
@@ -28,16 +28,19 @@ from urllib.parse import urlsplit
 import xstatic.pkg.leaflet  # type: ignore[import-untyped]
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParam
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 from psycopg_pool import ConnectionPool
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cityops.api.errors import InvalidParameterError
+from cityops.api.roadworks_cache import Fragment, Rendered, RoadworksCache, etag_of
 from cityops.api.roadworks_schemas import (
+    PUBLIC_WORK_SQL,
     Impact,
     PublicPage,
     PublicWork,
+    public_work_json,
 )
 from cityops.api.schemas import ErrorBody, decode_cursor, encode_cursor, parse_bbox
 from cityops.ingest.config import ConfigError
@@ -64,6 +67,7 @@ __all__ = [
     "StreetParam",
     "parse_area",
     "parse_street",
+    "respond",
     "roadworks_api",
     "router",
 ]
@@ -112,6 +116,7 @@ class RoadworksApi:
     settings: RoadworksSettings
     map: MapSettings
     service: RoadworksService
+    cache: RoadworksCache = field(default_factory=RoadworksCache, compare=False)
 
     @classmethod
     def from_env(cls) -> RoadworksApi:
@@ -206,26 +211,69 @@ def _matches_text(row: repo.PublicText, text: str) -> bool:
             or any(folded in t.casefold() for t in texts))
 
 
-def _search(ctx: RoadworksApi, pool: ConnectionPool, s: _Search, *, limit: int,
-            after: tuple[datetime, int] | None) -> repo.PublicPageRows:
+def _search(ctx: RoadworksApi, conn: repo.Conn, s: _Search, *, limit: int,
+            after: tuple[datetime, int] | None, now: datetime) -> repo.PublicKeys:
     """A page of public works on site during the window, by effective start and id.
 
     The database filters, sorts, counts and cuts the page. Only the free text `q` is
-    matched here (Python's case folding), on the texts of the matching works; then only
-    the page's works are loaded.
+    matched here (Python's case folding), on the texts of the matching works.
     """
     query = repo.PublicSearch(
-        window=s.window, now=ctx.now(), bbox=s.bbox, street=s.street, sectors=s.sectors,
+        window=s.window, now=now, bbox=s.bbox, street=s.street, sectors=s.sectors,
         impacts=frozenset(i.value for i in s.impacts))
-    with pool.connection() as conn, conn.transaction():
-        if not s.text:
-            return repo.search_public(conn, query, limit=limit, after=after)
-        text = s.text
-        found = [r for r in repo.search_public_texts(conn, query) if _matches_text(r, text)]
-        rest = [r for r in found if (r.start, r.id) > after] if after is not None else found
-        ids = [r.id for r in rest[:limit]]
-        works = repo.list_works(conn, repo.WorkFilter(ids=ids)) if ids else []
-    return repo.PublicPageRows(works, len(rest) > limit, len(found))
+    if not s.text:
+        return repo.search_public_keys(conn, query, limit=limit, after=after)
+    text = s.text
+    found = [r.id for r in repo.search_public_texts(conn, query) if _matches_text(r, text)]
+    return repo.search_public_keys(conn, found, limit=limit, after=after)
+
+
+def _render_search(ctx: RoadworksApi, conn: repo.Conn, s: _Search, *, limit: int,
+                   after: tuple[datetime, int] | None, now: datetime, first: date,
+                   last: date | None) -> Rendered:
+    """The search's page as JSON bytes (`PublicPage`): the page's works from the kept
+    fragments, the missing ones rendered by PostgreSQL, all from one snapshot."""
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        keys = _search(ctx, conn, s, limit=limit, after=after, now=now)
+        frags = ctx.cache.fragments((k.id, k.key) for k in keys.works)
+        missing = [k.id for k in keys.works if k.id not in frags]
+        if missing:
+            head, tail = PUBLIC_WORK_SQL
+            rendered = repo.render_public(conn, missing, head=head, tail=tail,
+                                          params={"base_url": ctx.settings.public_base_url})
+            for work_id, (key, h, t) in rendered.items():
+                frags[work_id] = Fragment(key, h, t)
+                ctx.cache.keep_fragment(work_id, frags[work_id])
+    works = keys.works
+    items = ",".join(
+        public_work_json(frags[k.id].head, frags[k.id].tail,
+                         k.overdue_from is not None and k.overdue_from <= now)
+        for k in works)
+    cursor = (encode_cursor("roadworks", [works[-1].start.isoformat(), str(works[-1].id)])
+              if keys.more and works else None)
+    body = (f'{{"items":[{items}],"total":{keys.total},"next_cursor":{json.dumps(cursor)},'
+            f'"from_date":"{first.isoformat()}","to_date":'
+            f'{json.dumps(last.isoformat()) if last else "null"}}}').encode()
+    # True until the data change or, with time, a work on the page becomes overdue or
+    # `now` enters or leaves the window (works in progress count while it contains now).
+    changes = [k.overdue_from for k in works
+               if k.overdue_from is not None and k.overdue_from > now]
+    changes += [t for t in (s.window.start, s.window.end) if t > now]
+    return Rendered(body, "application/json", etag_of(body), keys.version,
+                    min(changes, default=None), _SEARCH_HEADERS)
+
+
+_SEARCH_HEADERS = (("Cache-Control", "no-cache"),)
+
+
+def respond(request: Request, rendered: Rendered) -> Response:
+    """`rendered`, or `304 Not Modified` when the request names its ETag."""
+    headers = {"ETag": rendered.etag, **dict(rendered.headers)}
+    match = request.headers.get("if-none-match")
+    if match and (match.strip() == "*" or rendered.etag in [t.strip() for t in match.split(",")]):
+        return Response(status_code=304, headers=headers)
+    return Response(content=rendered.body, media_type=rendered.media_type, headers=headers)
 
 
 def _after(cursor: str) -> tuple[datetime, int]:
@@ -239,8 +287,16 @@ def _after(cursor: str) -> tuple[datetime, int]:
     return at, wid
 
 
-@router.get("/api/v1/roadworks", summary="Search public roadworks")
+_SEARCH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "a page of public works; `ETag` for conditional requests"},
+    304: {"description": "unchanged since the ETag given in `If-None-Match`"},
+}
+
+
+@router.get("/api/v1/roadworks", summary="Search public roadworks",
+            response_model=PublicPage, responses=_SEARCH_RESPONSES)
 def search_works(
+    request: Request,
     ctx: Ctx,
     pool: Pool,
     bbox: BBoxParam = None,
@@ -259,9 +315,12 @@ def search_works(
         "signals) or minor")] = None,
     limit: Annotated[int, Query(ge=1, le=500, description="page size")] = 100,
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
-) -> PublicPage:
+) -> Response:
     """Public works on site on at least one of the days searched, by start. A work in
-    progress counts until its end is reported, even past its planned end."""
+    progress counts until its end is reported, even past its planned end.
+
+    The page is rendered once per state of the registry: repeated searches are answered
+    from memory, and with `304 Not Modified` to an `If-None-Match` with its ETag."""
     first = from_ or ctx.today()
     if to is not None and to < first:
         raise InvalidParameterError(
@@ -274,18 +333,17 @@ def search_works(
     search = _Search(Period(start, end), parse_area(bbox), parse_street(street),
                      frozenset(sector or ()), frozenset(impact or ()), q)
     after = _after(cursor) if cursor else None
-    found = _search(ctx, pool, search, limit=limit, after=after)
-    page = found.works
-    now, fctx = ctx.now(), ctx.feed_context()
-    return PublicPage(
-        items=[PublicWork.of(w, fctx, now) for w in page],
-        total=found.total,
-        next_cursor=encode_cursor("roadworks", [
-            page[-1].effective_period.start.isoformat(), str(page[-1].id)])
-        if found.more and page else None,
-        from_date=first,
-        to_date=to,
-    )
+    key = ("search", first, to, search.bbox, street_key(street) if street else None,
+           tuple(sorted(search.sectors)), tuple(sorted(search.impacts)), q, limit, after)
+    now = ctx.now()
+    with pool.connection() as conn:
+        kept = ctx.cache.response(key)
+        if kept is not None and kept.fresh(repo.data_version(conn), now):
+            return respond(request, kept)
+        rendered = _render_search(ctx, conn, search, limit=limit, after=after, now=now,
+                                  first=first, last=to)
+    ctx.cache.keep_response(key, rendered)
+    return respond(request, rendered)
 
 
 # -- one work ---------------------------------------------------------------------------

@@ -55,13 +55,17 @@ from cityops.roadworks.model import (
 __all__ = [
     "Conn",
     "OverviewSnapshot",
+    "PublicKey",
+    "PublicKeys",
     "PublicPageRows",
     "PublicSearch",
     "PublicText",
     "WorkFilter",
     "audit_history",
     "candidates",
+    "count_public",
     "count_works",
+    "data_version",
     "decide_finding",
     "delete_segments",
     "delete_works",
@@ -78,9 +82,12 @@ __all__ = [
     "list_segments",
     "list_works",
     "lock_registry",
+    "next_public_start",
     "next_reference",
+    "render_public",
     "save_overview",
     "search_public",
+    "search_public_keys",
     "search_public_texts",
     "segments_near",
     "sync_findings",
@@ -329,15 +336,27 @@ _IMPACT = """(CASE
     ELSE 'minor' END)"""
 
 
+# A literal list, so that the planner can use the partial index on public works.
+_PUBLIC_STATUS_LIST = ", ".join(f"'{x.value}'" for x in sorted(PUBLIC_STATUSES))
+
+
+def next_public_start(conn: Conn, at: datetime) -> datetime | None:
+    """The earliest effective start at or after `at` among the public works."""
+    row = conn.execute(
+        f"SELECT min({_EFF_START}) FROM roadworks w WHERE w.is_public "
+        f"AND w.status IN ({_PUBLIC_STATUS_LIST}) AND {_EFF_START} >= %s", (at,),
+    ).fetchone()
+    return row[0] if row else None
+
+
 def _public_where(s: PublicSearch) -> tuple[str, dict[str, Any]]:
-    parts = ["w.is_public", "w.status = ANY(%(statuses)s)",
+    parts = ["w.is_public", f"w.status IN ({_PUBLIC_STATUS_LIST})",
              # on site: effective period overlaps the window, or in progress and not
              # reported finished while the window reaches past now (model: _occupied)
              f"{_EFF_START} < %(win_to)s",
              f"({_EFF_END} > %(win_from)s OR (%(win_to)s > %(now)s AND %(now)s > %(win_from)s"
              " AND w.status = 'in_progress' AND w.actual_end IS NULL))"]
     params: dict[str, Any] = {
-        "statuses": sorted(x.value for x in PUBLIC_STATUSES),
         "win_from": s.window.start, "win_to": s.window.end, "now": s.now,
     }
     if s.bbox is not None:
@@ -378,6 +397,112 @@ def search_public(
             f"ORDER BY {_EFF_START}, w.id LIMIT %(limit)s", params,
         ).fetchall()
     return PublicPageRows([_work(r) for r in rows[:limit]], len(rows) > limit, total)
+
+
+@dataclass(frozen=True, slots=True)
+class PublicKey:
+    """A work of a public page, without its content: its id, a key that changes whenever
+    the work or its streets change (their row versions), its effective start (the page
+    order and cursor) and, for a work in progress whose end was not reported, its
+    effective end (from then on it is overdue)."""
+
+    id: int
+    key: str
+    start: datetime
+    overdue_from: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class PublicKeys:
+    """A page of `search_public_keys`, read with the registry's data version."""
+
+    works: list[PublicKey]
+    more: bool
+    total: int
+    version: str
+
+
+def data_version(conn: Conn) -> str:
+    """The registry's data version: changes with every transaction that changes a work or
+    its streets (`roadworks_data_version`, kept by triggers; the database name included,
+    so that versions of different databases never compare equal)."""
+    row = conn.execute(
+        "SELECT current_database() || ':' || version::text FROM roadworks_data_version"
+    ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+_KEYS_SQL = """
+SELECT current_database() || ':' || v.version::text, p.id, p.start, p.overdue_from, p.total,
+    p.x || '.' || coalesce((SELECT max(s.xmin::text::bigint) FROM roadwork_streets s
+                            WHERE s.work_id = p.id), 0)
+FROM roadworks_data_version v LEFT JOIN LATERAL (
+    SELECT * FROM (
+        SELECT w.id, w.xmin::text AS x, {eff_start} AS start,
+            CASE WHEN w.status = 'in_progress' AND w.actual_end IS NULL THEN {eff_end} END
+                AS overdue_from,
+            count(*) OVER () AS total
+        FROM roadworks w WHERE {where}
+    ) m WHERE {after}
+    ORDER BY m.start, m.id LIMIT %(fetch)s
+) p ON true
+ORDER BY p.start, p.id
+"""
+
+
+def search_public_keys(
+    conn: Conn, s: PublicSearch | Sequence[int], *, limit: int,
+    after: tuple[datetime, int] | None = None,
+) -> PublicKeys:
+    """`search_public` without the content, in one statement: the page's works as
+    `PublicKey`s, whether more follow, how many match in all, and the data version read
+    in the same snapshot. `s` is the search, or the ids of the works to page through
+    (a caller's own match, in effective start order like any page)."""
+    if isinstance(s, PublicSearch):
+        where, args = _public_where(s)
+    else:
+        where, args = "w.id = ANY(%(ids)s)", {"ids": list(s)}
+    cond = "true"
+    if after is not None:
+        cond = "(m.start, m.id) > (%(after_start)s, %(after_id)s)"
+        args.update(after_start=after[0], after_id=after[1])
+    args["fetch"] = limit + 1
+    text = _KEYS_SQL.format(eff_start=_EFF_START, eff_end=_EFF_END, where=where, after=cond)
+    rows = conn.execute(text, args).fetchall()
+    version = str(rows[0][0])
+    found = [PublicKey(int(r[1]), str(r[5]), r[2], r[3]) for r in rows if r[1] is not None]
+    total = int(rows[0][4]) if found else 0
+    if not found and after is not None:  # past the last page: count without the cursor
+        total = len(s) if not isinstance(s, PublicSearch) else count_public(conn, s)
+    return PublicKeys(found[:limit], len(found) > limit, total, version)
+
+
+def count_public(conn: Conn, s: PublicSearch) -> int:
+    """How many public works match the search."""
+    where, params = _public_where(s)
+    row = conn.execute(f"SELECT count(*) FROM roadworks w WHERE {where}", params).fetchone()
+    return int(row[0]) if row else 0
+
+
+_ITEMS_SQL = """
+SELECT w.id, w.row_x || '.' || coalesce((SELECT max(s.xmin::text::bigint)
+                                          FROM roadwork_streets s WHERE s.work_id = w.id), 0),
+    {head}::text, {tail}::text
+FROM (SELECT w.*, w.xmin::text AS row_x, {eff_start} AS eff_start, {eff_end} AS eff_end
+      FROM roadworks w WHERE w.id = ANY(%(ids)s)) w
+"""
+
+
+def render_public(
+    conn: Conn, ids: Sequence[int], *, head: str, tail: str, params: dict[str, Any],
+) -> dict[int, tuple[str, str, str]]:
+    """Works rendered by PostgreSQL: id -> (key as in `PublicKey`, `head` as text, `tail`
+    as text), where `head` and `tail` are SQL expressions over a row `w` of `roadworks`
+    plus its effective period `w.eff_start`, `w.eff_end`, with the named `params`."""
+    text = _ITEMS_SQL.format(eff_start=_EFF_START, eff_end=_EFF_END, head=head, tail=tail)
+    rows = conn.execute(text, {**params, "ids": list(ids)}).fetchall()
+    return {int(r[0]): (str(r[1]), str(r[2]), str(r[3])) for r in rows}
 
 
 def search_public_texts(conn: Conn, s: PublicSearch) -> list[PublicText]:

@@ -35,13 +35,14 @@ from cityops.roadworks.feeds.common import (
 from cityops.roadworks.geometry import to_geojson
 from cityops.roadworks.model import Measure, Roadwork, Sector
 
-__all__ = ["WZDX_LICENSE", "WZDX_VERSION", "vehicle_impact", "work_zone_feed"]
+__all__ = ["VEHICLE_IMPACTS", "WZDX_LICENSE", "WZDX_VERSION", "vehicle_impact", "work_zone_feed"]
 
 WZDX_VERSION = "4.2"
 WZDX_LICENSE = "https://creativecommons.org/publicdomain/zero/1.0/"
 _PRECISION = 6  # about 0.1 m
 
-_IMPACT = (
+#: Measures that set `vehicle_impact`, the first present wins; none: all-lanes-open.
+VEHICLE_IMPACTS: tuple[tuple[Measure, str], ...] = (
     (Measure.ROAD_CLOSURE, "all-lanes-closed"),
     (Measure.ALTERNATING_ONE_WAY, "alternating-one-way"),
     (Measure.TEMPORARY_SIGNALS, "temporary-traffic-signal"),
@@ -51,7 +52,7 @@ _IMPACT = (
 
 def vehicle_impact(measures: Iterable[Measure]) -> str:
     present = set(measures)
-    for measure, impact in _IMPACT:
+    for measure, impact in VEHICLE_IMPACTS:
         if measure in present:
             return impact
     return "all-lanes-open"
