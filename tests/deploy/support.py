@@ -7,6 +7,7 @@ validated against schemas, and compared with the code's settings and command lin
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import re
 import tomllib
@@ -134,7 +135,7 @@ def env_example() -> dict[str, str]:
 def sample_env(compose: Mapping[str, Any]) -> dict[str, str]:
     """A filled-in `.env`: a random-looking value for every required variable."""
     return {
-        name: f"s3cr3t-{name.lower().replace('_', '-')}-Zq7"
+        name: hashlib.sha256(name.encode()).hexdigest()[:40]
         if SECRET_NAME.search(name)
         else ("https://cityops.example.org" if name.endswith("_URL") else f"v-{name.lower()}")
         for name, refs in compose_variables(compose).items()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -335,6 +336,51 @@ def test_each_service_has_its_own_mqtt_account(rendered: dict[str, Any]) -> None
     assert len(set(users.values())) == len(users)
 
 
+def test_mosquitto_files_named_in_its_configuration_are_mounted(
+    rendered: dict[str, Any],
+) -> None:
+    """Every path the mounted Mosquitto configuration names (password and ACL files as
+    `cityops mqtt credentials` writes them, certificates, persistence, conf.d) lies in a
+    mount of the container, and authentication is on."""
+    mosquitto = rendered["services"]["mosquitto"]
+    mounts = {}
+    for volume in mosquitto["volumes"]:
+        source, target = volume.split(":")[:2]
+        mounts[target] = source
+    config_files = [
+        COMPOSE_DIR / source
+        for target, source in mounts.items()
+        if target.endswith(".conf") and source.startswith(".")
+    ]
+    directives: dict[str, str] = {}
+    for path in config_files:
+        for line in path.read_text().splitlines():
+            parts = line.split()
+            if parts and not parts[0].startswith("#") and len(parts) >= 2:
+                directives[parts[0]] = parts[1]
+    assert directives["allow_anonymous"] == "false"
+    assert directives["persistence"] == "true"
+    assert int(directives["max_queued_messages"]) >= 1_000_000
+    assert directives["password_file"].endswith("/cityops.passwd")
+    assert directives["acl_file"].endswith("/cityops.acl")
+    for key in (
+        "password_file",
+        "acl_file",
+        "cafile",
+        "certfile",
+        "keyfile",
+        "persistence_location",
+        "include_dir",
+    ):
+        path = directives[key].rstrip("/")
+        inside = any(path == t or path.startswith(t + "/") for t in mounts)
+        parent_of_mount = any(t.startswith(path + "/") for t in mounts)
+        assert inside or parent_of_mount, f"mosquitto: {key} {path} is not mounted"
+    assert mounts["/mosquitto/config/conf.d/cityops-queueing.conf"].endswith(
+        "conf.d/cityops-queueing.conf"
+    )
+
+
 # --- Dockerfile ------------------------------------------------------------------------
 
 
@@ -511,7 +557,7 @@ def _container_env(
             env[item["name"]] = pod_name
         else:
             key = ref["secretKeyRef"]["key"]
-            env[item["name"]] = samples.get(key, f"s3cr3t-{key}-Zq7")
+            env[item["name"]] = samples.get(key, hashlib.sha256(key.encode()).hexdigest()[:40])
     return env
 
 
