@@ -537,18 +537,21 @@ def run_control(settings: Settings, options: ControlOptions) -> int:
         logger.info("received %s", signal.Signals(signum).name)
         stop.set()
 
-    signal.signal(signal.SIGINT, _handle)
-    signal.signal(signal.SIGTERM, _handle)
+    previous = {s: signal.signal(s, _handle) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        service.start()
-    except psycopg.Error as exc:
-        logger.error("cannot read the signal registry: %s", exc)
-        return 2
-    if not service.controlled:
-        logger.error("no controller to control (none registered, or --controllers unknown)")
+        try:
+            service.start()
+        except psycopg.Error as exc:
+            logger.error("cannot read the signal registry: %s", exc)
+            return 2
+        if not service.controlled:
+            logger.error("no controller to control (none registered, or --controllers unknown)")
+            service.stop()
+            return 2
+        while not stop.is_set() and service.running:
+            stop.wait(1.0)
         service.stop()
-        return 2
-    while not stop.is_set() and service.running:
-        stop.wait(1.0)
-    service.stop()
-    return 0 if stop.is_set() else 1
+        return 0 if stop.is_set() else 1
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

@@ -260,3 +260,66 @@ def test_a_stale_detector_degrades_to_fallback(
         assert service.stats["degradations"] == 1
     finally:
         service.stop()
+
+
+def test_cli_refuses_bad_options_and_nothing_to_control(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cityops.api.cli import main
+
+    seed(settings.database_url, "c1")
+    monkeypatch.setenv("CITYOPS_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("CITYOPS_TOPIC_PREFIX", settings.topic_prefix)
+    assert main(["traffic", "control", "--valid-for", "500"]) == 2
+    assert "valid_for_s must be in (0, 300]" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["traffic", "control", "--clock", "sundial"])
+    assert main(["traffic", "control", "--controllers", "nope,other"]) == 2
+
+
+def test_the_command_runs_in_lockstep_and_stops_on_sigterm(
+    settings: Settings, broker: Broker
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    seed(settings.database_url, "c1")
+    cityops = Path(sys.executable).with_name("cityops")
+    env = {
+        **os.environ,
+        "CITYOPS_DATABASE_URL": settings.database_url,
+        "CITYOPS_TOPIC_PREFIX": settings.topic_prefix,
+        "CITYOPS_MQTT_URL": settings.mqtt_url,
+    }
+    proc = subprocess.Popen(
+        [str(cityops), "traffic", "control", "--clock", "mqtt", "--issuer", "bench-1"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        step = 0
+        while not [c for c in broker.snapshot() if c.issuer == "bench-1"]:
+            assert time.monotonic() < deadline, "no command from the subprocess"
+            assert proc.poll() is None, "the subprocess exited"
+            # what is published before it subscribed is lost: send the green again
+            broker.events("c1", (0, 131, 3), (0, 1, 2))
+            step += 1
+            broker.tick(2.0 * step, step)
+            time.sleep(0.3)
+        (cmd,) = broker.snapshot()[:1]
+        assert cmd.mode == "adaptive" and cmd.phase == 2 and cmd.action == "hold"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.stderr is not None
+    with proc.stderr:
+        log = proc.stderr.read().decode()
+    assert "fallback sent to c1" in log, log
