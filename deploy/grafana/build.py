@@ -250,35 +250,110 @@ def waste() -> dict[str, Any]:
 
 
 def traffic() -> dict[str, Any]:
-    pending = (
-        "These measures need the traffic measures tables (traffic issue), which do not exist "
-        "yet:\n\n* arrivals on green per approach\n* split failures\n* approach delay\n"
-        "* adaptive control on/off\n* Purdue coordination diagram\n\n"
-        "See docs/dashboards.md."
-    )
     health_steps = {"ok": "green", "no actuations 1h": "orange", "stuck on": "red",
                     "no events 24h": "red"}
+    stored_health = {"ok": "green", "no_activity": "orange", "stuck_on": "red"}
+    modes = {"3": ("adaptive", "green"), "2": ("plan by command", "blue"),
+             "1": ("fixed-time (own plan)", "orange"), "0": ("unknown", "text")}
+    mode_mappings = [{"type": "value", "options": {
+        k: {"text": t, "color": c, "index": i} for i, (k, (t, c)) in enumerate(modes.items())
+    }}]
+
+    def colour_text(mapping: dict[str, str]) -> dict[str, Any]:
+        return {"mappings": [{"type": "value", "options": {
+            k: {"color": c, "index": i} for i, (k, c) in enumerate(mapping.items())}}],
+            "custom.cellOptions": {"type": "color-text"}}
+
+    purdue_options = {
+        "seriesMapping": "manual",
+        "dims": {"frame": 0, "x": "cycle_start"},
+        "series": [
+            {"x": "cycle_start", "y": "arrival_s", "show": "points", "name": "arrivals",
+             "pointColor": {"fixed": "text"}, "pointSize": {"fixed": 3}},
+            {"x": "cycle_start", "y": "green_end_s", "show": "lines", "name": "end of green",
+             "lineColor": {"fixed": "green"}},
+            {"x": "cycle_start", "y": "yellow_end_s", "show": "lines", "name": "end of yellow",
+             "lineColor": {"fixed": "yellow"}},
+        ],
+        "legend": {"showLegend": True, "displayMode": "list", "placement": "bottom"},
+        "tooltip": {"mode": "single", "sort": "none"},
+    }
+    by_phase = "Per intersection and phase, from the stored 15-minute measures (signal_measures)."
     panels = [
         panel("timeseries", "Volume per intersection", q.VOLUME_BY_INTERSECTION, (0, 0, 16, 9),
               fmt="time_series", unit="short", interval="15m",
               description="Actuations of advance and count detectors (detector_counts_15m)."),
         panel("stat", "Detectors flagged", q.DETECTORS_FLAGGED, (16, 0, 8, 4), unit="none",
               steps=thresholds(("green", None), ("red", 1))),
-        text("Not yet available", pending, (16, 4, 8, 5)),
-        panel("table", "Detector health", q.DETECTOR_HEALTH, (0, 9, 12, 10),
-              overrides=[by_name("health", mappings=[
-                  {"type": "value", "options": {k: {"color": c, "index": i}
-                                                for i, (k, c) in enumerate(health_steps.items())}}
-              ], **{"custom.cellOptions": {"type": "color-text"}})],
-              description=f"Stuck on: last event 'detector on' older than {q.STUCK_ON_MIN} "
-                          "minutes. From signal_events (last day) and detector_counts_15m."),
-        panel("table", "Volume per detector", q.VOLUME_BY_DETECTOR, (12, 9, 12, 10),
+        panel("table", "Control mode now", q.CONTROL_MODE_NOW, (16, 4, 8, 5),
+              overrides=[by_name("mode", **colour_text(
+                  {"adaptive": "green", "plan": "blue", "fixed": "orange", "unknown": "text"})),
+                  by_name("since", unit="dateTimeAsLocal"),
+                  by_name("measures_until", unit="dateTimeAsLocal")],
+              description="Last control mode each controller reported (event 131) and how "
+                          "far its measures are computed."),
+        panel("timeseries", "Arrivals on green", q.AOG, (0, 9, 12, 8), fmt="time_series",
+              unit="percent", interval="15m",
+              steps=thresholds(("red", None), ("orange", 40), ("green", 60)),
+              description=f"{by_phase} Arrivals in green over arrivals in complete cycles."),
+        panel("timeseries", "Approach delay per vehicle", q.APPROACH_DELAY, (12, 9, 12, 8),
+              fmt="time_series", unit="s", interval="15m",
+              steps=thresholds(("green", None), ("orange", 20), ("red", 40)),
+              description=f"{by_phase} Waiting from arrival in red to the next green."),
+        panel("timeseries", "Split failures", q.SPLIT_FAILURES, (0, 17, 12, 8),
+              fmt="time_series", unit="short", interval="15m",
+              steps=thresholds(("green", None), ("red", 1)),
+              description=f"{by_phase} Cycles with green occupancy and first-5-s red "
+                          "occupancy both above 79 % (phases with a stop-bar detector)."),
+        panel("timeseries", "Volume per phase", q.PHASE_VOLUME, (12, 17, 12, 8),
+              fmt="time_series", unit="short", interval="15m",
+              description=f"{by_phase} Arrivals at the stop line."),
+        panel("state-timeline", "Adaptive control on/off", q.CONTROL_MODE, (0, 25, 24, 6),
+              fmt="time_series", unit="none",
+              overrides=[by_name("mode", mappings=mode_mappings)],
+              options={"mergeValues": True, "showValue": "auto", "rowHeight": 0.8,
+                       "alignValue": "left",
+                       "legend": {"showLegend": False, "displayMode": "list",
+                                  "placement": "bottom"},
+                       "tooltip": {"mode": "single", "sort": "none"}},
+              description="Control mode reported by the controllers (event 131): adaptive "
+                          "(on), plan by command, or their own fixed-time plan (off or "
+                          "fallback)."),
+        panel("xychart", "Purdue coordination diagram", q.PURDUE, (0, 31, 24, 12),
+              unit="s", options=purdue_options,
+              description=f"Phase $phase of the first selected intersection, the last "
+                          f"{q.PURDUE_MAX} of the range at most (raw events): each point is "
+                          "a vehicle's arrival at the stop line, in seconds since its "
+                          "cycle's begin green; below the green line it arrived on green."),
+        panel("table", "Split monitor and measures", q.SPLIT_MONITOR, (0, 43, 24, 8),
+              overrides=[by_name("pct_aog", unit="percent", decimals=1),
+                         by_name("delay_per_vehicle_s", unit="s", decimals=1),
+                         by_name("mean_green_s", unit="s", decimals=1),
+                         by_name("ped_delay_mean_s", unit="s", decimals=1)],
+              description=f"{by_phase} Totals over the range; terminations by type."),
+        panel("table", "Detector health", q.DETECTOR_HEALTH, (0, 51, 12, 10),
+              overrides=[by_name("health", **colour_text(health_steps))],
+              description=f"Now. Stuck on: last event 'detector on' older than "
+                          f"{q.STUCK_ON_MIN} minutes. From signal_events (last day) and "
+                          "detector_counts_15m."),
+        panel("table", "Volume per detector", q.VOLUME_BY_DETECTOR, (12, 51, 12, 10),
               overrides=[by_name("per_hour", unit="short", decimals=0)]),
+        panel("table", "Detector health over the range", q.STORED_DETECTOR_HEALTH,
+              (0, 61, 24, 8),
+              overrides=[by_name("latest_status", **colour_text(stored_health)),
+                         by_name("longest_on_s", unit="s", decimals=0)],
+              description="Stored per 15-minute bin (signal_detector_health): bins stuck on "
+                          "(an occupancy of 10 min or more) or without activity (no event "
+                          "for an hour)."),
     ]
-    variables = [query_var("intersection", "Intersection", q.VAR_INTERSECTION)]
+    variables = [
+        query_var("intersection", "Intersection", q.VAR_INTERSECTION),
+        query_var("phase", "Phase (Purdue)", q.VAR_PHASE, multi=False),
+    ]
     return dashboard("cityops-traffic", "Traffic signals", panels, variables,
                      time_from="now-24h", refresh="5m",
-                     description="Volumes and detector health from the controllers' events.")
+                     description="Volumes, ATSPM measures, detector health, control mode and "
+                                 "coordination of the signal controllers.")
 
 
 def roadworks() -> dict[str, Any]:

@@ -3,8 +3,11 @@
 share it. Grafana macros ($__timeFilter, $__timeGroupAlias, $__interval) and template
 variables ($district, $truck, $intersection, ...) are expanded by Grafana at query time.
 
-Long ranges read the rollup views (bin_fill_hourly, detector_counts_15m); raw tables are
-only read for "now" panels through their primary key or a short, BRIN-indexed time window.
+Long ranges read the rollup views (bin_fill_hourly, detector_counts_15m) and the stored
+traffic measures (signal_measures, signal_detector_health, signal_mode_history, written by
+`cityops traffic measures-service`); raw tables are only read for "now" panels through
+their primary key or a short, BRIN-indexed time window, and by the Purdue diagram, which
+reads at most PURDUE_MAX the end of the range.
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ VAR_INTERSECTION = (
     "SELECT controller_id AS __value, name AS __text FROM signal_controllers ORDER BY name"
 )
 VAR_RW_DISTRICT = "SELECT DISTINCT district FROM roadworks ORDER BY 1"
+VAR_PHASE = (
+    "SELECT DISTINCT phase FROM signal_phases WHERE controller_id IN ($intersection) ORDER BY 1"
+)
 
 # --- waste -------------------------------------------------------------------------------
 BIN_MAP = f"""
@@ -181,6 +187,162 @@ ORDER BY (CASE WHEN l.ts IS NULL OR l.code = 82 AND l.ts < now() - interval '{ST
 DETECTORS_FLAGGED = f"""
 SELECT count(*) FILTER (WHERE health <> 'ok') AS detectors_flagged
 FROM ({DETECTOR_HEALTH}) h
+"""
+
+# Stored measures (signal_measures, one row per controller, phase and 15-minute bin): ratios
+# are recomputed from the summed counts, so any $__interval weights bins by their vehicles.
+MEASURES_FILTER = "$__timeFilter(m.bin_start) AND m.controller_id IN ($intersection)"
+PHASE_METRIC = "m.controller_id || ' phase ' || m.phase"
+
+AOG = f"""
+SELECT $__timeGroupAlias(m.bin_start, $__interval), {PHASE_METRIC} AS metric,
+       100.0 * sum(m.arrivals_on_green) / nullif(sum(m.arrivals_in_cycles), 0) AS pct_aog
+FROM signal_measures m
+WHERE {MEASURES_FILTER}
+GROUP BY 1, 2
+ORDER BY 1
+"""
+
+SPLIT_FAILURES = f"""
+SELECT $__timeGroupAlias(m.bin_start, $__interval), {PHASE_METRIC} AS metric,
+       sum(m.split_failures) AS split_failures
+FROM signal_measures m
+WHERE {MEASURES_FILTER} AND m.split_failures IS NOT NULL
+GROUP BY 1, 2
+ORDER BY 1
+"""
+
+APPROACH_DELAY = f"""
+SELECT $__timeGroupAlias(m.bin_start, $__interval), {PHASE_METRIC} AS metric,
+       sum(m.delay_total_s) / nullif(sum(m.arrivals_in_cycles), 0) AS delay_per_vehicle_s
+FROM signal_measures m
+WHERE {MEASURES_FILTER}
+GROUP BY 1, 2
+ORDER BY 1
+"""
+
+PHASE_VOLUME = f"""
+SELECT $__timeGroupAlias(m.bin_start, $__interval), {PHASE_METRIC} AS metric,
+       sum(m.volume) AS vehicles
+FROM signal_measures m
+WHERE {MEASURES_FILTER}
+GROUP BY 1, 2
+ORDER BY 1
+"""
+
+SPLIT_MONITOR = f"""
+SELECT m.controller_id, m.phase, sum(m.volume) AS volume,
+       100.0 * sum(m.arrivals_on_green) / nullif(sum(m.arrivals_in_cycles), 0) AS pct_aog,
+       sum(m.delay_total_s) / nullif(sum(m.arrivals_in_cycles), 0) AS delay_per_vehicle_s,
+       sum(m.cycles) AS cycles, sum(m.split_failures) AS split_failures,
+       sum(m.gap_outs) AS gap_outs, sum(m.max_outs) AS max_outs, sum(m.force_offs) AS force_offs,
+       sum(m.mean_green_s * m.cycles) / nullif(sum(m.cycles), 0) AS mean_green_s,
+       sum(m.yellow_actuations) AS yellow_actuations, sum(m.red_actuations) AS red_actuations,
+       sum(m.ped_delay_mean_s * m.ped_calls_served) / nullif(sum(m.ped_calls_served), 0)
+           AS ped_delay_mean_s
+FROM signal_measures m
+WHERE {MEASURES_FILTER}
+GROUP BY 1, 2
+ORDER BY 1, 2
+"""
+
+STORED_DETECTOR_HEALTH = """
+SELECT h.controller_id, h.channel AS detector, min(h.phase) AS phase, min(h.kind) AS kind,
+       sum(h.actuations) AS actuations, max(h.longest_on_s) AS longest_on_s,
+       count(*) FILTER (WHERE h.status = 'stuck_on') AS bins_stuck_on,
+       count(*) FILTER (WHERE h.status = 'no_activity') AS bins_no_activity,
+       (array_agg(h.status ORDER BY h.bin_start DESC))[1] AS latest_status
+FROM signal_detector_health h
+WHERE $__timeFilter(h.bin_start) AND h.controller_id IN ($intersection)
+GROUP BY 1, 2
+ORDER BY count(*) FILTER (WHERE h.status <> 'ok') DESC, 1, 2
+"""
+
+# Control mode reported by the controllers (event 131), as a number for a state timeline:
+# 3 adaptive, 2 plan by command, 1 own fixed-time plan (fallback), 0 unknown. The mode in
+# force at the start of the range opens each row.
+MODE_CODE = ("CASE h.mode WHEN 'adaptive' THEN 3 WHEN 'plan' THEN 2 WHEN 'fixed' THEN 1 "
+             "ELSE 0 END")
+CONTROL_MODE = f"""
+SELECT time, metric, mode FROM (
+    SELECT h.ts AS time, c.name AS metric, {MODE_CODE} AS mode
+    FROM signal_mode_history h JOIN signal_controllers c USING (controller_id)
+    WHERE $__timeFilter(h.ts) AND h.controller_id IN ($intersection)
+    UNION ALL
+    SELECT $__timeFrom(), c.name, {MODE_CODE}
+    FROM signal_controllers c
+    JOIN LATERAL (SELECT mode FROM signal_mode_history x
+                  WHERE x.controller_id = c.controller_id AND x.ts < $__timeFrom()
+                  ORDER BY x.ts DESC LIMIT 1) h ON true
+    WHERE c.controller_id IN ($intersection)
+) m
+ORDER BY 1, 2
+"""
+
+CONTROL_MODE_NOW = """
+SELECT c.controller_id, c.name, coalesce(h.mode, 'unknown') AS mode, h.ts AS since,
+       p.computed_until AS measures_until
+FROM signal_controllers c
+LEFT JOIN LATERAL (SELECT mode, ts FROM signal_mode_history x
+                   WHERE x.controller_id = c.controller_id ORDER BY x.ts DESC LIMIT 1) h ON true
+LEFT JOIN signal_measures_progress p ON p.controller_id = c.controller_id
+WHERE c.controller_id IN ($intersection)
+ORDER BY c.controller_id
+"""
+
+# Purdue coordination diagram of one phase at one intersection (the first selected), from the
+# raw events of at most the last PURDUE_MAX of the range (primary key controller, ts): per
+# arrival at the stop line (arrival detectors as in traffic.measures, 50 km/h), the start of
+# its cycle (begin green) and the seconds since; per cycle the end of green and of yellow.
+PURDUE_MAX = "2 hours"
+PURDUE_SPEED_MS = 50 / 3.6
+PURDUE = f"""
+WITH ctl AS (
+    SELECT min(controller_id) AS cid FROM signal_controllers WHERE controller_id IN ($intersection)
+), win AS (
+    SELECT greatest($__timeFrom(), $__timeTo() - interval '{PURDUE_MAX}') AS t0,
+           $__timeTo() AS t1
+), ev AS (
+    SELECT e.ts, e.code, e.param
+    FROM signal_events e, ctl, win
+    WHERE e.controller_id = ctl.cid
+      AND e.ts >= win.t0 - interval '5 minutes' AND e.ts < win.t1 + interval '5 minutes'
+), greens AS (
+    SELECT ts AS green_start, lead(ts) OVER (ORDER BY ts) AS next_green
+    FROM ev WHERE code = 1 AND param = $phase
+), cyc AS (
+    SELECT g.green_start, g.next_green,
+           (SELECT min(ts) FROM ev WHERE code IN (7, 8) AND param = $phase
+              AND ts >= g.green_start AND ts < g.next_green) AS green_end,
+           (SELECT min(ts) FROM ev WHERE code = 9 AND param = $phase
+              AND ts >= g.green_start AND ts < g.next_green) AS yellow_end
+    FROM greens g, win
+    WHERE g.next_green IS NOT NULL AND g.green_start >= win.t0 AND g.green_start < win.t1
+), det AS (
+    SELECT d.channel, d.distance_m
+    FROM signal_detectors d, ctl
+    WHERE d.controller_id = ctl.cid AND d.phase = $phase
+      AND d.kind = (SELECT k.kind FROM signal_detectors k
+                    WHERE k.controller_id = ctl.cid AND k.phase = $phase
+                      AND k.kind IN ('advance', 'count', 'stop_bar')
+                    ORDER BY array_position(ARRAY['advance', 'count', 'stop_bar'], k.kind)
+                    LIMIT 1)
+      AND NOT EXISTS (SELECT 1 FROM signal_detectors f
+                      WHERE f.controller_id = d.controller_id AND f.phase = d.phase
+                        AND d.kind = 'advance' AND f.kind = 'advance' AND f.lane = d.lane
+                        AND f.distance_m > d.distance_m)
+), arr AS (
+    SELECT ev.ts + make_interval(secs => det.distance_m / {PURDUE_SPEED_MS:.6f}) AS t
+    FROM ev JOIN det ON ev.param = det.channel
+    WHERE ev.code = 82
+)
+SELECT c.green_start AS cycle_start,
+       extract(epoch FROM a.t - c.green_start) AS arrival_s,
+       extract(epoch FROM c.green_end - c.green_start) AS green_end_s,
+       extract(epoch FROM c.yellow_end - c.green_start) AS yellow_end_s
+FROM cyc c JOIN arr a ON a.t >= c.green_start AND a.t < c.next_green
+WHERE c.green_end IS NOT NULL AND c.yellow_end IS NOT NULL
+ORDER BY 1, 2
 """
 
 # --- roadworks ---------------------------------------------------------------------------

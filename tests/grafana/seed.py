@@ -1,10 +1,14 @@
 # ruff: noqa: E501
 """A small, complete city in the database: a few rows in every table the dashboards read,
-placed relative to now() so that "today", "tonight" and "the last hour" panels have data."""
+placed relative to now() so that "today", "tonight" and "the last hour" panels have data.
+The stored traffic measures are computed from the seeded events by the real store
+(`cityops.traffic.store.refresh`), as the measures service does."""
 
 from __future__ import annotations
 
 import psycopg
+
+from cityops.traffic.store import StoreOptions, refresh
 
 SEED = r"""
 INSERT INTO sites VALUES ('depot', 'Depot', 'depot', ST_SetSRID(ST_MakePoint(13.40, 52.50), 4326));
@@ -64,7 +68,17 @@ SELECT 'c1', now() - g * interval '1 minute' + interval '1 second', 81, 1 FROM g
 UNION ALL
 SELECT 'c1', now() - interval '40 minutes', 82, 3
 UNION ALL
-SELECT 'c1', now() - g * interval '90 seconds', 1, 2 FROM generate_series(1, 60) g;
+SELECT 'c1', now() - g * interval '90 seconds', 1, 2 FROM generate_series(1, 60) g
+UNION ALL  -- phase 2: green 40 s, yellow 4 s, then red until the next green at 90 s
+SELECT 'c1', now() - g * interval '90 seconds' + interval '40 seconds', 8, 2
+FROM generate_series(1, 60) g
+UNION ALL
+SELECT 'c1', now() - g * interval '90 seconds' + interval '44 seconds', 9, 2
+FROM generate_series(1, 60) g
+UNION ALL  -- control mode (event 131): fixed-time plan 3 hours ago, adaptive 50 minutes ago
+SELECT 'c1', now() - interval '3 hours', 131, 1
+UNION ALL
+SELECT 'c1', now() - interval '50 minutes', 131, 3;
 SELECT cityops_refresh_rollups(now() - interval '1 day');
 
 INSERT INTO roadworks (reference, title, promoter, sector, category, status, footprint, area_m2,
@@ -95,3 +109,4 @@ INSERT INTO dead_letters (topic, payload, payload_sha256, reason, detail) VALUES
 def seed(db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute(SEED)
+        refresh(conn, StoreOptions(context_s=60.0))

@@ -12,13 +12,14 @@ from typing import Any
 import pytest
 import yaml
 from grafana_foundation_sdk.models import dashboard as sdk
-from grafana_foundation_sdk.models import units
+from grafana_foundation_sdk.models import statetimeline, units, xychart
 
 from tests.grafana.support import GRAFANA, dashboards
 
 DS_UID = "cityops-pg"
 KNOWN_UNITS = {v for k, v in vars(units).items() if k[:1].isupper() and isinstance(v, str)}
-PANEL_TYPES = {"timeseries", "table", "stat", "barchart", "geomap", "text", "gauge"}
+PANEL_TYPES = {"timeseries", "table", "stat", "barchart", "geomap", "text", "gauge",
+               "state-timeline", "xychart"}
 BUILTIN = {"__timeFilter", "__timeGroupAlias", "__timeGroup", "__timeFrom", "__timeTo",
            "__interval", "__interval_ms"}
 
@@ -56,6 +57,12 @@ def test_dashboard_structure(name: str) -> None:
             assert used <= variables | BUILTIN, f"{p['title']}: {used - variables - BUILTIN}"
             if t["format"] == "time_series":
                 assert "$__timeFilter" in t["rawSql"]
+        if p["type"] == "xychart":
+            opts = xychart.Options.from_json(p["options"])
+            fields = {s.y for s in opts.series} | {s.x for s in opts.series}
+            assert opts.dims.x and fields, p["title"]
+        if p["type"] == "state-timeline":
+            statetimeline.Options.from_json(p["options"])
         if p["type"] == "geomap":
             layer = p["options"]["layers"][0]
             assert layer["location"] == {

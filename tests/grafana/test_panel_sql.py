@@ -28,6 +28,7 @@ VARIABLES: dict[str, list[str] | str] = {
     "truck": ["t1", "t2"],
     "fill_threshold": "80",
     "intersection": ["c1"],
+    "phase": "2",
     "sector": ["water", "telecom", "road"],
 }
 
@@ -54,6 +55,22 @@ EXPECTED: dict[tuple[str, str], list[str]] = {
         "controller_id", "detector", "phase", "kind", "actuations_1h", "last_change", "health"],
     ("traffic.json", "Volume per detector"): [
         "controller_id", "detector", "phase", "kind", "actuations", "per_hour"],
+    ("traffic.json", "Control mode now"): [
+        "controller_id", "name", "mode", "since", "measures_until"],
+    ("traffic.json", "Arrivals on green"): ["time", "metric", "pct_aog"],
+    ("traffic.json", "Approach delay per vehicle"): ["time", "metric", "delay_per_vehicle_s"],
+    ("traffic.json", "Split failures"): ["time", "metric", "split_failures"],
+    ("traffic.json", "Volume per phase"): ["time", "metric", "vehicles"],
+    ("traffic.json", "Adaptive control on/off"): ["time", "metric", "mode"],
+    ("traffic.json", "Purdue coordination diagram"): [
+        "cycle_start", "arrival_s", "green_end_s", "yellow_end_s"],
+    ("traffic.json", "Split monitor and measures"): [
+        "controller_id", "phase", "volume", "pct_aog", "delay_per_vehicle_s", "cycles",
+        "split_failures", "gap_outs", "max_outs", "force_offs", "mean_green_s",
+        "yellow_actuations", "red_actuations", "ped_delay_mean_s"],
+    ("traffic.json", "Detector health over the range"): [
+        "controller_id", "detector", "phase", "kind", "actuations", "longest_on_s",
+        "bins_stuck_on", "bins_no_activity", "latest_status"],
     ("roadworks.json", "Active today"): ["active_today"],
     ("roadworks.json", "Upcoming (14 days)"): ["upcoming_14d"],
     ("roadworks.json", "Clashes awaiting a decision"): ["clashes_open"],
@@ -162,6 +179,24 @@ def test_panels_return_the_seeded_situation(db: Db) -> None:
     health = {r[1]: r[6] for r in rows("traffic.json", "Detector health", "table")}
     assert health == {1: "ok", 2: "no events 24h", 3: "stuck on"}
     assert rows("traffic.json", "Detectors flagged", "stat") == [(2,)]
+    # stored measures, computed from the seeded events by the store
+    assert rows("traffic.json", "Control mode now", "table")[0][2] == "adaptive"
+    timeline = rows("traffic.json", "Adaptive control on/off", "state-timeline")
+    assert [r[2] for r in timeline] == [1, 3]  # fixed-time 3 h ago, then adaptive
+    aog = rows("traffic.json", "Arrivals on green", "timeseries")
+    values = [float(r[2]) for r in aog if r[1] == "c1 phase 2" and r[2] is not None]
+    assert values and all(0 <= v <= 100 for v in values)
+    assert all(r[2] is None for r in aog if r[1] == "c1 phase 4")  # no cycles, no detector
+    monitor = {r[1]: r for r in rows("traffic.json", "Split monitor and measures", "table")}
+    assert monitor[2][5] >= 40 and float(monitor[2][10]) == 40.0  # cycles, mean green 40 s
+    stored = {r[1]: r for r in rows("traffic.json", "Detector health over the range", "table")}
+    assert stored[3][6] > 0 and stored[3][8] == "stuck_on"  # detector 3: on for 40 min
+    assert stored[2][7] > 0 and stored[2][8] == "no_activity"  # never reports
+    purdue = rows("traffic.json", "Purdue coordination diagram", "xychart")
+    assert purdue and {(float(r[2]), float(r[3])) for r in purdue} == {(40.0, 44.0)}
+    assert all(0 <= float(r[1]) < 90 for r in purdue)
+    newest = max(r[0] for r in purdue)
+    assert min(r[0] for r in purdue) >= newest - timedelta(hours=2)  # short range enforced
     assert rows("roadworks.json", "Active today", "stat") == [(1,)]
     assert rows("roadworks.json", "Upcoming (14 days)", "stat") == [(1,)]
     assert len(rows("roadworks.json", "Clashes awaiting a decision", "table")) == 1
@@ -173,7 +208,7 @@ def test_variable_queries_run(db: Db) -> None:
     for file, d in dashboards().items():
         for var in d["templating"]["list"]:
             if var["type"] == "query":
-                cols, rows = db.run(var["query"])
+                cols, rows = db.run(_expand(var["query"]))  # may use other variables
                 assert rows, f"{file}: variable {var['name']} has no values"
                 assert cols[0] in ("__value", cols[0])
 
