@@ -35,6 +35,7 @@ from cityops.ingest.contract import CONTRACT_VERSION, DEVICE_ID_PATTERN, Channel
 
 __all__ = [
     "PBKDF2_ITERATIONS",
+    "RESERVED_PREFIX",
     "SIMULATOR_ACCOUNT",
     "AccountAcl",
     "CredentialError",
@@ -62,6 +63,9 @@ _DEVICE_ID_RE = re.compile(DEVICE_ID_PATTERN)
 _USER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
 
 SIMULATOR_ACCOUNT = "cityops-simulator"
+# Service accounts and the services' client ids start with this; no device id may, so that
+# a device (client id = user name on the device listener) can never take over their sessions.
+RESERVED_PREFIX = "cityops-"
 
 # Commands each kind of device receives (see docs/mqtt.md, "Commands").
 _DEVICE_CHANNELS = tuple(c.value for c in Channel)
@@ -183,8 +187,11 @@ def render_acl(prefix: str, devices: Iterable[Device], *, simulator: bool = Fals
 def _check_unique(devices: list[Device], service_names: set[str]) -> None:
     seen: dict[str, Device] = {}
     for d in devices:
-        if d.device_id in service_names:
-            raise CredentialError(f"device id {d.device_id!r} clashes with a service account")
+        if d.device_id in service_names or d.device_id.lower().startswith(RESERVED_PREFIX):
+            raise CredentialError(
+                f"device id {d.device_id!r} clashes with the service accounts "
+                f"({RESERVED_PREFIX}*, also the services' MQTT client ids)"
+            )
         other = seen.get(d.device_id)
         if other is not None:
             raise CredentialError(

@@ -22,6 +22,8 @@ import paho.mqtt.client as mqtt
 import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from cityops.api.cli import main
@@ -40,7 +42,7 @@ from cityops.ingest.mqttauth import (
 )
 from cityops.ingest.mqttclient import make_client
 from tests.api.factories import add_bin, add_controller, add_depot, add_truck
-from tests.support.brokers import MosquittoProcess, start_mosquitto
+from tests.support.brokers import MosquittoProcess, free_port, start_mosquitto
 
 REPO = Path(__file__).resolve().parents[2]
 MOSQUITTO_PASSWD = "/usr/bin/mosquitto_passwd"
@@ -105,8 +107,10 @@ def test_acl_file_lists_services_then_devices_without_anonymous_lines() -> None:
 def test_user_names_must_be_unique() -> None:
     with pytest.raises(CredentialError, match="used by a bin and a truck"):
         render_acl("c", [Device(DeviceKind.BIN, "X1"), Device(DeviceKind.TRUCK, "X1")])
-    with pytest.raises(CredentialError, match="clashes with a service account"):
+    with pytest.raises(CredentialError, match="clashes with the service accounts"):
         render_acl("c", [Device(DeviceKind.TRUCK, "cityops-ingest")])
+    with pytest.raises(CredentialError, match="clashes with the service accounts"):
+        render_acl("c", [Device(DeviceKind.BIN, "Cityops-ingest-1")])
     with pytest.raises(CredentialError, match="not a valid topic level"):
         Device(DeviceKind.BIN, "a/b")
 
@@ -262,17 +266,26 @@ class Conn:
         password: str | None,
         *,
         protocol: mqtt.MQTTProtocolVersion = mqtt.MQTTv5,
+        client_id: str | None = None,
+        session_expiry_s: int = 0,
     ) -> None:
         self.connack: queue.Queue[ReasonCode] = queue.Queue()
         self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
         self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"t-{uuid.uuid4().hex[:8]}", protocol=protocol
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id or f"t-{uuid.uuid4().hex[:8]}",
+            protocol=protocol,
         )
         if user is not None:
             self.client.username_pw_set(user, password)
         self.client.on_connect = lambda _c, _u, _f, rc, _p: self.connack.put(rc)
         self.client.on_message = lambda _c, _u, m: self.messages.put((m.topic, m.payload))
-        self.client.connect("127.0.0.1", port)
+        if session_expiry_s:  # a persistent MQTT 5 session, resumed if present
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = session_expiry_s
+            self.client.connect("127.0.0.1", port, clean_start=False, properties=props)
+        else:
+            self.client.connect("127.0.0.1", port)
         self.client.loop_start()
         self.reason = self.connack.get(timeout=TIMEOUT_S)
         if self.reason.is_failure:  # no reconnect attempts in the background
@@ -483,6 +496,56 @@ def test_the_shipped_auth_example_turns_anonymous_access_off(
         assert not device.reason.is_failure
         assert device.publish(f"{registry.prefix}/v1/bin/S-B2/status", b"{}") == NOT_AUTHORIZED
         device.close()
+    finally:
+        broker.stop()
+
+
+def test_a_device_cannot_take_over_the_ingest_session(registry: Registry, tmp_path: Path) -> None:
+    """On the device listener (`use_username_as_clientid`, as in deploy/mosquitto/tls.conf) a
+    device that claims the ingest's client id gets its own name instead: the ingest's
+    persistent session keeps its subscription and every queued message."""
+    assert _generate(registry) == 0
+    device_port = free_port()
+    broker = start_mosquitto(
+        tmp_path / "mosquitto",
+        include_dir=None,
+        options=[
+            "allow_anonymous false",
+            f"password_file {registry.out / 'cityops.passwd'}",
+            f"acl_file {registry.out / 'cityops.acl'}",
+            f"listener {device_port} 127.0.0.1",
+            "use_username_as_clientid true",
+        ],
+    )
+    secrets = registry.secrets
+    ingest_login = ("cityops-ingest", secrets["cityops-ingest"])
+    topic_b2 = f"{registry.prefix}/v1/bin/S-B2/telemetry"
+    topic_b1 = f"{registry.prefix}/v1/bin/S-B1/telemetry"
+    try:
+        ingest = Conn(
+            broker.port, *ingest_login, client_id="cityops-ingest-1", session_expiry_s=300
+        )
+        ingest.subscribe(f"{registry.prefix}/v1/+/+/+")
+        ingest.close()
+        other = Conn(device_port, "S-B2", secrets["S-B2"])
+        assert other.publish(topic_b2, b"while the ingest is away") == 0  # queued
+        other.close()
+        intruder = Conn(
+            device_port,
+            "S-B1",
+            secrets["S-B1"],
+            client_id="cityops-ingest-1",
+            session_expiry_s=300,
+        )
+        assert not intruder.reason.is_failure
+        assert intruder.publish(topic_b1, b"from the intruder") == 0
+        intruder.close()
+        ingest = Conn(
+            broker.port, *ingest_login, client_id="cityops-ingest-1", session_expiry_s=300
+        )
+        got = {ingest.next_message(), ingest.next_message()}
+        ingest.close()
+        assert got == {(topic_b2, b"while the ingest is away"), (topic_b1, b"from the intruder")}
     finally:
         broker.stop()
 

@@ -156,6 +156,8 @@ def test_shipped_tls_conf_uses_the_certificate_files() -> None:
     options = shipped_tls_listener_options(Path("/x"))
     assert {"cafile /x/ca.crt", "certfile /x/server.crt", "keyfile /x/server.key"} <= set(options)
     assert "require_certificate false" in options
+    # devices cannot claim a service's client id (test_mqtt_security shows why)
+    assert "use_username_as_clientid true" in options
 
 
 def test_make_client_connects_over_tls_with_the_ca_file(
