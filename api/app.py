@@ -185,8 +185,13 @@ def create_app(
     app.include_router(roadworks_feeds.router, dependencies=public, responses=_PUBLIC_RESPONSES)
     app.include_router(roadworks.router, dependencies=public, responses=_PUBLIC_RESPONSES)
     app.include_router(roadworks_manage.router, dependencies=login, responses=_AUTH_RESPONSES)
-    app.include_router(traffic_control_router)  # roles checked in the routes
-    app.include_router(traffic.router)  # roles checked by traffic.require_traffic_reader
+    # reading control modes: traffic readers; switching: checked in the route (engineer, admin)
+    traffic_readers = [Depends(require_roles("traffic_engineer", "dispatcher", "admin"))]
+    app.include_router(
+        traffic_control_router, dependencies=traffic_readers, responses=_AUTH_RESPONSES
+    )
+    # roles checked by traffic.require_traffic_reader
+    app.include_router(traffic.router, dependencies=login, responses=_AUTH_RESPONSES)
     app.mount("/static/leaflet", StaticFiles(directory=roadworks.LEAFLET_DIR), name="leaflet")
     app.mount(
         "/static/roadworks", StaticFiles(directory=roadworks.STATIC_DIR), name="roadworks-static"

@@ -57,7 +57,27 @@ def test_simulated_city_flows_through_ingest_into_the_api(settings: Settings, db
     assert count(db_url, "SELECT count(*) FROM signal_events WHERE code = 1") > 0
     assert count(db_url, "SELECT count(*) FROM signal_events WHERE code = 82") > 0
 
-    with TestClient(create_app(settings)) as client:
+    # a dispatcher's API key, made as an operator makes one
+    key = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cityops.api.cli",
+            "auth",
+            "create-key",
+            "--name",
+            "e2e",
+            "--role",
+            "dispatcher",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.strip()
+    with TestClient(create_app(settings), headers={"X-API-Key": key}) as client:
+        assert client.get("/api/v1/bins", headers={"X-API-Key": ""}).status_code == 401
         bins = client.get("/api/v1/bins", params={"limit": 100}).json()
         assert len(bins["items"]) == 12  # the test scenario's bins
         with_reading = [b for b in bins["items"] if b["fill_pct"] is not None]
