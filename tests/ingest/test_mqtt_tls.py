@@ -149,7 +149,11 @@ def tls_broker(pki: Pki, tmp_path: Path) -> Iterator[MosquittoProcess]:
 
 
 def _settings(broker: MosquittoProcess, ca_file: Path | None) -> Settings:
-    return Settings(mqtt_url=broker.url, mqtt_ca_file=ca_file, topic_prefix="tls")
+    # a user name is needed on this listener (use_username_as_clientid); this broker has no
+    # password file, test_mqtt_security covers authentication
+    return Settings(
+        mqtt_url=broker.url, mqtt_ca_file=ca_file, mqtt_username="S-1", topic_prefix="tls"
+    )
 
 
 def test_shipped_tls_conf_uses_the_certificate_files() -> None:
