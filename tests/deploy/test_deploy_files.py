@@ -637,3 +637,20 @@ def test_migrate_job_and_pods_run_unprivileged(k8s: list[tuple[Path, dict[str, A
         assert spec["securityContext"]["runAsNonRoot"] is True
         for container in spec["containers"]:
             assert container["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+# --- docs ------------------------------------------------------------------------------
+
+
+def test_every_setting_is_documented_in_operations() -> None:
+    """City IT configures from docs/operations.md: every variable of every settings class
+    is named there (in full, or as `_SUFFIX` in a row that names its prefix's family)."""
+    text = (REPO / "docs" / "operations.md").read_text()
+    missing = []
+    for cls in settings_classes():
+        prefix = str(cls.model_config.get("env_prefix") or "").upper()
+        for name in sorted(setting_names(cls)):
+            suffix = name.removeprefix(prefix)
+            if name not in text and f"`_{suffix}`" not in text and f"_{suffix}`" not in text:
+                missing.append(name)
+    assert not missing, f"docs/operations.md does not mention {missing}"
