@@ -10,13 +10,13 @@ export CITYOPS_DATABASE_URL ?= postgresql://cityops:cityops@127.0.0.1:5432/cityo
 export CITYOPS_TEST_PG ?= postgresql://cityops:cityops@127.0.0.1:5432/postgres
 export CITYOPS_MQTT_URL ?= mqtt://127.0.0.1:1883
 
-.PHONY: help setup services venv migrate demo test lint bench bench-ingest bench-routing bench-forecast bench-replan clean
+.PHONY: help setup services venv migrate demo test lint bench bench-ingest bench-routing bench-forecast bench-replan bench-savings clean
 
 help:
 	@echo "make demo     set up everything and run the city: simulators, ingest, API (DURATION=s to stop)"
 	@echo "make test     set up everything and run the test suite against PostgreSQL and Mosquitto"
 	@echo "make lint     ruff and mypy (strict)"
-	@echo "make bench    all benchmarks (bench-ingest, bench-routing, bench-forecast, bench-replan)"
+	@echo "make bench    all benchmarks (bench-ingest, bench-routing, bench-forecast, bench-replan, bench-savings)"
 
 services:
 	@bash deploy/local/setup-services.sh
@@ -47,7 +47,7 @@ lint: venv
 	$(BIN)/python .ci/typecheck.py
 
 # Benchmarks print their figures and a final JSON line; see docs/performance.md.
-bench: bench-ingest bench-routing bench-forecast bench-replan
+bench: bench-ingest bench-routing bench-forecast bench-replan bench-savings
 
 bench-ingest: migrate
 	$(BIN)/python bench/ingest/run.py
@@ -60,6 +60,9 @@ bench-forecast: venv
 
 bench-replan: migrate
 	$(BIN)/python bench/routing/replan.py
+
+bench-savings: venv
+	$(BIN)/python bench/routing/savings.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache
