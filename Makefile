@@ -10,7 +10,7 @@ export CITYOPS_DATABASE_URL ?= postgresql://cityops:cityops@127.0.0.1:5432/cityo
 export CITYOPS_TEST_PG ?= postgresql://cityops:cityops@127.0.0.1:5432/postgres
 export CITYOPS_MQTT_URL ?= mqtt://127.0.0.1:1883
 
-.PHONY: help setup services venv migrate demo test lint bench bench-ingest bench-routing bench-forecast bench-replan bench-savings clean
+.PHONY: help setup services venv migrate demo test lint bench bench-ingest bench-routing bench-forecast bench-replan bench-traffic bench-savings clean
 
 help:
 	@echo "make demo     set up everything and run the city: simulators, ingest, API (DURATION=s to stop)"
@@ -47,7 +47,7 @@ lint: venv
 	$(BIN)/python .ci/typecheck.py
 
 # Benchmarks print their figures and a final JSON line; see docs/performance.md.
-bench: bench-ingest bench-routing bench-forecast bench-replan bench-savings
+bench: bench-ingest bench-routing bench-forecast bench-replan bench-traffic bench-savings
 
 bench-ingest: migrate
 	$(BIN)/python bench/ingest/run.py
@@ -63,6 +63,9 @@ bench-replan: migrate
 
 bench-savings: venv
 	$(BIN)/python bench/routing/savings.py
+
+bench-traffic: migrate
+	$(BIN)/python bench/traffic/run.py $(BENCH_TRAFFIC_ARGS)
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache
