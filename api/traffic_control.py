@@ -5,7 +5,8 @@ mode (`adaptive` unless someone switched it to `fixed`), `GET .../modes/{id}` on
 and `PUT .../modes/{id}` switches it, with a reason for the audit log. The control
 service (`cityops traffic control`) re-reads the modes every few seconds and sends the
 controller `fallback` (its own fixed-time plan) once it is `fixed`. Changing a mode
-needs the role `traffic_engineer` or `admin` (`require_traffic_engineer`).
+needs the role `traffic_engineer` or `admin` (`require_traffic_engineer`), reading one
+also `dispatcher` (`require_traffic_reader`).
 """
 
 from __future__ import annotations
@@ -24,10 +25,18 @@ from cityops.ingest.contract import DEVICE_ID_PATTERN
 from cityops.traffic.control_store import ModeRow, get_mode, list_modes, set_mode
 from cityops.traffic.errors import UnknownController
 
-__all__ = ["TRAFFIC_CONTROL_ROLES", "require_traffic_engineer", "router"]
+__all__ = [
+    "TRAFFIC_CONTROL_ROLES",
+    "TRAFFIC_READ_ROLES",
+    "require_traffic_engineer",
+    "require_traffic_reader",
+    "router",
+]
 
 #: Roles that may switch adaptive control on or off.
 TRAFFIC_CONTROL_ROLES = frozenset({"traffic_engineer", "admin"})
+#: Roles that may see the control modes (city staff who work with the signals).
+TRAFFIC_READ_ROLES = TRAFFIC_CONTROL_ROLES | {"dispatcher"}
 
 router = APIRouter(prefix="/api/v1/traffic/control", tags=["traffic control"])
 
@@ -43,6 +52,15 @@ def require_traffic_engineer(principal: Principal) -> None:
         raise ForbiddenError(
             f"{principal.subject} may not change signal control: that needs the role "
             "traffic_engineer (or admin)"
+        )
+
+
+def require_traffic_reader(principal: Principal) -> None:
+    """Traffic engineers, dispatchers and admins may see the control modes."""
+    if not principal.roles & TRAFFIC_READ_ROLES:
+        raise ForbiddenError(
+            f"{principal.subject} may not see signal control modes: that needs the role "
+            "traffic_engineer, dispatcher or admin"
         )
 
 
@@ -96,6 +114,7 @@ def _not_found(exc: UnknownController) -> NotFoundError:
 @router.get("/modes")
 def get_modes(pool: Pool, caller: Caller) -> ControlModesOut:
     """Every registered signal controller with its control mode."""
+    require_traffic_reader(caller)
     with pool.connection() as conn:
         return ControlModesOut(items=[ControlModeOut.of(r) for r in list_modes(conn)])
 
@@ -103,6 +122,7 @@ def get_modes(pool: Pool, caller: Caller) -> ControlModesOut:
 @router.get("/modes/{controller_id}")
 def get_controller_mode(controller_id: ControllerId, pool: Pool, caller: Caller) -> ControlModeOut:
     """One controller's control mode."""
+    require_traffic_reader(caller)
     with pool.connection() as conn:
         try:
             return ControlModeOut.of(get_mode(conn, controller_id))

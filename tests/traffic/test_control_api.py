@@ -88,5 +88,8 @@ def test_only_traffic_engineers_and_admins_may_switch(
     r = client.put(f"{URL}/c1", json={"mode": "fixed", "reason": "x"})
     assert r.status_code == 403 and r.json()["error"] == "forbidden"
     assert client.get(f"{URL}/c1").json()["mode"] == "adaptive"
+    caller["who"] = Principal("t1", frozenset({"truck"}), truck_id="T01")
+    assert client.get(URL).status_code == 403
+    assert client.get(f"{URL}/c1").status_code == 403
     caller["who"] = Principal("root", frozenset({"admin"}))
     assert client.put(f"{URL}/c1", json={"mode": "fixed", "reason": "x"}).status_code == 200
