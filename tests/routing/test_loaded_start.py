@@ -37,7 +37,8 @@ INSERTION = ["PARALLEL_CHEAPEST_INSERTION", "LOCAL_CHEAPEST_INSERTION", "PATH_CH
 
 def distances() -> np.ndarray:
     p = np.array(POINTS, dtype=float)
-    return np.floor(np.hypot(*(p[:, None, :] - p[None, :, :]).transpose(2, 0, 1)) + 0.5)
+    out: np.ndarray = np.floor(np.hypot(*(p[:, None, :] - p[None, :, :]).transpose(2, 0, 1)) + 0.5)
+    return out
 
 
 def problem_with(
