@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -18,7 +19,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 
@@ -145,6 +146,33 @@ def _scripted_overflow(settings: Settings) -> str:
     return f"bin {bin_id} (sensor {sensor}) reports 98 % on {topic}"
 
 
+def _demo_token(settings: Settings, env: dict[str, str]) -> tuple[str, str]:
+    """A dispatcher token for the demo, and where its signing secret comes from.
+
+    Without CITYOPS_AUTH_JWT_SECRET the demo makes a random secret for this run and hands
+    it to the API process in its environment (nothing is written to disk): tokens of one
+    demo run do not work in the next.
+    """
+    from pydantic import SecretStr
+
+    from cityops.api.security import AuthConfig, issue_token
+
+    if settings.auth_jwt_secret is None:
+        secret = secrets.token_urlsafe(48)
+        env["CITYOPS_AUTH_JWT_SECRET"] = secret
+        settings = settings.model_copy(update={"auth_jwt_secret": SecretStr(secret)})
+        note = "CITYOPS_AUTH_JWT_SECRET is not set: this run signs tokens with a random one."
+    else:
+        note = "Tokens are signed with CITYOPS_AUTH_JWT_SECRET."
+    token = issue_token(
+        AuthConfig.from_settings(settings),
+        "demo-dispatcher",
+        ["dispatcher"],
+        ttl=timedelta(hours=12),
+    )
+    return token, note
+
+
 def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     try:
         created = ensure_database(settings.database_url)
@@ -223,6 +251,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, _handle)
     signal.signal(signal.SIGTERM, _handle)
     env = dict(os.environ)
+    token, secret_note = _demo_token(settings, env)
     try:
         for child in children:
             with child.log.open("ab") as log:
@@ -244,13 +273,19 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             f"  devices          {base}/api/v1/devices\n"
             f"  health           {base}/health\n"
             f"  truck route      {base}/api/v1/trucks/T01/route\n"
-            f"  roadworks map    {base}/roadworks/map\n"
+            f"  roadworks map    {base}/roadworks\n"
             f"  daily overview   {overview_dir}/<date>/\n"
             f"  MQTT             {settings.mqtt_host}:{settings.mqtt_port}, topics "
             f"{settings.topic_prefix}/v1/#\n"
             f"  logs             {log_dir}/ingest.log, simulate.log, api.log, replan.log,"
             " routing.log, roadworks.log\n"
-            f"  stop             Ctrl-C{until}\n",
+            f"  stop             Ctrl-C{until}\n"
+            "\n  The API needs a login except for health, the roadworks map and feeds.\n"
+            f"  {secret_note}\n"
+            f"  A dispatcher token (valid 12 h) and a call with it:\n"
+            f"    export TOKEN={token}\n"
+            f'    curl -H "Authorization: Bearer $TOKEN" {base}/api/v1/bins?min_fill=80\n'
+            f"  (or 'Authorize' in {base}/docs; more: cityops auth --help)\n",
             flush=True,
         )
         started = time.monotonic()
