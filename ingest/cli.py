@@ -183,6 +183,8 @@ def _cmd_schemas(args: argparse.Namespace) -> int:
 
 
 def _cmd_credentials(args: argparse.Namespace) -> int:
+    import psycopg
+
     from cityops.ingest.contract import DeviceKind
     from cityops.ingest.db import connect
     from cityops.ingest.mqttauth import (
@@ -206,9 +208,16 @@ def _cmd_credentials(args: argparse.Namespace) -> int:
     out = Path(args.out)
     passwd_path, acl_path = out / "cityops.passwd", out / "cityops.acl"
     secrets_path = Path(args.secrets) if args.secrets else out / "cityops-passwords.secret"
-    with connect(settings.database_url) as conn:
-        rows = conn.execute("SELECT kind, device_id FROM devices ORDER BY kind, device_id")
-        devices = [Device(DeviceKind(str(kind)), str(device_id)) for kind, device_id in rows]
+    try:
+        with connect(settings.database_url) as conn:
+            rows = conn.execute("SELECT kind, device_id FROM devices ORDER BY kind, device_id")
+            devices = [Device(DeviceKind(str(kind)), str(device_id)) for kind, device_id in rows]
+    except psycopg.Error as exc:
+        where = settings.redacted_database_url()
+        print(
+            f"cityops mqtt credentials: cannot read the registry at {where}: {exc}", file=sys.stderr
+        )
+        return 1
     try:
         acl = render_acl(prefix, devices, simulator=args.simulator)
         users = [a.user for a in service_accounts(prefix, simulator=args.simulator)]

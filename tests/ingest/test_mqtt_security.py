@@ -554,3 +554,15 @@ def test_the_default_configuration_stays_anonymous_for_the_demo() -> None:
     shipped = REPO / "deploy/mosquitto"
     assert "allow_anonymous true" in (shipped / "mosquitto.conf").read_text()
     assert not [p.name for p in (shipped / "conf.d").glob("*.conf") if "auth" in p.name]
+
+
+def test_cli_without_a_migrated_registry_says_so(
+    empty_db_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("CITYOPS_DATABASE_URL", empty_db_url)
+    assert main(["mqtt", "credentials", "--out", str(tmp_path / "auth")]) == 1
+    assert "cannot read the registry" in capsys.readouterr().err
+    assert not (tmp_path / "auth").exists()
