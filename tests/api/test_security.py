@@ -363,3 +363,14 @@ def test_cors_is_off_by_default_and_configurable(auth_settings: Settings) -> Non
         assert "authorization" in resp.headers["access-control-allow-headers"].lower()
         other = c.options(BINS, headers={**preflight, "Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in other.headers
+
+
+def test_unreachable_jwks_is_503_not_401(settings: Settings) -> None:
+    private = ec.generate_private_key(ec.SECP256R1())
+    s = _oidc_settings(settings, auth_jwks_url="http://127.0.0.1:1/certs")
+    t = jwt.encode(
+        _keycloak_claims(["cityops-admin"]), private, algorithm="ES256", headers={"kid": "k1"}
+    )
+    with TestClient(create_app(s)) as c:
+        resp = c.get(BINS, headers={"Authorization": f"Bearer {t}"})
+    assert resp.status_code == 503 and resp.json()["error"] == "auth_provider_unavailable"
