@@ -2,8 +2,9 @@
 
 Every write validates first, then runs in one transaction that (1) takes the registry's
 advisory lock, so coordination always sees every committed work, (2) writes the change,
-(3) records it in the audit history with its actor, and (4) re-runs coordination for
-the work and stores the findings. Any error rolls everything back: nothing is
+(3) records it in the audit history with its actor, (4) re-runs coordination for
+the work and stores the findings, and (5) keeps the work's row in `street_closures` (what
+routing avoids) in step (`closures.sync_work_closure`). Any error rolls everything back: nothing is
 half-written.
 
 Pass an autocommit connection (as the API's pool gives) or an idle one: each call runs
@@ -25,6 +26,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from cityops.roadworks import repository as repo
+from cityops.roadworks.closures import sync_work_closure
 from cityops.roadworks.config import RoadworksSettings
 from cityops.roadworks.coordination import (
     CoordinationRules,
@@ -161,6 +163,7 @@ class RoadworksService:
                               to_status=Status.DRAFT, changes=_jsonable(valid.spec),
                               note=note)
             work = repo.get_work(conn, work_id)
+            sync_work_closure(conn, work)
         logger.info("roadwork %s created by %s (%s)", work.reference, actor.name,
                     actor.organisation)
         return work
@@ -188,6 +191,7 @@ class RoadworksService:
                               changes=changes, note=note)
             work = repo.get_work(conn, work_id)
             self._coordinate(conn, work, now)
+            sync_work_closure(conn, work)
         logger.info("roadwork %s updated by %s: %s", work.reference, actor.name,
                     ", ".join(sorted(changes)))
         return work
@@ -227,6 +231,7 @@ class RoadworksService:
                               to_status=step.target, changes=changes, note=note)
             work = repo.get_work(conn, work_id)
             self._coordinate(conn, work, now)
+            sync_work_closure(conn, work)
         logger.info("roadwork %s: %s -> %s (%s by %s)", work.reference, before, step.target,
                     step.name, actor.name)
         return work
