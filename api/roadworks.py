@@ -52,6 +52,7 @@ from cityops.roadworks.geometry import BBox
 from cityops.roadworks.labels import BERLIN, street_key
 from cityops.roadworks.model import Period, Roadwork, Sector
 from cityops.roadworks.overview import day_window
+from cityops.roadworks.search_index import PublicIndex
 from cityops.roadworks.service import RoadworksService
 from cityops.roadworks.validation import LIMITS
 
@@ -211,41 +212,77 @@ def _matches_text(row: repo.PublicText, text: str) -> bool:
             or any(folded in t.casefold() for t in texts))
 
 
-def _search(ctx: RoadworksApi, conn: repo.Conn, s: _Search, *, limit: int,
-            after: tuple[datetime, int] | None, now: datetime) -> repo.PublicKeys:
-    """A page of public works on site during the window, by effective start and id.
-
-    The database filters, sorts, counts and cuts the page. Only the free text `q` is
-    matched here (Python's case folding), on the texts of the matching works.
-    """
+def _search_text(conn: repo.Conn, s: _Search, text: str, *, limit: int,
+                 after: tuple[datetime, int] | None, now: datetime) -> repo.PublicKeys:
+    """A page of the search with a free text `q`: the database filters; the text is
+    matched here (Python's case folding) on the texts of the matching works; then the
+    database orders, counts and cuts the page of the works that matched."""
     query = repo.PublicSearch(
         window=s.window, now=now, bbox=s.bbox, street=s.street, sectors=s.sectors,
         impacts=frozenset(i.value for i in s.impacts))
-    if not s.text:
-        return repo.search_public_keys(conn, query, limit=limit, after=after)
-    text = s.text
-    found = [r.id for r in repo.search_public_texts(conn, query) if _matches_text(r, text)]
-    return repo.search_public_keys(conn, found, limit=limit, after=after)
-
-
-def _render_search(ctx: RoadworksApi, conn: repo.Conn, s: _Search, *, limit: int,
-                   after: tuple[datetime, int] | None, now: datetime, first: date,
-                   last: date | None) -> Rendered:
-    """The search's page as JSON bytes (`PublicPage`): the page's works from the kept
-    fragments, the missing ones rendered by PostgreSQL, all from one snapshot."""
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        keys = _search(ctx, conn, s, limit=limit, after=after, now=now)
-        frags = ctx.cache.fragments((k.id, k.key) for k in keys.works)
-        missing = [k.id for k in keys.works if k.id not in frags]
-        if missing:
-            head, tail = PUBLIC_WORK_SQL
-            rendered = repo.render_public(conn, missing, head=head, tail=tail,
-                                          params={"base_url": ctx.settings.public_base_url})
-            for work_id, (key, h, t) in rendered.items():
-                frags[work_id] = Fragment(key, h, t)
-                ctx.cache.keep_fragment(work_id, frags[work_id])
-    works = keys.works
+        found = [r.id for r in repo.search_public_texts(conn, query) if _matches_text(r, text)]
+        return repo.search_public_keys(conn, found, limit=limit, after=after)
+
+
+def _search(ctx: RoadworksApi, conn: repo.Conn, version: str, s: _Search, *, limit: int,
+            after: tuple[datetime, int] | None, now: datetime) -> repo.PublicKeys:
+    """A page of public works on site during the window, by effective start and id: from
+    the public works in memory (`PublicIndex`, loaded again when the data version has
+    changed), or with a free text from the database."""
+    if s.text:
+        return _search_text(conn, s, s.text, limit=limit, after=after, now=now)
+    index = _public_index(ctx, conn, version)
+    b = s.bbox
+    page = index.search(
+        window_start=s.window.start, window_end=s.window.end, now=now,
+        bbox=(b.min_lon, b.min_lat, b.max_lon, b.max_lat) if b is not None else None,
+        street=s.street, sectors=frozenset(x.value for x in s.sectors),
+        impacts=frozenset(i.value for i in s.impacts), limit=limit, after=after)
+    return repo.PublicKeys(
+        [repo.PublicKey(w.id, w.key, w.start, w.overdue_from) for w in page.works],
+        page.more, page.total, index.version)
+
+
+def _public_index(ctx: RoadworksApi, conn: repo.Conn, version: str) -> PublicIndex:
+    """The public works in memory at `version` or later; one thread loads, the others
+    wait for it."""
+    index = ctx.cache.index
+    if index is not None and index.version == version:
+        return index
+    with ctx.cache.lock("public-index"):
+        index = ctx.cache.index
+        if index is not None and index.version == version:
+            return index
+        loaded, rows = repo.public_index_rows(conn)
+        index = PublicIndex(loaded, rows)
+        ctx.cache.index = index
+        logger.info("public roadworks index loaded: %d works at version %s", len(index),
+                    loaded)
+        return index
+
+
+def _render_search(ctx: RoadworksApi, conn: repo.Conn, keys: repo.PublicKeys, *,
+                   now: datetime, first: date, last: date | None,
+                   window: Period) -> tuple[Rendered, bool]:
+    """The page as JSON bytes (`PublicPage`) from the kept fragments of its works, the
+    missing ones rendered by PostgreSQL; and whether it may be kept (False when a work
+    changed since the page was searched: then its newer content is sent)."""
+    frags = ctx.cache.fragments((k.id, k.key) for k in keys.works)
+    missing = [k.id for k in keys.works if k.id not in frags]
+    consistent = True
+    if missing:
+        head, tail = PUBLIC_WORK_SQL
+        rendered = repo.render_public(conn, missing, head=head, tail=tail,
+                                      params={"base_url": ctx.settings.public_base_url})
+        wanted = {k.id: k.key for k in keys.works}
+        for work_id, (key, h, t) in rendered.items():
+            frags[work_id] = Fragment(key, h, t)
+            ctx.cache.keep_fragment(work_id, frags[work_id])
+            consistent &= key == wanted[work_id]
+        consistent &= len(rendered) == len(missing)
+    works = [k for k in keys.works if k.id in frags]  # a work deleted meanwhile: left out
     items = ",".join(
         public_work_json(frags[k.id].head, frags[k.id].tail,
                          k.overdue_from is not None and k.overdue_from <= now)
@@ -259,9 +296,9 @@ def _render_search(ctx: RoadworksApi, conn: repo.Conn, s: _Search, *, limit: int
     # `now` enters or leaves the window (works in progress count while it contains now).
     changes = [k.overdue_from for k in works
                if k.overdue_from is not None and k.overdue_from > now]
-    changes += [t for t in (s.window.start, s.window.end) if t > now]
+    changes += [t for t in (window.start, window.end) if t > now]
     return Rendered(body, "application/json", etag_of(body), keys.version,
-                    min(changes, default=None), _SEARCH_HEADERS)
+                    min(changes, default=None), _SEARCH_HEADERS), consistent
 
 
 _SEARCH_HEADERS = (("Cache-Control", "no-cache"),)
@@ -337,12 +374,15 @@ def search_works(
            tuple(sorted(search.sectors)), tuple(sorted(search.impacts)), q, limit, after)
     now = ctx.now()
     with pool.connection() as conn:
+        version = repo.data_version(conn)
         kept = ctx.cache.response(key)
-        if kept is not None and kept.fresh(repo.data_version(conn), now):
+        if kept is not None and kept.fresh(version, now):
             return respond(request, kept)
-        rendered = _render_search(ctx, conn, search, limit=limit, after=after, now=now,
-                                  first=first, last=to)
-    ctx.cache.keep_response(key, rendered)
+        keys = _search(ctx, conn, version, search, limit=limit, after=after, now=now)
+        rendered, consistent = _render_search(ctx, conn, keys, now=now, first=first,
+                                              last=to, window=search.window)
+    if consistent:
+        ctx.cache.keep_response(key, rendered)
     return respond(request, rendered)
 
 

@@ -24,6 +24,8 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from cityops.roadworks.search_index import PublicIndex
+
 __all__ = ["Fragment", "Rendered", "RoadworksCache", "etag_of"]
 
 
@@ -100,6 +102,8 @@ class RoadworksCache:
     max_response_bytes: int = 128 * 1024 * 1024
     max_fragments: int = 200_000
     max_fragment_bytes: int = 256 * 1024 * 1024
+    #: The public works in memory for the search, of the data version it names.
+    index: PublicIndex | None = field(default=None, init=False, repr=False)
     _responses: _Lru = field(init=False, repr=False)
     _fragments: _Lru = field(init=False, repr=False)
     _locks: dict[Hashable, threading.Lock] = field(init=False, repr=False)

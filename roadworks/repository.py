@@ -51,6 +51,7 @@ from cityops.roadworks.model import (
     Status,
     Street,
 )
+from cityops.roadworks.search_index import IndexRow
 
 __all__ = [
     "Conn",
@@ -84,6 +85,7 @@ __all__ = [
     "lock_registry",
     "next_public_start",
     "next_reference",
+    "public_index_rows",
     "render_public",
     "save_overview",
     "search_public",
@@ -476,6 +478,33 @@ def search_public_keys(
     if not found and after is not None:  # past the last page: count without the cursor
         total = len(s) if not isinstance(s, PublicSearch) else count_public(conn, s)
     return PublicKeys(found[:limit], len(found) > limit, total, version)
+
+
+def public_index_rows(conn: Conn) -> tuple[str, list[IndexRow]]:
+    """The data version and every public work as `search_index.PublicIndex` needs it, in
+    one statement (one snapshot)."""
+    rows = conn.execute(
+        f"""
+        SELECT current_database() || ':' || v.version::text, p.* FROM roadworks_data_version v
+        LEFT JOIN LATERAL (
+            SELECT w.id, w.xmin::text || '.' || coalesce(
+                       (SELECT max(s.xmin::text::bigint) FROM roadwork_streets s
+                        WHERE s.work_id = w.id), 0),
+                {_EFF_START}, {_EFF_END}, w.status = 'in_progress' AND w.actual_end IS NULL,
+                w.sector, {_IMPACT},
+                ARRAY(SELECT s.street_key FROM roadwork_streets s WHERE s.work_id = w.id),
+                ST_AsBinary(w.footprint)
+            FROM roadworks w
+            WHERE w.is_public AND w.status IN ({_PUBLIC_STATUS_LIST})
+        ) p ON true
+        """
+    ).fetchall()
+    version = str(rows[0][0])
+    return version, [
+        IndexRow(int(r[1]), str(r[2]), r[3], r[4], bool(r[5]), str(r[6]), str(r[7]),
+                 tuple(r[8]), bytes(r[9]))
+        for r in rows if r[1] is not None
+    ]
 
 
 def count_public(conn: Conn, s: PublicSearch) -> int:
