@@ -18,28 +18,33 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterable
-from datetime import date
+from datetime import date, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
+from psycopg_pool import ConnectionPool
 
 from cityops.api.errors import NotFoundError
 from cityops.api.roadworks import (
     BBoxParam,
     Ctx,
     Pool,
+    RoadworksApi,
     StreetParam,
     parse_area,
     parse_street,
+    respond,
 )
+from cityops.api.roadworks_cache import Rendered
 from cityops.api.roadworks_schemas import OverviewDay
 from cityops.api.schemas import ErrorBody
 from cityops.roadworks import repository as repo
 from cityops.roadworks.feeds import atom, csv_feed, geojson, ical, wzdx
 from cityops.roadworks.feeds.common import FeedQuery
-from cityops.roadworks.model import Roadwork
+from cityops.roadworks.model import Roadwork, Status
+from cityops.roadworks.validation import LIMITS
 
 __all__ = ["ATOM_PATH", "FeedFormat", "OverviewFormat", "router"]
 
@@ -91,12 +96,44 @@ def feed(
 ) -> Response:
     """The public works not yet over (of an area or a street): `wzdx` (WZDx 4.2
     WorkZoneFeed), `geojson`, `csv` (RFC 4180), `ical` (RFC 5545, to subscribe in a
-    calendar) or `atom` (RFC 4287, for feed readers)."""
+    calendar) or `atom` (RFC 4287, for feed readers).
+
+    A feed is rendered once per state of the registry and kept: while no work changes
+    (and none starts or ends being shown as time passes) it is sent as rendered, and a
+    client that names its ETag in `If-None-Match` gets `304 Not Modified`."""
     area, road = parse_area(bbox), parse_street(street)
-    fctx = ctx.feed_context()
-    with pool.connection() as conn:
-        works = ctx.service.public_works(conn, bbox=area, street=road, now=fctx.generated_at)
     query = FeedQuery(bbox=area, street=road)
+    key = ("feed", kind.value, query.query_string)
+    kept = _kept(ctx, pool, key)
+    if kept is not None:
+        return respond(request, kept)
+    with ctx.cache.lock(key):  # one thread renders, the others wait and take it
+        kept = _kept(ctx, pool, key)
+        if kept is None:
+            kept = _render_feed(kind, ctx, pool, query)
+            ctx.cache.keep_response(key, kept)
+    return respond(request, kept)
+
+
+def _kept(ctx: RoadworksApi, pool: ConnectionPool, key: tuple[str, ...]) -> Rendered | None:
+    kept = ctx.cache.response(key)
+    if kept is None:
+        return None
+    with pool.connection() as conn:
+        version = repo.data_version(conn)
+    return kept if kept.fresh(version, ctx.now()) else None
+
+
+def _render_feed(kind: FeedFormat, ctx: RoadworksApi, pool: ConnectionPool,
+                 query: FeedQuery) -> Rendered:
+    fctx = ctx.feed_context()
+    now = fctx.generated_at
+    horizon = now + timedelta(days=LIMITS.max_duration.days + 366)  # as public_works
+    with pool.connection() as conn, conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        version = repo.data_version(conn)
+        works = ctx.service.public_works(conn, bbox=query.bbox, street=query.street, now=now)
+        later = repo.next_public_start(conn, horizon)
     body: str
     if kind is FeedFormat.WZDX:
         body = json.dumps(wzdx.work_zone_feed(works, fctx), ensure_ascii=False)
@@ -109,26 +146,38 @@ def feed(
     else:
         body = atom.feed(works, fctx, query, self_path=ATOM_PATH)
     media, filename = _MEDIA[kind]
-    return _cached(request, body.encode("utf-8"), media, filename,
-                   tag=f"{kind}?{query.query_string}|{_versions(works)}")
+    # The feed shows other works once a work shown ends or, far ahead, one more starts.
+    changes = [w.effective_period.end for w in works
+               if not (w.status is Status.IN_PROGRESS and w.actual_end is None)
+               and w.effective_period.end > now]
+    if later is not None:
+        changes.append(later - (horizon - now))
+    tag = f"{kind}?{query.query_string}|{_versions(works)}"
+    return Rendered(body.encode("utf-8"), media, _etag(tag), version,
+                    min(changes, default=None), _headers(filename))
 
 
 def _versions(works: Iterable[Roadwork]) -> str:
     return ",".join(f"{w.id}.{w.version}.{w.updated_at.timestamp()}" for w in works)
 
 
+def _etag(tag: str) -> str:
+    """An ETag made of `tag`: what the content depends on, without the generation time."""
+    return f'"{hashlib.sha256(tag.encode()).hexdigest()[:32]}"'
+
+
+def _headers(filename: str | None) -> tuple[tuple[str, str], ...]:
+    headers = [("Cache-Control", _FEED_CACHE)]
+    if filename:
+        headers.append(("Content-Disposition", f'inline; filename="{filename}"'))
+    return tuple(headers)
+
+
 def _cached(request: Request, data: bytes, media: str, filename: str | None, *,
             tag: str) -> Response:
-    """A response with an ETag made of `tag` (what the content depends on, without the
-    generation time), or `304 Not Modified` when the client has that version already."""
-    etag = f'"{hashlib.sha256(tag.encode()).hexdigest()[:32]}"'
-    headers = {"ETag": etag, "Cache-Control": _FEED_CACHE}
-    if filename:
-        headers["Content-Disposition"] = f'inline; filename="{filename}"'
-    match = request.headers.get("if-none-match")
-    if match and etag in [t.strip() for t in match.split(",")]:
-        return Response(status_code=304, headers=headers)
-    return Response(content=data, media_type=media, headers=headers)
+    """A response with an ETag made of `tag`, or `304 Not Modified` when the client has
+    that version already."""
+    return respond(request, Rendered(data, media, _etag(tag), "", None, _headers(filename)))
 
 
 # -- daily overview ---------------------------------------------------------------------

@@ -135,3 +135,40 @@ def test_time_passing_makes_a_kept_page_overdue(edit: TestClient) -> None:  # no
         assert [(w["reference"], w["overdue"]) for w in after["items"]] == [(ref, True)]
     finally:
         clock.now = NOW
+
+
+def test_feeds_are_kept_until_the_data_or_the_time_change(edit: TestClient) -> None:  # noqa: F811
+    app: Any = edit.app
+    ctx: RoadworksApi = app.dependency_overrides[roadworks_api]()
+    clock: Any = ctx.service.clock
+    feed = f"{API}/feeds/wzdx"
+    assert edit.get(feed).json()["features"] == []
+    work = create(edit, street="Feedstraße", start=NOW + timedelta(days=1), days=2)
+    ref = work["reference"]
+    edit.post(f"{MANAGE}/works/{ref}/submit")
+    for target in ("in_consultation", "approved"):
+        edit.post(f"{MANAGE}/works/{ref}/transitions", json={"to": target})
+    try:
+        shown = edit.get(feed)
+        names = [f["properties"]["core_details"]["name"] for f in shown.json()["features"]]
+        assert names == [f"{ref}: Arbeiten Feedstraße"]
+        etag = shown.headers["etag"]
+        assert edit.get(feed, headers={"If-None-Match": etag}).status_code == 304
+        for kind in ("geojson", "csv", "ical", "atom"):  # each kept on its own
+            r = edit.get(f"{API}/feeds/{kind}")
+            assert r.status_code == 200 and ref in r.text
+            again = edit.get(f"{API}/feeds/{kind}", headers={"If-None-Match": r.headers["etag"]})
+            assert again.status_code == 304
+        version = edit.get(f"{MANAGE}/works/{ref}").json()["version"]
+        r = edit.patch(f"{MANAGE}/works/{ref}", json={"title": "Geändert"},
+                       headers={"If-Match": f'"v{version}"'})
+        assert r.status_code == 200, r.text
+        changed = edit.get(feed, headers={"If-None-Match": etag})
+        assert changed.status_code == 200 and changed.headers["etag"] != etag
+        assert changed.json()["features"][0]["properties"]["core_details"]["name"] == \
+            f"{ref}: Geändert"
+        clock.now = NOW + timedelta(days=3, hours=1)  # the work is over: out of the feed
+        assert edit.get(feed, headers={"If-None-Match": changed.headers["etag"]}).json()[
+            "features"] == []
+    finally:
+        clock.now = NOW
