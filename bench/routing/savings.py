@@ -343,6 +343,8 @@ class SensorDriven:
     trucks: Sequence[TruckRow]
     fraction: Mapping[str, str]
     next_collection: Callable[[date], datetime]
+    optional_pct: float = 50.0  # select_bins' defaults, as the daily plan uses them
+    reward_scale: int = 1000
     name: str = "sensor-driven"
 
     def plan(
@@ -359,7 +361,13 @@ class SensorDriven:
             estimate(b, obs, now=now, fallback_rate_pct_per_h=fallback.get(self.fraction[b]))
             for b, obs in observed.items()
         ]
-        selections = select_bins(forecasts, now=now, next_collection=self.next_collection(day))
+        selections = select_bins(
+            forecasts,
+            now=now,
+            next_collection=self.next_collection(day),
+            optional_pct=self.optional_pct,
+            reward_scale=self.reward_scale,
+        )
         demand: dict[str, tuple[float, float]] = {}
         for sel in selections:
             req, opt = demand.get(self.fraction[sel.bin_id], (0.0, 0.0))
@@ -399,6 +407,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="default: the scenario's")
     parser.add_argument("--scenario", default="demo")
     parser.add_argument("--start", type=date.fromisoformat, default=date(2024, 3, 4))
+    parser.add_argument(
+        "--optional-pct",
+        type=float,
+        default=50.0,
+        help="sensor-driven: optional bins from this predicted fill (< 80; default as daily)",
+    )
+    parser.add_argument(
+        "--reward-scale",
+        type=int,
+        default=1000,
+        help="sensor-driven: reward in metres of an optional bin at 80 %% (default as daily)",
+    )
     args = parser.parse_args(argv)
     if args.days < 1 or args.warmup_days < 0 or args.time_limit <= 0:
         parser.error("need --days >= 1, --warmup-days >= 0 and a positive --time-limit")
@@ -446,7 +466,9 @@ def main(argv: list[str] | None = None) -> int:
     weekday, truck_of = fixed_schedule(city.bins, trucks, sorted(workdays))
     policies: list[Policy] = [
         FixedSchedule(planner, weekday, truck_of, fraction),
-        SensorDriven(planner, trucks, fraction, next_collection),
+        SensorDriven(
+            planner, trucks, fraction, next_collection, args.optional_pct, args.reward_scale
+        ),
     ]
     days = [args.start + timedelta(days=i) for i in range(args.warmup_days + args.days)]
     sim_start = datetime.combine(args.start - timedelta(days=1), time(0), tzinfo=zone)
@@ -455,7 +477,8 @@ def main(argv: list[str] | None = None) -> int:
         f"scenario {scenario.name} (seed {scenario.seed}): {len(city.bins)} bins, "
         f"{len(trucks)} trucks of {trucks[0].capacity_l} l, road network "
         f"{network.n_nodes} nodes; {args.warmup_days} warm-up + {args.days} measured days "
-        f"from {days[args.warmup_days]}, {args.time_limit:g} s per problem"
+        f"from {days[args.warmup_days]}, {args.time_limit:g} s per problem; sensor-driven: "
+        f"optional from {args.optional_pct:g} %, reward scale {args.reward_scale} m"
     )
     for policy in policies:
         clock = LocalClock(zone)
@@ -496,12 +519,14 @@ def main(argv: list[str] | None = None) -> int:
         "days": args.days,
         "warmup_days": args.warmup_days,
         "time_limit_s": args.time_limit,
+        "optional_pct": args.optional_pct,
+        "reward_scale": args.reward_scale,
         "fixed": fixed,
         "sensor": sensor,
         "km_reduction": round(reduction, 4),
         "target_met": met,
     }
-    print(json.dumps(result, sort_keys=True))
+    print(json.dumps(result, sort_keys=True), flush=True)
     return 0
 
 
