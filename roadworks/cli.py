@@ -94,6 +94,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     chk = rsub.add_parser("recheck", help="run coordination again for every work")
     chk.set_defaults(func=_cmd_recheck)
 
+    sync = rsub.add_parser(
+        "sync-closures",
+        help="rebuild the roadworks' rows in street_closures (what routing avoids)",
+        description="Recomputes every street_closures row of the registry (closure id "
+        "roadwork:<reference>, source roadworks) from the works: approved, scheduled and "
+        "in-progress works with a road closure close their streets, lane closures, "
+        "alternating one-way traffic and temporary signals slow them; every other registry "
+        "row is deleted. The registry keeps the rows in step by itself; this is a repair "
+        "and safe to repeat.",
+    )
+    sync.set_defaults(func=_cmd_sync_closures)
+
 
 # -- commands -------------------------------------------------------------------------------
 
@@ -215,6 +227,20 @@ def _cmd_recheck(args: argparse.Namespace) -> int:
     def run(conn: psycopg.Connection[tuple[object, ...]]) -> int:
         n = RoadworksService.from_settings(rw).recheck_all(conn)
         print(f"coordination ran for every work: {n} current finding(s)")
+        return 0
+
+    return _with_db(settings.database_url, run)
+
+
+def _cmd_sync_closures(args: argparse.Namespace) -> int:
+    from cityops.roadworks.closures import rebuild_closures
+
+    settings = load_settings()
+
+    def run(conn: psycopg.Connection[tuple[object, ...]]) -> int:
+        done = rebuild_closures(conn)
+        print(f"street closures from the registry: {done.rows} row(s); {done.added} added, "
+              f"{done.updated} updated, {done.removed} removed, {done.unchanged} unchanged")
         return 0
 
     return _with_db(settings.database_url, run)
