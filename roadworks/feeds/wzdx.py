@@ -23,8 +23,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import shapely
-
 from cityops.roadworks.feeds.common import (
     FeedContext,
     obstructions_de,
@@ -192,5 +190,8 @@ def _description(work: Roadwork) -> str:
 
 
 def _bbox(features: list[dict[str, Any]]) -> list[float]:
-    b = shapely.total_bounds([shapely.geometry.shape(f["geometry"]) for f in features])
-    return [round(float(v), _PRECISION) for v in b]
+    """The bounds of all features: of their own (rounded) bounds, which is the same as
+    the bounds of their rounded coordinates, since rounding keeps the order."""
+    boxes = [f["bbox"] for f in features]
+    return [min(b[0] for b in boxes), min(b[1] for b in boxes),
+            max(b[2] for b in boxes), max(b[3] for b in boxes)]
