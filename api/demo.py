@@ -3,7 +3,9 @@
 Applies migrations, then runs the simulators, the ingest and the API as child processes
 (so they use both cores and each can be stopped on its own), prints where to look and what
 is flowing, and stops everything cleanly on Ctrl-C, SIGTERM or after `--duration` seconds.
-Child logs go to `var/log/<name>.log`.
+Child logs go to `var/log/<name>.log`. With SUMO installed it also runs the traffic closed
+loop on a SUMO grid (`demo_traffic.py`): controllers -> MQTT -> ingest -> measures, and
+detector events -> adaptive control -> timing commands -> controllers.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 
+from cityops.api import demo_traffic
 from cityops.ingest.config import Settings, load_settings
 from cityops.ingest.db import MigrationError, connect, ensure_database, migrate
 
@@ -61,6 +64,25 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     demo.add_argument("--start", help="simulated start, e.g. 'now - 1 day' (default: scenario's)")
     demo.add_argument("--log-dir", default="var/log", help="child logs (default var/log)")
+    demo.add_argument(
+        "--no-traffic",
+        action="store_true",
+        help="leave out the traffic closed loop (SUMO grid, adaptive control, measures)",
+    )
+    demo.add_argument(
+        "--traffic-vph",
+        type=float,
+        default=demo_traffic.DEFAULT_VPH,
+        help="vehicles per hour entering the SUMO grid (default %(default)g)",
+    )
+    demo.add_argument(
+        "--traffic-history",
+        type=float,
+        default=demo_traffic.DEFAULT_HISTORY_MIN,
+        metavar="MIN",
+        help="minutes of fixed-time grid traffic replayed in fast-forward before the live "
+        "loop, so the measures have complete bins at once (default %(default)g, 0: none)",
+    )
     demo.set_defaults(func=_cmd_demo)
 
 
@@ -173,6 +195,119 @@ def _demo_token(settings: Settings, env: dict[str, str]) -> tuple[str, str]:
     return token, note
 
 
+def _engineer_token(settings: Settings, env: dict[str, str]) -> str:
+    """A traffic engineer token signed like the dispatcher's (after `_demo_token`), for
+    switching adaptive control off and on in the demo."""
+    from pydantic import SecretStr
+
+    from cityops.api.security import AuthConfig, issue_token
+
+    secret = env.get("CITYOPS_AUTH_JWT_SECRET")
+    if secret:
+        settings = settings.model_copy(update={"auth_jwt_secret": SecretStr(secret)})
+    return issue_token(
+        AuthConfig.from_settings(settings),
+        "demo-traffic-engineer",
+        ["traffic_engineer"],
+        ttl=timedelta(hours=12),
+    )
+
+
+def _setup_traffic(
+    settings: Settings, args: argparse.Namespace
+) -> tuple[demo_traffic.TrafficLoop | None, tuple[float, float] | None]:
+    """The traffic loop with its grid seeded, and the history window to replay first;
+    (None, None) when it is left out or cannot run (said why; the demo goes on)."""
+    if args.no_traffic:
+        print("traffic loop: left out (--no-traffic)")
+        return None, None
+    why = demo_traffic.unavailable()
+    if why is not None:
+        print(f"traffic loop: SKIPPED, {why}; the rest of the demo runs without it")
+        return None, None
+    try:
+        loop = demo_traffic.TrafficLoop(vph=args.traffic_vph, history_min=args.traffic_history)
+        ids = demo_traffic.seed_grid_registry(settings.database_url, loop)
+        loop = replace(loop, controllers=ids)
+        window = demo_traffic.history_window(
+            settings.database_url, ids, time.time(), loop.history_min
+        )
+    except Exception as exc:  # an optional part: say why and go on
+        print(f"traffic loop: SKIPPED, cannot set up the SUMO grid: {exc}")
+        return None, None
+    print(
+        f"traffic loop: SUMO {loop.grid}x{loop.grid} grid registered, {len(ids)} controllers "
+        f"{ids[0]} .. {ids[-1]}"
+    )
+    return loop, window
+
+
+def _spawn(child: _Child, env: dict[str, str]) -> None:
+    with child.log.open("ab") as log:
+        child.proc = subprocess.Popen(
+            child.args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+
+
+def _traffic_banner(
+    traffic: demo_traffic.TrafficLoop | None,
+    history: tuple[float, float] | None,
+    base: str,
+    engineer: str,
+) -> tuple[str, str]:
+    """The start-up text of the traffic loop: where to look, and how to switch control."""
+    if traffic is None:
+        return "", ""
+    first = (
+        f"\n                   first {history[1] / 60:.0f} min of fixed-time grid traffic "
+        "replayed in fast-forward, so the measures have bins at once"
+        if history is not None
+        else ""
+    )
+    junction = traffic.controllers[len(traffic.controllers) // 2]
+    where = (
+        f"  traffic loop     SUMO {traffic.grid}x{traffic.grid} grid, {traffic.vph:g} veh/h in "
+        "real time -> ingest -> measures; adaptive control -> cmd/timing"
+        f"{first}\n"
+        f"  signals          {base}/api/v1/traffic/controllers\n"
+        f"  control modes    {base}/api/v1/traffic/control/modes\n"
+        f"  measures         {base}/api/v1/traffic/controllers/{junction}/measures\n"
+        "  dashboard        Grafana 'Traffic signals' (deploy/grafana, docs/dashboards.md)\n"
+    )
+    switch = (
+        "  A traffic engineer token, to switch adaptive control off at one junction\n"
+        "  (its controller goes back to its own fixed-time plan) and on again:\n"
+        f"    export ENGINEER={engineer}\n"
+        '    curl -X PUT -H "Authorization: Bearer $ENGINEER" '
+        "-H 'Content-Type: application/json' \\\n"
+        f'      -d \'{{"mode": "fixed", "reason": "demo"}}\' '
+        f"{base}/api/v1/traffic/control/modes/{junction}\n"
+    )
+    return where, switch
+
+
+def _finished(child: _Child) -> bool:
+    return child.proc is not None and child.proc.poll() is not None
+
+
+def _start_traffic(
+    traffic_children: list[_Child],
+    children: list[_Child],
+    env: dict[str, str],
+    settings: Settings,
+) -> demo_traffic.CommandWatch:
+    """Start the loop's children under the demo's supervision, and watch the commands."""
+    watch = demo_traffic.CommandWatch(settings, f"cityops-demo-watch-{os.getpid()}")
+    for child in traffic_children:
+        _spawn(child, env)
+        children.append(child)
+    return watch
+
+
 def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     try:
         created = ensure_database(settings.database_url)
@@ -194,6 +329,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario or settings.scenario)
     city = build_city(scenario, load_network(settings.osm_file or scenario.osm_file))
     seed_registry(settings.database_url, city)
+    traffic, history = _setup_traffic(settings, args)
     if not _port_free(settings.api_host, settings.api_port):
         print(
             f"cityops demo: port {settings.api_port} on {settings.api_host} is in use; "
@@ -243,6 +379,33 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             ),
         ),
     ]
+    # The traffic loop: three children, started after the history replay (if any) is done,
+    # so that the control service only sees live events.
+    traffic_children: list[_Child] = []
+    history_job: _Child | None = None
+    if traffic is not None:
+        live_s = args.duration + 600.0 if args.duration else 86400.0
+        traffic_children = [
+            _Child("traffic-sim", [*exe, *traffic.sim_args(live_s)], log_dir / "traffic-sim.log"),
+            _Child(
+                "traffic-control",
+                [*exe, *traffic.control_args()],
+                log_dir / "traffic-control.log",
+            ),
+            _Child(
+                "traffic-measures",
+                [*exe, *traffic.measures_args()],
+                log_dir / "traffic-measures.log",
+            ),
+        ]
+        if history is not None:
+            history_job = _Child(
+                "traffic-history",
+                [*exe, *traffic.sim_args(history[1], start=history[0])],
+                log_dir / "traffic-sim.log",
+            )
+            jobs.insert(0, (0.0, history_job))
+    watch: demo_traffic.CommandWatch | None = None
     stop = threading.Event()
 
     def _handle(_signum: int, _frame: FrameType | None) -> None:
@@ -252,20 +415,15 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _handle)
     env = dict(os.environ)
     token, secret_note = _demo_token(settings, env)
+    engineer = _engineer_token(settings, env)
     try:
         for child in children:
-            with child.log.open("ab") as log:
-                child.proc = subprocess.Popen(
-                    child.args,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    start_new_session=True,
-                )
+            _spawn(child, env)
             if child.name == "ingest":
                 time.sleep(1.5)
         base = f"http://{settings.api_host}:{settings.api_port}"
         until = f" (or after {args.duration:.0f} s)" if args.duration else ""
+        traffic_text, switch = _traffic_banner(traffic, history, base, engineer)
         print(
             "\ncityops demo is running\n"
             f"  API docs         {base}/docs\n"
@@ -274,18 +432,21 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             f"  health           {base}/health\n"
             f"  truck route      {base}/api/v1/trucks/T01/route\n"
             f"  roadworks map    {base}/roadworks\n"
+            f"{traffic_text}"
             f"  daily overview   {overview_dir}/<date>/\n"
             f"  MQTT             {settings.mqtt_host}:{settings.mqtt_port}, topics "
             f"{settings.topic_prefix}/v1/#\n"
             f"  logs             {log_dir}/ingest.log, simulate.log, api.log, replan.log,"
-            " routing.log, roadworks.log\n"
+            " routing.log, roadworks.log"
+            f"{', traffic-sim.log, traffic-control.log, traffic-measures.log' if traffic else ''}\n"
             f"  stop             Ctrl-C{until}\n"
             "\n  The API needs a login except for health, the roadworks map and feeds.\n"
             f"  {secret_note}\n"
             f"  A dispatcher token (valid 12 h) and a call with it:\n"
             f"    export TOKEN={token}\n"
             f'    curl -H "Authorization: Bearer $TOKEN" {base}/api/v1/bins?min_fill=80\n'
-            f"  (or 'Authorize' in {base}/docs; more: cityops auth --help)\n",
+            f"  (or 'Authorize' in {base}/docs; more: cityops auth --help)\n"
+            f"{switch}",
             flush=True,
         )
         started = time.monotonic()
@@ -304,14 +465,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
                     stop.set()
             for delay, job in jobs:
                 if job.proc is None and time.monotonic() - started >= delay:
-                    with job.log.open("ab") as log:
-                        job.proc = subprocess.Popen(
-                            job.args,
-                            stdout=log,
-                            stderr=subprocess.STDOUT,
-                            env=env,
-                            start_new_session=True,
-                        )
+                    _spawn(job, env)
                     print(
                         f"[{time.monotonic() - started:5.0f}s] started {job.name} (log: {job.log})",
                         flush=True,
@@ -328,6 +482,17 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
                         f" (log: {job.log})",
                         flush=True,
                     )
+            if (
+                traffic is not None
+                and watch is None
+                and (history_job is None or _finished(history_job))
+            ):
+                watch = _start_traffic(traffic_children, children, env, settings)
+                print(
+                    f"[{time.monotonic() - started:5.0f}s] traffic loop live: SUMO grid in real "
+                    f"time, adaptive control, measures (logs: {log_dir}/traffic-*.log)",
+                    flush=True,
+                )
             if not incident_done and time.monotonic() - started >= _INCIDENT_AFTER_S:
                 incident_done = True
                 try:
@@ -341,25 +506,36 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
                 )
             if time.monotonic() >= next_status:
                 print(f"[{time.monotonic() - started:5.0f}s] {_counts(settings)}", flush=True)
+                if traffic is not None and watch is not None:
+                    line = demo_traffic.loop_status(
+                        settings.database_url, traffic.controllers, watch.take()
+                    )
+                    print(f"        {line}", flush=True)
                 next_status += _STATUS_EVERY_S
             stop.wait(0.5)
     finally:
-        print("stopping: simulators, re-planner, ingest (flushes), API", flush=True)
+        print(
+            "stopping: traffic control, simulators, re-planner, ingest (flushes), API", flush=True
+        )
+        if watch is not None:
+            watch.close()
         failed = False
         for _delay, job in jobs:
             if job.proc is not None and job.proc.poll() is None:
                 job.proc.send_signal(signal.SIGTERM)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     job.proc.wait(timeout=30)
-        for name in ("simulate", "replan", "ingest", "api"):
-            child = next(c for c in children if c.name == name)
-            if child.proc is None or child.proc.poll() is not None:
+        # control first: it hands its controllers back to their own plans (fallback)
+        order = ("traffic-control", "traffic-sim", "simulate", "replan", "ingest")
+        for name in (*order, "traffic-measures", "api"):
+            proc = next((c.proc for c in children if c.name == name), None)
+            if proc is None or proc.poll() is not None:
                 continue
-            child.proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signal.SIGTERM)
             try:
-                child.proc.wait(timeout=30)
+                proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                child.proc.kill()
+                proc.kill()
                 failed = True
         print(f"stopped. {_counts(settings)}", flush=True)
     return 1 if failed else 0
