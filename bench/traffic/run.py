@@ -2,8 +2,12 @@
 
 For each demand (veh/h) and seed:
 
-1. warm-up: our controllers on a 25 s / 25 s fixed-time plan; per controller and phase
-   the peak 15-minute volume from our own measures -> `cityops.traffic.webster` plan;
+1. warm-up: our controllers on a 25 s / 25 s fixed-time plan, run `--warmup-discard`
+   seconds (default one 15-minute bin) longer than the benchmark and ending where it ends;
+   the first, filling-up part is discarded, then per controller and phase the peak
+   15-minute volume of the loaded network from our own measures ->
+   `cityops.traffic.webster` plan (all periods aligned to the 15-minute bins, so no bin is
+   a partial one);
 2. `webster`: that plan as every controller's fixed-time plan;
 3. `actuated`: SUMO's own actuated programs (same yellow, red clearance, min/max green);
 4. `adaptive`: `cityops traffic control --clock mqtt` as a subprocess over the real broker,
@@ -45,7 +49,7 @@ from cityops.simulators.sumo.registry import seed_grid
 from cityops.simulators.sumo.sim import RunConfig, RunResult, prepare, run
 from cityops.traffic.cli import webster_demands
 from cityops.traffic.events import Event, clean
-from cityops.traffic.measures import phase_measures
+from cityops.traffic.measures import BIN_S, phase_measures
 from cityops.traffic.repository import load_config
 from cityops.traffic.webster import webster
 
@@ -87,7 +91,10 @@ def _webster_greens(
     greens = {}
     for cid, raw in result.events.items():
         config = load_config(conn, cid)
-        events = clean([Event(e.ts_ds / 10, e.code, e.param) for e in raw], config).events
+        events = clean(
+            [Event(e.ts_ds / 10, e.code, e.param) for e in raw if start <= e.ts_ds / 10 < end],
+            config,
+        ).events
         plan = webster(
             webster_demands(config, phase_measures(events, config, start, end)),
             min_cycle_s=40.0,
@@ -130,11 +137,20 @@ def main() -> int:
     ap.add_argument("--vph", type=float, nargs="+", default=[3600.0, 4800.0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--duration", type=float, default=3600.0)
+    ap.add_argument(
+        "--warmup-discard",
+        type=float,
+        default=BIN_S,
+        help="seconds of the Webster warm-up run (empty network filling up) not measured; "
+        "a multiple of 900",
+    )
     ap.add_argument("--quick", action="store_true", help="4800 veh/h, seed 1, 900 s")
     ap.add_argument("--no-adaptive", action="store_true")
     args = ap.parse_args()
     if args.quick:
         args.vph, args.seeds, args.duration = [4800.0], [1], 900.0
+    if args.warmup_discard < 0 or args.warmup_discard % BIN_S or args.duration % BIN_S:
+        ap.error("--warmup-discard and --duration must be multiples of 900 s")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     base = load_settings()
     db_url = _db_url(base.database_url)
@@ -146,8 +162,10 @@ def main() -> int:
     t_all = time.monotonic()
     for vph in args.vph:
         for seed in args.seeds:
-            start = math.floor(time.time() - args.duration - 60.0)
+            # bin-aligned, in the past (warm-up included)
+            start = math.floor((time.time() - args.duration - 60.0) / BIN_S) * BIN_S
             end = start + args.duration
+            warm_start = start - args.warmup_discard
             common = {
                 "start": start,
                 "work_dir": WORK,
@@ -159,7 +177,17 @@ def main() -> int:
             _, junctions = prepare(RunConfig(**common))  # type: ignore[arg-type]
             with psycopg.connect(db_url) as conn:
                 seed_grid(conn, grid, junctions)
-                warm = run(RunConfig(**common, keep_events=True))  # type: ignore[arg-type]
+                warm = run(
+                    RunConfig(
+                        **{
+                            **common,
+                            "start": warm_start,
+                            "duration_s": args.duration + args.warmup_discard,
+                        },
+                        keep_events=True,
+                    )  # type: ignore[arg-type]
+                )
+                # measured over the loaded part only (the warm-up's last `duration` seconds)
                 greens = _webster_greens(warm, conn, start, end)
                 cycle = {round(sum(g.values()) + 10.0) for g in greens.values()}
                 print(f"\n== {vph:g} veh/h, seed {seed}: Webster cycles {sorted(cycle)} s")
