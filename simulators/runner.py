@@ -11,6 +11,12 @@ clients are driven from the calling thread with one selector (paho's external-lo
 `loop_read`, `loop_write`, `loop_misc`), not a thread per client, so hundreds of devices
 cost a few percent of a core. A client that loses its connection reconnects with
 randomized exponential backoff; paho keeps its QoS 1 messages meanwhile.
+
+Devices also listen as real ones do: trucks to `cmd/route`, signal controllers to
+`cmd/timing`. A timing command that is not valid JSON or not a `TimingCommand` is logged
+and counted (`RunStats.commands["refused:invalid"]`); a valid one goes to its controller
+at the current simulated time, which obeys it only when safe (`controller.py`) and counts
+what became of it.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from cityops.ingest.contract import (
     DeviceKind,
     DeviceStatus,
     RouteCommand,
+    TimingCommand,
     command_topic,
     device_topic,
 )
@@ -87,12 +94,14 @@ class SimClock:
 
 @dataclass
 class RunStats:
-    """What a run did: messages published by kind and channel, simulated time covered."""
+    """What a run did: messages published by kind and channel, simulated time covered,
+    timing commands received by outcome (`accepted:hold`, `refused:min_green`, ...)."""
 
     sim_start: float
     sim_end: float = 0.0
     wall_s: float = 0.0
     published: Counter[str] = field(default_factory=Counter)
+    commands: Counter[str] = field(default_factory=Counter)
 
     def by_kind(self) -> dict[str, int]:
         out: Counter[str] = Counter()
@@ -105,7 +114,11 @@ class _Link:
     """One device's MQTT client and its connection state."""
 
     def __init__(
-        self, settings: Settings, kind: DeviceKind, device_id: str, client_id: str,
+        self,
+        settings: Settings,
+        kind: DeviceKind,
+        device_id: str,
+        client_id: str,
         sim_now: Callable[[], float],
     ) -> None:
         self.kind = kind
@@ -119,9 +132,7 @@ class _Link:
         self.attempts = 0
         self.sock: socket.socket | None = None
         self.wants_write = False
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
-        )
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
         if settings.mqtt_username:
             client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
         if settings.mqtt_tls:
@@ -134,7 +145,10 @@ class _Link:
         client.on_disconnect = self._on_disconnect
         self.command_topic = (
             command_topic(settings.topic_prefix, kind, device_id, "route")
-            if kind is DeviceKind.TRUCK else None
+            if kind is DeviceKind.TRUCK
+            else command_topic(settings.topic_prefix, kind, device_id, "timing")
+            if kind is DeviceKind.SIGNAL
+            else None
         )
         self.inbox: list[bytes] = []
         client.on_message = self._on_message
@@ -171,8 +185,12 @@ class _Link:
         log("%s %s: %s; retrying in %.1f s", self.kind.value, self.device_id, why, delay)
 
     def _on_connect(
-        self, client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags,
-        reason_code: ReasonCode, properties: Properties | None,
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
     ) -> None:
         if reason_code.is_failure:
             self._schedule_retry(f"broker refused the connection: {reason_code}")
@@ -187,14 +205,19 @@ class _Link:
         self.inbox.append(bytes(msg.payload))
 
     def _on_disconnect(
-        self, client: mqtt.Client, userdata: object, flags: mqtt.DisconnectFlags,
-        reason_code: ReasonCode, properties: Properties | None,
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: mqtt.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
     ) -> None:
         was_connected, self.connected = self.connected, False
         if not self.stopping and self.retry_at is None:
             if was_connected:
-                logger.warning("%s %s lost its connection: %s", self.kind.value,
-                               self.device_id, reason_code)
+                logger.warning(
+                    "%s %s lost its connection: %s", self.kind.value, self.device_id, reason_code
+                )
             self._schedule_retry("disconnected")
 
 
@@ -302,7 +325,10 @@ def run(
     loop = _Loop(list(links.values()), tls=settings.mqtt_tls)
     logger.info(
         "connecting %d devices to %s:%d (topic prefix %s)",
-        len(links), settings.mqtt_host, settings.mqtt_port, prefix,
+        len(links),
+        settings.mqtt_host,
+        settings.mqtt_port,
+        prefix,
     )
     with _stop_on_signals(stop):
         for link in links.values():
@@ -316,28 +342,43 @@ def run(
             loop.misc()
         connected = sum(link.connected for link in links.values())
         if connected < len(links):
-            logger.warning("%d of %d devices connected; the rest keep retrying",
-                           connected, len(links))
+            logger.warning(
+                "%d of %d devices connected; the rest keep retrying", connected, len(links)
+            )
         wall0 = time.time()
         clock = SimClock(start=sim.time, speed=speed, wall0=wall0)
         started = True
         if math.isfinite(clock.caught_up_at()):
-            logger.info("simulating from %s at x%g; real time reached in %s",
-                        _iso(sim.time), speed, _span(clock.caught_up_at() - wall0))
+            logger.info(
+                "simulating from %s at x%g; real time reached in %s",
+                _iso(sim.time),
+                speed,
+                _span(clock.caught_up_at() - wall0),
+            )
         try:
             _publish_loop(sim, loop, links, clock, stats, prefix, stop, duration_s)
         finally:
             _shutdown(loop, links, clock)
             loop.close()
     stats.wall_s = time.time() - wall0
-    logger.info("simulation stopped at %s after %.0f s: published %s",
-                _iso(stats.sim_end), stats.wall_s, _fmt(stats.by_kind()))
+    logger.info(
+        "simulation stopped at %s after %.0f s: published %s",
+        _iso(stats.sim_end),
+        stats.wall_s,
+        _fmt(stats.by_kind()),
+    )
     return stats
 
 
 def _publish_loop(
-    sim: CitySim, loop: _Loop, links: dict[str, _Link], clock: SimClock, stats: RunStats,
-    prefix: str, stop: threading.Event, duration_s: float | None,
+    sim: CitySim,
+    loop: _Loop,
+    links: dict[str, _Link],
+    clock: SimClock,
+    stats: RunStats,
+    prefix: str,
+    stop: threading.Event,
+    duration_s: float | None,
 ) -> None:
     wall0 = clock.wall0
     end = wall0 + duration_s if duration_s is not None else math.inf
@@ -350,8 +391,9 @@ def _publish_loop(
         if wall >= end:
             break
         if wall >= next_tick:
-            _take_routes(sim, links)
             now = clock.now(wall)
+            _take_routes(sim, links)
+            _take_timings(sim, links, now, stats)
             for emission in sim.advance(now):
                 topic = device_topic(prefix, emission.kind, emission.device_id, emission.channel)
                 links[emission.device_id].client.publish(topic, emission.to_json(), qos=1)
@@ -370,7 +412,9 @@ def _publish_loop(
                 "sim time %s (%s), published %s in the last %.0f s, %s in all",
                 _iso(stats.sim_end),
                 f"x{clock.speed:g}, {_span(lag)} behind" if lag > 1 else "real time",
-                _fmt(delta), wall - last_progress, _fmt(counts),
+                _fmt(delta),
+                wall - last_progress,
+                _fmt(counts),
             )
             last_progress = wall
             next_progress = wall + _PROGRESS_S
@@ -380,21 +424,48 @@ def _publish_loop(
 def _take_routes(sim: CitySim, links: dict[str, _Link]) -> None:
     """Hand route versions received on `cmd/route` to the simulated trucks."""
     for link in links.values():
-        while link.inbox:
+        while link.kind is DeviceKind.TRUCK and link.inbox:
             raw = link.inbox.pop(0)
             try:
                 route = RouteCommand.model_validate_json(raw)
             except ValidationError as exc:
-                logger.warning("truck %s: ignoring an invalid route command: %s",
-                               link.device_id, exc.errors()[0]["msg"])
+                logger.warning(
+                    "truck %s: ignoring an invalid route command: %s",
+                    link.device_id,
+                    exc.errors()[0]["msg"],
+                )
                 continue
             if route.truck_id != link.device_id:
                 logger.warning("truck %s: ignoring a route for %s", link.device_id, route.truck_id)
                 continue
             bins = [s.bin_id for s in route.stops if s.kind == "stop" and s.bin_id]
             taken = sim.follow_route(link.device_id, bins, route.version)
-            logger.info("truck %s follows route v%d (%s): %d stops",
-                        link.device_id, route.version, route.reason, taken)
+            logger.info(
+                "truck %s follows route v%d (%s): %d stops",
+                link.device_id,
+                route.version,
+                route.reason,
+                taken,
+            )
+
+
+def _take_timings(sim: CitySim, links: dict[str, _Link], now: float, stats: RunStats) -> None:
+    """Hand timing commands received on `cmd/timing` to the simulated controllers at `now`."""
+    for link in links.values():
+        while link.kind is DeviceKind.SIGNAL and link.inbox:
+            raw = link.inbox.pop(0)
+            try:
+                command = TimingCommand.model_validate_json(raw)
+            except ValidationError as exc:
+                logger.warning(
+                    "signal %s: invalid timing command refused: %s",
+                    link.device_id,
+                    exc.errors()[0]["msg"],
+                )
+                stats.commands["refused:invalid"] += 1
+                continue
+            outcome = sim.controllers[link.device_id].receive(command, now)
+            stats.commands[outcome.key] += 1
 
 
 def _shutdown(loop: _Loop, links: dict[str, _Link], clock: SimClock) -> None:
@@ -430,4 +501,3 @@ def _span(seconds: float) -> str:
 
 def _fmt(counts: dict[str, int]) -> str:
     return ", ".join(f"{k} {n}" for k, n in sorted(counts.items())) or "nothing"
-
