@@ -422,6 +422,25 @@ def _status_of(exc: ApiError | RoadworksError) -> int:
     return 500
 
 
+def _error_details(exc: ApiError | RoadworksError) -> list[Mapping[str, object]]:
+    """`exc.details` in the documented `ErrorDetail` shape: each has a location, a field and
+    a message (further keys, such as a refused transition's allowed targets, are kept).
+
+    The roadworks registry knows no HTTP: its field problems are in the request body, its
+    other details (a refused transition) concern the request as a whole; a detail without
+    a message of its own carries the error's.
+    """
+    location = "body" if isinstance(exc, InvalidPayload) else "request"
+    out: list[Mapping[str, object]] = []
+    for detail in exc.details:
+        item = dict(detail)
+        item.setdefault("location", location)
+        item.setdefault("field", item["location"])
+        item.setdefault("message", exc.message)
+        out.append(item)
+    return out
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     async def api_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiError | RoadworksError)
@@ -432,7 +451,7 @@ def _install_error_handlers(app: FastAPI) -> None:
             logger.info(
                 "%s %s refused (%d): %s", request.method, request.url.path, status, exc.message
             )
-        response = _error(status, exc.code, exc.message, list(exc.details))
+        response = _error(status, exc.code, exc.message, _error_details(exc))
         response.headers.update(getattr(exc, "headers", None) or {})
         return response
 

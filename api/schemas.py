@@ -210,7 +210,7 @@ class _Out(BaseModel):
 
 
 class ErrorDetail(_Out):
-    location: str = Field(description="query, path or body")
+    location: str = Field(description="query, path, header, body, or request (as a whole)")
     field: str
     message: str
     type: str | None = None
