@@ -18,6 +18,7 @@ from __future__ import annotations
 import html
 import json
 import logging
+import threading
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import cache
@@ -25,11 +26,12 @@ from pathlib import Path
 from typing import Annotated, Any, Final
 from urllib.parse import urlsplit
 
+import psycopg
 import xstatic.pkg.leaflet  # type: ignore[import-untyped]
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, Response
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -57,6 +59,7 @@ from cityops.roadworks.service import RoadworksService
 from cityops.roadworks.validation import LIMITS
 
 __all__ = [
+    "DEFAULT_PAGE",
     "LEAFLET_DIR",
     "STATIC_DIR",
     "BBoxParam",
@@ -226,14 +229,15 @@ def _search_text(conn: repo.Conn, s: _Search, text: str, *, limit: int,
         return repo.search_public_keys(conn, found, limit=limit, after=after)
 
 
-def _search(ctx: RoadworksApi, conn: repo.Conn, version: str, s: _Search, *, limit: int,
-            after: tuple[datetime, int] | None, now: datetime) -> repo.PublicKeys:
+def _search(ctx: RoadworksApi, pool: ConnectionPool, conn: repo.Conn, version: str,
+            s: _Search, *, limit: int, after: tuple[datetime, int] | None,
+            now: datetime) -> repo.PublicKeys:
     """A page of public works on site during the window, by effective start and id: from
     the public works in memory (`PublicIndex`, loaded again when the data version has
     changed), or with a free text from the database."""
     if s.text:
         return _search_text(conn, s, s.text, limit=limit, after=after, now=now)
-    index = _public_index(ctx, conn, version)
+    index = _public_index(ctx, pool, conn, version)
     b = s.bbox
     page = index.search(
         window_start=s.window.start, window_end=s.window.end, now=now,
@@ -245,9 +249,11 @@ def _search(ctx: RoadworksApi, conn: repo.Conn, version: str, s: _Search, *, lim
         page.more, page.total, index.version)
 
 
-def _public_index(ctx: RoadworksApi, conn: repo.Conn, version: str) -> PublicIndex:
+def _public_index(ctx: RoadworksApi, pool: ConnectionPool, conn: repo.Conn,
+                  version: str) -> PublicIndex:
     """The public works in memory at `version` or later; one thread loads, the others
-    wait for it."""
+    wait for it. Once loaded, the works not rendered yet are rendered in the background
+    (`_prerender`), so that searches find them ready."""
     index = ctx.cache.index
     if index is not None and index.version == version:
         return index
@@ -260,7 +266,38 @@ def _public_index(ctx: RoadworksApi, conn: repo.Conn, version: str) -> PublicInd
         ctx.cache.index = index
         logger.info("public roadworks index loaded: %d works at version %s", len(index),
                     loaded)
-        return index
+    todo = [(r.id, r.key) for r in rows]
+    if ctx.cache.prerender and todo:
+        threading.Thread(target=_prerender, args=(ctx, pool, todo), daemon=True,
+                         name="roadworks-prerender").start()
+    return index
+
+
+def _prerender(ctx: RoadworksApi, pool: ConnectionPool, todo: list[tuple[int, str]]) -> None:
+    """Render the works of `todo` (id, key) that are not kept yet, a batch at a time; one
+    such thread at a time. Stops quietly when the database goes away (shutdown)."""
+    lock = ctx.cache.lock("prerender")
+    if not lock.acquire(blocking=False):
+        return
+    try:
+        kept = ctx.cache.fragments(todo)
+        missing = [i for i, _ in todo if i not in kept]
+        head, tail = PUBLIC_WORK_SQL
+        for k in range(0, len(missing), _PRERENDER_BATCH):
+            with pool.connection() as conn:
+                rendered = repo.render_public(
+                    conn, missing[k:k + _PRERENDER_BATCH], head=head, tail=tail,
+                    params={"base_url": ctx.settings.public_base_url})
+            for work_id, (key, h, t) in rendered.items():
+                ctx.cache.keep_fragment(work_id, Fragment(key, h, t))
+        logger.info("public roadworks: %d works rendered ahead", len(missing))
+    except (psycopg.Error, PoolClosed, PoolTimeout) as exc:
+        logger.info("public roadworks: rendering ahead stopped (%s)", exc)
+    finally:
+        lock.release()
+
+
+_PRERENDER_BATCH = 250
 
 
 def _render_search(ctx: RoadworksApi, conn: repo.Conn, keys: repo.PublicKeys, *,
@@ -324,6 +361,10 @@ def _after(cursor: str) -> tuple[datetime, int]:
     return at, wid
 
 
+#: Works per page unless `limit` says otherwise: a page of street-sized results; a map
+#: that shows all works of a view asks for more (up to 500) or follows `next_cursor`.
+DEFAULT_PAGE: Final = 50
+
 _SEARCH_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "a page of public works; `ETag` for conditional requests"},
     304: {"description": "unchanged since the ETag given in `If-None-Match`"},
@@ -350,7 +391,8 @@ def search_works(
     impact: Annotated[list[Impact] | None, Query(
         description="closure (road closed), restriction (lanes, alternating one-way, "
         "signals) or minor")] = None,
-    limit: Annotated[int, Query(ge=1, le=500, description="page size")] = 100,
+    limit: Annotated[int, Query(ge=1, le=500, description="page size (the map asks for 500)")
+                     ] = DEFAULT_PAGE,
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
 ) -> Response:
     """Public works on site on at least one of the days searched, by start. A work in
@@ -378,7 +420,7 @@ def search_works(
         kept = ctx.cache.response(key)
         if kept is not None and kept.fresh(version, now):
             return respond(request, kept)
-        keys = _search(ctx, conn, version, search, limit=limit, after=after, now=now)
+        keys = _search(ctx, pool, conn, version, search, limit=limit, after=after, now=now)
         rendered, consistent = _render_search(ctx, conn, keys, now=now, first=first,
                                               last=to, window=search.window)
     if consistent:

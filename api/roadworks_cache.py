@@ -102,6 +102,9 @@ class RoadworksCache:
     max_response_bytes: int = 128 * 1024 * 1024
     max_fragments: int = 200_000
     max_fragment_bytes: int = 256 * 1024 * 1024
+    #: Render every public work in the background when the works are loaded (see
+    #: `cityops.api.roadworks._prerender`).
+    prerender: bool = True
     #: The public works in memory for the search, of the data version it names.
     index: PublicIndex | None = field(default=None, init=False, repr=False)
     _responses: _Lru = field(init=False, repr=False)

@@ -14,8 +14,9 @@ Steps (a throwaway database, dropped at the end, also on Ctrl-C):
             Issue target: p99 <= 50 ms at 200 requests/s on 2 cores
   sql       the same boxes and days straight in PostGIS (`&& ST_MakeEnvelope`, first page
             of 100, ordered by start), timed from Python: the database alone
-  where     in-process breakdown of what the endpoint does per request: the repository
-            query without a limit (database + transfer), decoding to Roadwork objects
+  where     in-process breakdown of what the endpoint does per request: the data version
+            read, the search in memory, rendering a page's works in PostgreSQL (cold),
+            and the same search in SQL for comparison
   overview  `publish_daily` (what `cityops roadworks publish-daily` runs) and the CLI
   wzdx      `GET /api/v1/roadworks/feeds/wzdx` and `cityops roadworks feed wzdx`
 
@@ -40,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -60,7 +62,7 @@ from cityops.roadworks.config import load_roadworks_settings
 from cityops.roadworks.feeds.common import FeedContext
 from cityops.roadworks.geometry import BBox
 from cityops.roadworks.labels import BERLIN, street_key
-from cityops.roadworks.model import Period, Status
+from cityops.roadworks.model import Period
 from cityops.roadworks.overview import day_window, publish_daily
 from cityops.roadworks.seed import street_lines
 from cityops.routing.network import load_network
@@ -93,6 +95,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="queries for the plain-SQL comparison (default 2000)")
     p.add_argument("--target-p99-ms", type=float, default=50.0, help="issue target (50 ms)")
     p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    p.add_argument("--limit", type=int, help="page size asked for (default: the endpoint's)")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 5 s of load, 200 SQL queries, one feed repetition, "
                         "no CLI timings")
@@ -337,9 +340,9 @@ class Api:
 
 
 def drive(api: Api, queries: list[Query], rate: float, seconds: float,
-          threads: int) -> dict[str, Any]:
+          threads: int, suffix: str = "") -> dict[str, Any]:
     job = {"port": api.port, "rate": rate, "seconds": seconds, "threads": threads,
-           "paths": [q.path for q in queries]}
+           "paths": [q.path + suffix for q in queries]}
     cpu0, t0 = proc_cpu_s(api.proc.pid), time.perf_counter()
     proc = subprocess.Popen([PY, str(HERE / "load.py")], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True, start_new_session=True)
@@ -398,51 +401,43 @@ def time_plain_sql(url: str, queries: list[Query]) -> dict[str, Any]:
 
 
 def time_endpoint_parts(url: str, queries: list[Query]) -> dict[str, Any]:
-    """What the search endpoint does per request, in-process and one by one: the two
-    repository queries without a limit (database + transfer only), then the same with
-    decoding into Roadwork objects."""
-    from psycopg.rows import dict_row
+    """What the search endpoint does per request, in-process and one by one: read the
+    data version; search the public works in memory (`PublicIndex`, loaded once per
+    version); render the page's works in PostgreSQL (only for works not rendered before:
+    the cold case); and, for comparison, the same search in SQL (`search_public_keys`)."""
+    from cityops.api.roadworks_schemas import PUBLIC_WORK_SQL
+    from cityops.roadworks.search_index import PublicIndex
 
-    raw, decoded, matched, on_site = [], [], [], []
+    version_s, index_s, render_s, sql_s, matched = [], [], [], [], []
+    now = datetime.now(UTC)
     with connect(url, autocommit=True) as conn:
+        conn.execute("SET TimeZone = 'UTC'")
+        t = time.perf_counter()
+        index = PublicIndex(*repo.public_index_rows(conn))
+        load_s = time.perf_counter() - t
+        head, tail = PUBLIC_WORK_SQL
         for q in queries:
-            filt = repo.WorkFilter(public_only=True, bbox=q.rounded_box, active=window(q))
-            prog = repo.WorkFilter(public_only=True, bbox=q.rounded_box,
-                                   statuses=frozenset({Status.IN_PROGRESS}))
-            texts = []
-            for f in (filt, prog):
-                where, params = repo._where(f)
-                texts.append((f"SELECT {repo._WORK_COLUMNS} FROM roadworks w "
-                              f"WHERE {where} ORDER BY {repo._EFF_START}, w.id", params))
+            b, p = q.rounded_box, window(q)
             t = time.perf_counter()
-            counts = []
-            with conn.cursor(row_factory=dict_row) as cur:
-                for text, params in texts:
-                    counts.append(len(cur.execute(text, params).fetchall()))
-            raw.append(time.perf_counter() - t)
+            repo.data_version(conn)
+            version_s.append(time.perf_counter() - t)
             t = time.perf_counter()
-            with conn.transaction():
-                repo.list_works(conn, filt)
-                repo.list_works(conn, prog)
-            decoded.append(time.perf_counter() - t)
-            matched.append(counts[0])
-            on_site.append(counts[1])
-    city = [i for i, q in enumerate(queries) if q.city]
-    street = [i for i, q in enumerate(queries) if not q.city]
-
-    def sub(values: list[float], idx: list[int]) -> dict[str, float]:
-        return ms_stats([values[i] for i in idx]) if idx else {}
-
+            page = index.search(window_start=p.start, window_end=p.end, now=now,
+                                bbox=(b.min_lon, b.min_lat, b.max_lon, b.max_lat), limit=100)
+            index_s.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            repo.render_public(conn, [w.id for w in page.works], head=head, tail=tail,
+                               params={"base_url": "http://127.0.0.1:8000"})
+            render_s.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            repo.search_public_keys(conn, repo.PublicSearch(p, now, b), limit=100)
+            sql_s.append(time.perf_counter() - t)
+            matched.append(page.total)
     return {
-        "n": len(queries),
-        "sql_fetch_all": ms_stats(raw), "sql_fetch_all_and_decode": ms_stats(decoded),
-        "decode_city": sub(decoded, city), "decode_street": sub(decoded, street),
-        "rows_window_mean": round(statistics.mean(matched), 1),
-        "rows_in_progress_mean": round(statistics.mean(on_site), 1),
-        "rows_window_city_mean": round(statistics.mean([matched[i] for i in city]), 1)
-        if city else None,
-        "rows_in_progress_city_mean": round(statistics.mean([on_site[i] for i in city]), 1)
-        if city else None,
+        "n": len(queries), "index_load_s": round(load_s, 2), "index_works": len(index),
+        "data_version": ms_stats(version_s), "index_search": ms_stats(index_s),
+        "render_page_cold": ms_stats(render_s), "sql_search": ms_stats(sql_s),
+        "total_mean": round(statistics.mean(matched), 1),
     }
 
 
@@ -479,15 +474,28 @@ def time_cli(url: str, argv: list[str]) -> float:
 
 
 def time_wzdx_http(api: Api, reps: int) -> dict[str, Any]:
-    secs, size, features = [], 0, 0
-    for _ in range(reps):
+    """The WZDx feed over HTTP: the first request renders it, the next ones get it as
+    kept (no change in between), and one with its ETag in If-None-Match gets a 304."""
+    secs, size, features, etag = [], 0, 0, ""
+    for _ in range(max(reps, 2)):
         t = time.perf_counter()
         with urllib.request.urlopen(api.url("/api/v1/roadworks/feeds/wzdx"), timeout=300) as r:
             body = r.read()
+            etag = r.headers.get("ETag", "")
         secs.append(time.perf_counter() - t)
         size = len(body)
         features = len(json.loads(body).get("features", []))
-    return {"seconds": [round(s, 2) for s in secs], "bytes": size, "features": features}
+    req = urllib.request.Request(api.url("/api/v1/roadworks/feeds/wzdx"),
+                                 headers={"If-None-Match": etag})
+    t = time.perf_counter()
+    try:
+        urllib.request.urlopen(req, timeout=300).read()
+        status = 200
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    not_modified = time.perf_counter() - t
+    return {"seconds": [round(s, 3) for s in secs], "bytes": size, "features": features,
+            "if_none_match_status": status, "if_none_match_s": round(not_modified, 4)}
 
 
 # -- run ------------------------------------------------------------------------------------
@@ -527,11 +535,12 @@ def run(args: argparse.Namespace, stack: ExitStack) -> dict[str, Any]:
     api = Api(url, tmp / "api.log")
     stack.callback(api.stop)
     say(f"API up on 127.0.0.1:{api.port} (pid {api.proc.pid})")
-    warm = drive(api, queries[-20:], 10.0, 2.0, 2)
+    suffix = f"&limit={args.limit}" if args.limit else ""
+    warm = drive(api, queries[-20:], 10.0, 2.0, 2, suffix)
     say(f"warm-up: {warm['completed']} requests")
     n_seq = 20 if args.quick else 100
     say(f"unloaded: {n_seq} requests one at a time ...")
-    seq = drive(api, queries[-n_seq - 20:-20], 1000.0, n_seq / 1000, 1)
+    seq = drive(api, queries[-n_seq - 20:-20], 1000.0, n_seq / 1000, 1, suffix)
     seq_ok = [i for i, st in enumerate(seq["status"]) if st == 200]
     unloaded = {"n": len(seq_ok), **ms_stats([seq["service_s"][i] for i in seq_ok]),
                 "closed_loop_rps": round(len(seq_ok) / seq["elapsed_s"], 1)
@@ -542,7 +551,7 @@ def run(args: argparse.Namespace, stack: ExitStack) -> dict[str, Any]:
     say(f"search: {args.rate:.0f} requests/s offered for {args.seconds:.0f} s "
         f"({args.city_share:.0%} city-sized boxes) ...")
     load_mid = os.getloadavg()
-    res = drive(api, queries, args.rate, args.seconds, args.threads)
+    res = drive(api, queries, args.rate, args.seconds, args.threads, suffix)
     ok = [i for i, s in enumerate(res["status"]) if s == 200]
     errors = res["offered"] - len(ok)
     not_sent = res["offered"] - res["completed"]
@@ -585,7 +594,7 @@ def run(args: argparse.Namespace, stack: ExitStack) -> dict[str, Any]:
     parts_n = min(len(sample), 100 if args.quick else 300)
     say(f"endpoint breakdown: {parts_n} queries in-process ...")
     parts = time_endpoint_parts(url, sample[:parts_n])
-    say(f"endpoint breakdown: {parts['sql_fetch_all']} / {parts['sql_fetch_all_and_decode']}")
+    say(f"endpoint breakdown: {parts}")
 
     say("daily overview (publish_daily) ...")
     overview = time_overview(url, tmp / "overviews", reps)
@@ -612,6 +621,7 @@ def run(args: argparse.Namespace, stack: ExitStack) -> dict[str, Any]:
         "search": search, "unloaded": unloaded, "plain_sql": plain, "endpoint_parts": parts,
         "overview": overview, "wzdx_http": wzdx_http, "cli": cli,
         "seconds": args.seconds, "rate": args.rate, "city_share": args.city_share,
+        "limit": args.limit,
     }
 
 
@@ -632,12 +642,15 @@ def render(r: dict[str, Any]) -> str:
          str(r["unloaded"]["p99_ms"]), ""),
         ("plain SQL (&&, LIMIT 100)", f"{p['closed_loop_qps']} closed", "0", str(p["p50_ms"]),
          str(p["p95_ms"]), str(p["p99_ms"]), f"{p['rows_mean']}"),
-        ("endpoint SQL, no limit", "", "", str(e["sql_fetch_all"]["p50_ms"]),
-         str(e["sql_fetch_all"]["p95_ms"]), str(e["sql_fetch_all"]["p99_ms"]),
-         f"{e['rows_window_mean']}+{e['rows_in_progress_mean']}"),
-        ("  + decode to Roadwork", "", "", str(e["sql_fetch_all_and_decode"]["p50_ms"]),
-         str(e["sql_fetch_all_and_decode"]["p95_ms"]),
-         str(e["sql_fetch_all_and_decode"]["p99_ms"]), ""),
+        ("data version read", "", "", str(e["data_version"]["p50_ms"]),
+         str(e["data_version"]["p95_ms"]), str(e["data_version"]["p99_ms"]), ""),
+        ("search in memory (PublicIndex)", "", "", str(e["index_search"]["p50_ms"]),
+         str(e["index_search"]["p95_ms"]), str(e["index_search"]["p99_ms"]),
+         f"total {e['total_mean']}"),
+        ("render a page in PostgreSQL (cold)", "", "", str(e["render_page_cold"]["p50_ms"]),
+         str(e["render_page_cold"]["p95_ms"]), str(e["render_page_cold"]["p99_ms"]), ""),
+        ("same search in SQL (keys + count)", "", "", str(e["sql_search"]["p50_ms"]),
+         str(e["sql_search"]["p95_ms"]), str(e["sql_search"]["p99_ms"]), ""),
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
