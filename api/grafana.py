@@ -25,7 +25,13 @@ __all__ = ["GrafanaTarget", "publish", "register"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_DIR = Path(__file__).resolve().parents[1] / "deploy" / "grafana"
+#: The provisioning folder: beside the package in a source checkout, else where the container
+#: image puts it (deploy/Dockerfile copies it to /opt/cityops/deploy/grafana).
+_CANDIDATE_DIRS = (
+    Path(__file__).resolve().parents[1] / "deploy" / "grafana",
+    Path("/opt/cityops/deploy/grafana"),
+)
+DEFAULT_DIR = next((d for d in _CANDIDATE_DIRS if d.is_dir()), _CANDIDATE_DIRS[0])
 FOLDER_UID = "cityops"
 FOLDER_TITLE = "cityops"
 DATASOURCE_UID = "cityops-pg"
