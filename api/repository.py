@@ -8,6 +8,7 @@ time (bucket expressions, table names) come from fixed tables in this module.
 from __future__ import annotations
 
 import logging
+import struct
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -190,9 +191,10 @@ class Repository:
             where.append("b.bin_id > %(after)s")
             params["after"] = after
         if filt.min_fill is not None:
-            # compared as real, the column's type: 70.1::real < 70.1::float8
+            # compared as real, the column's type: 70.1::real < 70.1::float8; rounded to
+            # real here, as PostgreSQL refuses a cast that underflows (1e-320::real)
             where.append("s.fill_pct >= %(min_fill)s::real")
-            params["min_fill"] = filt.min_fill
+            params["min_fill"] = _as_real(filt.min_fill)
         if filt.fraction is not None:
             where.append("b.fraction = %(fraction)s")
             params["fraction"] = filt.fraction
@@ -341,6 +343,13 @@ class Repository:
                 ).fetchall()
             }
         return Stats(bins=bins, devices=devices, tables=tables, dead_letters=dead)
+
+
+def _as_real(value: float) -> float:
+    """`value` rounded to single precision (PostgreSQL's real); what is too small for it
+    becomes 0.0, which the server's float8-to-real cast would refuse as an underflow."""
+    rounded: float = struct.unpack("f", struct.pack("f", value))[0]
+    return rounded
 
 
 def _scalar(conn: psycopg.Connection[TupleRow], query: str, params: tuple[Any, ...] = ()) -> int:
