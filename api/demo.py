@@ -99,7 +99,9 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
-def _counts(settings: Settings) -> str:
+def _counts(settings: Settings, real_time: tuple[str, ...] = ()) -> str:
+    """The status line; the simulated clock leaves out the controllers in `real_time`
+    (the SUMO grid runs at the wall clock, the city's simulation catches up to it)."""
     try:
         with connect(settings.database_url) as conn:
             row = conn.execute(
@@ -111,9 +113,11 @@ def _counts(settings: Settings) -> str:
                        (SELECT count(*) FROM truck_positions),
                        (SELECT count(*) FROM truck_events WHERE kind = 'stop_done'),
                        (SELECT count(*) FROM dead_letters),
-                       (SELECT max(ts) FROM signal_events),
+                       (SELECT max(ts) FROM signal_events
+                        WHERE NOT controller_id = ANY(%s)),
                        (SELECT count(*) FROM route_versions)
-                """
+                """,
+                (list(real_time),),
             ).fetchone()
     except Exception as exc:  # status output only; the children log the cause
         return f"database not reachable: {exc}"
@@ -406,6 +410,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             )
             jobs.insert(0, (0.0, history_job))
     watch: demo_traffic.CommandWatch | None = None
+    grid = traffic.controllers if traffic is not None else ()
     stop = threading.Event()
 
     def _handle(_signum: int, _frame: FrameType | None) -> None:
@@ -505,7 +510,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
                     flush=True,
                 )
             if time.monotonic() >= next_status:
-                print(f"[{time.monotonic() - started:5.0f}s] {_counts(settings)}", flush=True)
+                print(f"[{time.monotonic() - started:5.0f}s] {_counts(settings, grid)}", flush=True)
                 if traffic is not None and watch is not None:
                     line = demo_traffic.loop_status(
                         settings.database_url, traffic.controllers, watch.take()
@@ -537,5 +542,5 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 failed = True
-        print(f"stopped. {_counts(settings)}", flush=True)
+        print(f"stopped. {_counts(settings, grid)}", flush=True)
     return 1 if failed else 0

@@ -181,7 +181,7 @@ def history_window(
         ).fetchone()
     newest = row[0] if row is not None else None
     if isinstance(newest, datetime):
-        start = max(start, math.ceil(newest.timestamp()) + 1)
+        start = max(start, math.floor(newest.timestamp()) + 1)
     span = math.floor(now) - start
     return (float(start), float(span)) if span >= 60 else None
 
