@@ -1,6 +1,7 @@
 """`cityops routing plan`: plan a day for the whole fleet from the database.
 
-Loads the registry, the recent readings and the closures, forecasts every bin, selects
+Loads the registry, the recent readings and the closures (every closure in force at some
+time during the day's shifts is applied for the whole plan), forecasts every bin, selects
 the bins worth collecting, solves one problem per waste fraction with the trucks that
 collect it that day, stores a new route version per truck (one transaction) and pushes
 the versions to the trucks over MQTT.
@@ -11,13 +12,14 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 
 from cityops.ingest.config import Settings
 from cityops.ingest.contract import RouteCommand
 from cityops.ingest.db import connect
-from cityops.routing.closures import apply_closures
+from cityops.routing.closures import Closure, apply_closures
 from cityops.routing.forecast import Observation, estimate, rates_by_group, select_bins
 from cityops.routing.model import Engine, Unserved, UnservedCode
 from cityops.routing.network import RoadNetwork, load_network
@@ -40,7 +42,7 @@ from cityops.routing.repository import (
 )
 from cityops.routing.solver import OrToolsEngine
 
-__all__ = ["DailyPlanReport", "plan_day"]
+__all__ = ["DailyPlanReport", "closures_during", "plan_day"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +80,18 @@ class DailyPlanReport:
         return out
 
 
+def closures_during(closures: Sequence[Closure], start: datetime, end: datetime) -> list[Closure]:
+    """The closures in force at any moment of [start, end) (the day's shifts), each
+    stretched over the whole of it. A daily plan is made on one network: a street that
+    closes at 10:00, or reopens at 11:00, is avoided all day rather than driven into."""
+    end = max(end, start + timedelta(minutes=1))
+    return [
+        replace(c, valid_from=start, valid_to=end)
+        for c in closures
+        if c.valid_from < end and c.valid_to > start
+    ]
+
+
 def plan_day(
     settings: Settings,
     day: date,
@@ -105,7 +119,10 @@ def plan_day(
         logger.warning("no trucks in the registry: nothing to plan")
         return report
     first_shift = min(axis.at(axis.seconds(t.shift_start)) for t in trucks)
-    roads, effects = apply_closures(network, closures, first_shift)
+    last_shift = max(axis.at(axis.seconds(t.shift_end)) for t in trucks)
+    roads, effects = apply_closures(
+        network, closures_during(closures, first_shift, last_shift), first_shift
+    )
     for e in effects:
         logger.info("closure %s affects %s", e.closure_id, ", ".join(e.streets))
 

@@ -25,10 +25,11 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from types import FrameType
 from typing import Any, Final
 
+import numpy as np
 import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.packettypes import PacketTypes
@@ -79,6 +80,7 @@ from cityops.routing.replan import (
 from cityops.routing.repository import (
     TruckEventRow,
     TruckStateRow,
+    closures_active_at,
     closures_changed_since,
     closures_stamp,
     current_routes_on,
@@ -179,6 +181,11 @@ class Replanner:
         self._flagged: set[tuple[str, str]] = set()  # (bin id, trigger kind), today
         self._late_at: dict[str, float] = {}
         self._closures: tuple[datetime | None, int] | None = None
+        self._active_closures: frozenset[str] = frozenset()
+        # Edges (src * n_nodes + dst) of the base network the active closures remove, and
+        # the node at each coordinate (to read a route's geometry as edges).
+        self._closed_edges: np.ndarray[Any, np.dtype[np.int64]] = np.empty(0, np.int64)
+        self._node_at: dict[tuple[float, float], int] | None = None
 
         self._conn: psycopg.Connection[Any] | None = None
         self._ready = threading.Event()
@@ -339,16 +346,25 @@ class Replanner:
             self._done |= {e.bin_id for e in events if e.kind == "stop_done" and e.bin_id}
 
     def _poll_closures(self) -> None:
+        """Queue a closure trigger when a row was added, changed or removed, or when a
+        closure began or ended since the last poll (its row unchanged)."""
         conn = self._connection()
-        stamp = closures_stamp(conn)
-        if self._closures is None or stamp == self._closures:
-            self._closures = stamp
-            return
-        since, _count = self._closures
-        self._closures = stamp
-        changed = closures_changed_since(conn, since)
         now = self._clock()
-        triggers = [Trigger(TriggerKind.CLOSURE, now, detail=c) for c in changed] or [
+        stamp = closures_stamp(conn)
+        active = closures_active_at(conn, now)
+        if self._closures is None:
+            self._closures, self._active_closures = stamp, active
+            return
+        ids = set(active ^ self._active_closures)
+        removed = False
+        if stamp != self._closures:
+            changed = closures_changed_since(conn, self._closures[0])
+            ids.update(changed)
+            removed = not changed
+        self._closures, self._active_closures = stamp, active
+        if not ids and not removed:
+            return
+        triggers = [Trigger(TriggerKind.CLOSURE, now, detail=c) for c in sorted(ids)] or [
             Trigger(TriggerKind.CLOSURE, now)  # one was removed
         ]
         for t in triggers:
@@ -397,6 +413,7 @@ class Replanner:
             derived, effects = apply_closures(base, active, now)
             self._network = CachingNetwork.of(derived)
             self._network_key = key
+            self._closed_edges = np.setdiff1d(_edge_codes(base, base), _edge_codes(base, derived))
             for e in effects:
                 logger.info("closure %s affects %s", e.closure_id, ", ".join(e.streets) or "-")
         return self._network
@@ -531,6 +548,11 @@ class Replanner:
             self._unflag(triggers)
             return self._report(replan, plan, (), violations, 0, phases, first, triggers)
         changed = changed_trucks(replan, plan, eta_tolerance_s=self.options.eta_tolerance_s)
+        if any(t.kind is TriggerKind.CLOSURE for t in triggers):
+            planned = [r.vehicle_id for r in plan.routes]
+            changed.extend(
+                t for t in self._on_closed_streets(replan.axis.day, planned) if t not in changed
+            )
         routes = self._store(replan, plan, changed, network, reason)
         lap("store")
         pushed = self._push(routes)
@@ -554,6 +576,41 @@ class Replanner:
             if u.stop_id in {t.bin_id for t in triggers}:
                 logger.warning("re-plan %s: %s not served: %s", fraction, u.stop_id, u.reason)
         return report
+
+    def _on_closed_streets(self, day: date, trucks: Sequence[str]) -> list[str]:
+        """The trucks whose current route drives a street the active closures remove.
+
+        They need a new version even when their stops and ETAs stay (a short detour):
+        the route on their tablet must not lead into the closed street."""
+        if not self._closed_edges.size or not trucks:
+            return []
+        base = self._base_network
+        assert base is not None
+        if self._node_at is None:
+            self._node_at = {
+                (float(x), float(y)): i
+                for i, (x, y) in enumerate(zip(base.lon, base.lat, strict=True))
+            }
+        node_at = self._node_at
+        routes = current_routes_on(self._connection(), day)
+        out: list[str] = []
+        for truck in trucks:
+            route = routes.get(truck)
+            if route is None:
+                continue
+            nodes = np.asarray(
+                [node_at.get((float(c[0]), float(c[1])), -1) for c in route.geometry.coordinates],
+                dtype=np.int64,
+            )
+            if nodes.size < 2:
+                continue
+            a, b = nodes[:-1], nodes[1:]
+            ok = (a >= 0) & (b >= 0)
+            driven = a[ok] * base.n_nodes + b[ok]
+            if np.isin(driven, self._closed_edges).any():
+                logger.info("truck %s: its route drives a closed street", truck)
+                out.append(truck)
+        return out
 
     def _better(self, replan: Replan, plan: Plan) -> Plan:
         """The engine's plan, or the starting solution when that one is better (the engine
@@ -701,6 +758,7 @@ class Replanner:
             self._base_network = load_network(s.osm_file)
         self._refresh()
         self._closures = closures_stamp(self._connection())
+        self._active_closures = closures_active_at(self._connection(), self._clock())
         self._warm_up()
         self._thread = threading.Thread(target=self._worker, name="replanner", daemon=True)
         self._thread.start()
@@ -755,6 +813,11 @@ class Replanner:
         self._client.loop_stop()
         self._drop_connection()
         logger.info("replanner %s stopped", self.client_id)
+
+
+def _edge_codes(base: RoadNetwork, network: RoadNetwork) -> np.ndarray[Any, np.dtype[np.int64]]:
+    """The directed edges of `network` (same nodes as `base`) as src * n_nodes + dst."""
+    return network.src.astype(np.int64) * base.n_nodes + network.dst.astype(np.int64)
 
 
 def run_replanner(

@@ -25,6 +25,7 @@ __all__ = [
     "TruckEventRow",
     "TruckRow",
     "TruckStateRow",
+    "closures_active_at",
     "closures_changed_since",
     "closures_stamp",
     "current_route",
@@ -227,6 +228,7 @@ def load_closures(conn: Conn, *, valid_at_or_after: datetime) -> list[Closure]:
 
 # -- re-planning during the day ------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class TruckEventRow:
     truck_id: str
@@ -323,6 +325,16 @@ def closures_changed_since(conn: Conn, since: datetime | None) -> list[str]:
         (since, since),
     ).fetchall()
     return [str(r[0]) for r in rows]
+
+
+def closures_active_at(conn: Conn, at: datetime) -> frozenset[str]:
+    """Ids of the closures in force at `at` (a closure can begin or end without its row
+    changing: a roadwork approved last week that starts at 09:00 today)."""
+    rows = conn.execute(
+        "SELECT closure_id FROM street_closures WHERE valid_from <= %s AND valid_to > %s",
+        (at, at),
+    ).fetchall()
+    return frozenset(str(r[0]) for r in rows)
 
 
 def load_bin_sensors(conn: Conn) -> dict[str, str]:
