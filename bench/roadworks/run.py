@@ -573,13 +573,18 @@ def run(args: argparse.Namespace, stack: ExitStack) -> dict[str, Any]:
         "total_city_mean": round(statistics.mean(
             [res["total"][i] for i in ok if i in cities]), 1) if cities else None,
         "bytes_mean": round(statistics.mean([res["bytes"][i] for i in ok])) if ok else None,
+        # p99 per 5 s of the load (by due time): how start-up (rendering ahead) and
+        # other jobs on the machine show over the run
+        "p99_ms_per_5s": [
+            ms_stats([lat[i] for i in ok if k <= i < k + int(args.rate * 5)])["p99_ms"]
+            for k in range(0, res["offered"], int(args.rate * 5))],
         "server_cpu_s": round(res["server_cpu_s"], 1),
         "server_cpu_pct": round(100 * res["server_cpu_s"] / res["wall_s"], 1),
     }
     say(f"search: {search['achieved_rate']}/s achieved, {errors} errors ({not_sent} not sent "
         f"by the deadline, {failed} timeouts, {http_errors} HTTP errors), p50 "
         f"{search['p50_ms']} ms, p99 {search['p99_ms']} ms, API process CPU "
-        f"{search['server_cpu_pct']} % of one core")
+        f"{search['server_cpu_pct']} % of one core; p99 per 5 s {search['p99_ms_per_5s']}")
 
     reps = 1 if args.quick else 3
     say("WZDx feed over HTTP ...")
