@@ -83,6 +83,10 @@ def test_strong_etag_and_not_modified(public: TestClient) -> None:  # noqa: F811
     other = public.get(API, params=params, headers={"If-None-Match": '"other"'})
     assert other.status_code == 200 and other.content == first.content
     assert public.get(API, params={"from": day(-10)}).headers["etag"] != etag
+    # the bytes are sent as rendered; the OpenAPI document still names the model
+    op = public.get("/openapi.json").json()["paths"][API]["get"]
+    schema = op["responses"]["200"]["content"]["application/json"]["schema"]
+    assert schema == {"$ref": "#/components/schemas/PublicPage"} and "304" in op["responses"]
 
 
 def test_changes_through_the_editing_api_show_at_once(edit: TestClient) -> None:  # noqa: F811
