@@ -255,3 +255,27 @@ def test_closures_during_the_shifts() -> None:
     )
     assert [c.closure_id for c in kept] == ["morning", "noon", "all"]
     assert all((c.valid_from, c.valid_to) == (t, shift_end) for c in kept)
+
+
+def test_a_closure_that_begins_later_re_plans_when_it_begins(
+    settings: Settings,
+    network: RoadNetwork,
+    devices: Devices,
+    replanner: list[ReplanReport],
+) -> None:
+    v1 = _plan_from_now(settings, network)
+    street, line = _street_to_close(network, v1)
+    begins = datetime.now(UTC) + timedelta(seconds=6)
+    reference = _close_today(settings, street, line, begins, begins + timedelta(hours=2))
+    cid = f"roadwork:{reference}"
+    route = devices.wait_route(lambda r: cid in str(r["reason"]), timeout=30)
+    assert datetime.now(UTC) >= begins, "nothing changes before the closure begins"
+    assert route["version"] == 3
+    assert len(replanner) >= 2, "the approval itself re-planned, with nothing to change"
+    with psycopg.connect(settings.database_url) as conn:
+        closures = load_closures(conn, valid_at_or_after=begins)
+    derived, _ = apply_closures(network, closures, begins)
+    closed = _edge_pairs(network) - _edge_pairs(derived)
+    geometry = route["geometry"]
+    assert isinstance(geometry, dict)
+    assert closed and not _pairs(geometry["coordinates"], _node_at(network)) & closed
