@@ -349,7 +349,8 @@ class SignalController:
         new: dict[int, int] = {}
         for key, green in greens.items():
             p = known[key]
-            g = _ds(green)
+            # compared in seconds first: a huge green (1e308 s) has no whole tenths
+            g = _ds(green) if p.min_ds / 10 - 1 <= green <= p.max_ds / 10 + 1 else -1
             if not p.min_ds <= g <= p.max_ds:
                 return Outcome(
                     "refused",
