@@ -86,8 +86,13 @@ def _atspm(
 
 
 def _webster_greens(
-    result: RunResult, conn: psycopg.Connection[tuple[object, ...]], start: float, end: float
+    result: RunResult,
+    conn: psycopg.Connection[tuple[object, ...]],
+    start: float,
+    end: float,
+    flow_ratios: list[float] | None = None,
 ) -> dict[str, dict[int, float]]:
+    """Each controller's Webster greens; appends each plan's Y to `flow_ratios`."""
     greens = {}
     for cid, raw in result.events.items():
         config = load_config(conn, cid)
@@ -101,6 +106,8 @@ def _webster_greens(
             max_cycle_s=120.0,
         )
         greens[cid] = {t.phase: float(t.green_s) for t in plan.phases}
+        if flow_ratios is not None:
+            flow_ratios.append(plan.critical_flow_ratio)
     return greens
 
 
@@ -188,9 +195,14 @@ def main() -> int:
                     )  # type: ignore[arg-type]
                 )
                 # measured over the loaded part only (the warm-up's last `duration` seconds)
-                greens = _webster_greens(warm, conn, start, end)
+                ys: list[float] = []
+                greens = _webster_greens(warm, conn, start, end, ys)
                 cycle = {round(sum(g.values()) + 10.0) for g in greens.values()}
-                print(f"\n== {vph:g} veh/h, seed {seed}: Webster cycles {sorted(cycle)} s")
+                print(
+                    f"\n== {vph:g} veh/h, seed {seed}: Webster cycles {sorted(cycle)} s "
+                    f"(critical flow ratio Y {min(ys):.2f}-{max(ys):.2f}; C0 = (1.5 L + 5) / "
+                    "(1 - Y), L = 10 s, at least 40 s)"
+                )
                 runs: list[tuple[str, RunResult]] = []
                 runs.append(("webster", run(RunConfig(**common, greens=greens, keep_events=True))))  # type: ignore[arg-type]
                 runs.append(("actuated", run(RunConfig(**common, control="actuated"))))  # type: ignore[arg-type]
