@@ -11,10 +11,26 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import sys
 import threading
 import time
 from typing import Any
+
+_TOTAL = re.compile(rb'"total"\s*:\s*(\d+)')
+
+
+def _total(body: bytes) -> int:
+    """The page's `total`: the top-level key after the items (a key inside an item's text
+    would be escaped), so searched from the end; the whole JSON parsed only as a fallback
+    (parsing 100 KB per answer costs the driver about a millisecond of CPU)."""
+    found = _TOTAL.search(body, max(0, len(body) - 400))
+    if found:
+        return int(found.group(1))
+    try:
+        return int(json.loads(body).get("total", -1))
+    except ValueError:
+        return -1
 
 
 def main() -> int:
@@ -44,17 +60,18 @@ def main() -> int:
                 time.sleep(due - now)
             sent = time.perf_counter()
             status, total, size = 0, -1, 0
+            body = b""
             try:
                 conn.request("GET", paths[i % len(paths)])
                 resp = conn.getresponse()
                 body = resp.read()
                 status, size = resp.status, len(body)
-                if status == 200:
-                    total = int(json.loads(body).get("total", -1))
-            except (OSError, http.client.HTTPException, ValueError):
+            except (OSError, http.client.HTTPException):
                 conn.close()
                 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-            done = time.perf_counter()
+            done = time.perf_counter()  # the answer is in; reading it is the client's time
+            if status == 200:
+                total = _total(body)
             results[i] = (done - due, done - sent, status, total, size)
         conn.close()
 

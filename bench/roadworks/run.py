@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import secrets
 import shutil
 import signal
@@ -301,6 +302,7 @@ def make_queries(data: Data, n: int, city_share: float, today: date,
 class Api:
     def __init__(self, url: str, log: Path, *, wrap: Sequence[str] = ()) -> None:
         self.port = free_port()
+        self.dbname = url.rsplit("/", 1)[1]
         env = dict(os.environ, CITYOPS_DATABASE_URL=url,
                    CITYOPS_MQTT_URL="mqtt://127.0.0.1:9")  # no broker: publisher idles
         self.log = log.open("w")
@@ -339,10 +341,29 @@ class Api:
         self.log.close()
 
 
+def db_cpu_s(dbname: str) -> float:
+    """CPU seconds used so far by the PostgreSQL backends connected to `dbname` (their
+    process titles name the database; Linux /proc)."""
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                title = f.read()
+            if title.startswith(b"postgres:") and f" {dbname} ".encode() in title:
+                total += proc_cpu_s(int(entry))
+        except OSError:
+            continue
+    return total
+
+
 def drive(api: Api, queries: list[Query], rate: float, seconds: float,
           threads: int, suffix: str = "") -> dict[str, Any]:
     job = {"port": api.port, "rate": rate, "seconds": seconds, "threads": threads,
            "paths": [q.path + suffix for q in queries]}
+    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    db0 = db_cpu_s(api.dbname)
     cpu0, t0 = proc_cpu_s(api.proc.pid), time.perf_counter()
     proc = subprocess.Popen([PY, str(HERE / "load.py")], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True, start_new_session=True)
@@ -355,6 +376,10 @@ def drive(api: Api, queries: list[Query], rate: float, seconds: float,
     wall = time.perf_counter() - t0
     res: dict[str, Any] = json.loads(out)
     res["server_cpu_s"] = proc_cpu_s(api.proc.pid) - cpu0
+    res["db_cpu_s"] = db_cpu_s(api.dbname) - db0  # backends that lived through the run
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    res["driver_cpu_s"] = (children.ru_utime + children.ru_stime
+                           - children0.ru_utime - children0.ru_stime)
     res["wall_s"] = wall
     return res
 
@@ -579,12 +604,17 @@ def run(args: argparse.Namespace, stack: ExitStack) -> dict[str, Any]:
             ms_stats([lat[i] for i in ok if k <= i < k + int(args.rate * 5)])["p99_ms"]
             for k in range(0, res["offered"], int(args.rate * 5))],
         "server_cpu_s": round(res["server_cpu_s"], 1),
+        # CPU per answered request: the API process, its PostgreSQL backends, the driver
+        "cpu_ms_per_request": {
+            k: round(1000 * res[f"{k}_cpu_s"] / max(1, len(ok)), 2)
+            for k in ("server", "db", "driver")},
         "server_cpu_pct": round(100 * res["server_cpu_s"] / res["wall_s"], 1),
     }
     say(f"search: {search['achieved_rate']}/s achieved, {errors} errors ({not_sent} not sent "
         f"by the deadline, {failed} timeouts, {http_errors} HTTP errors), p50 "
         f"{search['p50_ms']} ms, p99 {search['p99_ms']} ms, API process CPU "
-        f"{search['server_cpu_pct']} % of one core; p99 per 5 s {search['p99_ms_per_5s']}")
+        f"{search['server_cpu_pct']} % of one core; p99 per 5 s {search['p99_ms_per_5s']}; "
+        f"CPU ms per request {search['cpu_ms_per_request']}")
 
     reps = 1 if args.quick else 3
     say("WZDx feed over HTTP ...")
