@@ -364,7 +364,13 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     jobs: list[tuple[float, _Child]] = [
         (
             0.0,
-            _Child("roadworks-seed", [*exe, "roadworks", "seed-demo"], log_dir / "roadworks.log"),
+            # --replace: the demo works are dated relative to today, so a demo run on a
+            # later day (or a second run) re-creates them instead of failing.
+            _Child(
+                "roadworks-seed",
+                [*exe, "roadworks", "seed-demo", "--replace"],
+                log_dir / "roadworks.log",
+            ),
         ),
         (
             5.0,
