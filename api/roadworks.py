@@ -361,9 +361,8 @@ def _after(cursor: str) -> tuple[datetime, int]:
     return at, wid
 
 
-#: Works per page unless `limit` says otherwise: a page of street-sized results; a map
-#: that shows all works of a view asks for more (up to 500) or follows `next_cursor`.
-DEFAULT_PAGE: Final = 50
+#: Works per page unless `limit` says otherwise (the map asks for 500, the maximum).
+DEFAULT_PAGE: Final = 100
 
 _SEARCH_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "a page of public works; `ETag` for conditional requests"},
