@@ -94,11 +94,13 @@ class MapSettings(BaseSettings):
     """The map page's base layer, from `CITYOPS_ROADWORKS_MAP_*`. Without a tile URL the
     page draws the works on a plain background (it needs no internet access)."""
 
-    model_config = SettingsConfigDict(env_prefix="CITYOPS_ROADWORKS_MAP_", extra="ignore",
-                                      frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="CITYOPS_ROADWORKS_MAP_", extra="ignore", frozen=True
+    )
 
-    tile_url: str = Field(default="", description="e.g. https://tile.example.org/{z}/{x}/{y}"
-                          ".png; empty: no base map")
+    tile_url: str = Field(
+        default="", description="e.g. https://tile.example.org/{z}/{x}/{y}.png; empty: no base map"
+    )
     tile_attribution: str = Field(default="", description="shown on the map (licence!)")
     tile_max_zoom: int = Field(default=19, ge=1, le=22)
 
@@ -129,12 +131,17 @@ class RoadworksApi:
         try:
             map_settings = MapSettings()
         except ValidationError as exc:
-            lines = [f"  CITYOPS_ROADWORKS_MAP_{'.'.join(map(str, e['loc'])).upper()}: "
-                     f"{e['msg']}" for e in exc.errors()]
+            lines = [
+                f"  CITYOPS_ROADWORKS_MAP_{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}"
+                for e in exc.errors()
+            ]
             raise ConfigError("invalid map configuration:\n" + "\n".join(lines)) from None
-        logger.info("roadworks API for bounds %s, public base %s, base map %s",
-                    settings.bounds, settings.public_base_url,
-                    map_settings.tile_url or "none (plain background)")
+        logger.info(
+            "roadworks API for bounds %s, public base %s, base map %s",
+            settings.bounds,
+            settings.public_base_url,
+            map_settings.tile_url or "none (plain background)",
+        )
         return cls(settings, map_settings, RoadworksService.from_settings(settings))
 
     def now(self) -> datetime:
@@ -161,14 +168,21 @@ def _pool(request: Request) -> ConnectionPool:
 Ctx = Annotated[RoadworksApi, Depends(roadworks_api)]
 Pool = Annotated[ConnectionPool, Depends(_pool)]
 Reference = Annotated[str, PathParam(pattern=_REFERENCE, description="e.g. RW-2025-00042")]
-BBoxParam = Annotated[str | None, Query(
-    description="min_lon,min_lat,max_lon,max_lat (WGS84): works whose footprint intersects",
-    examples=["24.93,60.16,24.96,60.18"],
-)]
-StreetParam = Annotated[str | None, Query(
-    min_length=1, max_length=LIMITS.short_text,
-    description="an affected street (case, spaces, 'Str.'/'Straße' do not matter)",
-)]
+BBoxParam = Annotated[
+    str | None,
+    Query(
+        description="min_lon,min_lat,max_lon,max_lat (WGS84): works whose footprint intersects",
+        examples=["24.93,60.16,24.96,60.18"],
+    ),
+]
+StreetParam = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=LIMITS.short_text,
+        description="an affected street (case, spaces, 'Str.'/'Straße' do not matter)",
+    ),
+]
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "no public work with that reference"},
@@ -211,27 +225,48 @@ def _matches_text(row: repo.PublicText, text: str) -> bool:
     reference or the public text (case-insensitive)."""
     key, folded = street_key(text), text.casefold()
     texts = (row.title, row.reference, (row.public_text or row.title).strip())
-    return (any(key in street_key(n) for n in row.road_names)
-            or any(folded in t.casefold() for t in texts))
+    return any(key in street_key(n) for n in row.road_names) or any(
+        folded in t.casefold() for t in texts
+    )
 
 
-def _search_text(conn: repo.Conn, s: _Search, text: str, *, limit: int,
-                 after: tuple[datetime, int] | None, now: datetime) -> repo.PublicKeys:
+def _search_text(
+    conn: repo.Conn,
+    s: _Search,
+    text: str,
+    *,
+    limit: int,
+    after: tuple[datetime, int] | None,
+    now: datetime,
+) -> repo.PublicKeys:
     """A page of the search with a free text `q`: the database filters; the text is
     matched here (Python's case folding) on the texts of the matching works; then the
     database orders, counts and cuts the page of the works that matched."""
     query = repo.PublicSearch(
-        window=s.window, now=now, bbox=s.bbox, street=s.street, sectors=s.sectors,
-        impacts=frozenset(i.value for i in s.impacts))
+        window=s.window,
+        now=now,
+        bbox=s.bbox,
+        street=s.street,
+        sectors=s.sectors,
+        impacts=frozenset(i.value for i in s.impacts),
+    )
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         found = [r.id for r in repo.search_public_texts(conn, query) if _matches_text(r, text)]
         return repo.search_public_keys(conn, found, limit=limit, after=after)
 
 
-def _search(ctx: RoadworksApi, pool: ConnectionPool, conn: repo.Conn, version: str,
-            s: _Search, *, limit: int, after: tuple[datetime, int] | None,
-            now: datetime) -> repo.PublicKeys:
+def _search(
+    ctx: RoadworksApi,
+    pool: ConnectionPool,
+    conn: repo.Conn,
+    version: str,
+    s: _Search,
+    *,
+    limit: int,
+    after: tuple[datetime, int] | None,
+    now: datetime,
+) -> repo.PublicKeys:
     """A page of public works on site during the window, by effective start and id: from
     the public works in memory (`PublicIndex`, loaded again when the data version has
     changed), or with a free text from the database."""
@@ -240,17 +275,27 @@ def _search(ctx: RoadworksApi, pool: ConnectionPool, conn: repo.Conn, version: s
     index = _public_index(ctx, pool, conn, version)
     b = s.bbox
     page = index.search(
-        window_start=s.window.start, window_end=s.window.end, now=now,
+        window_start=s.window.start,
+        window_end=s.window.end,
+        now=now,
         bbox=(b.min_lon, b.min_lat, b.max_lon, b.max_lat) if b is not None else None,
-        street=s.street, sectors=frozenset(x.value for x in s.sectors),
-        impacts=frozenset(i.value for i in s.impacts), limit=limit, after=after)
+        street=s.street,
+        sectors=frozenset(x.value for x in s.sectors),
+        impacts=frozenset(i.value for i in s.impacts),
+        limit=limit,
+        after=after,
+    )
     return repo.PublicKeys(
         [repo.PublicKey(w.id, w.key, w.start, w.overdue_from) for w in page.works],
-        page.more, page.total, index.version)
+        page.more,
+        page.total,
+        index.version,
+    )
 
 
-def _public_index(ctx: RoadworksApi, pool: ConnectionPool, conn: repo.Conn,
-                  version: str) -> PublicIndex:
+def _public_index(
+    ctx: RoadworksApi, pool: ConnectionPool, conn: repo.Conn, version: str
+) -> PublicIndex:
     """The public works in memory at `version` or later; one thread loads, the others
     wait for it. Once loaded, the works not rendered yet are rendered in the background
     (`_prerender`), so that searches find them ready."""
@@ -264,12 +309,12 @@ def _public_index(ctx: RoadworksApi, pool: ConnectionPool, conn: repo.Conn,
         loaded, rows = repo.public_index_rows(conn)
         index = PublicIndex(loaded, rows)
         ctx.cache.index = index
-        logger.info("public roadworks index loaded: %d works at version %s", len(index),
-                    loaded)
+        logger.info("public roadworks index loaded: %d works at version %s", len(index), loaded)
     todo = [(r.id, r.key) for r in rows]
     if ctx.cache.prerender and todo:
-        threading.Thread(target=_prerender, args=(ctx, pool, todo), daemon=True,
-                         name="roadworks-prerender").start()
+        threading.Thread(
+            target=_prerender, args=(ctx, pool, todo), daemon=True, name="roadworks-prerender"
+        ).start()
     return index
 
 
@@ -286,8 +331,12 @@ def _prerender(ctx: RoadworksApi, pool: ConnectionPool, todo: list[tuple[int, st
         for k in range(0, len(missing), _PRERENDER_BATCH):
             with pool.connection() as conn:
                 rendered = repo.render_public(
-                    conn, missing[k:k + _PRERENDER_BATCH], head=head, tail=tail,
-                    params={"base_url": ctx.settings.public_base_url})
+                    conn,
+                    missing[k : k + _PRERENDER_BATCH],
+                    head=head,
+                    tail=tail,
+                    params={"base_url": ctx.settings.public_base_url},
+                )
             for work_id, (key, h, t) in rendered.items():
                 ctx.cache.keep_fragment(work_id, Fragment(key, h, t))
         logger.info("public roadworks: %d works rendered ahead", len(missing))
@@ -300,9 +349,16 @@ def _prerender(ctx: RoadworksApi, pool: ConnectionPool, todo: list[tuple[int, st
 _PRERENDER_BATCH = 250
 
 
-def _render_search(ctx: RoadworksApi, conn: repo.Conn, keys: repo.PublicKeys, *,
-                   now: datetime, first: date, last: date | None,
-                   window: Period) -> tuple[Rendered, bool]:
+def _render_search(
+    ctx: RoadworksApi,
+    conn: repo.Conn,
+    keys: repo.PublicKeys,
+    *,
+    now: datetime,
+    first: date,
+    last: date | None,
+    window: Period,
+) -> tuple[Rendered, bool]:
     """The page as JSON bytes (`PublicPage`) from the kept fragments of its works, the
     missing ones rendered by PostgreSQL; and whether it may be kept (False when a work
     changed since the page was searched: then its newer content is sent)."""
@@ -311,8 +367,9 @@ def _render_search(ctx: RoadworksApi, conn: repo.Conn, keys: repo.PublicKeys, *,
     consistent = True
     if missing:
         head, tail = PUBLIC_WORK_SQL
-        rendered = repo.render_public(conn, missing, head=head, tail=tail,
-                                      params={"base_url": ctx.settings.public_base_url})
+        rendered = repo.render_public(
+            conn, missing, head=head, tail=tail, params={"base_url": ctx.settings.public_base_url}
+        )
         wanted = {k.id: k.key for k in keys.works}
         for work_id, (key, h, t) in rendered.items():
             frags[work_id] = Fragment(key, h, t)
@@ -321,21 +378,33 @@ def _render_search(ctx: RoadworksApi, conn: repo.Conn, keys: repo.PublicKeys, *,
         consistent &= len(rendered) == len(missing)
     works = [k for k in keys.works if k.id in frags]  # a work deleted meanwhile: left out
     items = ",".join(
-        public_work_json(frags[k.id].head, frags[k.id].tail,
-                         k.overdue_from is not None and k.overdue_from <= now)
-        for k in works)
-    cursor = (encode_cursor("roadworks", [works[-1].start.isoformat(), str(works[-1].id)])
-              if keys.more and works else None)
-    body = (f'{{"items":[{items}],"total":{keys.total},"next_cursor":{json.dumps(cursor)},'
-            f'"from_date":"{first.isoformat()}","to_date":'
-            f'{json.dumps(last.isoformat()) if last else "null"}}}').encode()
+        public_work_json(
+            frags[k.id].head, frags[k.id].tail, k.overdue_from is not None and k.overdue_from <= now
+        )
+        for k in works
+    )
+    cursor = (
+        encode_cursor("roadworks", [works[-1].start.isoformat(), str(works[-1].id)])
+        if keys.more and works
+        else None
+    )
+    body = (
+        f'{{"items":[{items}],"total":{keys.total},"next_cursor":{json.dumps(cursor)},'
+        f'"from_date":"{first.isoformat()}","to_date":'
+        f"{json.dumps(last.isoformat()) if last else 'null'}}}"
+    ).encode()
     # True until the data change or, with time, a work on the page becomes overdue or
     # `now` enters or leaves the window (works in progress count while it contains now).
-    changes = [k.overdue_from for k in works
-               if k.overdue_from is not None and k.overdue_from > now]
+    changes = [k.overdue_from for k in works if k.overdue_from is not None and k.overdue_from > now]
     changes += [t for t in (window.start, window.end) if t > now]
-    return Rendered(body, "application/json", etag_of(body), keys.version,
-                    min(changes, default=None), _SEARCH_HEADERS), consistent
+    return Rendered(
+        body,
+        "application/json",
+        etag_of(body),
+        keys.version,
+        min(changes, default=None),
+        _SEARCH_HEADERS,
+    ), consistent
 
 
 _SEARCH_HEADERS = (("Cache-Control", "no-cache"),)
@@ -370,28 +439,43 @@ _SEARCH_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.get("/api/v1/roadworks", summary="Search public roadworks",
-            response_model=PublicPage, responses=_SEARCH_RESPONSES)
+@router.get(
+    "/api/v1/roadworks",
+    summary="Search public roadworks",
+    response_model=PublicPage,
+    responses=_SEARCH_RESPONSES,
+)
 def search_works(
     request: Request,
     ctx: Ctx,
     pool: Pool,
     bbox: BBoxParam = None,
-    from_: Annotated[date | None, Query(
-        alias="from", description="first day (Europe/Berlin), default today")] = None,
-    to: Annotated[date | None, Query(
-        description="last day (Europe/Berlin, inclusive); default: open-ended")] = None,
+    from_: Annotated[
+        date | None, Query(alias="from", description="first day (Europe/Berlin), default today")
+    ] = None,
+    to: Annotated[
+        date | None, Query(description="last day (Europe/Berlin, inclusive); default: open-ended")
+    ] = None,
     street: StreetParam = None,
-    q: Annotated[str | None, Query(
-        min_length=2, max_length=100,
-        description="text in a street name, the title, the reference or the public text",
-    )] = None,
+    q: Annotated[
+        str | None,
+        Query(
+            min_length=2,
+            max_length=100,
+            description="text in a street name, the title, the reference or the public text",
+        ),
+    ] = None,
     sector: Annotated[list[Sector] | None, Query(description="one or more sectors")] = None,
-    impact: Annotated[list[Impact] | None, Query(
-        description="closure (road closed), restriction (lanes, alternating one-way, "
-        "signals) or minor")] = None,
-    limit: Annotated[int, Query(ge=1, le=500, description="page size (the map asks for 500)")
-                     ] = DEFAULT_PAGE,
+    impact: Annotated[
+        list[Impact] | None,
+        Query(
+            description="closure (road closed), restriction (lanes, alternating one-way, "
+            "signals) or minor"
+        ),
+    ] = None,
+    limit: Annotated[
+        int, Query(ge=1, le=500, description="page size (the map asks for 500)")
+    ] = DEFAULT_PAGE,
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
 ) -> Response:
     """Public works on site on at least one of the days searched, by start. A work in
@@ -402,17 +486,35 @@ def search_works(
     first = from_ or ctx.today()
     if to is not None and to < first:
         raise InvalidParameterError(
-            "to", f"the last day {to.isoformat()} is before the first day {first.isoformat()}")
+            "to", f"the last day {to.isoformat()} is before the first day {first.isoformat()}"
+        )
     if to is not None and (to - first).days > 2 * 366:
         raise InvalidParameterError("to", "search at most two years at once")
     start = day_window(first).start
-    end = (day_window(to).end if to is not None
-           else start + LIMITS.max_duration + timedelta(days=366))
-    search = _Search(Period(start, end), parse_area(bbox), parse_street(street),
-                     frozenset(sector or ()), frozenset(impact or ()), q)
+    end = (
+        day_window(to).end if to is not None else start + LIMITS.max_duration + timedelta(days=366)
+    )
+    search = _Search(
+        Period(start, end),
+        parse_area(bbox),
+        parse_street(street),
+        frozenset(sector or ()),
+        frozenset(impact or ()),
+        q,
+    )
     after = _after(cursor) if cursor else None
-    key = ("search", first, to, search.bbox, street_key(street) if street else None,
-           tuple(sorted(search.sectors)), tuple(sorted(search.impacts)), q, limit, after)
+    key = (
+        "search",
+        first,
+        to,
+        search.bbox,
+        street_key(street) if street else None,
+        tuple(sorted(search.sectors)),
+        tuple(sorted(search.impacts)),
+        q,
+        limit,
+        after,
+    )
     now = ctx.now()
     with pool.connection() as conn:
         version = repo.data_version(conn)
@@ -420,8 +522,9 @@ def search_works(
         if kept is not None and kept.fresh(version, now):
             return respond(request, kept)
         keys = _search(ctx, pool, conn, version, search, limit=limit, after=after, now=now)
-        rendered, consistent = _render_search(ctx, conn, keys, now=now, first=first,
-                                              last=to, window=search.window)
+        rendered, consistent = _render_search(
+            ctx, conn, keys, now=now, first=first, last=to, window=search.window
+        )
     if consistent:
         ctx.cache.keep_response(key, rendered)
     return respond(request, rendered)
@@ -454,18 +557,25 @@ def _page(ctx: RoadworksApi, selected: str | None) -> HTMLResponse:
         "api": "/api/v1/roadworks",
         "today": ctx.today().isoformat(),
         "bounds": [[b[1], b[0]], [b[3], b[2]]],
-        "tiles": {"url": ctx.map.tile_url, "attribution": ctx.map.tile_attribution,
-                  "maxZoom": ctx.map.tile_max_zoom},
+        "tiles": {
+            "url": ctx.map.tile_url,
+            "attribution": ctx.map.tile_attribution,
+            "maxZoom": ctx.map.tile_max_zoom,
+        },
         "publisher": ctx.settings.publisher,
         "selected": selected,
     }
     text = _template().replace(
-        "{{config}}", html.escape(json.dumps(config, ensure_ascii=False), quote=True))
-    return HTMLResponse(text, headers={
-        "Cache-Control": "no-cache",
-        "Content-Security-Policy": _csp(ctx.map.tile_url),
-        "X-Content-Type-Options": "nosniff",
-    })
+        "{{config}}", html.escape(json.dumps(config, ensure_ascii=False), quote=True)
+    )
+    return HTMLResponse(
+        text,
+        headers={
+            "Cache-Control": "no-cache",
+            "Content-Security-Policy": _csp(ctx.map.tile_url),
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
 
 
 @cache
@@ -478,8 +588,10 @@ def _csp(tile_url: str) -> str:
     if tile_url.startswith(("https://", "http://")):  # {s}.tile.example.org: any subdomain
         parts = urlsplit(tile_url)
         images += f" {parts.scheme}://{parts.netloc.replace('{s}', '*')}"
-    return (f"default-src 'self'; img-src {images}; style-src 'self' 'unsafe-inline'; "
-            "script-src 'self'; connect-src 'self'; frame-ancestors 'self'")
+    return (
+        f"default-src 'self'; img-src {images}; style-src 'self' 'unsafe-inline'; "
+        "script-src 'self'; connect-src 'self'; frame-ancestors 'self'"
+    )
 
 
 _PAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -487,17 +599,26 @@ _PAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.get("/roadworks", response_class=HTMLResponse, responses=_PAGE_RESPONSES,
-            summary="Map of the roadworks (HTML)", tags=["roadworks map"])
+@router.get(
+    "/roadworks",
+    response_class=HTMLResponse,
+    responses=_PAGE_RESPONSES,
+    summary="Map of the roadworks (HTML)",
+    tags=["roadworks map"],
+)
 def map_page(ctx: Ctx) -> HTMLResponse:
     """The public map: works by impact colour, a date filter, a street search and a
     detail panel, usable with the keyboard; German."""
     return _page(ctx, None)
 
 
-@router.get("/roadworks/{reference}", response_class=HTMLResponse, responses=_PAGE_RESPONSES,
-            summary="A roadwork's public page (the map with its details open)",
-            tags=["roadworks map"])
+@router.get(
+    "/roadworks/{reference}",
+    response_class=HTMLResponse,
+    responses=_PAGE_RESPONSES,
+    summary="A roadwork's public page (the map with its details open)",
+    tags=["roadworks map"],
+)
 def work_page(reference: Reference, ctx: Ctx, pool: Pool) -> HTMLResponse:
     """The page the feeds link to: the map with the work's details opened."""
     _public_work(ctx, pool, reference)

@@ -83,8 +83,10 @@ ATOM_PATH: Final = "/api/v1/roadworks/feeds/atom"
     "/api/v1/roadworks/feeds/{kind}",
     summary="Open-data feeds of the public roadworks",
     response_class=Response,
-    responses={200: {"content": {m: {} for m, _ in _MEDIA.values()}},
-               304: {"description": "unchanged since the given ETag"}},
+    responses={
+        200: {"content": {m: {} for m, _ in _MEDIA.values()}},
+        304: {"description": "unchanged since the given ETag"},
+    },
 )
 def feed(
     kind: FeedFormat,
@@ -124,8 +126,9 @@ def _kept(ctx: RoadworksApi, pool: ConnectionPool, key: tuple[str, ...]) -> Rend
     return kept if kept.fresh(version, ctx.now()) else None
 
 
-def _render_feed(kind: FeedFormat, ctx: RoadworksApi, pool: ConnectionPool,
-                 query: FeedQuery) -> Rendered:
+def _render_feed(
+    kind: FeedFormat, ctx: RoadworksApi, pool: ConnectionPool, query: FeedQuery
+) -> Rendered:
     fctx = ctx.feed_context()
     now = fctx.generated_at
     horizon = now + timedelta(days=LIMITS.max_duration.days + 366)  # as public_works
@@ -147,14 +150,23 @@ def _render_feed(kind: FeedFormat, ctx: RoadworksApi, pool: ConnectionPool,
         body = atom.feed(works, fctx, query, self_path=ATOM_PATH)
     media, filename = _MEDIA[kind]
     # The feed shows other works once a work shown ends or, far ahead, one more starts.
-    changes = [w.effective_period.end for w in works
-               if not (w.status is Status.IN_PROGRESS and w.actual_end is None)
-               and w.effective_period.end > now]
+    changes = [
+        w.effective_period.end
+        for w in works
+        if not (w.status is Status.IN_PROGRESS and w.actual_end is None)
+        and w.effective_period.end > now
+    ]
     if later is not None:
         changes.append(later - (horizon - now))
     tag = f"{kind}?{query.query_string}|{_versions(works)}"
-    return Rendered(body.encode("utf-8"), media, _etag(tag), version,
-                    min(changes, default=None), _headers(filename))
+    return Rendered(
+        body.encode("utf-8"),
+        media,
+        _etag(tag),
+        version,
+        min(changes, default=None),
+        _headers(filename),
+    )
 
 
 def _versions(works: Iterable[Roadwork]) -> str:
@@ -173,8 +185,9 @@ def _headers(filename: str | None) -> tuple[tuple[str, str], ...]:
     return tuple(headers)
 
 
-def _cached(request: Request, data: bytes, media: str, filename: str | None, *,
-            tag: str) -> Response:
+def _cached(
+    request: Request, data: bytes, media: str, filename: str | None, *, tag: str
+) -> Response:
     """A response with an ETag made of `tag`, or `304 Not Modified` when the client has
     that version already."""
     return respond(request, Rendered(data, media, _etag(tag), "", None, _headers(filename)))
@@ -195,9 +208,14 @@ def list_overviews(pool: Pool) -> list[OverviewDay]:
         days = repo.list_overviews(conn)
     base = "/api/v1/roadworks/overview"
     return [
-        OverviewDay(day=d, generated_at=at, active=active, upcoming=upcoming,
-                    html=f"{base}/{d.isoformat()}",
-                    geojson=f"{base}/{d.isoformat()}?format=geojson")
+        OverviewDay(
+            day=d,
+            generated_at=at,
+            active=active,
+            upcoming=upcoming,
+            html=f"{base}/{d.isoformat()}",
+            geojson=f"{base}/{d.isoformat()}?format=geojson",
+        )
         for d, at, active, upcoming in days
     ]
 
@@ -212,20 +230,31 @@ def get_overview(
     day: date,
     request: Request,
     pool: Pool,
-    format: Annotated[OverviewFormat, Query(description="html or geojson")] = (
-        OverviewFormat.HTML),
+    format: Annotated[OverviewFormat, Query(description="html or geojson")] = (OverviewFormat.HTML),
 ) -> Response:
     """The newest overview published for the day (`cityops roadworks overview`), exactly
     as it was published."""
     with pool.connection() as conn, conn.transaction():
         snapshot = repo.get_overview(conn, day)
     if snapshot is None:
-        raise NotFoundError(f"no daily overview was published for {day.isoformat()}; see "
-                            "/api/v1/roadworks/overview for the published days")
+        raise NotFoundError(
+            f"no daily overview was published for {day.isoformat()}; see "
+            "/api/v1/roadworks/overview for the published days"
+        )
     name = f"baustellen-{day.isoformat()}"
     if format is OverviewFormat.GEOJSON:
         data = json.dumps(snapshot.geojson, ensure_ascii=False).encode("utf-8")
-        return _cached(request, data, "application/geo+json", f"{name}.geojson",
-                       tag=f"overview-{snapshot.id}.geojson")
-    return _cached(request, snapshot.html.encode("utf-8"), "text/html; charset=utf-8", None,
-                   tag=f"overview-{snapshot.id}.html")
+        return _cached(
+            request,
+            data,
+            "application/geo+json",
+            f"{name}.geojson",
+            tag=f"overview-{snapshot.id}.geojson",
+        )
+    return _cached(
+        request,
+        snapshot.html.encode("utf-8"),
+        "text/html; charset=utf-8",
+        None,
+        tag=f"overview-{snapshot.id}.html",
+    )

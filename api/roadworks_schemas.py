@@ -73,8 +73,9 @@ IMPACT_DE: dict[Impact, str] = {
     Impact.MINOR: "geringe Beeinträchtigung",
 }
 
-_RESTRICTING = frozenset({Measure.LANE_CLOSURE, Measure.ALTERNATING_ONE_WAY,
-                          Measure.TEMPORARY_SIGNALS})
+_RESTRICTING = frozenset(
+    {Measure.LANE_CLOSURE, Measure.ALTERNATING_ONE_WAY, Measure.TEMPORARY_SIGNALS}
+)
 
 
 def impact_of(measures: Iterable[Measure]) -> Impact:
@@ -141,22 +142,25 @@ class PublicWork(_Out):
         spec = work.spec
         period = work.effective_period
         impact = impact_of(spec.measures)
-        overdue = (work.status is Status.IN_PROGRESS and work.actual_end is None
-                   and period.end <= now)
+        overdue = (
+            work.status is Status.IN_PROGRESS and work.actual_end is None and period.end <= now
+        )
         detour = to_geojson(spec.detour, _PRECISION) if spec.detour is not None else None
-        return cls.model_validate({
-            **work_properties(work, ctx),
-            "start_local": local_iso(period.start),
-            "end_local": local_iso(period.end),
-            "start_de": fmt_datetime(period.start),
-            "end_de": fmt_datetime(period.end),
-            "overdue": overdue,
-            "impact": impact,
-            "impact_de": IMPACT_DE[impact],
-            "vehicle_impact": vehicle_impact(spec.measures),
-            "geometry": to_geojson(spec.footprint, _PRECISION),
-            "detour_geometry": detour,
-        })
+        return cls.model_validate(
+            {
+                **work_properties(work, ctx),
+                "start_local": local_iso(period.start),
+                "end_local": local_iso(period.end),
+                "start_de": fmt_datetime(period.start),
+                "end_de": fmt_datetime(period.end),
+                "overdue": overdue,
+                "impact": impact,
+                "impact_de": IMPACT_DE[impact],
+                "vehicle_impact": vehicle_impact(spec.measures),
+                "geometry": to_geojson(spec.footprint, _PRECISION),
+                "detour_geometry": detour,
+            }
+        )
 
 
 # -- the public work, rendered by PostgreSQL ----------------------------------------------
@@ -181,10 +185,14 @@ _IMPACT_SQL = (
     "WHEN w.measures && ARRAY['lane_closure', 'alternating_one_way', 'temporary_signals'] "
     "THEN 'restriction' ELSE 'minor' END)"
 )
-_VEHICLE_IMPACT_SQL = "(CASE " + " ".join(
-    f"WHEN {_sql_text(m.value)} = ANY(w.measures) THEN {_sql_text(impact)}"
-    for m, impact in VEHICLE_IMPACTS
-) + f" ELSE {_sql_text(vehicle_impact([]))} END)"
+_VEHICLE_IMPACT_SQL = (
+    "(CASE "
+    + " ".join(
+        f"WHEN {_sql_text(m.value)} = ANY(w.measures) THEN {_sql_text(impact)}"
+        for m, impact in VEHICLE_IMPACTS
+    )
+    + f" ELSE {_sql_text(vehicle_impact([]))} END)"
+)
 # Python's str.strip(): every character for which str.isspace() holds.
 _WHITESPACE = _sql_text("".join(c for c in map(chr, range(0x3001)) if c.isspace()))
 
@@ -197,12 +205,14 @@ def _local_iso_sql(ts: str) -> str:
     """`local_iso`: Berlin wall-clock time, microseconds when there are any, offset."""
     local = f"({ts} AT TIME ZONE 'Europe/Berlin')"
     offset = f"({local} - ({ts} AT TIME ZONE 'UTC'))"
-    return (f"""(to_char({local}, 'YYYY-MM-DD"T"HH24:MI:SS')"""
-            f" || CASE WHEN mod(date_part('microseconds', {ts})::bigint, 1000000) <> 0"
-            f" THEN to_char({local}, '.US') ELSE '' END"
-            f" || CASE WHEN {offset} < interval '0' THEN '-' ELSE '+' END"
-            f" || to_char(abs(extract(epoch FROM {offset}))::int / 3600, 'FM00') || ':'"
-            f" || to_char(mod(abs(extract(epoch FROM {offset}))::int, 3600) / 60, 'FM00'))")
+    return (
+        f"""(to_char({local}, 'YYYY-MM-DD"T"HH24:MI:SS')"""
+        f" || CASE WHEN mod(date_part('microseconds', {ts})::bigint, 1000000) <> 0"
+        f" THEN to_char({local}, '.US') ELSE '' END"
+        f" || CASE WHEN {offset} < interval '0' THEN '-' ELSE '+' END"
+        f" || to_char(abs(extract(epoch FROM {offset}))::int / 3600, 'FM00') || ':'"
+        f" || to_char(mod(abs(extract(epoch FROM {offset}))::int, 3600) / 60, 'FM00'))"
+    )
 
 
 def _de_datetime_sql(ts: str) -> str:
@@ -214,11 +224,15 @@ def _de_period_sql(start: str, end: str) -> str:
     """`fmt_period`: first to last Berlin day; an end at midnight ends the day before."""
     first = f"({start} AT TIME ZONE 'Europe/Berlin')::date"
     end_local = f"({end} AT TIME ZONE 'Europe/Berlin')"
-    last = (f"(CASE WHEN {end_local}::time = time '00:00' AND {end_local}::date > {first} "
-            f"THEN {end_local}::date - 1 ELSE {end_local}::date END)")
-    return (f"(CASE WHEN {first} = {last} THEN to_char({first}, 'DD.MM.YYYY') "
-            f"ELSE to_char({first}, 'DD.MM.YYYY') || ' bis ' || to_char({last}, 'DD.MM.YYYY') "
-            "END)")
+    last = (
+        f"(CASE WHEN {end_local}::time = time '00:00' AND {end_local}::date > {first} "
+        f"THEN {end_local}::date - 1 ELSE {end_local}::date END)"
+    )
+    return (
+        f"(CASE WHEN {first} = {last} THEN to_char({first}, 'DD.MM.YYYY') "
+        f"ELSE to_char({first}, 'DD.MM.YYYY') || ' bis ' || to_char({last}, 'DD.MM.YYYY') "
+        "END)"
+    )
 
 
 _OBSTRUCTIONS_SQL = f"""ARRAY(SELECT o.text FROM (
@@ -253,8 +267,11 @@ _FIELDS_HEAD: tuple[tuple[str, str], ...] = (
     ("sector_de", _sql_case("w.sector", {k.value: v for k, v in SECTOR_DE.items()})),
     ("contractor", "w.contractor"),
     ("public_contact", "w.public_contact"),
-    ("streets", "ARRAY(SELECT s.name FROM roadwork_streets s WHERE s.work_id = w.id "
-                "GROUP BY s.name ORDER BY min(s.seq))"),
+    (
+        "streets",
+        "ARRAY(SELECT s.name FROM roadwork_streets s WHERE s.work_id = w.id "
+        "GROUP BY s.name ORDER BY min(s.seq))",
+    ),
     ("district", "w.district"),
     ("start", _rfc3339_sql("w.eff_start")),
     ("end", _rfc3339_sql("w.eff_end")),
@@ -269,8 +286,11 @@ _FIELDS_HEAD: tuple[tuple[str, str], ...] = (
 _FIELDS_TAIL: tuple[tuple[str, str], ...] = (
     ("working_hours", "w.working_hours"),
     ("night_works", "w.night_works"),
-    ("measures", "ARRAY(SELECT m FROM (SELECT DISTINCT unnest(w.measures) AS m) ms "
-                 f"ORDER BY array_position({_MEASURE_ORDER}, m))"),
+    (
+        "measures",
+        "ARRAY(SELECT m FROM (SELECT DISTINCT unnest(w.measures) AS m) ms "
+        f"ORDER BY array_position({_MEASURE_ORDER}, m))",
+    ),
     ("lanes_affected", "w.lanes_affected"),
     ("obstructions_de", _OBSTRUCTIONS_SQL),
     ("impact", _IMPACT_SQL),
@@ -298,7 +318,7 @@ PUBLIC_WORK_SQL: Final = (_json_object_sql(_FIELDS_HEAD), _json_object_sql(_FIEL
 def public_work_json(head: str, tail: str, overdue: bool) -> str:
     """One work's JSON from the halves PostgreSQL rendered plus `overdue`: the fields of
     `PublicWork`, in its order."""
-    return f"{head[:-1]}, \"overdue\" : {'true' if overdue else 'false'}, {tail[1:]}"
+    return f'{head[:-1]}, "overdue" : {"true" if overdue else "false"}, {tail[1:]}'
 
 
 class PublicPage(_Out):
@@ -329,8 +349,12 @@ class TransitionOut(_Out):
 
     @classmethod
     def of(cls, t: Transition) -> TransitionOut:
-        return cls(name=t.name, to=t.target, description=t.description,
-                   roles=sorted(r.value for r in t.roles))
+        return cls(
+            name=t.name,
+            to=t.target,
+            description=t.description,
+            roles=sorted(r.value for r in t.roles),
+        )
 
 
 class WorkOut(_Out):
@@ -357,13 +381,22 @@ class WorkOut(_Out):
     @classmethod
     def of(cls, work: Roadwork, transitions: Iterable[Transition]) -> WorkOut:
         return cls(
-            id=work.id, reference=work.reference, status=work.status,
-            status_de=STATUS_DE[work.status], version=work.version, district=work.district,
-            area_m2=round(work.area_m2, 1), created_at=work.created_at,
-            created_at_local=str(local_iso(work.created_at)), updated_at=work.updated_at,
-            updated_at_local=str(local_iso(work.updated_at)), created_by=work.created_by,
-            actual_start=work.actual_start, actual_end=work.actual_end,
-            is_public=work.is_public, spec=spec_to_payload(work.spec),
+            id=work.id,
+            reference=work.reference,
+            status=work.status,
+            status_de=STATUS_DE[work.status],
+            version=work.version,
+            district=work.district,
+            area_m2=round(work.area_m2, 1),
+            created_at=work.created_at,
+            created_at_local=str(local_iso(work.created_at)),
+            updated_at=work.updated_at,
+            updated_at_local=str(local_iso(work.updated_at)),
+            created_by=work.created_by,
+            actual_start=work.actual_start,
+            actual_end=work.actual_end,
+            is_public=work.is_public,
+            spec=spec_to_payload(work.spec),
             next_transitions=[TransitionOut.of(t) for t in transitions],
         )
 
@@ -377,8 +410,10 @@ class TransitionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     to: Status = Field(description="the target state")
-    note: Annotated[str, StringConstraints(strip_whitespace=True,
-                                           max_length=LIMITS.public_text)] | None = None
+    note: (
+        Annotated[str, StringConstraints(strip_whitespace=True, max_length=LIMITS.public_text)]
+        | None
+    ) = None
     at: AwareDatetime | None = Field(
         default=None, description="when a start or end happened on site (default: now)"
     )
@@ -391,8 +426,9 @@ class DecisionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     decision: Decision
-    note: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
-                                           max_length=LIMITS.public_text)]
+    note: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=LIMITS.public_text)
+    ]
 
 
 class FindingOut(_Out):
@@ -416,13 +452,22 @@ class FindingOut(_Out):
     @classmethod
     def of(cls, f: Finding) -> FindingOut:
         return cls(
-            id=f.id, kind=f.kind.value, severity=f.severity.value, work_a=f.reference_a,
-            work_b=f.reference_b, segment_id=f.segment_id, street=f.street,
-            message=f.message, details=dict(f.details),
+            id=f.id,
+            kind=f.kind.value,
+            severity=f.severity.value,
+            work_a=f.reference_a,
+            work_b=f.reference_b,
+            segment_id=f.segment_id,
+            street=f.street,
+            message=f.message,
+            details=dict(f.details),
             location=to_geojson(f.location, _PRECISION) if f.location is not None else None,
-            status=f.status.value, first_found_at=f.first_found_at,
-            last_found_at=f.last_found_at, decision_note=f.decision_note,
-            decided_by=f.decided_by, decided_at=f.decided_at,
+            status=f.status.value,
+            first_found_at=f.first_found_at,
+            last_found_at=f.last_found_at,
+            decision_note=f.decision_note,
+            decided_by=f.decided_by,
+            decided_at=f.decided_at,
         )
 
 
@@ -442,9 +487,13 @@ class PreviewFindingOut(_Out):
     def of(cls, f: FindingDraft, references: Mapping[int, str]) -> PreviewFindingOut:
         other_id = f.work_b if f.work_a == 0 else f.work_a
         return cls(
-            kind=f.kind.value, severity=f.severity.value,
-            other=references.get(other_id) if other_id else None, segment_id=f.segment_id,
-            street=f.street, message=f.message, details=dict(f.details),
+            kind=f.kind.value,
+            severity=f.severity.value,
+            other=references.get(other_id) if other_id else None,
+            segment_id=f.segment_id,
+            street=f.street,
+            message=f.message,
+            details=dict(f.details),
             location=to_geojson(f.location, _PRECISION) if f.location is not None else None,
         )
 
@@ -464,8 +513,14 @@ class AuditOut(_Out):
     @classmethod
     def of(cls, e: AuditEntry) -> AuditOut:
         return cls(
-            at=rfc3339(e.at), at_local=str(local_iso(e.at)), actor=e.actor,
-            organisation=e.organisation, role=e.role.value, action=e.action,
-            from_status=e.from_status, to_status=e.to_status, changes=dict(e.changes),
+            at=rfc3339(e.at),
+            at_local=str(local_iso(e.at)),
+            actor=e.actor,
+            organisation=e.organisation,
+            role=e.role.value,
+            action=e.action,
+            from_status=e.from_status,
+            to_status=e.to_status,
+            changes=dict(e.changes),
             note=e.note,
         )

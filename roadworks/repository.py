@@ -182,8 +182,15 @@ def next_reference(conn: Conn, at: datetime) -> str:
 
 
 def insert_work(
-    conn: Conn, *, reference: str, status: Status, spec: RoadworkSpec, area_m2: float,
-    district: str, actor: Actor, at: datetime,
+    conn: Conn,
+    *,
+    reference: str,
+    status: Status,
+    spec: RoadworkSpec,
+    area_m2: float,
+    district: str,
+    actor: Actor,
+    at: datetime,
 ) -> int:
     """Insert a work with its streets; returns its id."""
     params = _spec_params(spec, area_m2, district)
@@ -218,9 +225,16 @@ def insert_work(
 
 
 def update_work(
-    conn: Conn, work_id: int, *, spec: RoadworkSpec | None = None, area_m2: float = 0.0,
-    district: str = "", status: Status | None = None, actual_start: datetime | None = None,
-    actual_end: datetime | None = None, at: datetime,
+    conn: Conn,
+    work_id: int,
+    *,
+    spec: RoadworkSpec | None = None,
+    area_m2: float = 0.0,
+    district: str = "",
+    status: Status | None = None,
+    actual_start: datetime | None = None,
+    actual_end: datetime | None = None,
+    at: datetime,
 ) -> int:
     """Change a work's content and/or state and bump its version; returns the version."""
     sets = [sql.SQL("version = version + 1, updated_at = %(at)s")]
@@ -273,10 +287,7 @@ def get_work_by_reference(conn: Conn, reference: str) -> Roadwork:
 def list_works(conn: Conn, filt: WorkFilter | None = None) -> list[Roadwork]:
     """Works matching the filter, by effective start, then id."""
     where, params = _where(filt or WorkFilter())
-    query = (
-        f"SELECT {_WORK_COLUMNS} FROM roadworks w WHERE {where} "
-        f"ORDER BY {_EFF_START}, w.id"
-    )
+    query = f"SELECT {_WORK_COLUMNS} FROM roadworks w WHERE {where} ORDER BY {_EFF_START}, w.id"
     if filt is not None and filt.limit is not None:
         query += " LIMIT %(limit)s OFFSET %(offset)s"
         params.update(limit=filt.limit, offset=filt.offset)
@@ -286,8 +297,7 @@ def list_works(conn: Conn, filt: WorkFilter | None = None) -> list[Roadwork]:
 
 def count_works(conn: Conn, filt: WorkFilter | None = None) -> int:
     where, params = _where(filt or WorkFilter())
-    row = conn.execute(f"SELECT count(*) FROM roadworks w WHERE {where}",
-                       params).fetchone()
+    row = conn.execute(f"SELECT count(*) FROM roadworks w WHERE {where}", params).fetchone()
     return int(row[0]) if row else 0
 
 
@@ -346,30 +356,39 @@ def next_public_start(conn: Conn, at: datetime) -> datetime | None:
     """The earliest effective start at or after `at` among the public works."""
     row = conn.execute(
         f"SELECT min({_EFF_START}) FROM roadworks w WHERE w.is_public "
-        f"AND w.status IN ({_PUBLIC_STATUS_LIST}) AND {_EFF_START} >= %s", (at,),
+        f"AND w.status IN ({_PUBLIC_STATUS_LIST}) AND {_EFF_START} >= %s",
+        (at,),
     ).fetchone()
     return row[0] if row else None
 
 
 def _public_where(s: PublicSearch) -> tuple[str, dict[str, Any]]:
-    parts = ["w.is_public", f"w.status IN ({_PUBLIC_STATUS_LIST})",
-             # on site: effective period overlaps the window, or in progress and not
-             # reported finished while the window reaches past now (model: _occupied)
-             f"{_EFF_START} < %(win_to)s",
-             f"({_EFF_END} > %(win_from)s OR (%(win_to)s > %(now)s AND %(now)s > %(win_from)s"
-             " AND w.status = 'in_progress' AND w.actual_end IS NULL))"]
+    parts = [
+        "w.is_public",
+        f"w.status IN ({_PUBLIC_STATUS_LIST})",
+        # on site: effective period overlaps the window, or in progress and not
+        # reported finished while the window reaches past now (model: _occupied)
+        f"{_EFF_START} < %(win_to)s",
+        f"({_EFF_END} > %(win_from)s OR (%(win_to)s > %(now)s AND %(now)s > %(win_from)s"
+        " AND w.status = 'in_progress' AND w.actual_end IS NULL))",
+    ]
     params: dict[str, Any] = {
-        "win_from": s.window.start, "win_to": s.window.end, "now": s.now,
+        "win_from": s.window.start,
+        "win_to": s.window.end,
+        "now": s.now,
     }
     if s.bbox is not None:
-        parts.append("w.footprint && ST_MakeEnvelope(%(x0)s, %(y0)s, %(x1)s, %(y1)s, 4326)"
-                     " AND ST_Intersects(w.footprint, "
-                     "ST_MakeEnvelope(%(x0)s, %(y0)s, %(x1)s, %(y1)s, 4326))")
-        params.update(x0=s.bbox.min_lon, y0=s.bbox.min_lat, x1=s.bbox.max_lon,
-                      y1=s.bbox.max_lat)
+        parts.append(
+            "w.footprint && ST_MakeEnvelope(%(x0)s, %(y0)s, %(x1)s, %(y1)s, 4326)"
+            " AND ST_Intersects(w.footprint, "
+            "ST_MakeEnvelope(%(x0)s, %(y0)s, %(x1)s, %(y1)s, 4326))"
+        )
+        params.update(x0=s.bbox.min_lon, y0=s.bbox.min_lat, x1=s.bbox.max_lon, y1=s.bbox.max_lat)
     if s.street is not None:
-        parts.append("EXISTS (SELECT 1 FROM roadwork_streets s WHERE s.work_id = w.id "
-                     "AND s.street_key = %(street_key)s)")
+        parts.append(
+            "EXISTS (SELECT 1 FROM roadwork_streets s WHERE s.work_id = w.id "
+            "AND s.street_key = %(street_key)s)"
+        )
         params["street_key"] = street_key(s.street)
     if s.sectors:
         parts.append("w.sector = ANY(%(sectors)s)")
@@ -381,13 +400,16 @@ def _public_where(s: PublicSearch) -> tuple[str, dict[str, Any]]:
 
 
 def search_public(
-    conn: Conn, s: PublicSearch, *, limit: int, after: tuple[datetime, int] | None = None,
+    conn: Conn,
+    s: PublicSearch,
+    *,
+    limit: int,
+    after: tuple[datetime, int] | None = None,
 ) -> PublicPageRows:
     """A page of public works on site during the window, by effective start and id,
     after the keyset `after` (effective start, id); `total` counts all matches."""
     where, params = _public_where(s)
-    total_row = conn.execute(f"SELECT count(*) FROM roadworks w WHERE {where}",
-                             params).fetchone()
+    total_row = conn.execute(f"SELECT count(*) FROM roadworks w WHERE {where}", params).fetchone()
     total = int(total_row[0]) if total_row else 0
     if after is not None:
         where += f" AND ({_EFF_START}, w.id) > (%(after_start)s, %(after_id)s)"
@@ -396,7 +418,8 @@ def search_public(
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
             f"SELECT {_WORK_COLUMNS} FROM roadworks w WHERE {where} "
-            f"ORDER BY {_EFF_START}, w.id LIMIT %(limit)s", params,
+            f"ORDER BY {_EFF_START}, w.id LIMIT %(limit)s",
+            params,
         ).fetchall()
     return PublicPageRows([_work(r) for r in rows[:limit]], len(rows) > limit, total)
 
@@ -454,7 +477,10 @@ ORDER BY p.start, p.id
 
 
 def search_public_keys(
-    conn: Conn, s: PublicSearch | Sequence[int], *, limit: int,
+    conn: Conn,
+    s: PublicSearch | Sequence[int],
+    *,
+    limit: int,
     after: tuple[datetime, int] | None = None,
 ) -> PublicKeys:
     """`search_public` without the content, in one statement: the page's works as
@@ -501,9 +527,19 @@ def public_index_rows(conn: Conn) -> tuple[str, list[IndexRow]]:
     ).fetchall()
     version = str(rows[0][0])
     return version, [
-        IndexRow(int(r[1]), str(r[2]), r[3], r[4], bool(r[5]), str(r[6]), str(r[7]),
-                 tuple(r[8]), bytes(r[9]))
-        for r in rows if r[1] is not None
+        IndexRow(
+            int(r[1]),
+            str(r[2]),
+            r[3],
+            r[4],
+            bool(r[5]),
+            str(r[6]),
+            str(r[7]),
+            tuple(r[8]),
+            bytes(r[9]),
+        )
+        for r in rows
+        if r[1] is not None
     ]
 
 
@@ -524,7 +560,12 @@ FROM (SELECT w.*, w.xmin::text AS row_x, {eff_start} AS eff_start, {eff_end} AS 
 
 
 def render_public(
-    conn: Conn, ids: Sequence[int], *, head: str, tail: str, params: dict[str, Any],
+    conn: Conn,
+    ids: Sequence[int],
+    *,
+    head: str,
+    tail: str,
+    params: dict[str, Any],
 ) -> dict[int, tuple[str, str, str]]:
     """Works rendered by PostgreSQL: id -> (key as in `PublicKey`, `head` as text, `tail`
     as text), where `head` and `tail` are SQL expressions over a row `w` of `roadworks`
@@ -541,16 +582,17 @@ def search_public_texts(conn: Conn, s: PublicSearch) -> list[PublicText]:
     rows = conn.execute(
         f"SELECT w.id, {_EFF_START}, w.reference, w.title, w.public_text, "
         "ARRAY(SELECT s.name FROM roadwork_streets s WHERE s.work_id = w.id ORDER BY s.seq) "
-        f"FROM roadworks w WHERE {where} ORDER BY {_EFF_START}, w.id", params,
+        f"FROM roadworks w WHERE {where} ORDER BY {_EFF_START}, w.id",
+        params,
     ).fetchall()
-    return [PublicText(int(r[0]), r[1], r[2], r[3], r[4], tuple(dict.fromkeys(r[5])))
-            for r in rows]
+    return [PublicText(int(r[0]), r[1], r[2], r[3], r[4], tuple(dict.fromkeys(r[5]))) for r in rows]
 
 
 def delete_works(conn: Conn, reference_prefix: str) -> int:
     """Delete works whose reference starts with the prefix (demo data); returns the count."""
-    cur = conn.execute("DELETE FROM roadworks WHERE starts_with(reference, %s)",
-                       (reference_prefix,))
+    cur = conn.execute(
+        "DELETE FROM roadworks WHERE starts_with(reference, %s)", (reference_prefix,)
+    )
     return cur.rowcount
 
 
@@ -568,9 +610,15 @@ def candidates(conn: Conn, work: Roadwork, reach_m: float, window: Period) -> li
               AND {_EFF_START} < %(to)s AND {_EFF_END} > %(from)s
             ORDER BY w.id
             """,
-            {"id": work.id, "statuses": sorted(s.value for s in COORDINATED_STATUSES),
-             "fp": shapely.to_wkb(work.spec.footprint), "deg": reach_m / 40_000.0,
-             "reach": reach_m, "from": window.start, "to": window.end},
+            {
+                "id": work.id,
+                "statuses": sorted(s.value for s in COORDINATED_STATUSES),
+                "fp": shapely.to_wkb(work.spec.footprint),
+                "deg": reach_m / 40_000.0,
+                "reach": reach_m,
+                "from": window.start,
+                "to": window.end,
+            },
         ).fetchall()
     return [_work(r) for r in rows]
 
@@ -586,13 +634,15 @@ def _where(f: WorkFilter) -> tuple[str, dict[str, Any]]:
         parts.append("w.status = ANY(%(statuses)s)")
         params["statuses"] = sorted(s.value for s in statuses)
     if f.bbox is not None:
-        parts.append("ST_Intersects(w.footprint, ST_MakeEnvelope(%(x0)s, %(y0)s, %(x1)s, "
-                     "%(y1)s, 4326))")
-        params.update(x0=f.bbox.min_lon, y0=f.bbox.min_lat, x1=f.bbox.max_lon,
-                      y1=f.bbox.max_lat)
+        parts.append(
+            "ST_Intersects(w.footprint, ST_MakeEnvelope(%(x0)s, %(y0)s, %(x1)s, %(y1)s, 4326))"
+        )
+        params.update(x0=f.bbox.min_lon, y0=f.bbox.min_lat, x1=f.bbox.max_lon, y1=f.bbox.max_lat)
     if f.street is not None:
-        parts.append("EXISTS (SELECT 1 FROM roadwork_streets s WHERE s.work_id = w.id "
-                     "AND s.street_key = %(street_key)s)")
+        parts.append(
+            "EXISTS (SELECT 1 FROM roadwork_streets s WHERE s.work_id = w.id "
+            "AND s.street_key = %(street_key)s)"
+        )
         params["street_key"] = street_key(f.street)
     if f.active is not None:
         parts.append(f"{_EFF_START} < %(active_to)s AND {_EFF_END} > %(active_from)s")
@@ -620,19 +670,29 @@ def _where(f: WorkFilter) -> tuple[str, dict[str, Any]]:
 
 def _spec_params(spec: RoadworkSpec, area_m2: float, district: str) -> dict[str, Any]:
     return {
-        "title": spec.title, "description": spec.description, "promoter": spec.promoter,
-        "sector": spec.sector.value, "contractor": spec.contractor,
-        "public_contact": spec.public_contact, "category": spec.category.value,
-        "footprint": shapely.to_wkb(spec.footprint), "area_m2": area_m2,
-        "district": district, "planned_start": spec.planned_start,
-        "planned_end": spec.planned_end, "working_hours": spec.working_hours,
-        "night_works": spec.night_works, "excavation": spec.excavation,
+        "title": spec.title,
+        "description": spec.description,
+        "promoter": spec.promoter,
+        "sector": spec.sector.value,
+        "contractor": spec.contractor,
+        "public_contact": spec.public_contact,
+        "category": spec.category.value,
+        "footprint": shapely.to_wkb(spec.footprint),
+        "area_m2": area_m2,
+        "district": district,
+        "planned_start": spec.planned_start,
+        "planned_end": spec.planned_end,
+        "working_hours": spec.working_hours,
+        "night_works": spec.night_works,
+        "excavation": spec.excavation,
         "measures": [m.value for m in spec.sorted_measures],
-        "lanes_affected": spec.lanes_affected, "detour_description": spec.detour_description,
+        "lanes_affected": spec.lanes_affected,
+        "detour_description": spec.detour_description,
         "detour": shapely.to_wkb(spec.detour) if spec.detour is not None else None,
         "bus_lines": list(spec.bus_lines),
         "waste_collection_affected": spec.waste_collection_affected,
-        "is_public": spec.is_public, "public_text": spec.public_text,
+        "is_public": spec.is_public,
+        "public_text": spec.public_text,
     }
 
 
@@ -641,33 +701,54 @@ def _write_streets(conn: Conn, work_id: int, streets: Iterable[Street]) -> None:
         cur.executemany(
             "INSERT INTO roadwork_streets (work_id, seq, name, street_key, geom) "
             "VALUES (%s, %s, %s, %s, ST_GeomFromWKB(%s, 4326))",
-            [(work_id, i, s.name, street_key(s.name), shapely.to_wkb(s.line))
-             for i, s in enumerate(streets)],
+            [
+                (work_id, i, s.name, street_key(s.name), shapely.to_wkb(s.line))
+                for i, s in enumerate(streets)
+            ],
         )
 
 
 def _work(r: dict[str, Any]) -> Roadwork:
     spec = RoadworkSpec(
-        title=r["title"], promoter=r["promoter"], sector=Sector(r["sector"]),
-        category=Category(r["category"]), footprint=shapely.from_wkb(r["footprint"]),
-        streets=tuple(Street(n, shapely.from_wkb(g))
-                      for n, g in zip(r["street_names"], r["street_geoms"], strict=True)),
-        planned_start=r["planned_start"], planned_end=r["planned_end"],
-        description=r["description"], contractor=r["contractor"],
-        public_contact=r["public_contact"], working_hours=r["working_hours"],
-        night_works=r["night_works"], excavation=r["excavation"],
+        title=r["title"],
+        promoter=r["promoter"],
+        sector=Sector(r["sector"]),
+        category=Category(r["category"]),
+        footprint=shapely.from_wkb(r["footprint"]),
+        streets=tuple(
+            Street(n, shapely.from_wkb(g))
+            for n, g in zip(r["street_names"], r["street_geoms"], strict=True)
+        ),
+        planned_start=r["planned_start"],
+        planned_end=r["planned_end"],
+        description=r["description"],
+        contractor=r["contractor"],
+        public_contact=r["public_contact"],
+        working_hours=r["working_hours"],
+        night_works=r["night_works"],
+        excavation=r["excavation"],
         measures=frozenset(Measure(m) for m in r["measures"]),
-        lanes_affected=r["lanes_affected"], detour_description=r["detour_description"],
+        lanes_affected=r["lanes_affected"],
+        detour_description=r["detour_description"],
         detour=shapely.from_wkb(r["detour"]) if r["detour"] is not None else None,
         bus_lines=tuple(r["bus_lines"]),
-        waste_collection_affected=r["waste_collection_affected"], is_public=r["is_public"],
+        waste_collection_affected=r["waste_collection_affected"],
+        is_public=r["is_public"],
         public_text=r["public_text"],
     )
     return Roadwork(
-        id=r["id"], reference=r["reference"], status=Status(r["status"]), spec=spec,
-        district=r["district"], area_m2=r["area_m2"], version=r["version"],
-        created_at=r["created_at"], updated_at=r["updated_at"], created_by=r["created_by"],
-        actual_start=r["actual_start"], actual_end=r["actual_end"],
+        id=r["id"],
+        reference=r["reference"],
+        status=Status(r["status"]),
+        spec=spec,
+        district=r["district"],
+        area_m2=r["area_m2"],
+        version=r["version"],
+        created_at=r["created_at"],
+        updated_at=r["updated_at"],
+        created_by=r["created_by"],
+        actual_start=r["actual_start"],
+        actual_end=r["actual_end"],
     )
 
 
@@ -675,17 +756,33 @@ def _work(r: dict[str, Any]) -> Roadwork:
 
 
 def insert_audit(
-    conn: Conn, work_id: int, *, actor: Actor, at: datetime, action: str,
-    from_status: Status | None = None, to_status: Status | None = None,
-    changes: dict[str, object] | None = None, note: str | None = None,
+    conn: Conn,
+    work_id: int,
+    *,
+    actor: Actor,
+    at: datetime,
+    action: str,
+    from_status: Status | None = None,
+    to_status: Status | None = None,
+    changes: dict[str, object] | None = None,
+    note: str | None = None,
 ) -> None:
     conn.execute(
         "INSERT INTO roadwork_audit (work_id, at, actor, organisation, role, action, "
         "from_status, to_status, changes, note) "
         "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-        (work_id, at, actor.name, actor.organisation, actor.role.value, action,
-         from_status.value if from_status else None, to_status.value if to_status else None,
-         Jsonb(changes or {}), note),
+        (
+            work_id,
+            at,
+            actor.name,
+            actor.organisation,
+            actor.role.value,
+            action,
+            from_status.value if from_status else None,
+            to_status.value if to_status else None,
+            Jsonb(changes or {}),
+            note,
+        ),
     )
 
 
@@ -699,11 +796,17 @@ def audit_history(conn: Conn, work_id: int) -> list[AuditEntry]:
         ).fetchall()
     return [
         AuditEntry(
-            id=r["id"], work_id=r["work_id"], at=r["at"], actor=r["actor"],
-            organisation=r["organisation"], role=Role(r["role"]), action=r["action"],
+            id=r["id"],
+            work_id=r["work_id"],
+            at=r["at"],
+            actor=r["actor"],
+            organisation=r["organisation"],
+            role=Role(r["role"]),
+            action=r["action"],
             from_status=Status(r["from_status"]) if r["from_status"] else None,
             to_status=Status(r["to_status"]) if r["to_status"] else None,
-            changes=r["changes"], note=r["note"],
+            changes=r["changes"],
+            note=r["note"],
         )
         for r in rows
     ]
@@ -712,8 +815,16 @@ def audit_history(conn: Conn, work_id: int) -> list[AuditEntry]:
 # -- resurfaced segments ------------------------------------------------------------------
 
 
-def insert_segment(conn: Conn, *, street: str, line: Any, resurfaced_on: date,
-                   note: str | None, actor: Actor, at: datetime) -> int:
+def insert_segment(
+    conn: Conn,
+    *,
+    street: str,
+    line: Any,
+    resurfaced_on: date,
+    note: str | None,
+    actor: Actor,
+    at: datetime,
+) -> int:
     row = conn.execute(
         "INSERT INTO resurfaced_segments (street, geom, resurfaced_on, note, created_at, "
         "created_by) VALUES (%s, ST_GeomFromWKB(%s, 4326), %s, %s, %s, %s) RETURNING id",
@@ -728,8 +839,9 @@ _SEGMENT_COLUMNS = "id, street, ST_AsBinary(geom) AS geom, resurfaced_on, note"
 
 def get_segment(conn: Conn, segment_id: int) -> ResurfacedSegment:
     with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(f"SELECT {_SEGMENT_COLUMNS} FROM resurfaced_segments WHERE id = %s",
-                          (segment_id,)).fetchone()
+        row = cur.execute(
+            f"SELECT {_SEGMENT_COLUMNS} FROM resurfaced_segments WHERE id = %s", (segment_id,)
+        ).fetchone()
     if row is None:
         raise SegmentNotFound(segment_id)
     return _segment(row)
@@ -759,13 +871,15 @@ def segments_near(conn: Conn, geom: Any, distance_m: float) -> list[ResurfacedSe
 
 def delete_segments(conn: Conn, *, created_by: str) -> int:
     """Delete the resurfaced segments one user recorded (demo data); returns the count."""
-    return conn.execute("DELETE FROM resurfaced_segments WHERE created_by = %s",
-                        (created_by,)).rowcount
+    return conn.execute(
+        "DELETE FROM resurfaced_segments WHERE created_by = %s", (created_by,)
+    ).rowcount
 
 
 def _segment(r: dict[str, Any]) -> ResurfacedSegment:
-    return ResurfacedSegment(r["id"], r["street"], shapely.from_wkb(r["geom"]),
-                             r["resurfaced_on"], r["note"])
+    return ResurfacedSegment(
+        r["id"], r["street"], shapely.from_wkb(r["geom"]), r["resurfaced_on"], r["note"]
+    )
 
 
 # -- findings -----------------------------------------------------------------------------
@@ -806,10 +920,18 @@ def sync_findings(
                 obsolete_since = NULL
             RETURNING id
             """,
-            {"kind": f.kind.value, "severity": f.severity.value, "a": f.work_a, "b": f.work_b,
-             "seg": f.segment_id, "street": f.street, "message": f.message,
-             "details": Jsonb(dict(f.details)),
-             "loc": shapely.to_wkb(f.location) if f.location is not None else None, "at": at},
+            {
+                "kind": f.kind.value,
+                "severity": f.severity.value,
+                "a": f.work_a,
+                "b": f.work_b,
+                "seg": f.segment_id,
+                "street": f.street,
+                "message": f.message,
+                "details": Jsonb(dict(f.details)),
+                "loc": shapely.to_wkb(f.location) if f.location is not None else None,
+                "at": at,
+            },
         ).fetchone()
         assert row is not None
         kept.append(int(row[0]))
@@ -824,8 +946,12 @@ def sync_findings(
 
 
 def list_findings(
-    conn: Conn, *, work_id: int | None = None, statuses: Iterable[FindingStatus] | None = None,
-    kinds: Iterable[FindingKind] | None = None, ids: Sequence[int] | None = None,
+    conn: Conn,
+    *,
+    work_id: int | None = None,
+    statuses: Iterable[FindingStatus] | None = None,
+    kinds: Iterable[FindingKind] | None = None,
+    ids: Sequence[int] | None = None,
 ) -> list[Finding]:
     parts = ["true"]
     params: dict[str, Any] = {}
@@ -838,8 +964,10 @@ def list_findings(
     if ids is not None:
         parts.append("f.id = ANY(%(ids)s)")
         params["ids"] = list(ids)
-    query = f"SELECT * FROM (SELECT {_FINDING_COLUMNS} FROM {_FINDING_FROM} " \
-            f"WHERE {' AND '.join(parts)}) x"
+    query = (
+        f"SELECT * FROM (SELECT {_FINDING_COLUMNS} FROM {_FINDING_FROM} "
+        f"WHERE {' AND '.join(parts)}) x"
+    )
     if statuses is not None:
         query += " WHERE x.status = ANY(%(statuses)s)"
         params["statuses"] = [s.value for s in statuses]
@@ -861,8 +989,9 @@ def get_finding(conn: Conn, finding_id: int, *, for_update: bool = False) -> Fin
     return _finding(row)
 
 
-def decide_finding(conn: Conn, finding_id: int, decision: Decision, note: str, actor: Actor,
-                   at: datetime) -> None:
+def decide_finding(
+    conn: Conn, finding_id: int, decision: Decision, note: str, actor: Actor, at: datetime
+) -> None:
     cur = conn.execute(
         "UPDATE roadwork_findings SET decision = %s, decision_note = %s, decided_by = %s, "
         "decided_at = %s WHERE id = %s",
@@ -874,22 +1003,40 @@ def decide_finding(conn: Conn, finding_id: int, decision: Decision, note: str, a
 
 def _finding(r: dict[str, Any]) -> Finding:
     return Finding(
-        id=r["id"], kind=FindingKind(r["kind"]), severity=Severity(r["severity"]),
-        work_a=r["work_a"], work_b=r["work_b"], reference_a=r["reference_a"],
-        reference_b=r["reference_b"], segment_id=r["segment_id"], street=r["street"],
-        message=r["message"], details=r["details"],
+        id=r["id"],
+        kind=FindingKind(r["kind"]),
+        severity=Severity(r["severity"]),
+        work_a=r["work_a"],
+        work_b=r["work_b"],
+        reference_a=r["reference_a"],
+        reference_b=r["reference_b"],
+        segment_id=r["segment_id"],
+        street=r["street"],
+        message=r["message"],
+        details=r["details"],
         location=shapely.from_wkb(r["location"]) if r["location"] is not None else None,
-        status=FindingStatus(r["status"]), first_found_at=r["first_found_at"],
-        last_found_at=r["last_found_at"], decision_note=r["decision_note"],
-        decided_by=r["decided_by"], decided_at=r["decided_at"],
+        status=FindingStatus(r["status"]),
+        first_found_at=r["first_found_at"],
+        last_found_at=r["last_found_at"],
+        decision_note=r["decision_note"],
+        decided_by=r["decided_by"],
+        decided_at=r["decided_at"],
     )
 
 
 # -- daily overview snapshots ---------------------------------------------------------------
 
 
-def save_overview(conn: Conn, *, day: date, generated_at: datetime, active: int, upcoming: int,
-                  html: str, geojson: dict[str, Any]) -> int:
+def save_overview(
+    conn: Conn,
+    *,
+    day: date,
+    generated_at: datetime,
+    active: int,
+    upcoming: int,
+    html: str,
+    geojson: dict[str, Any],
+) -> int:
     row = conn.execute(
         "INSERT INTO roadwork_overviews (day, generated_at, active, upcoming, html, geojson) "
         "VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",

@@ -97,10 +97,17 @@ class PublicIndex:
         return len(self._rows)
 
     def search(
-        self, *, window_start: datetime, window_end: datetime, now: datetime,
-        bbox: tuple[float, float, float, float] | None = None, street: str | None = None,
-        sectors: frozenset[str] = frozenset(), impacts: frozenset[str] = frozenset(),
-        limit: int, after: tuple[datetime, int] | None = None,
+        self,
+        *,
+        window_start: datetime,
+        window_end: datetime,
+        now: datetime,
+        bbox: tuple[float, float, float, float] | None = None,
+        street: str | None = None,
+        sectors: frozenset[str] = frozenset(),
+        impacts: frozenset[str] = frozenset(),
+        limit: int,
+        after: tuple[datetime, int] | None = None,
     ) -> SearchPage:
         """A page of the works on site during the window (see the module), by effective
         start and id, after the keyset `after`; `total` counts all matches."""
@@ -128,8 +135,9 @@ class PublicIndex:
         works = [self._work(int(i)) for i in found[:limit]]
         return SearchPage(works, len(found) > limit, total)
 
-    def _intersecting(self, mask: npt.NDArray[np.bool_],
-                      bbox: tuple[float, float, float, float]) -> None:
+    def _intersecting(
+        self, mask: npt.NDArray[np.bool_], bbox: tuple[float, float, float, float]
+    ) -> None:
         """Narrow `mask` to footprints intersecting the box: envelopes that overlap it,
         then, for those not inside it, the exact test (GEOS, as ST_Intersects)."""
         x0, y0, x1, y1 = bbox
@@ -137,8 +145,7 @@ class PublicIndex:
         mask &= (b[:, 0] <= x1) & (b[:, 2] >= x0) & (b[:, 1] <= y1) & (b[:, 3] >= y0)
         near = np.flatnonzero(mask)
         nb = b[near]
-        edge = near[~((nb[:, 0] >= x0) & (nb[:, 1] >= y0) & (nb[:, 2] <= x1)
-                      & (nb[:, 3] <= y1))]
+        edge = near[~((nb[:, 0] >= x0) & (nb[:, 1] >= y0) & (nb[:, 2] <= x1) & (nb[:, 3] <= y1))]
         if edge.size:
             box = shapely.box(x0, y0, x1, y1)
             shapely.prepare(box)

@@ -82,8 +82,9 @@ def main() -> int:
         t.join(timeout=max(1.0, hard_stop + 15.0 - time.perf_counter()))
     t_end = time.perf_counter()
     done = [r for r in results if r is not None]
-    last_done = max((t0 + i / rate + r[0] for i, r in enumerate(results) if r is not None),
-                    default=t_end)
+    last_done = max(
+        (t0 + i / rate + r[0] for i, r in enumerate(results) if r is not None), default=t_end
+    )
     out: dict[str, Any] = {
         "offered": n_total,
         "completed": len(done),

@@ -38,8 +38,9 @@ from cityops.roadworks.labels import BERLIN
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="bench/roadworks/profile.py",
-                                description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="bench/roadworks/profile.py", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--works", type=int, default=10_000)
     p.add_argument("--rate", type=float, default=20.0, help="searches/s (default 20)")
     p.add_argument("--seconds", type=float, default=20.0)
@@ -47,8 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, help="keep the collapsed stacks in this file")
     p.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     args = p.parse_args(argv)
-    pyspy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which(
-        "py-spy")
+    pyspy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     if pyspy is None:
         p.error("py-spy not found: .venv/bin/pip install py-spy")
     rng = random.Random(1)
@@ -59,26 +59,32 @@ def main(argv: list[str] | None = None) -> int:
 
         def drop() -> None:
             with psycopg.connect(args.admin_url, autocommit=True) as conn:
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                    sql.Identifier(name)))
+                conn.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                )
 
         stack.callback(drop)
         migrate(url)
         now = datetime.now(UTC).replace(microsecond=0)
         data = run.load_works(url, args.works, rng, now)
-        queries = run.make_queries(data, max(200, int(args.rate * args.seconds)), 0.2,
-                                   now.astimezone(BERLIN).date(), rng)
+        queries = run.make_queries(
+            data, max(200, int(args.rate * args.seconds)), 0.2, now.astimezone(BERLIN).date(), rng
+        )
         tmp = Path(tempfile.mkdtemp(prefix="cityops-profile-rw-"))
         stack.callback(shutil.rmtree, tmp, True)
         stacks = args.out or tmp / "stacks.txt"
-        api = run.Api(url, tmp / "api.log",
-                      wrap=[pyspy, "record", "--format", "raw", "--rate", "200",
-                            "-o", str(stacks), "--"])
+        api = run.Api(
+            url,
+            tmp / "api.log",
+            wrap=[pyspy, "record", "--format", "raw", "--rate", "200", "-o", str(stacks), "--"],
+        )
         run.say(f"API under py-spy on port {api.port}; {args.rate}/s for {args.seconds} s")
         res = run.drive(api, queries, args.rate, args.seconds, 8)
         ok = [i for i, s in enumerate(res["status"]) if s == 200]
-        run.say(f"{len(ok)} of {res['offered']} answered; service time "
-                f"{run.ms_stats([res['service_s'][i] for i in ok])}")
+        run.say(
+            f"{len(ok)} of {res['offered']} answered; service time "
+            f"{run.ms_stats([res['service_s'][i] for i in ok])}"
+        )
         os.killpg(api.proc.pid, signal.SIGINT)  # py-spy writes its file when uvicorn ends
         try:
             api.proc.wait(60)

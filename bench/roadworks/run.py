@@ -70,12 +70,26 @@ from cityops.routing.network import load_network
 
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
-SECTORS = ["electricity", "gas", "district_heating", "water", "telecom", "sewer", "road",
-           "other"]
-MEASURES = ["road_closure", "lane_closure", "alternating_one_way", "temporary_signals",
-            "sidewalk_closure", "cycle_lane_closure", "parking_suspended"]
-PROMOTERS = ["Stadtwerke Netz GmbH", "Wasserverband", "Telekom Deutschland", "Glasfaser Plus",
-             "Fernwärme AG", "Tiefbauamt", "Stadtentwässerung", "Gasnetz GmbH"]
+SECTORS = ["electricity", "gas", "district_heating", "water", "telecom", "sewer", "road", "other"]
+MEASURES = [
+    "road_closure",
+    "lane_closure",
+    "alternating_one_way",
+    "temporary_signals",
+    "sidewalk_closure",
+    "cycle_lane_closure",
+    "parking_suspended",
+]
+PROMOTERS = [
+    "Stadtwerke Netz GmbH",
+    "Wasserverband",
+    "Telekom Deutschland",
+    "Glasfaser Plus",
+    "Fernwärme AG",
+    "Tiefbauamt",
+    "Stadtentwässerung",
+    "Gasnetz GmbH",
+]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -88,21 +102,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--works", type=int, default=10_000, help="works to load (default 10000)")
     p.add_argument("--rate", type=float, default=200.0, help="offered requests/s (default 200)")
     p.add_argument("--seconds", type=float, default=30.0, help="load duration (default 30)")
-    p.add_argument("--threads", type=int, default=32,
-                   help="client threads (bounded concurrency, default 32)")
-    p.add_argument("--city-share", type=float, default=0.2,
-                   help="share of city-sized boxes; the rest are street-sized (default 0.2)")
-    p.add_argument("--sql-queries", type=int, default=2000,
-                   help="queries for the plain-SQL comparison (default 2000)")
+    p.add_argument(
+        "--threads", type=int, default=32, help="client threads (bounded concurrency, default 32)"
+    )
+    p.add_argument(
+        "--city-share",
+        type=float,
+        default=0.2,
+        help="share of city-sized boxes; the rest are street-sized (default 0.2)",
+    )
+    p.add_argument(
+        "--sql-queries",
+        type=int,
+        default=2000,
+        help="queries for the plain-SQL comparison (default 2000)",
+    )
     p.add_argument("--target-p99-ms", type=float, default=50.0, help="issue target (50 ms)")
     p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     p.add_argument("--limit", type=int, help="page size asked for (default: the endpoint's)")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke run: 5 s of load, 200 SQL queries, one feed repetition, "
-                        "no CLI timings")
-    p.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres",
-                   help="postgresql:// URL of the server's maintenance database; the "
-                        "throwaway database is created beside it")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 5 s of load, 200 SQL queries, one feed repetition, no CLI timings",
+    )
+    p.add_argument(
+        "--admin-url",
+        default="postgresql://postgres@127.0.0.1:5432/postgres",
+        help="postgresql:// URL of the server's maintenance database; the "
+        "throwaway database is created beside it",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.seconds = min(args.seconds, 5.0)
@@ -129,8 +157,12 @@ def pct(values: Sequence[float], q: float) -> float:
 
 def ms_stats(values_s: Sequence[float]) -> dict[str, float]:
     v = [x * 1000 for x in values_s]
-    return {"p50_ms": round(pct(v, 50), 2), "p95_ms": round(pct(v, 95), 2),
-            "p99_ms": round(pct(v, 99), 2), "max_ms": round(max(v), 2) if v else float("nan")}
+    return {
+        "p50_ms": round(pct(v, 50), 2),
+        "p95_ms": round(pct(v, 95), 2),
+        "p99_ms": round(pct(v, 99), 2),
+        "max_ms": round(max(v), 2) if v else float("nan"),
+    }
 
 
 def proc_cpu_s(pid: int) -> float:
@@ -201,53 +233,101 @@ def load_works(url: str, n: int, rng: random.Random, now: datetime) -> Data:
         excavation = sector != "road" or rng.random() < 0.3
         category = rng.choices(["minor", "standard", "major", "emergency"], [4, 5, 2, 1])[0]
         ewkb = shapely.to_wkb(shapely.set_srid(fp, 4326), hex=True, include_srid=True)
-        works.append((
-            f"RW-BENCH-{i:06d}", f"{sector.replace('_', ' ').title()}: {name}",
-            f"Bench work {i} on {name}", rng.choice(PROMOTERS), sector, category, status,
-            ewkb, proj.area_m2(fp), frame.district_of(fp), start, end, actual_start,
-            "Mo-Fr 07:00-17:00", rng.random() < 0.1, excavation,
-            "{" + ",".join(measures) + "}",
-            (1 if "lane_closure" in measures else 2 if "road_closure" in measures else 0),
-            f"Baustelle {name}", now - timedelta(days=120), "bench", now - timedelta(days=1),
-        ))
+        works.append(
+            (
+                f"RW-BENCH-{i:06d}",
+                f"{sector.replace('_', ' ').title()}: {name}",
+                f"Bench work {i} on {name}",
+                rng.choice(PROMOTERS),
+                sector,
+                category,
+                status,
+                ewkb,
+                proj.area_m2(fp),
+                frame.district_of(fp),
+                start,
+                end,
+                actual_start,
+                "Mo-Fr 07:00-17:00",
+                rng.random() < 0.1,
+                excavation,
+                "{" + ",".join(measures) + "}",
+                (1 if "lane_closure" in measures else 2 if "road_closure" in measures else 0),
+                f"Baustelle {name}",
+                now - timedelta(days=120),
+                "bench",
+                now - timedelta(days=1),
+            )
+        )
         line_ll = proj.to_lonlat(piece)
-        streets.append((name, street_key(name), shapely.to_wkb(
-            shapely.set_srid(line_ll, 4326), hex=True, include_srid=True)))
+        streets.append(
+            (
+                name,
+                street_key(name),
+                shapely.to_wkb(shapely.set_srid(line_ll, 4326), hex=True, include_srid=True),
+            )
+        )
         c = fp.centroid
         centroids.append((c.x, c.y))
     gen_s = time.perf_counter() - t0
-    cols = ["reference", "title", "description", "promoter", "sector", "category", "status",
-            "footprint", "area_m2", "district", "planned_start", "planned_end",
-            "actual_start", "working_hours", "night_works", "excavation", "measures",
-            "lanes_affected", "public_text", "created_at", "created_by", "updated_at"]
+    cols = [
+        "reference",
+        "title",
+        "description",
+        "promoter",
+        "sector",
+        "category",
+        "status",
+        "footprint",
+        "area_m2",
+        "district",
+        "planned_start",
+        "planned_end",
+        "actual_start",
+        "working_hours",
+        "night_works",
+        "excavation",
+        "measures",
+        "lanes_affected",
+        "public_text",
+        "created_at",
+        "created_by",
+        "updated_at",
+    ]
     t1 = time.perf_counter()
     with connect(url) as conn:
         with conn.cursor() as cur:
             copy_sql = sql.SQL("COPY roadworks ({}) FROM STDIN").format(
-                sql.SQL(", ").join(map(sql.Identifier, cols)))
+                sql.SQL(", ").join(map(sql.Identifier, cols))
+            )
             with cur.copy(copy_sql) as cp:
                 for row in works:
                     cp.write_row(row)
             ids = dict(cur.execute("SELECT reference, id FROM roadworks").fetchall())
-            with cur.copy("COPY roadwork_streets (work_id, seq, name, street_key, geom) "
-                          "FROM STDIN") as cp:
+            with cur.copy(
+                "COPY roadwork_streets (work_id, seq, name, street_key, geom) FROM STDIN"
+            ) as cp:
                 for row, (name, key, geom) in zip(works, streets, strict=True):
                     cp.write_row((ids[row[0]], 0, name, key, geom))
             cur.execute(
                 "INSERT INTO roadwork_audit (work_id, at, actor, organisation, role, action, "
                 "to_status) SELECT id, created_at, 'bench', 'bench', 'system', 'create', "
-                "status FROM roadworks")
+                "status FROM roadworks"
+            )
         conn.commit()
         conn.autocommit = True
         conn.execute("VACUUM ANALYZE roadworks")
         conn.execute("VACUUM ANALYZE roadwork_streets")
-    say(f"generated {n} works in {gen_s:.1f} s, COPY + index + analyze "
-        f"{time.perf_counter() - t1:.1f} s ({by_status})")
+    say(
+        f"generated {n} works in {gen_s:.1f} s, COPY + index + analyze "
+        f"{time.perf_counter() - t1:.1f} s ({by_status})"
+    )
     return Data(frame.bounds, n, by_status, centroids, time.perf_counter() - t0)
 
 
 def rw_osm() -> Path | None:
     from cityops.ingest.config import load_settings
+
     return load_settings().osm_file
 
 
@@ -264,18 +344,22 @@ class Query:
     @property
     def path(self) -> str:
         b = self.box
-        return (f"/api/v1/roadworks?bbox={b.min_lon:.5f},{b.min_lat:.5f},{b.max_lon:.5f},"
-                f"{b.max_lat:.5f}&from={self.first.isoformat()}&to={self.last.isoformat()}")
+        return (
+            f"/api/v1/roadworks?bbox={b.min_lon:.5f},{b.min_lat:.5f},{b.max_lon:.5f},"
+            f"{b.max_lat:.5f}&from={self.first.isoformat()}&to={self.last.isoformat()}"
+        )
 
     @property
     def rounded_box(self) -> BBox:
         b = self.box
-        return BBox(round(b.min_lon, 5), round(b.min_lat, 5), round(b.max_lon, 5),
-                    round(b.max_lat, 5))
+        return BBox(
+            round(b.min_lon, 5), round(b.min_lat, 5), round(b.max_lon, 5), round(b.max_lat, 5)
+        )
 
 
-def make_queries(data: Data, n: int, city_share: float, today: date,
-                 rng: random.Random) -> list[Query]:
+def make_queries(
+    data: Data, n: int, city_share: float, today: date, rng: random.Random
+) -> list[Query]:
     b = data.bounds
     w, h = b.max_lon - b.min_lon, b.max_lat - b.min_lat
     out = []
@@ -303,14 +387,33 @@ class Api:
     def __init__(self, url: str, log: Path, *, wrap: Sequence[str] = ()) -> None:
         self.port = free_port()
         self.dbname = url.rsplit("/", 1)[1]
-        env = dict(os.environ, CITYOPS_DATABASE_URL=url,
-                   CITYOPS_MQTT_URL="mqtt://127.0.0.1:9")  # no broker: publisher idles
+        env = dict(
+            os.environ, CITYOPS_DATABASE_URL=url, CITYOPS_MQTT_URL="mqtt://127.0.0.1:9"
+        )  # no broker: publisher idles
         self.log = log.open("w")
         self.proc = subprocess.Popen(
-            [*wrap, PY, "-m", "uvicorn", "--factory", "server:app", "--app-dir", str(HERE),
-             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
-             "--no-access-log"],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                *wrap,
+                PY,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "server:app",
+                "--app-dir",
+                str(HERE),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 60
         while True:
             if self.proc.poll() is not None:
@@ -318,8 +421,7 @@ class Api:
                 tail = log.read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"the API exited with {self.proc.returncode}:\n{tail}")
             try:
-                with urllib.request.urlopen(self.url("/api/v1/roadworks?limit=1"),
-                                            timeout=5) as r:
+                with urllib.request.urlopen(self.url("/api/v1/roadworks?limit=1"), timeout=5) as r:
                     r.read()
                 break
             except OSError:
@@ -358,15 +460,26 @@ def db_cpu_s(dbname: str) -> float:
     return total
 
 
-def drive(api: Api, queries: list[Query], rate: float, seconds: float,
-          threads: int, suffix: str = "") -> dict[str, Any]:
-    job = {"port": api.port, "rate": rate, "seconds": seconds, "threads": threads,
-           "paths": [q.path + suffix for q in queries]}
+def drive(
+    api: Api, queries: list[Query], rate: float, seconds: float, threads: int, suffix: str = ""
+) -> dict[str, Any]:
+    job = {
+        "port": api.port,
+        "rate": rate,
+        "seconds": seconds,
+        "threads": threads,
+        "paths": [q.path + suffix for q in queries],
+    }
     children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     db0 = db_cpu_s(api.dbname)
     cpu0, t0 = proc_cpu_s(api.proc.pid), time.perf_counter()
-    proc = subprocess.Popen([PY, str(HERE / "load.py")], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [PY, str(HERE / "load.py")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         out, _ = proc.communicate(json.dumps(job), timeout=seconds + 90)
     finally:
@@ -378,8 +491,9 @@ def drive(api: Api, queries: list[Query], rate: float, seconds: float,
     res["server_cpu_s"] = proc_cpu_s(api.proc.pid) - cpu0
     res["db_cpu_s"] = db_cpu_s(api.dbname) - db0  # backends that lived through the run
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    res["driver_cpu_s"] = (children.ru_utime + children.ru_stime
-                           - children0.ru_utime - children0.ru_stime)
+    res["driver_cpu_s"] = (
+        children.ru_utime + children.ru_stime - children0.ru_utime - children0.ru_stime
+    )
     res["wall_s"] = wall
     return res
 
@@ -387,8 +501,10 @@ def drive(api: Api, queries: list[Query], rate: float, seconds: float,
 # -- measurements ---------------------------------------------------------------------------
 
 _EFF_START = "coalesce(actual_start, planned_start)"
-_EFF_END = ("CASE WHEN actual_end IS NOT NULL THEN actual_end WHEN planned_end > "
-            f"{_EFF_START} THEN planned_end ELSE {_EFF_START} + (planned_end - planned_start) END")
+_EFF_END = (
+    "CASE WHEN actual_end IS NOT NULL THEN actual_end WHEN planned_end > "
+    f"{_EFF_START} THEN planned_end ELSE {_EFF_START} + (planned_end - planned_start) END"
+)
 PLAIN_SQL = f"""
 SELECT id, reference, title, sector, status, {_EFF_START} AS start, {_EFF_END} AS "end",
        ST_AsGeoJSON(footprint, 6) AS geometry
@@ -410,19 +526,25 @@ def time_plain_sql(url: str, queries: list[Query]) -> dict[str, Any]:
     with connect(url, autocommit=True) as conn:
         for q in queries[:20]:  # warm the plan and the cache
             b, p = q.rounded_box, window(q)
-            conn.execute(PLAIN_SQL, (b.min_lon, b.min_lat, b.max_lon, b.max_lat, p.end,
-                                     p.start)).fetchall()
+            conn.execute(
+                PLAIN_SQL, (b.min_lon, b.min_lat, b.max_lon, b.max_lat, p.end, p.start)
+            ).fetchall()
         t_all = time.perf_counter()
         for q in queries:
             b, p = q.rounded_box, window(q)
             t = time.perf_counter()
-            got = conn.execute(PLAIN_SQL, (b.min_lon, b.min_lat, b.max_lon, b.max_lat, p.end,
-                                           p.start)).fetchall()
+            got = conn.execute(
+                PLAIN_SQL, (b.min_lon, b.min_lat, b.max_lon, b.max_lat, p.end, p.start)
+            ).fetchall()
             lat.append(time.perf_counter() - t)
             rows.append(len(got))
         total = time.perf_counter() - t_all
-    return {"n": len(queries), **ms_stats(lat), "rows_mean": round(statistics.mean(rows), 1),
-            "closed_loop_qps": round(len(queries) / total, 1)}
+    return {
+        "n": len(queries),
+        **ms_stats(lat),
+        "rows_mean": round(statistics.mean(rows), 1),
+        "closed_loop_qps": round(len(queries) / total, 1),
+    }
 
 
 def time_endpoint_parts(url: str, queries: list[Query]) -> dict[str, Any]:
@@ -447,21 +569,35 @@ def time_endpoint_parts(url: str, queries: list[Query]) -> dict[str, Any]:
             repo.data_version(conn)
             version_s.append(time.perf_counter() - t)
             t = time.perf_counter()
-            page = index.search(window_start=p.start, window_end=p.end, now=now,
-                                bbox=(b.min_lon, b.min_lat, b.max_lon, b.max_lat), limit=100)
+            page = index.search(
+                window_start=p.start,
+                window_end=p.end,
+                now=now,
+                bbox=(b.min_lon, b.min_lat, b.max_lon, b.max_lat),
+                limit=100,
+            )
             index_s.append(time.perf_counter() - t)
             t = time.perf_counter()
-            repo.render_public(conn, [w.id for w in page.works], head=head, tail=tail,
-                               params={"base_url": "http://127.0.0.1:8000"})
+            repo.render_public(
+                conn,
+                [w.id for w in page.works],
+                head=head,
+                tail=tail,
+                params={"base_url": "http://127.0.0.1:8000"},
+            )
             render_s.append(time.perf_counter() - t)
             t = time.perf_counter()
             repo.search_public_keys(conn, repo.PublicSearch(p, now, b), limit=100)
             sql_s.append(time.perf_counter() - t)
             matched.append(page.total)
     return {
-        "n": len(queries), "index_load_s": round(load_s, 2), "index_works": len(index),
-        "data_version": ms_stats(version_s), "index_search": ms_stats(index_s),
-        "render_page_cold": ms_stats(render_s), "sql_search": ms_stats(sql_s),
+        "n": len(queries),
+        "index_load_s": round(load_s, 2),
+        "index_works": len(index),
+        "data_version": ms_stats(version_s),
+        "index_search": ms_stats(index_s),
+        "render_page_cold": ms_stats(render_s),
+        "sql_search": ms_stats(sql_s),
         "total_mean": round(statistics.mean(matched), 1),
     }
 
@@ -479,22 +615,34 @@ def time_overview(url: str, out_dir: Path, reps: int) -> dict[str, Any]:
     rw = load_roadworks_settings()
     today = datetime.now(BERLIN).date()
     with connect(url, autocommit=True) as conn:
+
         def once() -> Any:
             ctx = FeedContext.from_settings(rw, datetime.now(BERLIN))
             return publish_daily(conn, today, out_dir, ctx, horizon_days=rw.horizon_days)
+
         secs, pub = timed(once, reps)
-    return {"seconds": [round(s, 2) for s in secs], "active": len(pub.overview.active),
-            "upcoming": len(pub.overview.upcoming),
-            "html_bytes": pub.html_path.stat().st_size,
-            "geojson_bytes": pub.geojson_path.stat().st_size}
+    return {
+        "seconds": [round(s, 2) for s in secs],
+        "active": len(pub.overview.active),
+        "upcoming": len(pub.overview.upcoming),
+        "html_bytes": pub.html_path.stat().st_size,
+        "geojson_bytes": pub.geojson_path.stat().st_size,
+    }
 
 
 def time_cli(url: str, argv: list[str]) -> float:
     env = dict(os.environ, CITYOPS_DATABASE_URL=url)
     cityops = shutil.which("cityops", path=str(Path(PY).parent)) or "cityops"
     t = time.perf_counter()
-    subprocess.run([cityops, *argv], env=env, check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL, timeout=600, start_new_session=True)
+    subprocess.run(
+        [cityops, *argv],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=600,
+        start_new_session=True,
+    )
     return time.perf_counter() - t
 
 
@@ -510,8 +658,9 @@ def time_wzdx_http(api: Api, reps: int) -> dict[str, Any]:
         secs.append(time.perf_counter() - t)
         size = len(body)
         features = len(json.loads(body).get("features", []))
-    req = urllib.request.Request(api.url("/api/v1/roadworks/feeds/wzdx"),
-                                 headers={"If-None-Match": etag})
+    req = urllib.request.Request(
+        api.url("/api/v1/roadworks/feeds/wzdx"), headers={"If-None-Match": etag}
+    )
     t = time.perf_counter()
     try:
         urllib.request.urlopen(req, timeout=300).read()
@@ -519,8 +668,13 @@ def time_wzdx_http(api: Api, reps: int) -> dict[str, Any]:
     except urllib.error.HTTPError as exc:
         status = exc.code
     not_modified = time.perf_counter() - t
-    return {"seconds": [round(s, 3) for s in secs], "bytes": size, "features": features,
-            "if_none_match_status": status, "if_none_match_s": round(not_modified, 4)}
+    return {
+        "seconds": [round(s, 3) for s in secs],
+        "bytes": size,
+        "features": features,
+        "if_none_match_status": status,
+        "if_none_match_s": round(not_modified, 4),
+    }
 
 
 # -- run ------------------------------------------------------------------------------------
@@ -535,14 +689,17 @@ def run(args: argparse.Namespace, stack: ExitStack) -> dict[str, Any]:
     name = f"cityops_bench_rw_{secrets.token_hex(4)}"
     url = args.admin_url.rsplit("/", 1)[0] + "/" + name
     load_before = os.getloadavg()
-    say(f"machine: {os.cpu_count()} CPUs, load average {load_before[0]:.2f} "
-        f"{load_before[1]:.2f} {load_before[2]:.2f}")
+    say(
+        f"machine: {os.cpu_count()} CPUs, load average {load_before[0]:.2f} "
+        f"{load_before[1]:.2f} {load_before[2]:.2f}"
+    )
     ensure_database(url)
 
     def drop() -> None:
         with psycopg.connect(args.admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(name)))
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
         say(f"database {name} dropped")
 
     stack.callback(drop)
@@ -565,16 +722,22 @@ def run(args: argparse.Namespace, stack: ExitStack) -> dict[str, Any]:
     say(f"warm-up: {warm['completed']} requests")
     n_seq = 20 if args.quick else 100
     say(f"unloaded: {n_seq} requests one at a time ...")
-    seq = drive(api, queries[-n_seq - 20:-20], 1000.0, n_seq / 1000, 1, suffix)
+    seq = drive(api, queries[-n_seq - 20 : -20], 1000.0, n_seq / 1000, 1, suffix)
     seq_ok = [i for i, st in enumerate(seq["status"]) if st == 200]
-    unloaded = {"n": len(seq_ok), **ms_stats([seq["service_s"][i] for i in seq_ok]),
-                "closed_loop_rps": round(len(seq_ok) / seq["elapsed_s"], 1)
-                if seq["elapsed_s"] else None}
-    say(f"unloaded: p50 {unloaded['p50_ms']} ms, p99 {unloaded['p99_ms']} ms, "
-        f"{unloaded['closed_loop_rps']} requests/s with one client")
+    unloaded = {
+        "n": len(seq_ok),
+        **ms_stats([seq["service_s"][i] for i in seq_ok]),
+        "closed_loop_rps": round(len(seq_ok) / seq["elapsed_s"], 1) if seq["elapsed_s"] else None,
+    }
+    say(
+        f"unloaded: p50 {unloaded['p50_ms']} ms, p99 {unloaded['p99_ms']} ms, "
+        f"{unloaded['closed_loop_rps']} requests/s with one client"
+    )
 
-    say(f"search: {args.rate:.0f} requests/s offered for {args.seconds:.0f} s "
-        f"({args.city_share:.0%} city-sized boxes) ...")
+    say(
+        f"search: {args.rate:.0f} requests/s offered for {args.seconds:.0f} s "
+        f"({args.city_share:.0%} city-sized boxes) ..."
+    )
     load_mid = os.getloadavg()
     res = drive(api, queries, args.rate, args.seconds, args.threads, suffix)
     ok = [i for i, s in enumerate(res["status"]) if s == 200]
@@ -582,12 +745,17 @@ def run(args: argparse.Namespace, stack: ExitStack) -> dict[str, Any]:
     not_sent = res["offered"] - res["completed"]
     failed = sum(1 for s in res["status"] if s == 0)
     http_errors = sum(1 for s in res["status"] if s not in (0, 200))
-    cities = {i for i, q in enumerate(queries[:res["offered"]]) if q.city}
+    cities = {i for i, q in enumerate(queries[: res["offered"]]) if q.city}
     lat = res["latency_s"]
     search = {
-        "offered_rate": args.rate, "offered": res["offered"], "completed": res["completed"],
-        "ok": len(ok), "errors": errors, "not_sent_by_deadline": not_sent,
-        "timeouts_or_conn_errors": failed, "http_errors": http_errors,
+        "offered_rate": args.rate,
+        "offered": res["offered"],
+        "completed": res["completed"],
+        "ok": len(ok),
+        "errors": errors,
+        "not_sent_by_deadline": not_sent,
+        "timeouts_or_conn_errors": failed,
+        "http_errors": http_errors,
         "achieved_rate": round(len(ok) / res["elapsed_s"], 1) if res["elapsed_s"] else 0.0,
         "elapsed_s": round(res["elapsed_s"], 1),
         **ms_stats([lat[i] for i in ok]),
@@ -595,26 +763,31 @@ def run(args: argparse.Namespace, stack: ExitStack) -> dict[str, Any]:
         "city": ms_stats([lat[i] for i in ok if i in cities]),
         "street": ms_stats([lat[i] for i in ok if i not in cities]),
         "total_mean": round(statistics.mean([res["total"][i] for i in ok]), 1) if ok else None,
-        "total_city_mean": round(statistics.mean(
-            [res["total"][i] for i in ok if i in cities]), 1) if cities else None,
+        "total_city_mean": round(statistics.mean([res["total"][i] for i in ok if i in cities]), 1)
+        if cities
+        else None,
         "bytes_mean": round(statistics.mean([res["bytes"][i] for i in ok])) if ok else None,
         # p99 per 5 s of the load (by due time): how start-up (rendering ahead) and
         # other jobs on the machine show over the run
         "p99_ms_per_5s": [
             ms_stats([lat[i] for i in ok if k <= i < k + int(args.rate * 5)])["p99_ms"]
-            for k in range(0, res["offered"], int(args.rate * 5))],
+            for k in range(0, res["offered"], int(args.rate * 5))
+        ],
         "server_cpu_s": round(res["server_cpu_s"], 1),
         # CPU per answered request: the API process, its PostgreSQL backends, the driver
         "cpu_ms_per_request": {
             k: round(1000 * res[f"{k}_cpu_s"] / max(1, len(ok)), 2)
-            for k in ("server", "db", "driver")},
+            for k in ("server", "db", "driver")
+        },
         "server_cpu_pct": round(100 * res["server_cpu_s"] / res["wall_s"], 1),
     }
-    say(f"search: {search['achieved_rate']}/s achieved, {errors} errors ({not_sent} not sent "
+    say(
+        f"search: {search['achieved_rate']}/s achieved, {errors} errors ({not_sent} not sent "
         f"by the deadline, {failed} timeouts, {http_errors} HTTP errors), p50 "
         f"{search['p50_ms']} ms, p99 {search['p99_ms']} ms, API process CPU "
         f"{search['server_cpu_pct']} % of one core; p99 per 5 s {search['p99_ms_per_5s']}; "
-        f"CPU ms per request {search['cpu_ms_per_request']}")
+        f"CPU ms per request {search['cpu_ms_per_request']}"
+    )
 
     reps = 1 if args.quick else 3
     say("WZDx feed over HTTP ...")
@@ -622,7 +795,7 @@ def run(args: argparse.Namespace, stack: ExitStack) -> dict[str, Any]:
     say(f"WZDx over HTTP: {wzdx_http}")
     api.stop()
 
-    sample = queries[:args.sql_queries]
+    sample = queries[: args.sql_queries]
     say(f"plain SQL: {len(sample)} queries one by one ...")
     plain = time_plain_sql(url, sample)
     say(f"plain SQL: p50 {plain['p50_ms']} ms, p99 {plain['p99_ms']} ms")
@@ -637,25 +810,41 @@ def run(args: argparse.Namespace, stack: ExitStack) -> dict[str, Any]:
     cli: dict[str, float] = {}
     if not args.quick:
         say("CLI: cityops roadworks publish-daily / feed wzdx ...")
-        cli["publish_daily_s"] = round(time_cli(url, ["roadworks", "publish-daily", "--out",
-                                                      str(tmp / "cli-overviews")]), 2)
-        cli["feed_wzdx_s"] = round(time_cli(url, ["roadworks", "feed", "wzdx", "--out",
-                                                  str(tmp / "wzdx.json")]), 2)
+        cli["publish_daily_s"] = round(
+            time_cli(url, ["roadworks", "publish-daily", "--out", str(tmp / "cli-overviews")]), 2
+        )
+        cli["feed_wzdx_s"] = round(
+            time_cli(url, ["roadworks", "feed", "wzdx", "--out", str(tmp / "wzdx.json")]), 2
+        )
         cli["version_s"] = round(time_cli(url, ["--help"]), 2)  # interpreter + import cost
         say(f"CLI: {cli}")
     load_after = os.getloadavg()
     return {
-        "works": data.works, "by_status": data.by_status, "setup_s": round(data.load_s, 1),
+        "works": data.works,
+        "by_status": data.by_status,
+        "setup_s": round(data.load_s, 1),
         "cpus": os.cpu_count(),
-        "load_avg": {"before": [round(x, 2) for x in load_before],
-                     "at_search": [round(x, 2) for x in load_mid],
-                     "after": [round(x, 2) for x in load_after]},
+        "load_avg": {
+            "before": [round(x, 2) for x in load_before],
+            "at_search": [round(x, 2) for x in load_mid],
+            "after": [round(x, 2) for x in load_after],
+        },
         "target_p99_ms": args.target_p99_ms,
-        "target_met": bool(search["errors"] == 0 and search["p99_ms"] <= args.target_p99_ms
-                           and search["achieved_rate"] >= 0.98 * args.rate),
-        "search": search, "unloaded": unloaded, "plain_sql": plain, "endpoint_parts": parts,
-        "overview": overview, "wzdx_http": wzdx_http, "cli": cli,
-        "seconds": args.seconds, "rate": args.rate, "city_share": args.city_share,
+        "target_met": bool(
+            search["errors"] == 0
+            and search["p99_ms"] <= args.target_p99_ms
+            and search["achieved_rate"] >= 0.98 * args.rate
+        ),
+        "search": search,
+        "unloaded": unloaded,
+        "plain_sql": plain,
+        "endpoint_parts": parts,
+        "overview": overview,
+        "wzdx_http": wzdx_http,
+        "cli": cli,
+        "seconds": args.seconds,
+        "rate": args.rate,
+        "city_share": args.city_share,
         "limit": args.limit,
     }
 
@@ -664,28 +853,87 @@ def render(r: dict[str, Any]) -> str:
     s, p, e = r["search"], r["plain_sql"], r["endpoint_parts"]
     rows = [
         ("what", "rate/s", "errors", "p50 ms", "p95 ms", "p99 ms", "rows"),
-        ("API search under load", f"{s['achieved_rate']}/{s['offered_rate']:.0f}",
-         str(s["errors"]), str(s["p50_ms"]), str(s["p95_ms"]), str(s["p99_ms"]),
-         f"total {s['total_mean']}"),
-        ("  city-sized boxes", "", "", str(s["city"].get("p50_ms")),
-         str(s["city"].get("p95_ms")), str(s["city"].get("p99_ms")),
-         f"total {s['total_city_mean']}"),
-        ("  street-sized boxes", "", "", str(s["street"].get("p50_ms")),
-         str(s["street"].get("p95_ms")), str(s["street"].get("p99_ms")), ""),
-        ("API one client, unloaded", f"{r['unloaded']['closed_loop_rps']} closed", "",
-         str(r["unloaded"]["p50_ms"]), str(r["unloaded"]["p95_ms"]),
-         str(r["unloaded"]["p99_ms"]), ""),
-        ("plain SQL (&&, LIMIT 100)", f"{p['closed_loop_qps']} closed", "0", str(p["p50_ms"]),
-         str(p["p95_ms"]), str(p["p99_ms"]), f"{p['rows_mean']}"),
-        ("data version read", "", "", str(e["data_version"]["p50_ms"]),
-         str(e["data_version"]["p95_ms"]), str(e["data_version"]["p99_ms"]), ""),
-        ("search in memory (PublicIndex)", "", "", str(e["index_search"]["p50_ms"]),
-         str(e["index_search"]["p95_ms"]), str(e["index_search"]["p99_ms"]),
-         f"total {e['total_mean']}"),
-        ("render a page in PostgreSQL (cold)", "", "", str(e["render_page_cold"]["p50_ms"]),
-         str(e["render_page_cold"]["p95_ms"]), str(e["render_page_cold"]["p99_ms"]), ""),
-        ("same search in SQL (keys + count)", "", "", str(e["sql_search"]["p50_ms"]),
-         str(e["sql_search"]["p95_ms"]), str(e["sql_search"]["p99_ms"]), ""),
+        (
+            "API search under load",
+            f"{s['achieved_rate']}/{s['offered_rate']:.0f}",
+            str(s["errors"]),
+            str(s["p50_ms"]),
+            str(s["p95_ms"]),
+            str(s["p99_ms"]),
+            f"total {s['total_mean']}",
+        ),
+        (
+            "  city-sized boxes",
+            "",
+            "",
+            str(s["city"].get("p50_ms")),
+            str(s["city"].get("p95_ms")),
+            str(s["city"].get("p99_ms")),
+            f"total {s['total_city_mean']}",
+        ),
+        (
+            "  street-sized boxes",
+            "",
+            "",
+            str(s["street"].get("p50_ms")),
+            str(s["street"].get("p95_ms")),
+            str(s["street"].get("p99_ms")),
+            "",
+        ),
+        (
+            "API one client, unloaded",
+            f"{r['unloaded']['closed_loop_rps']} closed",
+            "",
+            str(r["unloaded"]["p50_ms"]),
+            str(r["unloaded"]["p95_ms"]),
+            str(r["unloaded"]["p99_ms"]),
+            "",
+        ),
+        (
+            "plain SQL (&&, LIMIT 100)",
+            f"{p['closed_loop_qps']} closed",
+            "0",
+            str(p["p50_ms"]),
+            str(p["p95_ms"]),
+            str(p["p99_ms"]),
+            f"{p['rows_mean']}",
+        ),
+        (
+            "data version read",
+            "",
+            "",
+            str(e["data_version"]["p50_ms"]),
+            str(e["data_version"]["p95_ms"]),
+            str(e["data_version"]["p99_ms"]),
+            "",
+        ),
+        (
+            "search in memory (PublicIndex)",
+            "",
+            "",
+            str(e["index_search"]["p50_ms"]),
+            str(e["index_search"]["p95_ms"]),
+            str(e["index_search"]["p99_ms"]),
+            f"total {e['total_mean']}",
+        ),
+        (
+            "render a page in PostgreSQL (cold)",
+            "",
+            "",
+            str(e["render_page_cold"]["p50_ms"]),
+            str(e["render_page_cold"]["p95_ms"]),
+            str(e["render_page_cold"]["p99_ms"]),
+            "",
+        ),
+        (
+            "same search in SQL (keys + count)",
+            "",
+            "",
+            str(e["sql_search"]["p50_ms"]),
+            str(e["sql_search"]["p95_ms"]),
+            str(e["sql_search"]["p99_ms"]),
+            "",
+        ),
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
@@ -702,8 +950,10 @@ def render(r: dict[str, Any]) -> str:
     ]
     if r["cli"]:
         lines.append(f"CLI wall time (incl. start-up): {r['cli']}")
-    lines.append(f"target p99 <= {r['target_p99_ms']} ms at {r['rate']:.0f}/s: "
-                 f"{'MET' if r['target_met'] else 'NOT MET'}")
+    lines.append(
+        f"target p99 <= {r['target_p99_ms']} ms at {r['rate']:.0f}/s: "
+        f"{'MET' if r['target_met'] else 'NOT MET'}"
+    )
     return "\n".join(lines)
 
 

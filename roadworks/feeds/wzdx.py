@@ -96,8 +96,9 @@ def _events(work: Roadwork, ctx: FeedContext) -> list[dict[str, Any]]:
     description = _description(work)
     out: list[dict[str, Any]] = []
     for i, street in enumerate(spec.streets):
-        related = [{"type": "related-work-zone", "id": other}
-                   for j, other in enumerate(ids) if j != i]
+        related = [
+            {"type": "related-work-zone", "id": other} for j, other in enumerate(ids) if j != i
+        ]
         if detour_id is not None:
             related.append({"type": "related-detour", "id": detour_id})
         core: dict[str, Any] = {
@@ -132,8 +133,9 @@ def _events(work: Roadwork, ctx: FeedContext) -> list[dict[str, Any]]:
     return out
 
 
-def _detours(work: Roadwork, ctx: FeedContext, detour_id: str,
-             zone_ids: list[str]) -> list[dict[str, Any]]:
+def _detours(
+    work: Roadwork, ctx: FeedContext, detour_id: str, zone_ids: list[str]
+) -> list[dict[str, Any]]:
     spec = work.spec
     period = work.effective_period
     lines = list(getattr(spec.detour, "geoms", [spec.detour]))
@@ -164,8 +166,13 @@ def _detours(work: Roadwork, ctx: FeedContext, detour_id: str,
 
 def _feature(fid: str, props: dict[str, Any], line: Any) -> dict[str, Any]:
     geometry = to_geojson(line, _PRECISION)
-    return {"id": fid, "type": "Feature", "properties": props, "geometry": geometry,
-            "bbox": [round(v, _PRECISION) for v in line.bounds]}
+    return {
+        "id": fid,
+        "type": "Feature",
+        "properties": props,
+        "geometry": geometry,
+        "bbox": [round(v, _PRECISION) for v in line.bounds],
+    }
 
 
 def _type_of_work(work: Roadwork) -> dict[str, Any]:
@@ -193,5 +200,9 @@ def _bbox(features: list[dict[str, Any]]) -> list[float]:
     """The bounds of all features: of their own (rounded) bounds, which is the same as
     the bounds of their rounded coordinates, since rounding keeps the order."""
     boxes = [f["bbox"] for f in features]
-    return [min(b[0] for b in boxes), min(b[1] for b in boxes),
-            max(b[2] for b in boxes), max(b[3] for b in boxes)]
+    return [
+        min(b[0] for b in boxes),
+        min(b[1] for b in boxes),
+        max(b[2] for b in boxes),
+        max(b[3] for b in boxes),
+    ]

@@ -14,23 +14,27 @@ from cityops.api.roadworks import RoadworksApi, roadworks_api
 from cityops.api.roadworks_schemas import PublicPage, PublicWork
 from cityops.ingest.db import connect
 from cityops.roadworks import repository as repo
-from tests.api.test_roadworks_api import (  # noqa: F401  (fixtures)
+from tests.api import test_roadworks_api as _rw
+from tests.api.test_roadworks_api import (
     API,
     EDITOR,
     MANAGE,
     acting_as,
     create,
     day,
-    edit,
-    edit_app,
-    edit_db,
-    public,
-    refs,
     roadworks_context,
-    seeded,
 )
 from tests.api.testclient import TestClient
 from tests.roadworks.factories import NOW, T0
+
+# The fixtures of the roadworks API tests (module-scoped: this module gets its own).
+seeded, public, edit_db, edit_app, edit = (
+    _rw.seeded,
+    _rw.public,
+    _rw.edit_db,
+    _rw.edit_app,
+    _rw.edit,
+)
 
 
 def _flat(coords: Any) -> list[float]:
@@ -50,13 +54,21 @@ def _same_work(got: dict[str, Any], want: dict[str, Any]) -> None:
             assert got[k] == want[k], k
 
 
-@pytest.mark.parametrize("params", [
-    {}, {"to": day(0)}, {"from": day(-30), "to": day(60), "limit": 500},
-    {"from": day(-10), "limit": 3}, {"impact": "closure", "from": day(-20)},
-    {"q": "gas", "from": day(-20)},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {"to": day(0)},
+        {"from": day(-30), "to": day(60), "limit": 500},
+        {"from": day(-10), "limit": 3},
+        {"impact": "closure", "from": day(-20)},
+        {"q": "gas", "from": day(-20)},
+    ],
+)
 def test_the_page_is_the_public_work_model(
-    public: TestClient, seeded: tuple[str, Any], params: dict[str, Any]  # noqa: F811
+    public: TestClient,
+    seeded: tuple[str, Any],
+    params: dict[str, Any],
 ) -> None:
     r = public.get(API, params=params)
     assert r.status_code == 200 and r.headers["content-type"] == "application/json"
@@ -67,11 +79,12 @@ def test_the_page_is_the_public_work_model(
     with connect(seeded[0], autocommit=True) as conn:
         for item in body["items"]:
             work = repo.get_work_by_reference(conn, item["reference"])
-            _same_work(item, PublicWork.of(work, ctx.feed_context(), ctx.now())
-                       .model_dump(mode="json"))
+            _same_work(
+                item, PublicWork.of(work, ctx.feed_context(), ctx.now()).model_dump(mode="json")
+            )
 
 
-def test_strong_etag_and_not_modified(public: TestClient) -> None:  # noqa: F811
+def test_strong_etag_and_not_modified(public: TestClient) -> None:
     params = {"from": day(-10), "to": day(20)}
     first = public.get(API, params=params)
     etag = first.headers["etag"]
@@ -89,7 +102,7 @@ def test_strong_etag_and_not_modified(public: TestClient) -> None:  # noqa: F811
     assert schema == {"$ref": "#/components/schemas/PublicPage"} and "304" in op["responses"]
 
 
-def test_changes_through_the_editing_api_show_at_once(edit: TestClient) -> None:  # noqa: F811
+def test_changes_through_the_editing_api_show_at_once(edit: TestClient) -> None:
     params = {"from": "2025-03-01", "to": "2025-04-30"}
     empty = edit.get(API, params=params)
     assert empty.json()["total"] == 0
@@ -104,18 +117,23 @@ def test_changes_through_the_editing_api_show_at_once(edit: TestClient) -> None:
     assert shown.status_code == 200 and [w["reference"] for w in shown.json()["items"]] == [ref]
     assert shown.json()["items"][0]["title"] == "Arbeiten Cachestraße"
     version = edit.get(f"{MANAGE}/works/{ref}").json()["version"]
-    r = edit.patch(f"{MANAGE}/works/{ref}", json={"title": "Neuer Titel"},
-                   headers={"If-Match": f'"v{version}"'})
+    r = edit.patch(
+        f"{MANAGE}/works/{ref}",
+        json={"title": "Neuer Titel"},
+        headers={"If-Match": f'"v{version}"'},
+    )
     assert r.status_code == 200, r.text
     changed = edit.get(API, params=params, headers={"If-None-Match": shown.headers["etag"]})
     assert changed.status_code == 200 and changed.json()["items"][0]["title"] == "Neuer Titel"
-    assert edit.get(API, params=params, headers={
-        "If-None-Match": changed.headers["etag"]}).status_code == 304
+    assert (
+        edit.get(API, params=params, headers={"If-None-Match": changed.headers["etag"]}).status_code
+        == 304
+    )
     # one work's details and the search agree
     assert edit.get(f"{API}/{ref}").json()["title"] == "Neuer Titel"
 
 
-def test_time_passing_makes_a_kept_page_overdue(edit: TestClient) -> None:  # noqa: F811
+def test_time_passing_makes_a_kept_page_overdue(edit: TestClient) -> None:
     app: Any = edit.app
     ctx: RoadworksApi = app.dependency_overrides[roadworks_api]()
     clock: Any = ctx.service.clock
@@ -125,10 +143,14 @@ def test_time_passing_makes_a_kept_page_overdue(edit: TestClient) -> None:  # no
     for target in ("in_consultation", "approved"):
         edit.post(f"{MANAGE}/works/{ref}/transitions", json={"to": target})
     with acting_as(edit, EDITOR):
-        assert edit.post(f"{MANAGE}/works/{ref}/transitions",
-                         json={"to": "scheduled"}).status_code == 200
-        r = edit.post(f"{MANAGE}/works/{ref}/transitions",
-                      json={"to": "in_progress", "at": (NOW - timedelta(hours=2)).isoformat()})
+        assert (
+            edit.post(f"{MANAGE}/works/{ref}/transitions", json={"to": "scheduled"}).status_code
+            == 200
+        )
+        r = edit.post(
+            f"{MANAGE}/works/{ref}/transitions",
+            json={"to": "in_progress", "at": (NOW - timedelta(hours=2)).isoformat()},
+        )
         assert r.status_code == 200, r.text
     params = {"from": "2025-03-01", "to": "2025-03-31"}
     try:
@@ -141,7 +163,7 @@ def test_time_passing_makes_a_kept_page_overdue(edit: TestClient) -> None:  # no
         clock.now = NOW
 
 
-def test_feeds_are_kept_until_the_data_or_the_time_change(edit: TestClient) -> None:  # noqa: F811
+def test_feeds_are_kept_until_the_data_or_the_time_change(edit: TestClient) -> None:
     app: Any = edit.app
     ctx: RoadworksApi = app.dependency_overrides[roadworks_api]()
     clock: Any = ctx.service.clock
@@ -164,15 +186,22 @@ def test_feeds_are_kept_until_the_data_or_the_time_change(edit: TestClient) -> N
             again = edit.get(f"{API}/feeds/{kind}", headers={"If-None-Match": r.headers["etag"]})
             assert again.status_code == 304
         version = edit.get(f"{MANAGE}/works/{ref}").json()["version"]
-        r = edit.patch(f"{MANAGE}/works/{ref}", json={"title": "Geändert"},
-                       headers={"If-Match": f'"v{version}"'})
+        r = edit.patch(
+            f"{MANAGE}/works/{ref}",
+            json={"title": "Geändert"},
+            headers={"If-Match": f'"v{version}"'},
+        )
         assert r.status_code == 200, r.text
         changed = edit.get(feed, headers={"If-None-Match": etag})
         assert changed.status_code == 200 and changed.headers["etag"] != etag
-        assert changed.json()["features"][0]["properties"]["core_details"]["name"] == \
-            f"{ref}: Geändert"
+        assert (
+            changed.json()["features"][0]["properties"]["core_details"]["name"]
+            == f"{ref}: Geändert"
+        )
         clock.now = NOW + timedelta(days=3, hours=1)  # the work is over: out of the feed
-        assert edit.get(feed, headers={"If-None-Match": changed.headers["etag"]}).json()[
-            "features"] == []
+        assert (
+            edit.get(feed, headers={"If-None-Match": changed.headers["etag"]}).json()["features"]
+            == []
+        )
     finally:
         clock.now = NOW

@@ -37,10 +37,16 @@ def _search_both(conn: Conn, index: PublicIndex, s: repo.PublicSearch, limit: in
         sql_page = repo.search_public_keys(conn, s, limit=limit, after=after)
         b = s.bbox
         mem = index.search(
-            window_start=s.window.start, window_end=s.window.end, now=s.now,
+            window_start=s.window.start,
+            window_end=s.window.end,
+            now=s.now,
             bbox=(b.min_lon, b.min_lat, b.max_lon, b.max_lat) if b else None,
-            street=s.street, sectors=frozenset(x.value for x in s.sectors),
-            impacts=s.impacts, limit=limit, after=after)
+            street=s.street,
+            sectors=frozenset(x.value for x in s.sectors),
+            impacts=s.impacts,
+            limit=limit,
+            after=after,
+        )
         got = [(w.id, w.key, w.start, w.overdue_from) for w in mem.works]
         want = [(w.id, w.key, w.start, w.overdue_from) for w in sql_page.works]
         assert got == want, s
@@ -66,12 +72,16 @@ def _random_search(rng: random.Random, streets: list[str]) -> repo.PublicSearch:
         y0 = rng.uniform(b.min_lat, b.max_lat - h * f)
         bbox = BBox(x0, y0, x0 + w * f, y0 + h * f)
     return repo.PublicSearch(
-        window=Period(start, end), now=now, bbox=bbox,
+        window=Period(start, end),
+        now=now,
+        bbox=bbox,
         street=rng.choice(streets).upper() if rng.random() < 0.2 else None,
         sectors=frozenset(rng.sample(list(Sector), rng.randint(1, 3)))
-        if rng.random() < 0.2 else frozenset(),
+        if rng.random() < 0.2
+        else frozenset(),
         impacts=frozenset(rng.sample(IMPACTS, rng.randint(1, 2)))
-        if rng.random() < 0.2 else frozenset(),
+        if rng.random() < 0.2
+        else frozenset(),
     )
 
 
@@ -79,12 +89,23 @@ def test_the_index_answers_random_searches_over_the_demo_data_like_sql(demo: Con
     version, rows = repo.public_index_rows(demo)
     index = PublicIndex(version, rows)
     assert len(index) >= 20 and version == repo.data_version(demo)
-    streets = sorted({n for r in repo.search_public_texts(demo, repo.PublicSearch(
-        window=Period(NOW - timedelta(days=400), NOW + timedelta(days=400)), now=NOW))
-        for n in r.road_names})
+    streets = sorted(
+        {
+            n
+            for r in repo.search_public_texts(
+                demo,
+                repo.PublicSearch(
+                    window=Period(NOW - timedelta(days=400), NOW + timedelta(days=400)), now=NOW
+                ),
+            )
+            for n in r.road_names
+        }
+    )
     rng = random.Random(7)
-    found = [_search_both(demo, index, _random_search(rng, streets), rng.choice([1, 3, 100]))
-             for _ in range(150)]
+    found = [
+        _search_both(demo, index, _random_search(rng, streets), rng.choice([1, 3, 100]))
+        for _ in range(150)
+    ]
     assert sum(1 for n in found if n == 0) < 100 and max(found) >= 10  # not all empty
 
 
@@ -94,16 +115,20 @@ def test_edges_of_the_window_and_works_in_progress(conn: Conn) -> None:
     works = []
     # equal starts (order by id), an end at a window edge, an overdue work in progress
     for i, (start, days) in enumerate([(t0, 1), (t0, 1), (t0, 3), (t0 + timedelta(days=1), 1)]):
-        spec = make_spec(x=i * 80.0, start=start, days=days,
-                         measures=(Measure.ROAD_CLOSURE,) if i == 1 else ())
+        spec = make_spec(
+            x=i * 80.0, start=start, days=days, measures=(Measure.ROAD_CLOSURE,) if i == 1 else ()
+        )
         works.append(svc.create(conn, spec, PROMOTER))
-    late = svc.create(conn, make_spec(x=400.0, start=NOW - timedelta(days=5), days=2),
-                      PROMOTER)
+    late = svc.create(conn, make_spec(x=400.0, start=NOW - timedelta(days=5), days=2), PROMOTER)
     with conn.transaction():
-        conn.execute("UPDATE roadworks SET status = %s WHERE id = ANY(%s)",
-                     (Status.SCHEDULED.value, [w.id for w in works]))
-        conn.execute("UPDATE roadworks SET status = 'in_progress', actual_start = %s "
-                     "WHERE id = %s", (NOW - timedelta(days=5), late.id))
+        conn.execute(
+            "UPDATE roadworks SET status = %s WHERE id = ANY(%s)",
+            (Status.SCHEDULED.value, [w.id for w in works]),
+        )
+        conn.execute(
+            "UPDATE roadworks SET status = 'in_progress', actual_start = %s WHERE id = %s",
+            (NOW - timedelta(days=5), late.id),
+        )
     version, rows = repo.public_index_rows(conn)
     index = PublicIndex(version, rows)
     assert len(index) == 5
@@ -116,8 +141,12 @@ def test_edges_of_the_window_and_works_in_progress(conn: Conn) -> None:
                 for limit in (1, 2, 10):
                     _search_both(conn, index, repo.PublicSearch(Period(a, b), now=now), limit)
     # the overdue work in progress: on site whenever the window contains now
-    page = index.search(window_start=NOW - timedelta(hours=1), window_end=NOW + timedelta(
-        hours=1), now=NOW, limit=10)
+    page = index.search(
+        window_start=NOW - timedelta(hours=1),
+        window_end=NOW + timedelta(hours=1),
+        now=NOW,
+        limit=10,
+    )
     assert [w.id for w in page.works] == [late.id]
     assert page.works[0].overdue_from == NOW - timedelta(days=3)
     # a data change gives another version and another row key
