@@ -10,13 +10,13 @@ export CITYOPS_DATABASE_URL ?= postgresql://cityops:cityops@127.0.0.1:5432/cityo
 export CITYOPS_TEST_PG ?= postgresql://cityops:cityops@127.0.0.1:5432/postgres
 export CITYOPS_MQTT_URL ?= mqtt://127.0.0.1:1883
 
-.PHONY: help setup services venv migrate demo test lint bench bench-ingest bench-routing bench-forecast bench-replan bench-traffic bench-savings clean
+.PHONY: help setup services venv migrate demo test lint bench bench-ingest bench-routing bench-forecast bench-replan bench-traffic bench-savings bench-api clean
 
 help:
 	@echo "make demo     set up everything and run the city: simulators, ingest, API (DURATION=s to stop)"
 	@echo "make test     set up everything and run the test suite against PostgreSQL and Mosquitto"
 	@echo "make lint     ruff and mypy (strict)"
-	@echo "make bench    all benchmarks (bench-ingest, bench-routing, bench-forecast, bench-replan, bench-savings)"
+	@echo "make bench    all benchmarks (bench-ingest, bench-routing, bench-forecast, bench-replan, bench-savings, bench-api, ...)"
 
 services:
 	@bash deploy/local/setup-services.sh
@@ -47,7 +47,7 @@ lint: venv
 	$(BIN)/python .ci/typecheck.py
 
 # Benchmarks print their figures and a final JSON line; see docs/performance.md.
-bench: bench-ingest bench-routing bench-forecast bench-replan bench-traffic bench-savings
+bench: bench-ingest bench-routing bench-forecast bench-replan bench-traffic bench-savings bench-api
 
 bench-ingest: migrate
 	$(BIN)/python bench/ingest/run.py
@@ -66,6 +66,10 @@ bench-savings: venv
 
 bench-traffic: migrate
 	$(BIN)/python bench/traffic/run.py $(BENCH_TRAFFIC_ARGS)
+
+# the API under load from a second process: public roadworks endpoints and the truck route
+bench-api: setup
+	$(BIN)/python bench/api/load.py $(BENCH_API_ARGS)
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache
