@@ -58,7 +58,6 @@ __all__ = [
     "OverviewSnapshot",
     "PublicKey",
     "PublicKeys",
-    "PublicPageRows",
     "PublicSearch",
     "PublicText",
     "WorkFilter",
@@ -88,7 +87,6 @@ __all__ = [
     "public_index_rows",
     "render_public",
     "save_overview",
-    "search_public",
     "search_public_keys",
     "search_public_texts",
     "segments_near",
@@ -303,7 +301,7 @@ def count_works(conn: Conn, filt: WorkFilter | None = None) -> int:
 
 @dataclass(frozen=True, slots=True)
 class PublicSearch:
-    """The public search (`search_public`): public works on site during `window`.
+    """The public search (`search_public_keys`): public works on site during `window`.
 
     On site: the effective period overlaps the window; a work in progress whose end was
     not reported also stays on site until `now`, even past its planned end. `impacts` are
@@ -317,15 +315,6 @@ class PublicSearch:
     street: str | None = None  # an affected street of that name (folded, see street_key)
     sectors: frozenset[Sector] = frozenset()  # any of them; empty: all
     impacts: frozenset[str] = frozenset()  # any of them; empty: all
-
-
-@dataclass(frozen=True, slots=True)
-class PublicPageRows:
-    """A page of `search_public`: the works, whether more follow, and how many match."""
-
-    works: list[Roadwork]
-    more: bool
-    total: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,31 +388,6 @@ def _public_where(s: PublicSearch) -> tuple[str, dict[str, Any]]:
     return " AND ".join(parts), params
 
 
-def search_public(
-    conn: Conn,
-    s: PublicSearch,
-    *,
-    limit: int,
-    after: tuple[datetime, int] | None = None,
-) -> PublicPageRows:
-    """A page of public works on site during the window, by effective start and id,
-    after the keyset `after` (effective start, id); `total` counts all matches."""
-    where, params = _public_where(s)
-    total_row = conn.execute(f"SELECT count(*) FROM roadworks w WHERE {where}", params).fetchone()
-    total = int(total_row[0]) if total_row else 0
-    if after is not None:
-        where += f" AND ({_EFF_START}, w.id) > (%(after_start)s, %(after_id)s)"
-        params.update(after_start=after[0], after_id=after[1])
-    params["limit"] = limit + 1
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(
-            f"SELECT {_WORK_COLUMNS} FROM roadworks w WHERE {where} "
-            f"ORDER BY {_EFF_START}, w.id LIMIT %(limit)s",
-            params,
-        ).fetchall()
-    return PublicPageRows([_work(r) for r in rows[:limit]], len(rows) > limit, total)
-
-
 @dataclass(frozen=True, slots=True)
 class PublicKey:
     """A work of a public page, without its content: its id, a key that changes whenever
@@ -483,7 +447,7 @@ def search_public_keys(
     limit: int,
     after: tuple[datetime, int] | None = None,
 ) -> PublicKeys:
-    """`search_public` without the content, in one statement: the page's works as
+    """The public search without the content, in one statement: the page's works as
     `PublicKey`s, whether more follow, how many match in all, and the data version read
     in the same snapshot. `s` is the search, or the ids of the works to page through
     (a caller's own match, in effective start order like any page)."""

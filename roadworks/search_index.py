@@ -1,7 +1,7 @@
 """The public works in memory, for the public search: filter, order, count and page
 without a database query per search.
 
-`PublicIndex` holds what `repository.search_public` filters on for every public work
+`PublicIndex` holds what `repository.search_public_keys` filters on for every public work
 (effective period, in progress without a reported end, sector, impact class, street
 keys, footprint) as arrays sorted by (effective start, id), plus an STRtree of the
 footprints. Built from one read of the registry (`repository.public_index_rows`) and
