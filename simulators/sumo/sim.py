@@ -43,7 +43,7 @@ from cityops.simulators.sumo.network import (
     write_loops,
 )
 
-__all__ = ["Bus", "RunConfig", "RunResult", "run"]
+__all__ = ["Bus", "Network", "RunConfig", "RunResult", "run"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,9 +64,23 @@ class Bus(Protocol):
     def take_commands(self) -> list[tuple[str, bytes]]: ...
 
 
+class Network(Protocol):
+    """A network other than the grid (e.g. `osm.OsmNetwork`): its file, our junctions on
+    it and its demand. Its lights' SUMO programs are whatever it was built with."""
+
+    @property
+    def net_file(self) -> Path: ...
+
+    @property
+    def junctions(self) -> tuple[Intersection, ...]: ...
+
+    def write_demand(self, path: Path, vph: float, duration_s: float, seed: int) -> int: ...
+
+
 @dataclass(frozen=True)
 class RunConfig:
-    """One simulation run; `start` is the UNIX time of simulated second 0."""
+    """One simulation run; `start` is the UNIX time of simulated second 0. With
+    `network`, that network replaces the grid (`grid` then gives only the timings)."""
 
     start: float
     work_dir: Path
@@ -83,6 +97,7 @@ class RunConfig:
     greens: Mapping[str, Mapping[int, float]] | None = None  # own plan per controller
     failed_share: float = 0.0
     keep_events: bool = False
+    network: Network | None = None
 
     def __post_init__(self) -> None:
         if self.step_s <= 0 or round(self.step_s * 10, 6) != round(self.step_s * 10):
@@ -161,6 +176,8 @@ def timings(cfg: RunConfig, junction: Intersection) -> list[PhaseTiming]:
 
 def prepare(cfg: RunConfig) -> tuple[Path, tuple[Intersection, ...]]:
     """Network (cached in `work_dir`) and our view of its junctions."""
+    if cfg.network is not None:
+        return cfg.network.net_file, cfg.network.junctions
     tls_type = "actuated" if cfg.control == "actuated" else "static"
     net = build_grid(cfg.grid, cfg.work_dir, tls_type)
     return net, intersections(cfg.grid, net)
@@ -178,7 +195,10 @@ def run(
     tag = f"{cfg.control}_{cfg.vph:g}_{cfg.seed}_{id(cfg)}"
     trips = cfg.work_dir / f"trips_{tag}.xml"
     loops_file = write_loops(cfg.work_dir / f"loops_{tag}.add.xml", junctions)
-    write_demand(trips, net, cfg.vph, cfg.duration_s, cfg.seed)
+    if cfg.network is not None:
+        cfg.network.write_demand(trips, cfg.vph, cfg.duration_s, cfg.seed)
+    else:
+        write_demand(trips, net, cfg.vph, cfg.duration_s, cfg.seed)
     tripinfo = cfg.work_dir / f"tripinfo_{tag}.xml"
     result = RunResult(cfg.control, cfg.vph, cfg.seed, cfg.duration_s, junctions=junctions)
     ours = cfg.control != "actuated"
