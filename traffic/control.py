@@ -8,11 +8,14 @@
   controller and step on `.../signal/{id}/cmd/timing`, QoS 1, not retained, with this
   instance's `issuer` and a `seq` that grows with every command.
 
-Clocks. `wall`: every `decision_interval_s` of wall time, at the controller's own time
-(the newest event it sent; that is also `issued_at`); a controller silent for longer than
-`valid_for_s` gets nothing (its commands would be stale). `mqtt`: on every tick
-`{"ts", "step"}`, for every controlled controller at tick time, `issued_at` = tick, so
-that a simulator in lockstep can step on.
+Clocks. `wall`: every `decision_interval_s` of wall time, at the controller's estimated
+time (`ControllerClock`: its newest event plus the wall time since that event was
+received; that is also `issued_at`), so a controller that logs nothing for a while (an
+empty junction resting in green) still gets fresh commands. The estimate stops growing
+`params.stale_after_s` after the last event heard: by then every detector of the
+controller counts as stale, so it is degraded to `fallback` (once) and gets nothing more
+until it reports again. `mqtt`: on every tick `{"ts", "step"}`, for every controlled
+controller at tick time, `issued_at` = tick, so that a simulator in lockstep can step on.
 
 Safety. A controller whose detectors leave a phase unmeasurable (see `maxpressure`) gets
 `mode="fallback"` once when it degrades and is logged; it is controlled again when a
@@ -39,7 +42,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import FrameType
 from typing import Any, Literal, cast
 
@@ -67,7 +70,14 @@ from .events import Event
 from .maxpressure import ControllerState, ControlParams, Decision, LaneKey, LaneQueue, Link, decide
 from .repository import load_config
 
-__all__ = ["ControlOptions", "ControlService", "Tick", "clock_topic", "run_control"]
+__all__ = [
+    "ControlOptions",
+    "ControlService",
+    "ControllerClock",
+    "Tick",
+    "clock_topic",
+    "run_control",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -129,14 +139,42 @@ class _Inbound:
 
 
 @dataclass(slots=True)
+class ControllerClock:
+    """A controller's time as the wall-clock service estimates it between its events.
+
+    `newest` is the time of the newest event heard from the controller and `heard` the
+    wall (monotonic) time at which that event was received; events older than `newest`,
+    arriving late, change neither. The controller's time at wall time `mono` is then
+    `newest + (mono - heard)`: never ahead of the controller as long as its clock runs at
+    wall speed, behind it by the delivery delay of its events. The elapsed part is capped
+    at `cap_s` (the stale-detector limit): a controller unheard for that long has only
+    stale detectors and is degraded anyway, and its time is not guessed further.
+    """
+
+    newest: datetime
+    heard: float
+
+    def heard_event(self, newest: datetime, mono: float) -> None:
+        """Events up to `newest` were received at `mono`."""
+        if newest > self.newest:
+            self.newest, self.heard = newest, mono
+
+    def silent_s(self, mono: float) -> float:
+        """Wall seconds since the newest event was received."""
+        return max(0.0, mono - self.heard)
+
+    def now(self, mono: float, cap_s: float) -> datetime:
+        """The controller's estimated time at wall time `mono`."""
+        return self.newest + timedelta(seconds=min(self.silent_s(mono), cap_s))
+
+
+@dataclass(slots=True)
 class _Controlled:
     """What the service remembers about a controller it controls."""
 
     degraded: str | None = None  # reason, while in fallback for bad detectors
     switched_off: bool = False  # a fallback was sent for mode 'fixed'
-    silent: bool = False
-    latest_dt: datetime | None = None
-    heard_mono: float | None = None
+    silent: bool = False  # unheard for the stale-detector limit (wall clock)
     reported_mode: int | None = None
 
 
@@ -153,6 +191,7 @@ class ControlService:
         self._controlled: dict[str, _Controlled] = {}
         self._modes: dict[str, ControlMode] = {}
         self._links: dict[str, list[Link]] = {}
+        self._clocks: dict[str, ControllerClock] = {}
         self._seq = 0
         self._decisions: Counter[str] = Counter()
         self._connected = threading.Event()
@@ -307,12 +346,14 @@ class ControlService:
         state.observe(events)
         self.stats["events"] += len(events)
         self.stats["events_ignored"] += state.ignored - before
+        newest, mono = max(e.ts for e in batch.events), time.monotonic()
+        clock = self._clocks.get(info.device_id)
+        if clock is None:
+            self._clocks[info.device_id] = ControllerClock(newest, mono)
+        else:
+            clock.heard_event(newest, mono)
         ctl = self._controlled.get(info.device_id)
         if ctl is not None:
-            newest = max(e.ts for e in batch.events)
-            if ctl.latest_dt is None or newest > ctl.latest_dt:
-                ctl.latest_dt = newest
-            ctl.heard_mono = time.monotonic()
             if ctl.silent:
                 ctl.silent = False
                 logger.info("%s: reporting again", info.device_id)
@@ -327,23 +368,28 @@ class ControlService:
                 ctl.reported_mode = state.controller_mode
 
     # ------------------------------------------------------------------ decisions
+    def _wall_now(self, cid: str, mono: float) -> datetime | None:
+        """The controller's estimated time (wall clock), None before its first event."""
+        clock = self._clocks.get(cid)
+        return None if clock is None else clock.now(mono, self.options.params.stale_after_s)
+
     def _decide_all(self, tick: datetime | None) -> None:
         """One decision step: for every controlled controller (tick None: wall clock)."""
-        now_of: dict[str, float] = {}
-        for cid, ctl in self._controlled.items():
-            if tick is not None:
-                now_of[cid] = tick.timestamp()
-            elif ctl.latest_dt is not None:
-                now_of[cid] = ctl.latest_dt.timestamp()
+        mono = time.monotonic()
+        now_of: dict[str, datetime] = {}
+        for cid in self._controlled:
+            at = tick if tick is not None else self._wall_now(cid, mono)
+            if at is not None:
+                now_of[cid] = at
         downstream: dict[str, dict[LaneKey, LaneQueue]] = {}
         keys: dict[tuple[str, int], LaneKey] = {}
         targets = {lk.to_controller_id for ls in self._links.values() for lk in ls}
         for did in targets:
             st = self._states.get(did)
-            if st is None or st.latest is None:
+            at_dt = tick if tick is not None else self._wall_now(did, mono)
+            if st is None or st.latest is None or at_dt is None:
                 continue
-            at = tick.timestamp() if tick is not None else st.latest
-            downstream[did] = st.lane_queues(at)
+            downstream[did] = st.lane_queues(max(at_dt.timestamp(), st.latest))
             for lk in (
                 lk for ls in self._links.values() for lk in ls if lk.to_controller_id == did
             ):
@@ -351,35 +397,32 @@ class ControlService:
                 if key is not None:
                     keys[(did, lk.to_channel)] = key
         for cid, ctl in self._controlled.items():
-            self._decide_one(cid, ctl, tick, now_of.get(cid), downstream, keys)
+            self._decide_one(cid, ctl, tick, now_of.get(cid), mono, downstream, keys)
 
     def _decide_one(
         self,
         cid: str,
         ctl: _Controlled,
         tick: datetime | None,
-        now: float | None,
+        issued_at: datetime | None,
+        mono: float,
         downstream: dict[str, dict[LaneKey, LaneQueue]],
         keys: dict[tuple[str, int], LaneKey],
     ) -> None:
         lockstep = tick is not None
-        if now is None:
+        if issued_at is None:
             return  # wall clock and nothing heard yet
-        issued_at = tick if tick is not None else ctl.latest_dt
-        assert issued_at is not None
-        if (
-            not lockstep
-            and ctl.heard_mono is not None
-            and (time.monotonic() - ctl.heard_mono > self.options.valid_for_s)
-        ):
-            if not ctl.silent:
+        now = issued_at.timestamp()
+        clock = self._clocks.get(cid)
+        if not lockstep and clock is not None:
+            limit = self.options.params.stale_after_s
+            if clock.silent_s(mono) > limit and not ctl.silent:
                 ctl.silent = True
                 logger.warning(
-                    "%s: no events for %.0f s; no commands until it reports",
+                    "%s: no events for %.0f s: its detectors count as stale until it reports",
                     cid,
-                    self.options.valid_for_s,
+                    limit,
                 )
-            return
         if self._modes.get(cid, "adaptive") == "fixed":
             if not ctl.switched_off or lockstep:
                 if not ctl.switched_off:
@@ -506,10 +549,15 @@ class ControlService:
         handed_back = []
         if self._connected.is_set():
             sent = []
+            mono = time.monotonic()
             for cid, ctl in sorted(self._controlled.items()):
-                if ctl.latest_dt is None or ctl.degraded or ctl.switched_off or ctl.silent:
+                at = self._wall_now(cid, mono) if self.options.clock == "wall" else None
+                if at is None:
+                    clock = self._clocks.get(cid)
+                    at = None if clock is None else clock.newest
+                if at is None or ctl.degraded or ctl.switched_off:
                     continue
-                sent.append(self._publish(cid, ctl.latest_dt, "fallback", None))
+                sent.append(self._publish(cid, at, "fallback", None))
                 handed_back.append(cid)
             for info in sent:
                 try:

@@ -18,7 +18,7 @@ from cityops.api.app import create_app
 from cityops.api.auth import Principal, current_principal
 from cityops.ingest.config import Settings
 from cityops.ingest.contract import SignalEvent, SignalEvents, TimingCommand, utc_iso
-from cityops.traffic.control import ControlOptions, ControlService, clock_topic
+from cityops.traffic.control import ControllerClock, ControlOptions, ControlService, clock_topic
 from cityops.traffic.maxpressure import ControlParams
 from tests.api.testclient import TestClient
 
@@ -152,12 +152,15 @@ def test_events_in_decisions_out_with_increasing_seq(settings: Settings, broker:
             *car(2, ADV4),
             *car(3, ADV4),
         )
-        holds = broker.wait_for(lambda c: c.issued_at == T0 + timedelta(seconds=3.5), n=2)
+        # decided at the controller's time: its newest event (3.5 s) plus the wall time
+        # since that arrived; before min green (5 s) that is hold
+        holds = broker.wait_for(lambda c: c.issued_at < T0 + timedelta(seconds=5), n=2)
         assert all((c.mode, c.phase, c.action) == ("adaptive", 2, "hold") for c in holds)
-        # at 6 s min green has passed: advance
+        assert all(c.issued_at >= T0 + timedelta(seconds=3.5) for c in holds)
+        # min green has passed (at the latest with the vehicle at 6 s): advance
         broker.events("c1", *car(6, ADV4))
         (adv,) = broker.wait_for(lambda c: c.action == "advance")[:1]
-        assert adv.issued_at == T0 + timedelta(seconds=6.5) and adv.phase == 2
+        assert adv.issued_at >= T0 + timedelta(seconds=5) and adv.phase == 2
     finally:
         service.stop()
     cmds = broker.snapshot()
@@ -170,6 +173,43 @@ def test_events_in_decisions_out_with_increasing_seq(settings: Settings, broker:
     # a graceful stop hands the controller back to its own plan
     last = broker.wait_for(lambda c: c.mode == "fallback")[-1]
     assert last.seq == max(seqs)
+
+
+def test_controller_clock_runs_on_from_the_newest_event_received() -> None:
+    clock = ControllerClock(T0, heard=100.0)
+    assert clock.now(103.5, cap_s=300) == T0 + timedelta(seconds=3.5)
+    clock.heard_event(T0 - timedelta(seconds=5), 104.0)  # a late batch of older events
+    assert clock.now(104.0, cap_s=300) == T0 + timedelta(seconds=4)
+    clock.heard_event(T0 + timedelta(seconds=1), 104.0)  # newer events: counted from now
+    assert clock.now(104.0, cap_s=300) == T0 + timedelta(seconds=1)
+    assert clock.now(200.0, cap_s=2.0) == T0 + timedelta(seconds=3)  # unheard: capped
+    assert clock.silent_s(200.0) == 96.0 and clock.silent_s(50.0) == 0.0
+
+
+def test_a_quiet_controller_gets_fresh_commands_until_its_detectors_go_stale(
+    settings: Settings, broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An empty junction resting in green logs nothing; its commands must not go stale."""
+    seed(settings.database_url, "c1")
+    caplog.set_level(logging.INFO, logger="cityops.traffic.control")
+    service = run(settings, valid_for_s=1.0, params=ControlParams(stale_after_s=3.0))
+    try:
+        broker.events("c1", (0, 131, 3), (0, 1, 2))  # then nothing at all
+        # valid for 1 s: a command issued after 1.5 s is fresh 1.5 s after the last event
+        broker.wait_for(lambda c: c.issued_at > T0 + timedelta(seconds=1.5), timeout=15)
+        fb = broker.wait_for(lambda c: c.mode == "fallback", timeout=15)
+        time.sleep(0.6)  # three more decision steps: nothing more for it
+        cmds = broker.snapshot()
+    finally:
+        service.stop()
+    adaptive = [c for c in cmds if c.mode == "adaptive"]
+    assert all((c.phase, c.action) == (2, "hold") for c in adaptive)
+    issued = [c.issued_at for c in adaptive]
+    assert issued == sorted(issued) and issued[-1] < T0 + timedelta(seconds=3)
+    # unheard for the stale-detector limit: every detector is stale, fallback once, and
+    # the estimated time stops there
+    assert fb[0].issued_at == T0 + timedelta(seconds=3) and cmds[-1] == fb[0]
+    assert "c1 degraded to fallback" in caplog.text and "1 stale, 2 stale" in caplog.text
 
 
 def test_switching_off_via_the_api_sends_fallback_once(settings: Settings, broker: Broker) -> None:
