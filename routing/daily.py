@@ -1,17 +1,17 @@
 """`cityops routing plan`: plan a day for the whole fleet from the database.
 
 Loads the registry, the recent readings and the closures (every closure in force at some
-time during the day's shifts is applied for the whole plan), forecasts every bin, selects
-the bins worth collecting, solves one problem per waste fraction with the trucks that
-collect it that day, stores a new route version per truck (one transaction) and pushes
-the versions to the trucks over MQTT.
+time during the day's shifts is applied for the whole plan), forecasts every bin, decides
+which fractions' rounds go out and with which bins and trucks (the dispatch policy,
+`routing/dispatch.py`), solves one problem per round, stores a new route version per
+truck that goes out (one transaction) and pushes the versions to the trucks over MQTT.
+Trucks with nothing due stay at the depot and keep whatever version they had.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
@@ -20,13 +20,13 @@ from cityops.ingest.config import Settings
 from cityops.ingest.contract import RouteCommand
 from cityops.ingest.db import connect
 from cityops.routing.closures import Closure, apply_closures
-from cityops.routing.forecast import Observation, estimate, rates_by_group, select_bins
-from cityops.routing.model import Engine, Unserved, UnservedCode
+from cityops.routing.dispatch import DEFAULT_DISPATCH, DispatchParams, decide
+from cityops.routing.forecast import Observation, estimate, rates_by_group
+from cityops.routing.model import Engine, Unserved
 from cityops.routing.network import RoadNetwork, load_network
 from cityops.routing.planning import (
     BERLIN,
     DayAxis,
-    assign_fractions,
     build_problem,
     plan_to_routes,
 )
@@ -59,6 +59,7 @@ class DailyPlanReport:
     pushed: int = 0
     solve_s: float = 0.0
     violations: list[str] = field(default_factory=list)
+    held: dict[str, str] = field(default_factory=dict)  # fraction -> why no round today
 
     def lines(self) -> list[str]:
         out = [
@@ -74,6 +75,8 @@ class DailyPlanReport:
                 f"{r.distance_m / 1000:.1f} km, {first.astimezone(BERLIN):%H:%M}-"
                 f"{last.astimezone(BERLIN):%H:%M} Europe/Berlin ({r.duration_s / 3600:.1f} h)"
             )
+        for frac, why in sorted(self.held.items()):
+            out.append(f"  no {frac} round: {why}")
         for u in self.unserved:
             out.append(f"  not served: {u.stop_id}: {u.reason}")
         out.append(f"  pushed {self.pushed} of {len(self.routes)} routes to the trucks over MQTT")
@@ -103,7 +106,15 @@ def plan_day(
     network: RoadNetwork | None = None,
     reason: str = "daily plan",
     push: bool = True,
+    dispatch: DispatchParams = DEFAULT_DISPATCH,
 ) -> DailyPlanReport:
+    """Plan `day` for the whole fleet from the database, store and push the routes.
+
+    `dispatch` is the policy (`routing/dispatch.py`): a fraction's round goes out only
+    when a bin cannot wait for its next chance (or its optional bins fill a round), and
+    trucks go to the fractions that need collection, most urgent first; the rest stay at
+    the depot and get no new route version.
+    """
     engine = engine or OrToolsEngine(first_solution="PARALLEL_CHEAPEST_INSERTION")
     now = now or datetime.now(UTC)
     axis = DayAxis(day)
@@ -141,43 +152,44 @@ def plan_day(
         estimate(b, obs, now=now, fallback_rate_pct_per_h=fallback.get(fraction[b]))
         for b, obs in observations.items()
     ]
-    next_collection = axis.at(axis.seconds(max(t.shift_end for t in trucks))) + timedelta(days=1)
-    next_collection = max(next_collection, now)
-    selections = select_bins(forecasts, now=now, next_collection=next_collection)
-    report.selected = len(selections)
-    report.required = sum(1 for s in selections if s.required)
+    decision = decide(
+        forecasts,
+        fraction_of=fraction,
+        capacity_l={b: bins[b].capacity_l for b in observations},
+        trucks=trucks,
+        day=day,
+        now=now,
+        params=dispatch,
+    )
+    report.selected, report.required = decision.selected, decision.required
+    report.held = dict(decision.held)
+    report.unserved.extend(decision.unserved)
+    for frac, why in decision.held.items():
+        logger.info("%s: no round today: %s", frac, why)
 
-    demand: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
-    for sel in selections:
-        litres = bins[sel.bin_id].capacity_l * sel.predicted_fill_pct / 100.0
-        demand[fraction[sel.bin_id]][0 if sel.required else 1] += litres
-    today = assign_fractions(trucks, {f: (r, o) for f, (r, o) in demand.items()})
     started = time.monotonic()
     plans = []
-    for frac in sorted({fraction[s.bin_id] for s in selections}):
-        chosen = [s for s in selections if fraction[s.bin_id] == frac]
-        fleet = [t for t in trucks if today[t.truck_id] == frac]
-        if not chosen:
-            continue
-        if not fleet:
-            report.unserved.extend(
-                Unserved(s.bin_id, UnservedCode.NOT_PLANNED, f"no truck collects {frac} on {day}")
-                for s in chosen
-                if s.required
-            )
-            continue
+    for rnd in decision.rounds:
+        if not rnd.trucks:
+            continue  # its mandatory bins are in decision.unserved
         problem, locations = build_problem(
-            axis=axis, network=roads, bins=bins, selections=chosen, sites=sites, trucks=fleet
+            axis=axis,
+            network=roads,
+            bins=bins,
+            selections=rnd.selections,
+            sites=sites,
+            trucks=rnd.trucks,
         )
         plan = engine.solve(problem, time_limit_s=time_limit_s, seed=seed)
         logger.info(
-            "%s: %d bins, %d trucks -> %d unserved",
-            frac,
-            len(chosen),
-            len(fleet),
+            "%s (%s): %d bins, %d trucks -> %d unserved",
+            rnd.fraction,
+            rnd.reason,
+            len(rnd.selections),
+            len(rnd.trucks),
             len(plan.unserved),
         )
-        plans.append((frac, problem, plan, locations))
+        plans.append((rnd.fraction, problem, plan, locations))
     report.solve_s = time.monotonic() - started
 
     with connect(settings.database_url) as conn, conn.transaction():

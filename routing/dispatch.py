@@ -1,0 +1,286 @@
+"""The dispatch policy: which fraction's round goes out today, with which bins and trucks.
+
+Pure functions over the forecasts, the fleet and the calendar: no clock, no database.
+`routing/daily.py` (`cityops routing plan`) and the savings benchmark both call `decide`.
+
+Why a policy at all: on a city's streets a round costs its drive from the depot to the
+district, to the disposal site and back whatever the number of bins on it, so sensors save
+kilometres by *skipping rounds* (a fraction's truck stays home when nothing is due) and by
+collecting fewer, fuller bins, not by sending every truck out every day for a few bins.
+
+How a day is decided (`decide`):
+
+* **Next chance.** For each fraction, the next day after the plan day on which a truck
+  that carries it works (`DispatchParams.workdays`, per truck `truck_workdays`): Saturday's
+  next chance is Monday. The deadline is the end of the latest shift of those trucks on
+  that day (a bin may be collected last on the round).
+* **Mandatory bins.** `forecast.select_bins` against that deadline: a bin predicted at
+  or above `mandatory_pct` then cannot wait for the next chance.
+* **A round goes out** if the fraction has a mandatory bin, or if the predicted litres of
+  its optional bins reach `min_optional_load` of the largest truck that carries it (a
+  round that is worth driving on its own). Otherwise the fraction is held; its optional
+  bins wait.
+* **Optional bins** (predicted at or above `optional_pct`) join only rounds that go out,
+  with a reward (the solver's penalty for leaving one out, in metres of route) of
+  `reward_scale` at `mandatory_pct` falling linearly to 1 at `optional_pct`: a nearly
+  full bin is worth a detour, a half-full one is not.
+* **Trucks by urgency.** Fractions that go out are ranked by the earliest predicted
+  overflow (100 %) among their mandatory bins, then required litres. Each takes, in that
+  order, a free truck that carries it, preferring the truck that carries the fewest other
+  fractions going out today (so a shared truck stays free for a fraction only it can
+  collect), then the largest. A fraction gets another free truck while its selected
+  litres exceed `max_loads_per_truck` loads of the trucks it has. Trucks with nothing due
+  stay at the depot. A fraction that goes out without a truck (none carries it, or the
+  only ones are on more urgent rounds) reports its mandatory bins as not planned.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+
+from cityops.routing.forecast import FillForecast, Selection, select_bins
+from cityops.routing.model import Unserved, UnservedCode
+from cityops.routing.planning import DayAxis
+from cityops.routing.repository import TruckRow
+
+__all__ = [
+    "DEFAULT_DISPATCH",
+    "Dispatch",
+    "DispatchParams",
+    "Round",
+    "assign_trucks",
+    "decide",
+    "next_chance",
+]
+
+logger = logging.getLogger(__name__)
+
+_FOREVER = datetime.max.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class DispatchParams:
+    """Tuning of `decide`; the defaults are the daily plan's (see `docs/routing.md`)."""
+
+    workdays: frozenset[int] = frozenset({0, 1, 2, 3, 4, 5})  # Monday..Saturday
+    truck_workdays: Mapping[str, frozenset[int]] = field(default_factory=dict)
+    mandatory_pct: float = 80.0
+    optional_pct: float = 60.0
+    reward_scale: int = 1000  # metres of route an optional bin at mandatory_pct is worth
+    min_optional_load: float = 0.75  # of a truck's capacity: an optional-only round
+    max_loads_per_truck: float = 4.0  # selected litres per truck before a second goes
+
+    def __post_init__(self) -> None:
+        days = [self.workdays, *self.truck_workdays.values()]
+        if not self.workdays or any(not d <= frozenset(range(7)) for d in days):
+            raise ValueError("workdays must be a non-empty set of weekdays 0 (Monday)..6")
+        if not 0.0 <= self.optional_pct < self.mandatory_pct <= 100.0:
+            raise ValueError("need 0 <= optional_pct < mandatory_pct <= 100")
+        if self.reward_scale < 2 or self.min_optional_load <= 0 or self.max_loads_per_truck <= 0:
+            raise ValueError(
+                "need reward_scale >= 2, min_optional_load > 0, max_loads_per_truck > 0"
+            )
+
+    def works(self, truck: TruckRow, day: date) -> bool:
+        return day.weekday() in self.truck_workdays.get(truck.truck_id, self.workdays)
+
+
+DEFAULT_DISPATCH = DispatchParams()
+
+
+@dataclass(frozen=True)
+class Round:
+    """One fraction's work today: its bins and its trucks (none: it cannot be collected)."""
+
+    fraction: str
+    selections: tuple[Selection, ...]
+    trucks: tuple[TruckRow, ...]
+    deadline: datetime
+    first_overflow: datetime | None
+    reason: str
+
+    @property
+    def required(self) -> int:
+        return sum(1 for s in self.selections if s.required)
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """The day's decision: rounds that go out, fractions held back (with why), and the
+    mandatory bins that no truck can collect today."""
+
+    rounds: tuple[Round, ...]
+    held: Mapping[str, str]
+    unserved: tuple[Unserved, ...]
+
+    @property
+    def selected(self) -> int:
+        return sum(len(r.selections) for r in self.rounds)
+
+    @property
+    def required(self) -> int:
+        return sum(r.required for r in self.rounds)
+
+
+def next_chance(
+    fraction: str, day: date, trucks: Sequence[TruckRow], params: DispatchParams
+) -> tuple[date, list[TruckRow]] | None:
+    """The first day after `day` on which a truck carrying `fraction` works, and those
+    trucks; None if no truck carries it on any day."""
+    carriers = [t for t in trucks if fraction in t.fractions]
+    for ahead in range(1, 8):
+        d = day + timedelta(days=ahead)
+        working = [t for t in carriers if params.works(t, d)]
+        if working:
+            return d, working
+    return None
+
+
+def _deadline(
+    fraction: str, day: date, trucks: Sequence[TruckRow], params: DispatchParams
+) -> datetime:
+    """End of the latest shift on the fraction's next chance (any truck's if none carries
+    it, so that its full bins are still found and reported)."""
+    found = next_chance(fraction, day, trucks, params)
+    if found is None:
+        d = day + timedelta(days=1)
+        while d.weekday() not in params.workdays:
+            d += timedelta(days=1)
+        found = d, list(trucks)
+    d, working = found
+    axis = DayAxis(d)
+    return max(axis.at(axis.seconds(t.shift_end)) for t in working)
+
+
+def _first_overflow(
+    selections: Sequence[Selection], forecasts: Mapping[str, FillForecast]
+) -> datetime | None:
+    times = [
+        forecasts[s.bin_id].time_to(100.0) or _FOREVER
+        for s in selections
+        if s.required and s.bin_id in forecasts
+    ]
+    return min(times) if times else None
+
+
+def assign_trucks(
+    rounds: Sequence[Round],
+    trucks: Sequence[TruckRow],
+    params: DispatchParams,
+    day: date,
+    litres: Mapping[str, float] | None = None,
+) -> dict[str, list[TruckRow]]:
+    """The trucks of each fraction in `rounds` (ranked most urgent first), see the module
+    docstring. `litres` holds each fraction's selected litres (a fraction without gets one
+    truck); trucks not working on `day` are not used, unless none works on it."""
+    litres = litres or {}
+    # A plan asked for a day no truck works (a catch-up Sunday) uses the whole fleet.
+    free = [t for t in trucks if params.works(t, day)] or list(trucks)
+    going = {r.fraction for r in rounds}
+    out: dict[str, list[TruckRow]] = defaultdict(list)
+
+    def flexibility(t: TruckRow) -> tuple[int, int, str]:
+        return (sum(1 for f in t.fractions if f in going), -t.capacity_l, t.truck_id)
+
+    for r in rounds:
+        able = sorted((t for t in free if r.fraction in t.fractions), key=flexibility)
+        if able:
+            out[r.fraction].append(able[0])
+            free.remove(able[0])
+    for r in rounds:
+        while True:
+            mine = out.get(r.fraction, [])
+            room = sum(t.capacity_l for t in mine) * params.max_loads_per_truck
+            able = sorted((t for t in free if r.fraction in t.fractions), key=flexibility)
+            if not mine or litres.get(r.fraction, 0.0) <= room or not able:
+                break
+            out[r.fraction].append(able[0])
+            free.remove(able[0])
+    return dict(out)
+
+
+def decide(
+    forecasts: Sequence[FillForecast],
+    *,
+    fraction_of: Mapping[str, str],
+    capacity_l: Mapping[str, int],
+    trucks: Sequence[TruckRow],
+    day: date,
+    now: datetime,
+    params: DispatchParams = DEFAULT_DISPATCH,
+) -> Dispatch:
+    """The day's rounds from the bins' forecasts (made at `now`, before the shifts).
+
+    `fraction_of` and `capacity_l` map every forecast bin to its fraction and volume.
+    """
+    by_fraction: dict[str, list[FillForecast]] = defaultdict(list)
+    for f in forecasts:
+        by_fraction[fraction_of[f.bin_id]].append(f)
+    index = {f.bin_id: f for f in forecasts}
+    candidates: list[tuple[Round, float]] = []
+    selected_l: dict[str, float] = {}
+    held: dict[str, str] = {}
+    for frac in sorted(by_fraction):
+        deadline = max(_deadline(frac, day, trucks, params), now)
+        chosen = select_bins(
+            by_fraction[frac],
+            now=now,
+            next_collection=deadline,
+            mandatory_pct=params.mandatory_pct,
+            optional_pct=params.optional_pct,
+            reward_scale=params.reward_scale,
+        )
+        litres = {s.bin_id: capacity_l[s.bin_id] * s.predicted_fill_pct / 100.0 for s in chosen}
+        required_l = sum(litres[s.bin_id] for s in chosen if s.required)
+        optional_l = sum(litres[s.bin_id] for s in chosen if not s.required)
+        carriers = [t.capacity_l for t in trucks if frac in t.fractions]
+        worth = params.min_optional_load * max(carriers, default=0)
+        when = f"{deadline:%a %Y-%m-%d %H:%M} UTC"
+        if any(s.required for s in chosen):
+            n = sum(1 for s in chosen if s.required)
+            reason = f"{n} bins would pass {params.mandatory_pct:g}% before {when}"
+        elif chosen and carriers and optional_l >= worth:
+            reason = f"optional bins hold {optional_l:.0f} l (a round from {worth:.0f} l)"
+        else:
+            held[frac] = (
+                f"no bin passes {params.mandatory_pct:g}% before {when}; optional bins hold "
+                f"{optional_l:.0f} l, a round from {worth:.0f} l"
+            )
+            continue
+        r = Round(frac, tuple(chosen), (), deadline, _first_overflow(chosen, index), reason)
+        candidates.append((r, required_l))
+        selected_l[frac] = required_l + optional_l
+
+    def urgency(item: tuple[Round, float]) -> tuple[datetime, float, str]:
+        r, required_l = item
+        return (r.first_overflow or _FOREVER, -required_l, r.fraction)
+
+    ranked = [r for r, _ in sorted(candidates, key=urgency)]
+    fleets = assign_trucks(ranked, trucks, params, day, selected_l)
+    rounds: list[Round] = []
+    unserved: list[Unserved] = []
+    for r in ranked:
+        fleet = tuple(fleets.get(r.fraction, ()))
+        rounds.append(
+            Round(r.fraction, r.selections, fleet, r.deadline, r.first_overflow, r.reason)
+        )
+        if fleet:
+            continue
+        carriers_busy = sorted(
+            f"{t.truck_id} collects {f}"
+            for f, ts in fleets.items()
+            for t in ts
+            if r.fraction in t.fractions
+        )
+        why = f"no truck collects {r.fraction} on {day.isoformat()}" + (
+            f" ({', '.join(carriers_busy)}, more urgent)" if carriers_busy else ""
+        )
+        logger.warning("%s: %d mandatory bins not planned: %s", r.fraction, r.required, why)
+        unserved.extend(
+            Unserved(s.bin_id, UnservedCode.NOT_PLANNED, why) for s in r.selections if s.required
+        )
+    return Dispatch(tuple(rounds), held, tuple(unserved))

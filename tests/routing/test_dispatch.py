@@ -1,0 +1,208 @@
+"""The dispatch policy on small hand-made cases: which rounds go out, with which trucks."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+
+import pytest
+
+from cityops.routing.dispatch import Dispatch, DispatchParams, assign_trucks, decide, next_chance
+from cityops.routing.forecast import FillForecast
+from cityops.routing.model import UnservedCode
+from cityops.routing.planning import BERLIN
+from cityops.routing.repository import TruckRow
+
+WEDNESDAY = date(2024, 3, 6)
+SATURDAY = date(2024, 3, 9)
+MONDAY = date(2024, 3, 11)
+
+
+def before_shift(day: date) -> datetime:
+    return datetime.combine(day, time(5, 0), tzinfo=BERLIN).astimezone(UTC)
+
+
+def truck(truck_id: str, *fractions: str, capacity_l: int = 8000) -> TruckRow:
+    return TruckRow(truck_id, capacity_l, None, "DEPOT", fractions, time(6), time(14, 30))
+
+
+def bin_at(bin_id: str, now: datetime, fill: float, rate_per_h: float) -> FillForecast:
+    return FillForecast(bin_id, now, fill, rate_per_h, reliable=True)
+
+
+def run(
+    forecasts: list[FillForecast],
+    fractions: dict[str, str],
+    trucks: list[TruckRow],
+    day: date,
+    params: DispatchParams | None = None,
+    capacity_l: int = 1000,
+) -> Dispatch:
+    return decide(
+        forecasts,
+        fraction_of=fractions,
+        capacity_l=dict.fromkeys(fractions, capacity_l),
+        trucks=trucks,
+        day=day,
+        now=before_shift(day),
+        params=params or DispatchParams(),
+    )
+
+
+def test_no_mandatory_bin_no_round() -> None:
+    now = before_shift(WEDNESDAY)
+    # 70 % now, flat: optional (>= 60 %) but not due; 2 x 700 l is far from 6,000 l
+    forecasts = [bin_at("P1", now, 70.0, 0.0), bin_at("P2", now, 70.0, 0.0)]
+    got = run(forecasts, {"P1": "paper", "P2": "paper"}, [truck("T1", "paper")], WEDNESDAY)
+    assert got.rounds == ()
+    assert "paper" in got.held and "no bin passes 80%" in got.held["paper"]
+    assert (got.selected, got.required, got.unserved) == (0, 0, ())
+
+
+def test_optional_bins_fill_a_round_of_their_own() -> None:
+    now = before_shift(WEDNESDAY)
+    forecasts = [bin_at(f"P{i}", now, 75.0, 0.0) for i in range(8)]  # 8 x 750 l = 6,000 l
+    fractions = {f.bin_id: "paper" for f in forecasts}
+    (rnd,) = run(forecasts, fractions, [truck("T1", "paper")], WEDNESDAY).rounds
+    assert rnd.required == 0 and len(rnd.selections) == 8
+    assert "optional bins hold 6000 l" in rnd.reason
+    fewer = run(forecasts[:7], fractions, [truck("T1", "paper")], WEDNESDAY)
+    assert fewer.rounds == () and "paper" in fewer.held
+
+
+def test_optional_bins_join_a_round_that_goes_out_with_a_reward_by_fill() -> None:
+    now = before_shift(WEDNESDAY)
+    forecasts = [
+        bin_at("DUE", now, 95.0, 0.0),
+        bin_at("NEARLY", now, 78.0, 0.0),
+        bin_at("HALF", now, 65.0, 0.0),
+        bin_at("LOW", now, 40.0, 0.0),
+    ]
+    fractions = dict.fromkeys(["DUE", "NEARLY", "HALF", "LOW"], "residual")
+    (rnd,) = run(forecasts, fractions, [truck("T1", "residual")], WEDNESDAY).rounds
+    by_id = {s.bin_id: s for s in rnd.selections}
+    assert set(by_id) == {"DUE", "NEARLY", "HALF"}
+    assert by_id["DUE"].required and not by_id["NEARLY"].required
+    # reward 1000 m at 80 %, falling to 1 at 60 %: a nearly full bin is worth a detour
+    assert by_id["NEARLY"].reward == 900
+    assert by_id["HALF"].reward == 250
+
+
+def test_saturday_looks_ahead_over_sunday_to_monday() -> None:
+    trucks = [truck("T1", "residual")]
+    params = DispatchParams()
+    assert next_chance("residual", SATURDAY, trucks, params) == (MONDAY, trucks)
+    assert next_chance("residual", WEDNESDAY, trucks, params) == (WEDNESDAY + timedelta(1), trucks)
+    # 40 % + 0.8 %/h: by Monday 14:30 (57.5 h) 86 %, by Thursday 14:30 (33.5 h) 67 %
+    for day, due in ((SATURDAY, True), (WEDNESDAY, False)):
+        forecasts = [bin_at("R1", before_shift(day), 40.0, 0.8)]
+        got = run(forecasts, {"R1": "residual"}, trucks, day)
+        assert (got.required == 1) is due, day
+        assert bool(got.rounds) is due, day
+    (rnd,) = run(
+        [bin_at("R1", before_shift(SATURDAY), 40.0, 0.8)], {"R1": "residual"}, trucks, SATURDAY
+    ).rounds
+    assert rnd.deadline == datetime(2024, 3, 11, 13, 30, tzinfo=UTC)  # Monday 14:30 CET
+
+
+def test_next_chance_follows_the_trucks_that_carry_the_fraction() -> None:
+    trucks = [truck("T1", "residual"), truck("T2", "glass")]
+    params = DispatchParams(truck_workdays={"T2": frozenset({0, 2})})  # glass: Mon, Wed
+    assert next_chance("glass", MONDAY, trucks, params) == (MONDAY + timedelta(2), [trucks[1]])
+    assert next_chance("residual", MONDAY, trucks, params) == (MONDAY + timedelta(1), [trucks[0]])
+    assert next_chance("organic", MONDAY, trucks, params) is None
+    # a bin at 50 % + 0.5 %/h reaches 80 % in 60 h: due for glass (next chance Wednesday
+    # 14:30, 57.5 h), not for residual (Tuesday, 33.5 h)
+    now = before_shift(MONDAY)
+    got = run(
+        [bin_at("G", now, 52.0, 0.5), bin_at("R", now, 52.0, 0.5)],
+        {"G": "glass", "R": "residual"},
+        trucks,
+        MONDAY,
+        params,
+    )
+    assert [(r.fraction, r.required) for r in got.rounds] == [("glass", 1)]
+    assert "residual" in got.held
+
+
+def test_a_shared_truck_goes_to_the_most_urgent_fraction() -> None:
+    now = before_shift(WEDNESDAY)
+    trucks = [truck("T1", "residual", "glass")]
+    fractions = {"R1": "residual", "R2": "residual", "R3": "residual", "G1": "glass"}
+    # residual: more litres, but 82 % + 0.5 %/h overflows in 36 h; glass at 97 % in 6 h
+    forecasts = [bin_at(b, now, 82.0, 0.5) for b in ("R1", "R2", "R3")]
+    forecasts.append(bin_at("G1", now, 97.0, 0.5))
+    got = run(forecasts, fractions, trucks, WEDNESDAY)
+    by_fraction = {r.fraction: r for r in got.rounds}
+    assert [t.truck_id for t in by_fraction["glass"].trucks] == ["T1"]
+    assert by_fraction["residual"].trucks == ()
+    assert [r.fraction for r in got.rounds] == ["glass", "residual"], "most urgent first"
+    assert {u.stop_id for u in got.unserved} == {"R1", "R2", "R3"}
+    assert all(u.code is UnservedCode.NOT_PLANNED for u in got.unserved)
+    assert "no truck collects residual" in got.unserved[0].reason
+    assert "T1 collects glass, more urgent" in got.unserved[0].reason
+
+
+def test_trucks_go_where_collection_is_needed_and_idle_trucks_stay_home() -> None:
+    now = before_shift(WEDNESDAY)
+    # T1 can do paper or residual; T2 only residual. Both due: T2 takes residual (it can
+    # do nothing else), T1 paper; the old rotation would have left paper without a truck.
+    trucks = [truck("T1", "paper", "residual"), truck("T2", "residual"), truck("T3", "organic")]
+    fractions = {"R1": "residual", "P1": "paper", "O1": "organic"}
+    forecasts = [
+        bin_at("R1", now, 90.0, 0.2),
+        bin_at("P1", now, 85.0, 0.2),
+        bin_at("O1", now, 10.0, 0.1),  # nothing due: T3 stays at the depot
+    ]
+    got = run(forecasts, fractions, trucks, WEDNESDAY)
+    assert {r.fraction: [t.truck_id for t in r.trucks] for r in got.rounds} == {
+        "residual": ["T2"],
+        "paper": ["T1"],
+    }
+    assert "organic" in got.held and got.unserved == ()
+
+
+def test_a_big_round_gets_a_second_free_truck() -> None:
+    rounds = run(
+        [bin_at(f"R{i}", before_shift(WEDNESDAY), 90.0, 0.0) for i in range(10)],
+        {f"R{i}": "residual" for i in range(10)},
+        [truck("T1", "residual")],
+        WEDNESDAY,
+    ).rounds
+    trucks = [truck("T1", "residual", capacity_l=1000), truck("T2", "residual", capacity_l=2000)]
+    params = DispatchParams(max_loads_per_truck=2.0)
+    # 4,500 l: more than two loads of the 2,000 l truck -> the second truck joins
+    got = assign_trucks(rounds, trucks, params, WEDNESDAY, {"residual": 4500.0})
+    assert sorted(t.truck_id for t in got["residual"]) == ["T1", "T2"]
+    got = assign_trucks(rounds, trucks, params, WEDNESDAY, {"residual": 1500.0})
+    assert [t.truck_id for t in got["residual"]] == ["T2"], "the largest truck first"
+
+
+def test_no_truck_carries_the_fraction() -> None:
+    now = before_shift(WEDNESDAY)
+    got = run([bin_at("G1", now, 99.0, 0.1)], {"G1": "glass"}, [truck("T1", "paper")], WEDNESDAY)
+    (u,) = got.unserved
+    assert u.stop_id == "G1" and u.reason == f"no truck collects glass on {WEDNESDAY}"
+
+
+def test_params_are_validated() -> None:
+    with pytest.raises(ValueError, match="workdays"):
+        DispatchParams(workdays=frozenset())
+    with pytest.raises(ValueError, match="workdays"):
+        DispatchParams(truck_workdays={"T1": frozenset({7})})
+    with pytest.raises(ValueError, match="optional_pct"):
+        DispatchParams(optional_pct=80.0)
+    with pytest.raises(ValueError, match="min_optional_load"):
+        DispatchParams(min_optional_load=0.0)
+
+
+def test_a_day_no_truck_works_is_planned_with_the_whole_fleet() -> None:
+    sunday = SATURDAY + timedelta(days=1)
+    got = run(
+        [bin_at("R1", before_shift(sunday), 95.0, 0.5)],
+        {"R1": "residual"},
+        [truck("T1", "residual")],
+        sunday,
+    )
+    (rnd,) = got.rounds
+    assert [t.truck_id for t in rnd.trucks] == ["T1"]
+    assert rnd.deadline.astimezone(BERLIN).date() == MONDAY
