@@ -1,18 +1,24 @@
-"""`cityops traffic sumo`: run the SUMO grid whose traffic lights are our controllers."""
+"""`cityops traffic sumo`: run a SUMO network (the grid, or the city's OSM extract)
+whose traffic lights are our controllers."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
 import os
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cityops.simulators.sumo.osm import OsmNetwork
 
 __all__ = ["add_parser"]
 
@@ -32,6 +38,12 @@ and falls back to its own fixed-time plan when they stop.
                     controller (up to --tick-timeout wall seconds)
 --control actuated  SUMO's own actuated programs (reference; no phase events)
 
+--network grid     the generated grid (controllers GRID-A0 ..)
+--network osm      the city's OpenStreetMap extract (--osm-file, else CITYOPS_OSM_FILE,
+                   else the bundled one) converted by netconvert; its signalised
+                   junctions with two approach axes are controllers OSM-<node id>, the
+                   others keep SUMO's own fixed program (see docs/traffic.md)
+
 Simulated time starts at --start (default: now minus the duration, so no event is stamped
 in the future). Prints progress and a summary; the last line is the summary as JSON.
 """
@@ -45,7 +57,18 @@ def add_parser(sub: Any) -> None:
         description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument(
+        "--network",
+        choices=("grid", "osm"),
+        default="grid",
+        help="the generated grid (default) or the city's OSM extract",
+    )
     p.add_argument("--grid", type=int, default=3, help="junctions per side (default 3)")
+    p.add_argument(
+        "--osm-file",
+        type=Path,
+        help="with --network osm: the .osm.pbf extract (default CITYOPS_OSM_FILE or bundled)",
+    )
     p.add_argument(
         "--vph",
         type=float,
@@ -88,7 +111,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--seed-registry",
         action="store_true",
-        help="write the grid's controllers, phases and detectors into the database "
+        help="write the network's controllers, phases and detectors into the database "
         "registry first (CITYOPS_DATABASE_URL)",
     )
     p.add_argument(
@@ -108,6 +131,24 @@ def add_parser(sub: Any) -> None:
 def _fail(message: str) -> int:
     print(f"cityops traffic sumo: {message}", file=sys.stderr)
     return 2
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, subprocess.CalledProcessError):
+        lines = [ln for ln in str(exc.stderr or "").splitlines() if ln.startswith("Error")]
+        return "; ".join(lines[:3]) or f"netconvert exited with {exc.returncode}"
+    return str(exc)
+
+
+def _osm_network(args: argparse.Namespace, configured: Path | None, work: Path) -> OsmNetwork:
+    from cityops.routing.network import default_extract
+    from cityops.simulators.sumo.osm import OsmSpec, build_osm_network
+
+    path = args.osm_file or configured or default_extract()
+    if not path.is_file():
+        raise ValueError(f"no such file: {path}")
+    tls_type = "actuated" if args.control == "actuated" else "static"
+    return build_osm_network(path, work, OsmSpec(tls_type=tls_type))
 
 
 def _cmd(args: argparse.Namespace) -> int:
@@ -144,15 +185,33 @@ def _cmd(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return _fail(str(exc))
     settings = load_settings()
+    osm_net = None
+    if args.network == "osm":
+        try:
+            osm_net = _osm_network(args, settings.osm_file, work)
+        except (OSError, RuntimeError, ValueError, subprocess.CalledProcessError) as exc:
+            return _fail(f"cannot convert the OSM extract: {_reason(exc)}")
+        cfg = dataclasses.replace(cfg, network=osm_net)
+        print(
+            f"OSM network: {osm_net.edges} edges, {len(osm_net.junctions)} controllers, "
+            f"{len(osm_net.left_to_sumo)} traffic lights left to SUMO, "
+            f"{len(osm_net.sources)} fringe sources, {len(osm_net.sinks)} sinks",
+            flush=True,
+        )
+        if not osm_net.sources or not osm_net.sinks:
+            return _fail("the OSM network has no fringe edges for demand")
     _, junctions = prepare(cfg)
     if args.seed_registry:
         import psycopg
 
-        from cityops.simulators.sumo.registry import seed_grid
+        from cityops.simulators.sumo.registry import seed_grid, seed_osm
 
         try:
             with psycopg.connect(settings.database_url) as conn:
-                n = seed_grid(conn, grid, junctions)
+                if osm_net is not None:
+                    n = seed_osm(conn, grid, osm_net)
+                else:
+                    n = seed_grid(conn, grid, junctions)
         except psycopg.Error as exc:
             return _fail(f"cannot write the registry: {str(exc).strip()}")
         print(f"registry: {len(junctions)} controllers, {2 * len(junctions)} phases, {n} detectors")
@@ -177,8 +236,9 @@ def _cmd(args: argparse.Namespace) -> int:
             flush=True,
         )
 
+    where = "OSM extract" if osm_net is not None else f"grid {args.grid}x{args.grid}"
     print(
-        f"SUMO grid {args.grid}x{args.grid}, {args.vph:g} veh/h, seed {args.seed}, "
+        f"SUMO {where}, {args.vph:g} veh/h, seed {args.seed}, "
         f"{args.duration:g} s, control {args.control}, clock {args.clock}",
         flush=True,
     )

@@ -141,14 +141,17 @@ def osm_to_xml(osm_pbf: Path, out: Path) -> tuple[int, int]:
         if isinstance(obj, osmium.osm.Way) and way_profile(dict(obj.tags)) is not None:
             ways.add(obj.id)
             refs.update(n.ref for n in obj.nodes)
-    tmp = out.with_name(f"{out.stem}.{os.getpid()}.tmp.osm")
-    with osmium.SimpleWriter(str(tmp), overwrite=True) as writer:
-        for obj in osmium.FileProcessor(str(osm_pbf), osmium.osm.NODE | osmium.osm.WAY):
-            if (isinstance(obj, osmium.osm.Node) and obj.id in refs) or (
-                isinstance(obj, osmium.osm.Way) and obj.id in ways
-            ):
-                writer.add(obj)
-    tmp.replace(out)
+    tmp = out.with_name(f"{out.stem}.tmp.osm")
+    try:
+        with osmium.SimpleWriter(str(tmp), overwrite=True) as writer:
+            for obj in osmium.FileProcessor(str(osm_pbf), osmium.osm.NODE | osmium.osm.WAY):
+                if (isinstance(obj, osmium.osm.Node) and obj.id in refs) or (
+                    isinstance(obj, osmium.osm.Way) and obj.id in ways
+                ):
+                    writer.add(obj)
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
     return len(ways), len(refs)
 
 
@@ -206,14 +209,17 @@ def build_osm_network(osm_pbf: Path, work_dir: Path, spec: OsmSpec | None = None
     net = work_dir / f"osm_{key}.net.xml"
     joins = work_dir / f"osm_{key}.joins.xml"
     if not net.exists():
-        osm_xml = work_dir / f"osm_{key}.osm"
-        osm_to_xml(osm_pbf, osm_xml)
+        osm_xml = work_dir / f"osm_{key}.{os.getpid()}.osm"
         tmp_net = net.with_name(f"{net.stem}.{os.getpid()}.tmp.xml")
         tmp_joins = joins.with_name(f"{joins.stem}.{os.getpid()}.tmp.xml")
-        _netconvert(osm_xml, tmp_net, tmp_joins, spec)
-        tmp_joins.replace(joins)
-        tmp_net.replace(net)
-        osm_xml.unlink(missing_ok=True)
+        try:
+            osm_to_xml(osm_pbf, osm_xml)
+            _netconvert(osm_xml, tmp_net, tmp_joins, spec)
+            tmp_joins.replace(joins)
+            tmp_net.replace(net)
+        finally:
+            for f in (osm_xml, tmp_net, tmp_joins):
+                f.unlink(missing_ok=True)
     return describe(net, joins, spec)
 
 

@@ -1,22 +1,24 @@
-"""Write the grid's controllers, phases and detectors into the database registry.
+"""Write the simulated controllers, phases and detectors into the database registry.
 
 So that the ingest accepts the simulator's events (it checks the device registry) and
 `cityops.traffic.repository.load_config` sees the same phases and detectors the
-simulator uses. Idempotent (upserts; detectors the grid no longer has are removed).
-Positions: the grid's metres placed around `origin` (lat, lon).
+simulator uses. Idempotent (upserts; detectors a junction no longer has are removed).
+Positions: the grid's metres placed around `origin` (lat, lon); the OSM network's
+junctions where they are in the extract, named after their streets.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import psycopg
 
 from cityops.simulators.sumo.network import GridSpec, Intersection
+from cityops.simulators.sumo.osm import OsmNetwork
 
-__all__ = ["seed_grid"]
+__all__ = ["seed_grid", "seed_osm"]
 
 _M_PER_DEG = math.pi / 180 * 6_371_008.8
 DEFAULT_ORIGIN = (60.1699, 24.9384)
@@ -35,48 +37,72 @@ def seed_grid(
 ) -> int:
     """Upsert every junction as a controller; returns the number of detectors written."""
     lat0, lon0 = origin
-    cycle = 2 * (spec.green_s + spec.yellow_s + spec.red_clearance_s)
     n = 0
     with conn.transaction(), conn.cursor() as cur:
         for j in junctions:
             lat = lat0 + j.y / _M_PER_DEG
             lon = lon0 + j.x / (_M_PER_DEG * math.cos(math.radians(lat0)))
-            cur.execute(
-                "INSERT INTO signal_controllers (controller_id, name, geom, cycle_s)"
-                " VALUES (%s, %s, ST_SetSRID(ST_MakePoint(%s, %s), 4326), %s)"
-                " ON CONFLICT (controller_id) DO UPDATE SET name = EXCLUDED.name,"
-                " geom = EXCLUDED.geom, cycle_s = EXCLUDED.cycle_s",
-                (j.controller_id, f"SUMO grid junction {j.tls_id}", lon, lat, cycle),
-            )
-            cur.execute("DELETE FROM signal_detectors WHERE controller_id = %s", (j.controller_id,))
-            for seq, phase in enumerate((2, 4), 1):
-                cur.execute(
-                    "INSERT INTO signal_phases (controller_id, phase, seq, movement, min_green_s,"
-                    " max_green_s, fixed_green_s, yellow_s, red_clearance_s)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                    " ON CONFLICT (controller_id, phase) DO UPDATE SET seq = EXCLUDED.seq,"
-                    " movement = EXCLUDED.movement, min_green_s = EXCLUDED.min_green_s,"
-                    " max_green_s = EXCLUDED.max_green_s, fixed_green_s = EXCLUDED.fixed_green_s,"
-                    " yellow_s = EXCLUDED.yellow_s, red_clearance_s = EXCLUDED.red_clearance_s",
-                    (
-                        j.controller_id,
-                        phase,
-                        seq,
-                        _MOVEMENTS[phase],
-                        spec.min_green_s,
-                        spec.max_green_s,
-                        spec.green_s,
-                        spec.yellow_s,
-                        spec.red_clearance_s,
-                    ),
-                )
-            cur.executemany(
-                "INSERT INTO signal_detectors (controller_id, channel, phase, kind, lane,"
-                " distance_m) VALUES (%s, %s, %s, %s, %s, %s)",
-                [
-                    (j.controller_id, lp.channel, lp.phase, lp.kind, lp.lane, lp.distance_m)
-                    for lp in j.loops
-                ],
-            )
-            n += len(j.loops)
+            name = f"SUMO grid junction {j.tls_id}"
+            n += _upsert(cur, spec, j, name, lat, lon, _MOVEMENTS)
     return n
+
+
+def seed_osm(conn: psycopg.Connection[Any], spec: GridSpec, network: OsmNetwork) -> int:
+    """Upsert the OSM network's controllers (timings from `spec`); returns detectors."""
+    n = 0
+    with conn.transaction(), conn.cursor() as cur:
+        for j in network.junctions:
+            site = network.sites[j.controller_id]
+            name = f"SUMO OSM junction {site.name} (node {site.osm_node})"
+            n += _upsert(cur, spec, j, name, site.lat, site.lon, site.movements)
+    return n
+
+
+def _upsert(
+    cur: psycopg.Cursor[Any],
+    spec: GridSpec,
+    j: Intersection,
+    name: str,
+    lat: float,
+    lon: float,
+    movements: Mapping[int, str],
+) -> int:
+    cycle = 2 * (spec.green_s + spec.yellow_s + spec.red_clearance_s)
+    cur.execute(
+        "INSERT INTO signal_controllers (controller_id, name, geom, cycle_s)"
+        " VALUES (%s, %s, ST_SetSRID(ST_MakePoint(%s, %s), 4326), %s)"
+        " ON CONFLICT (controller_id) DO UPDATE SET name = EXCLUDED.name,"
+        " geom = EXCLUDED.geom, cycle_s = EXCLUDED.cycle_s",
+        (j.controller_id, name, lon, lat, cycle),
+    )
+    cur.execute("DELETE FROM signal_detectors WHERE controller_id = %s", (j.controller_id,))
+    for seq, phase in enumerate((2, 4), 1):
+        cur.execute(
+            "INSERT INTO signal_phases (controller_id, phase, seq, movement, min_green_s,"
+            " max_green_s, fixed_green_s, yellow_s, red_clearance_s)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (controller_id, phase) DO UPDATE SET seq = EXCLUDED.seq,"
+            " movement = EXCLUDED.movement, min_green_s = EXCLUDED.min_green_s,"
+            " max_green_s = EXCLUDED.max_green_s, fixed_green_s = EXCLUDED.fixed_green_s,"
+            " yellow_s = EXCLUDED.yellow_s, red_clearance_s = EXCLUDED.red_clearance_s",
+            (
+                j.controller_id,
+                phase,
+                seq,
+                movements[phase],
+                spec.min_green_s,
+                spec.max_green_s,
+                spec.green_s,
+                spec.yellow_s,
+                spec.red_clearance_s,
+            ),
+        )
+    cur.executemany(
+        "INSERT INTO signal_detectors (controller_id, channel, phase, kind, lane,"
+        " distance_m) VALUES (%s, %s, %s, %s, %s, %s)",
+        [
+            (j.controller_id, lp.channel, lp.phase, lp.kind, lp.lane, lp.distance_m)
+            for lp in j.loops
+        ],
+    )
+    return len(j.loops)
