@@ -2,7 +2,8 @@
 planning against the fixed schedule, on the same fill trajectories.
 
     .venv/bin/python bench/routing/savings.py [--days 7] [--warmup-days 7] [--time-limit 3]
-        [--seed N] [--scenario demo] [--start 2024-03-04]
+        [--seed N] [--scenario demo] [--start 2024-03-04] [--references]
+        [--mandatory-pct 80] [--optional-pct 60] [--reward-scale 1000] [--min-optional-load 0.75]
 
 The city is the scenario's (`build_city`: bins on the real streets of the OSM extract,
 trucks, depot, disposal site). Every bin is the simulator's `BinSim` (fraction rate scaled
@@ -13,16 +14,27 @@ plans, with the same engine, time limit, fleet, sites and road network (matrices
 `RoadNetwork.matrix` through `planning.build_problem`), and every plan is verified with
 `check_plan`; each bin on a route is emptied at its planned arrival.
 
-* **fixed schedule**: every bin has a fixed weekday. Each truck spreads its working days
-  over its fractions in proportion to their bins; a fraction's districts (map grid cells,
-  west to east) are cut into one contiguous group per day, as a city draws collection
-  areas. The day's bins of a fraction form one problem for that truck. Its loads are the
-  true fill at the shift start (the schedule cannot know them; it only helps it place its
-  unloads).
+* **fixed schedule** (the baseline): every bin on fixed days of a two-week cycle, at a
+  frequency per fraction sized to the fill model's typical rates as a city sizes its
+  schedule (`design_frequencies`): the least frequent of fortnightly, weekly, twice and
+  three times a week at which a bin filling at the fraction's 90th-percentile rate
+  (the scenario's litres per day into a 240 l bin, times the 90th percentile of
+  `BinSim`'s per-bin factor, lognormal(0, 0.35): x1.57; weekday and hour factors average
+  1) does not fill up within the longest gap between its collection days. Each truck
+  works every working day (the crews are paid anyway): its days are shared among the
+  fractions it alone collects and each fraction's bins, by district from west to east,
+  are cut into as many contiguous areas as its share of days holds
+  (`frequency_schedule`). The day's bins of a fraction form one problem for its truck; its
+  loads are the true fill at the shift start (the schedule cannot know them; it only
+  helps it place its unloads).
+* **fixed schedule, weekly** (reference; the earlier baseline): every bin once a week.
+* **fixed schedule, fewest rounds** (reference, `--references`): the same frequencies
+  with one area per fraction, i.e. each fraction's whole round on its days, trucks idle
+  otherwise: what a fixed schedule costs when it, too, skips rounds.
 * **sensor-driven**: the daily plan's logic (`routing/daily.py`): forecasts from the
-  readings so far, `select_bins` with the next working day's shift end as the next
-  collection (required at 80 %, optional with a reward from 50 %), `assign_fractions`,
-  one problem per fraction.
+  readings so far, the dispatch policy (`routing/dispatch.decide`: a fraction's round goes
+  out only when a bin would pass 80 % before its next chance or its optional bins fill a
+  round; trucks by urgency), one problem per round.
 
 A bin full to the brim (100 %: the rest lands beside it) counts one overflow per bin and
 local day on which it is seen full (every reading, and at the emptying). `--warmup-days`
@@ -41,7 +53,7 @@ import math
 import sys
 import time as wall
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Protocol
@@ -49,22 +61,28 @@ from zoneinfo import ZoneInfo
 
 from cityops.ingest.contract import BinTelemetry
 from cityops.routing.check import check_plan
-from cityops.routing.forecast import Observation, Selection, estimate, rates_by_group, select_bins
+from cityops.routing.dispatch import DispatchParams, decide
+from cityops.routing.forecast import Observation, Selection, estimate, rates_by_group
 from cityops.routing.model import Engine, VisitKind
 from cityops.routing.network import RoadNetwork, load_network
-from cityops.routing.planning import DayAxis, assign_fractions, build_problem
+from cityops.routing.planning import DayAxis, build_problem
 from cityops.routing.repository import BinRow, SiteRow, TruckRow
 from cityops.routing.solver import OrToolsEngine
 from cityops.simulators.bin_sim import BinSim
 from cityops.simulators.city import Bin, build_city
 from cityops.simulators.emission import Emission, LocalClock
-from cityops.simulators.scenario import load_scenario
+from cityops.simulators.scenario import BinsConfig, load_scenario
 
 logger = logging.getLogger("bench.savings")
 
 FULL_PCT = 100.0 - 1e-6  # the simulator caps the fill at the bin's volume
 TARGET_KM_REDUCTION = 0.30
 _HISTORY = timedelta(days=14)  # readings a forecast looks back on, as the daily plan
+BIN_RATE_SIGMA = 0.35  # BinSim: each bin's rate is the fraction's times lognormal(0, 0.35)
+DESIGN_QUANTILE_Z = 1.2816  # the 90th percentile of a standard normal
+PER_WEEK = (0.5, 1.0, 2.0, 3.0)  # the frequencies a schedule is drawn from
+CYCLE_WEEKS = 2
+Slot = tuple[int, int]  # (week of the two-week cycle, weekday)
 
 
 # -- the week simulation ------------------------------------------------------------
@@ -93,6 +111,7 @@ class DayPlan:
 
     emptyings: Mapping[str, datetime]
     distance_m: int = 0
+    rounds: int = 0  # routes that empty at least one bin
     unserved_required: int = 0
     violations: int = 0
 
@@ -117,6 +136,7 @@ class DayResult:
     day: date
     planned: bool = False
     distance_m: int = 0
+    rounds: int = 0
     collections: int = 0
     overflows: int = 0  # bins seen full on this day
     unserved_required: int = 0
@@ -192,6 +212,7 @@ def simulate(
         r = results[d]
         r.planned = True
         r.distance_m += plan.distance_m
+        r.rounds += plan.rounds
         r.unserved_required += plan.unserved_required
         r.violations += plan.violations
         for bin_id, at in plan.emptyings.items():
@@ -222,7 +243,7 @@ class Planner:
     ) -> DayPlan:
         axis = DayAxis(day)
         emptyings: dict[str, datetime] = {}
-        distance = unserved = violations = 0
+        distance = unserved = violations = rounds = 0
         for fraction in sorted(work):
             chosen, fleet = work[fraction]
             if not chosen:
@@ -247,10 +268,11 @@ class Planner:
             required = {s.id for s in problem.stops if s.required}
             unserved += sum(1 for u in plan.unserved if u.stop_id in required)
             for route in plan.routes:
+                rounds += any(v.kind is VisitKind.STOP for v in route.visits)
                 for visit in route.visits:
                     if visit.kind is VisitKind.STOP:
                         emptyings[visit.ref] = axis.at(visit.arrival_s)
-        return DayPlan(emptyings, distance, unserved, violations)
+        return DayPlan(emptyings, distance, rounds, unserved, violations)
 
 
 # -- the fixed schedule ---------------------------------------------------------------
@@ -314,10 +336,129 @@ def fixed_schedule(
     return weekday, truck_of
 
 
+def cycle_week(day: date) -> int:
+    """The week of the two-week cycle `day` falls in (ISO week parity)."""
+    return day.isocalendar().week % CYCLE_WEEKS
+
+
+def weekly_slots(weekday: Mapping[str, int]) -> dict[str, frozenset[Slot]]:
+    """The weekly schedule as slots of the two-week cycle."""
+    return {b: frozenset((w, d) for w in range(CYCLE_WEEKS)) for b, d in weekday.items()}
+
+
+def _pattern(per_week: float, workdays: Sequence[int], offset: int) -> list[int]:
+    """Indices into `workdays` of one area's collection days within a week (k >= 1)."""
+    n, k = len(workdays), round(per_week)
+    return sorted({(offset + round(j * n / k)) % n for j in range(k)})
+
+
+def longest_gap_days(per_week: float, workdays: Sequence[int]) -> int:
+    """The longest gap in calendar days between an area's collections at `per_week`,
+    over the day patterns the schedule may give it."""
+    if per_week < 1:
+        return 7 * round(1 / per_week)
+    worst = 0
+    for offset in range(len(workdays)):
+        days = [workdays[i] for i in _pattern(per_week, workdays, offset)]
+        gaps = [(b - a) % 7 or 7 for a, b in zip(days, days[1:] + days[:1], strict=True)]
+        worst = max(worst, *gaps)
+    return worst
+
+
+def design_frequencies(cfg: BinsConfig, workdays: Sequence[int]) -> dict[str, float]:
+    """Collections per week for each fraction, sized to the fill model's typical rates.
+
+    The design rate is the fraction's litres per day into a 240 l bin (as %/day) times
+    the 90th percentile of the per-bin factor; weekday and hour factors are taken at their
+    mean. The least frequent of `PER_WEEK` whose longest gap keeps such a bin below 100 %
+    (the most frequent if none does).
+    """
+    weekday_mean = sum(cfg.weekday_factors) / 7
+    factor = math.exp(DESIGN_QUANTILE_Z * BIN_RATE_SIGMA) * weekday_mean
+    out: dict[str, float] = {}
+    for fraction in cfg.fractions:
+        pct_per_day = 100.0 * cfg.fill_rate_l_per_day[fraction] / 240.0 * factor
+        fits = [k for k in PER_WEEK if pct_per_day * longest_gap_days(k, workdays) < 100.0]
+        out[fraction] = min(fits) if fits else max(PER_WEEK)
+    return out
+
+
+def frequency_schedule(
+    bins: Sequence[Bin],
+    trucks: Sequence[TruckRow],
+    workdays: Sequence[int],
+    per_week: Mapping[str, float],
+    *,
+    fill_days: bool = True,
+) -> tuple[dict[str, frozenset[Slot]], dict[str, TruckRow]]:
+    """Each bin's collection days (slots of the two-week cycle) and each fraction's truck.
+
+    A fraction goes to the first truck that lists it. An area of a fraction collected k
+    times a week takes k of its truck's weekdays in both weeks, spread evenly (twice a
+    week on six working days: Monday and Thursday); a fortnightly area takes one day of
+    one week. With `fill_days` a truck's slots are filled: areas are added, one at a
+    time, to the fraction with the most bins per area that still fits; otherwise every
+    fraction is one area. A fraction's bins, by district from west to east, are cut into
+    contiguous areas of similar size.
+    """
+    by_fraction: dict[str, list[Bin]] = defaultdict(list)
+    for b in bins:
+        by_fraction[b.fraction].append(b)
+    truck_of: dict[str, TruckRow] = {}
+    for t in trucks:
+        for f in t.fractions:
+            truck_of.setdefault(f, t)
+    n = len(workdays)
+    slots_per_area = {f: max(1, round(CYCLE_WEEKS * k)) for f, k in per_week.items()}
+    schedule: dict[str, frozenset[Slot]] = {}
+    for t in trucks:
+        mine = [f for f in t.fractions if truck_of[f] is t and by_fraction.get(f)]
+        if not mine:
+            continue
+        areas = dict.fromkeys(mine, 1)
+        room = CYCLE_WEEKS * n - sum(slots_per_area[f] for f in mine)
+        while fill_days:
+            fits = [f for f in mine if slots_per_area[f] <= room]
+            if not fits:
+                break
+            best = max(fits, key=lambda f: (len(by_fraction[f]) / areas[f], f))
+            areas[best] += 1
+            room -= slots_per_area[best]
+        free = {(w, i) for w in range(CYCLE_WEEKS) for i in range(n)}
+        for f in sorted(mine, key=lambda f: (-per_week[f], mine.index(f))):
+            placed: list[frozenset[Slot]] = []
+            for _ in range(areas[f]):
+                if per_week[f] >= 1:
+                    options = [
+                        {
+                            (w, i)
+                            for w in range(CYCLE_WEEKS)
+                            for i in _pattern(per_week[f], workdays, o)
+                        }
+                        for o in range(n)
+                    ]
+                else:
+                    options = [{(w, i)} for i in range(n) for w in range(CYCLE_WEEKS)]
+                fit = next((o for o in options if o <= free), None)
+                if fit is None:
+                    break  # fewer, larger areas
+                free -= fit
+                placed.append(frozenset((w, workdays[i]) for w, i in fit))
+            if not placed:
+                raise ValueError(f"truck {t.truck_id} has no days left for {f}")
+            ordered = sorted(by_fraction[f], key=lambda b: (_district_key(b.district), b.bin_id))
+            districts = sorted({b.district for b in ordered}, key=_district_key)
+            count = [sum(1 for b in ordered if b.district == d) for d in districts]
+            area = dict(zip(districts, _split_even(count, len(placed)), strict=True))
+            for b in ordered:
+                schedule[b.bin_id] = placed[area[b.district]]
+    return schedule, truck_of
+
+
 @dataclass
 class FixedSchedule:
     planner: Planner
-    weekday: Mapping[str, int]
+    slots: Mapping[str, frozenset[Slot]]
     truck_of: Mapping[str, TruckRow]
     fraction: Mapping[str, str]
     name: str = "fixed schedule"
@@ -329,8 +470,9 @@ class FixedSchedule:
         readings: Mapping[str, Sequence[Observation]],
         levels: Mapping[str, float],
     ) -> DayPlan:
+        today = (cycle_week(day), day.weekday())
         work: dict[str, tuple[list[Selection], list[TruckRow]]] = {}
-        for bin_id in sorted(b for b, w in self.weekday.items() if w == day.weekday()):
+        for bin_id in sorted(b for b, s in self.slots.items() if today in s):
             f = self.fraction[bin_id]
             chosen, _ = work.setdefault(f, ([], [self.truck_of[f]]))
             chosen.append(Selection(bin_id, True, levels[bin_id], 0, "fixed day"))
@@ -342,9 +484,7 @@ class SensorDriven:
     planner: Planner
     trucks: Sequence[TruckRow]
     fraction: Mapping[str, str]
-    next_collection: Callable[[date], datetime]
-    optional_pct: float = 50.0  # select_bins' defaults, as the daily plan uses them
-    reward_scale: int = 1000
+    params: DispatchParams
     name: str = "sensor-driven"
 
     def plan(
@@ -361,28 +501,16 @@ class SensorDriven:
             estimate(b, obs, now=now, fallback_rate_pct_per_h=fallback.get(self.fraction[b]))
             for b, obs in observed.items()
         ]
-        selections = select_bins(
+        decision = decide(
             forecasts,
+            fraction_of=self.fraction,
+            capacity_l={b: self.planner.bins[b].capacity_l for b in observed},
+            trucks=self.trucks,
+            day=day,
             now=now,
-            next_collection=self.next_collection(day),
-            optional_pct=self.optional_pct,
-            reward_scale=self.reward_scale,
+            params=self.params,
         )
-        demand: dict[str, tuple[float, float]] = {}
-        for sel in selections:
-            req, opt = demand.get(self.fraction[sel.bin_id], (0.0, 0.0))
-            litres = self.planner.bins[sel.bin_id].capacity_l * sel.predicted_fill_pct / 100.0
-            demand[self.fraction[sel.bin_id]] = (
-                (req + litres, opt) if sel.required else (req, opt + litres)
-            )
-        today = assign_fractions(self.trucks, demand)
-        work = {
-            f: (
-                [s for s in selections if self.fraction[s.bin_id] == f],
-                [t for t in self.trucks if today[t.truck_id] == f],
-            )
-            for f in demand
-        }
+        work = {r.fraction: (list(r.selections), list(r.trucks)) for r in decision.rounds}
         return self.planner.solve(day, work)
 
 
@@ -392,11 +520,16 @@ class SensorDriven:
 def _totals(results: Sequence[DayResult]) -> dict[str, float]:
     return {
         "km": round(sum(r.distance_m for r in results) / 1000.0, 2),
+        "rounds": sum(r.rounds for r in results),
         "collections": sum(r.collections for r in results),
         "overflows": sum(r.overflows for r in results),
         "unserved_required": sum(r.unserved_required for r in results),
         "violations": sum(r.violations for r in results),
     }
+
+
+def _per_week_text(k: float) -> str:
+    return {0.5: "fortnightly", 1.0: "weekly"}.get(k, f"{k:g}x a week")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -407,17 +540,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="default: the scenario's")
     parser.add_argument("--scenario", default="demo")
     parser.add_argument("--start", type=date.fromisoformat, default=date(2024, 3, 4))
+    defaults = DispatchParams()
+    parser.add_argument(
+        "--mandatory-pct",
+        type=float,
+        default=defaults.mandatory_pct,
+        help="sensor-driven: a bin is due at this predicted fill (default as the daily plan)",
+    )
     parser.add_argument(
         "--optional-pct",
         type=float,
-        default=50.0,
-        help="sensor-driven: optional bins from this predicted fill (< 80; default as daily)",
+        default=defaults.optional_pct,
+        help="sensor-driven: optional bins from this predicted fill (default as daily)",
     )
     parser.add_argument(
         "--reward-scale",
         type=int,
-        default=1000,
-        help="sensor-driven: reward in metres of an optional bin at 80 %% (default as daily)",
+        default=defaults.reward_scale,
+        help="sensor-driven: reward in metres of an optional bin at the mandatory fill",
+    )
+    parser.add_argument(
+        "--min-optional-load",
+        type=float,
+        default=defaults.min_optional_load,
+        help="sensor-driven: optional litres, in truck loads, that send a round alone",
+    )
+    parser.add_argument(
+        "--references",
+        action="store_true",
+        help="also run the fixed schedule with the fewest rounds (reference)",
     )
     args = parser.parse_args(argv)
     if args.days < 1 or args.warmup_days < 0 or args.time_limit <= 0:
@@ -456,20 +607,34 @@ def main(argv: list[str] | None = None) -> int:
     engine = OrToolsEngine(first_solution="PARALLEL_CHEAPEST_INSERTION")
     planner = Planner(network, bin_rows, sites, engine, args.time_limit)
 
-    def next_collection(day: date) -> datetime:
-        d = day + timedelta(days=1)
-        while d.weekday() not in workdays:
-            d += timedelta(days=1)
-        axis = DayAxis(d)
-        return axis.at(axis.seconds(max(t.shift_end for t in trucks)))
-
-    weekday, truck_of = fixed_schedule(city.bins, trucks, sorted(workdays))
+    ordered_days = sorted(workdays)
+    per_week = design_frequencies(scenario.bins, ordered_days)
+    slots, truck_of = frequency_schedule(city.bins, trucks, ordered_days, per_week)
+    weekday, _ = fixed_schedule(city.bins, trucks, ordered_days)
+    params = DispatchParams(
+        workdays=workdays,
+        mandatory_pct=args.mandatory_pct,
+        optional_pct=args.optional_pct,
+        reward_scale=args.reward_scale,
+        min_optional_load=args.min_optional_load,
+    )
+    baseline = FixedSchedule(planner, slots, truck_of, fraction)
     policies: list[Policy] = [
-        FixedSchedule(planner, weekday, truck_of, fraction),
-        SensorDriven(
-            planner, trucks, fraction, next_collection, args.optional_pct, args.reward_scale
-        ),
+        baseline,
+        FixedSchedule(planner, weekly_slots(weekday), truck_of, fraction, "fixed, weekly"),
     ]
+    if args.references:
+        fewest, _ = frequency_schedule(city.bins, trucks, ordered_days, per_week, fill_days=False)
+        policies.append(FixedSchedule(planner, fewest, truck_of, fraction, "fixed, fewest rounds"))
+    sensor_driven = SensorDriven(planner, trucks, fraction, params)
+    policies.append(sensor_driven)
+    areas: dict[str, set[frozenset[Slot]]] = defaultdict(set)
+    for bin_id, s in slots.items():
+        areas[fraction[bin_id]].add(s)
+    design = ", ".join(
+        f"{f} {_per_week_text(k)} ({len(areas[f])} areas, truck {truck_of[f].truck_id})"
+        for f, k in per_week.items()
+    )
     days = [args.start + timedelta(days=i) for i in range(args.warmup_days + args.days)]
     sim_start = datetime.combine(args.start - timedelta(days=1), time(0), tzinfo=zone)
     measured: dict[str, list[DayResult]] = {}
@@ -477,8 +642,11 @@ def main(argv: list[str] | None = None) -> int:
         f"scenario {scenario.name} (seed {scenario.seed}): {len(city.bins)} bins, "
         f"{len(trucks)} trucks of {trucks[0].capacity_l} l, road network "
         f"{network.n_nodes} nodes; {args.warmup_days} warm-up + {args.days} measured days "
-        f"from {days[args.warmup_days]}, {args.time_limit:g} s per problem; sensor-driven: "
-        f"optional from {args.optional_pct:g} %, reward scale {args.reward_scale} m"
+        f"from {days[args.warmup_days]}, {args.time_limit:g} s per problem\n"
+        f"fixed schedule (90th-percentile bin of each fraction never full): {design}\n"
+        f"sensor-driven: due at {params.mandatory_pct:g} % by the next chance, optional "
+        f"from {params.optional_pct:g} % (reward up to {params.reward_scale} m), an "
+        f"optional-only round from {params.min_optional_load:g} truck loads"
     )
     for policy in policies:
         clock = LocalClock(zone)
@@ -491,19 +659,23 @@ def main(argv: list[str] | None = None) -> int:
         ]
         measured[policy.name] = results
         print(f"\n{policy.name}")
-        print(f"{'day':<14}{'km':>9}{'collections':>13}{'overflows':>11}{'unserved':>10}")
+        print(
+            f"{'day':<14}{'km':>9}{'rounds':>8}{'collections':>13}{'overflows':>11}{'unserved':>10}"
+        )
         for r in results:
             print(
-                f"{r.day.isoformat()} {r.day:%a}{r.distance_m / 1000:>9.1f}"
+                f"{r.day.isoformat()} {r.day:%a}{r.distance_m / 1000:>9.1f}{r.rounds:>8}"
                 f"{r.collections:>13}{r.overflows:>11}{r.unserved_required:>10}"
             )
         t = _totals(results)
         print(
-            f"{'total':<14}{t['km']:>9.1f}{t['collections']:>13}{t['overflows']:>11}"
-            f"{t['unserved_required']:>10}   plan violations {t['violations']}"
+            f"{'total':<14}{t['km']:>9.1f}{t['rounds']:>8}{t['collections']:>13}"
+            f"{t['overflows']:>11}{t['unserved_required']:>10}   plan violations "
+            f"{t['violations']}",
+            flush=True,
         )
 
-    fixed, sensor = (_totals(measured[p.name]) for p in policies)
+    fixed, sensor = _totals(measured[baseline.name]), _totals(measured[sensor_driven.name])
     reduction = 1.0 - sensor["km"] / fixed["km"] if fixed["km"] else float("nan")
     met = reduction >= TARGET_KM_REDUCTION and sensor["overflows"] <= fixed["overflows"]
     print(
@@ -519,10 +691,18 @@ def main(argv: list[str] | None = None) -> int:
         "days": args.days,
         "warmup_days": args.warmup_days,
         "time_limit_s": args.time_limit,
-        "optional_pct": args.optional_pct,
-        "reward_scale": args.reward_scale,
+        "mandatory_pct": params.mandatory_pct,
+        "optional_pct": params.optional_pct,
+        "reward_scale": params.reward_scale,
+        "min_optional_load": params.min_optional_load,
+        "per_week": per_week,
         "fixed": fixed,
         "sensor": sensor,
+        "references": {
+            p.name: _totals(measured[p.name])
+            for p in policies
+            if p is not baseline and p is not sensor_driven
+        },
         "km_reduction": round(reduction, 4),
         "target_met": met,
     }

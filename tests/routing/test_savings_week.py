@@ -177,3 +177,63 @@ def test_fixed_schedule_days_by_truck_fraction_and_district(savings: ModuleType)
     # districts west to east (A, B, C, ..., AA) on non-decreasing days
     assert weekday["R1"] <= weekday["R3"] <= weekday["R4"] <= weekday["R5"]
     assert weekday["R1"] < weekday["R5"]
+
+
+def test_design_frequencies_follow_the_fill_rates(savings: ModuleType) -> None:
+    from cityops.simulators.scenario import BinsConfig
+
+    workdays = [0, 1, 2, 3, 4, 5]
+    # longest gaps on Monday..Saturday: fortnightly 14 d, weekly 7, twice 4 (Thu -> Mon),
+    # three times 3 (Fri -> Mon)
+    assert [savings.longest_gap_days(k, workdays) for k in (0.5, 1.0, 2.0, 3.0)] == [14, 7, 4, 3]
+    cfg = BinsConfig(
+        fractions={"residual": 1.0, "paper": 1.0, "glass": 1.0, "organic": 1.0},
+        fill_rate_l_per_day={"residual": 35.0, "paper": 20.0, "glass": 8.0, "organic": 60.0},
+        weekday_factors=[1.0] * 7,
+    )
+    # design rate = l/day / 240 l x 1.566 (90th percentile of lognormal(0, 0.35)), in %/day:
+    # residual 22.8 -> 4 d 91 %; paper 13.0 -> 7 d 91 %; glass 5.2 -> 14 d 73 %;
+    # organic 39.2 -> 3 d 117 %: even three times a week is not enough, the most is taken
+    assert savings.design_frequencies(cfg, workdays) == {
+        "residual": 2.0,
+        "paper": 1.0,
+        "glass": 0.5,
+        "organic": 3.0,
+    }
+
+
+def test_frequency_schedule_fills_each_truck_day_once(savings: ModuleType) -> None:
+    bins = [spec(f"R{i}", f"A{i}") for i in range(1, 7)]
+    bins += [spec(f"G{i}", f"A{i}", "glass") for i in range(1, 5)]
+    bins += [spec(f"P{i}", f"B{i}", "paper") for i in range(1, 4)]
+    trucks = [
+        TruckRow("T1", 8000, None, "D", ("residual", "glass")),
+        TruckRow("T2", 8000, None, "D", ("paper",)),
+    ]
+    workdays = [0, 1, 2, 3, 4, 5]
+    per_week = {"residual": 2.0, "glass": 0.5, "paper": 1.0}
+    slots, truck_of = savings.frequency_schedule(bins, trucks, workdays, per_week)
+    assert {f: t.truck_id for f, t in truck_of.items()} == {
+        "residual": "T1",
+        "glass": "T1",
+        "paper": "T2",
+    }
+    # residual twice a week on both weeks of the cycle, three days apart
+    for i in range(1, 7):
+        days = sorted(slots[f"R{i}"])
+        assert len(days) == 4 and {d for _, d in days} in ({0, 3}, {1, 4}, {2, 5})
+    assert all(len(slots[f"G{i}"]) == 1 for i in range(1, 5))  # fortnightly
+    assert all(len(slots[f"P{i}"]) == 2 for i in (1, 2, 3))  # weekly
+    # a truck collects one fraction a slot, and with fill_days every slot of T1 is used
+    t1 = [s for b in bins if b.fraction != "paper" for s in slots[b.bin_id]]
+    by_slot: dict[tuple[int, int], set[str]] = {}
+    for b in bins:
+        if b.fraction != "paper":
+            for s in slots[b.bin_id]:
+                by_slot.setdefault(s, set()).add(b.fraction)
+    assert all(len(fs) == 1 for fs in by_slot.values())
+    assert set(t1) == {(w, d) for w in (0, 1) for d in workdays}
+    # fewest rounds: one area per fraction
+    fewest, _ = savings.frequency_schedule(bins, trucks, workdays, per_week, fill_days=False)
+    assert len({fewest[f"R{i}"] for i in range(1, 7)}) == 1
+    assert len({fewest[f"P{i}"] for i in range(1, 4)}) == 1
