@@ -14,9 +14,10 @@ Phases are served one after the other in their fixed order, each as green, yello
 * `advance` before min green is refused (the green goes on; the controller waits for the
   next decision); in adaptive mode a green with no `advance` ends at max green (max-out);
 * a plan whose greens are outside [min, max] (or that misses or invents phases) is refused;
-* a command that is stale (`issued_at + valid_for_s` before the controller's time), whose
-  `seq` is not above the last one of its issuer, or that names another controller is
-  dropped;
+* a command that is stale (`issued_at + valid_for_s` at or before the controller's time,
+  both in whole tenths: `issued_at` floored, `valid_for_s` rounded), whose `seq` is not
+  above the last one of its issuer, or that names another controller is dropped; so a
+  command is never accepted only to expire in the same tenth;
 * after `valid_for_s` without a fresh command the controller returns to its own plan.
 
 A fresh, in-sequence command keeps the link alive even when its action is refused: the
@@ -30,6 +31,14 @@ begin yellow; 9 end yellow with 10 begin red clearance; 11 end red clearance, fo
 the same tenth by the next phase's 1. Fixed-time greens log 7 without a termination
 code (as the measures expect). 131 (coordination pattern change) with parameter 1 = own
 fixed-time plan, 2 = plan received by command, 3 = adaptive, at start and on every change.
+
+At most one 131 per tenth, carrying the mode in force at the end of that tenth: the mode
+may change several times within a tenth (a command expires and the next one arrives, or
+two commands of different issuers meet), and `signal_events` keys events by (controller,
+ts, code, param), which keeps neither their order nor a repeat. So the 131 of a tenth is
+logged once the controller's time has moved past it (in the events of the `step` that
+moves on, ahead of that tenth's other events still unread), and a change undone within
+its tenth logs nothing. The start's 131 follows the same rule.
 """
 
 from __future__ import annotations
@@ -171,10 +180,9 @@ class SignalController:
         self._alive_until: int | None = None  # end of the command link's validity
         self._last_seq: dict[str, int] = {}
         self._holding = False
-        self._out: list[RawEvent] = [
-            RawEvent(self.now_ds, PATTERN_CHANGE, int(Mode.OWN_PLAN)),
-            RawEvent(self.now_ds, BEGIN_GREEN, self._phases[0].phase),
-        ]
+        self._out: list[RawEvent] = [RawEvent(self.now_ds, BEGIN_GREEN, self._phases[0].phase)]
+        self._reported: Mode | None = None  # the mode of the last 131 logged
+        self._mode_ds: int | None = self.now_ds  # a tenth whose 131 is still to be logged
         self.cycles = 0
 
     # -- what the caller reads ----------------------------------------------------------
@@ -209,11 +217,25 @@ class SignalController:
             nxt = self._next_change()
             if nxt > target:
                 break
+            if nxt > self.now_ds:
+                self._log_mode()
             self.now_ds = nxt
             self._change()
+        if target > self.now_ds:
+            self._log_mode()
         self.now_ds = max(self.now_ds, target)
         out, self._out = self._out, []
         return out
+
+    def _log_mode(self) -> None:
+        """Log the 131 of the tenth that is ending, if its mode differs from the last one
+        logged; it goes before that tenth's events not yet handed out (none is later)."""
+        ds, self._mode_ds = self._mode_ds, None
+        if ds is None or self.mode is self._reported:
+            return
+        self._reported = self.mode
+        at = next((i for i, e in enumerate(self._out) if e.ts_ds >= ds), len(self._out))
+        self._out.insert(at, RawEvent(ds, PATTERN_CHANGE, int(self.mode)))
 
     def _next_change(self) -> int:
         p = self._phases[self._index]
@@ -289,7 +311,8 @@ class SignalController:
         self._greens = greens
         if mode is not self.mode:
             self.mode = mode
-            self._out.append(RawEvent(self.now_ds, PATTERN_CHANGE, int(mode)))
+            if self._mode_ds is None:
+                self._mode_ds = self.now_ds  # its 131 is logged when the tenth ends
         if mode is Mode.OWN_PLAN:
             self._alive_until = None
         if self.interval is Interval.GREEN:
@@ -317,7 +340,7 @@ class SignalController:
             return Outcome("dropped", f"addressed to {cmd.controller_id}", "dropped:wrong_id")
         issued_ds = math.floor(round(cmd.issued_at.timestamp() * 10, 6))
         valid_ds = _ds(cmd.valid_for_s)
-        if issued_ds + valid_ds < self.now_ds:
+        if issued_ds + valid_ds <= self.now_ds:
             return Outcome(
                 "dropped",
                 f"stale: issued {(self.now_ds - issued_ds) / 10:.1f} s "

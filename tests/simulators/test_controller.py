@@ -245,3 +245,61 @@ def test_plan_is_followed_then_fallback_command() -> None:
 def test_phase_timing_validates(bad: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="phase 2"):
         PhaseTiming(2, **bad)
+
+
+def test_a_command_expiring_in_the_current_tenth_is_stale() -> None:
+    c = make()
+    c.step(T0 + 10.0)
+    # issued 4.0 + valid 6.0 = 10.0, the controller's time: expired, not accepted
+    at_now = c.receive(cmd(4.0, phase=2, action="hold", valid=6.0))
+    assert at_now.key == "dropped:stale"
+    # 4.05 s is floored to the tenth 4.0: the same
+    assert c.receive(cmd(4.05, phase=2, action="hold", valid=6.0)).key == "dropped:stale"
+    assert c.mode is Mode.OWN_PLAN and c.counts["fallback:silence"] == 0
+    # one tenth of validity left: accepted, and the own plan is back a tenth later
+    assert c.receive(cmd(4.1, phase=2, action="hold", valid=6.0)).key == "accepted:hold"
+    assert c.mode is Mode.ADAPTIVE
+    ev = rel(c.step(T0 + 10.1))
+    assert ev == [(10.0, PATTERN_CHANGE, 3)]
+    assert c.mode is Mode.OWN_PLAN and c.counts["fallback:silence"] == 1
+    assert rel(c.step(T0 + 10.2)) == [(10.1, PATTERN_CHANGE, 1)]
+
+
+def pattern_changes(events: list[RawEvent]) -> list[tuple[float, int, int]]:
+    return [e for e in rel(events) if e[1] == PATTERN_CHANGE]
+
+
+def test_a_mode_change_undone_in_the_same_tenth_logs_no_131() -> None:
+    c = make()
+    log = c.step(T0 + 1.0)
+    c.receive(cmd(1.0, phase=2, action="hold"))
+    c.receive(cmd(1.0, "fallback"))
+    assert c.mode is Mode.OWN_PLAN
+    log += c.step(T0 + 1.0)  # the tenth is not over yet: its mode may still change
+    log += c.step(T0 + 30.0)
+    assert pattern_changes(log) == [(0.0, PATTERN_CHANGE, 1)]
+    assert greens(log)[0] == (2, 20.0)  # the own plan throughout
+
+
+def test_one_131_per_tenth_with_the_final_mode() -> None:
+    # at start: the start's 131 reports the mode the first tenth ends in
+    c = make()
+    assert rel(c.step(T0)) == [(0.0, BEGIN_GREEN, 2)]  # its 131 waits for the tenth's end
+    c.receive(cmd(0.0, "plan", greens_s={"2": 10.0, "4": 30.0}))
+    c.receive(cmd(0.0, phase=2, action="hold"))
+    assert rel(c.step(T0 + 1.0)) == [(0.0, PATTERN_CHANGE, 3)]
+    assert pattern_changes(c.step(T0 + 5.0)) == []
+    # a command expires and the next one comes in the same tenth: no change at all
+    c = make()
+    log = c.step(T0 + 1.0)
+    c.receive(cmd(1.0, phase=2, action="hold", valid=6.0))
+    log += c.step(T0 + 7.0)  # expired at 7.0: own plan, for now
+    assert c.mode is Mode.OWN_PLAN and c.counts["fallback:silence"] == 1
+    c.receive(cmd(7.0, phase=2, action="hold", valid=6.0))
+    log += c.step(T0 + 12.0)
+    assert pattern_changes(log) == [(0.0, PATTERN_CHANGE, 1), (1.0, PATTERN_CHANGE, 3)]
+    # every 131 has a tenth of its own, and the log stays in time order
+    stamps = [e.ts_ds for e in log]
+    assert stamps == sorted(stamps)
+    log += c.step(T0 + 20.0)
+    assert pattern_changes(log)[-1] == (13.0, PATTERN_CHANGE, 1)
