@@ -55,7 +55,7 @@ from cityops.routing.model import (
     VisitKind,
     make_route,
 )
-from cityops.routing.network import PathResult, RoadNetwork
+from cityops.routing.network import PathResult, RoadNetwork, haversine_m
 from cityops.routing.planning import BERLIN, DayAxis, Location, PlanningOptions, fraction_of_day
 from cityops.routing.repository import (
     BinRow,
@@ -83,7 +83,9 @@ __all__ = [
     "late_trigger",
     "plan_score",
     "relax_urgent",
+    "stabilize",
     "triggers_by_fraction",
+    "unfold",
     "with_fraction",
 ]
 
@@ -107,14 +109,20 @@ class ReplanOptions:
     reward_scale: int = 1000
     eta_tolerance_s: int = 10 * 60  # a route whose ETAs move more than this is re-sent
     done_margin: timedelta = timedelta(hours=2)
+    at_stop_m: float = 30.0  # a truck this close to its next stop is serving it
+    full_pct: float = 90.0  # a truck this full keeps the unload it drives to
+    stable_pct: float = 2.0  # a new order must save this much of the remaining duration ...
+    stable_s: int = 3 * 60  # ... and at least this many seconds (see stabilize)
     planning: PlanningOptions = field(default_factory=PlanningOptions)
 
     def __post_init__(self) -> None:
         if not 0 < self.optional_pct < self.mandatory_pct <= 100:
             raise ValueError("need 0 < optional_pct < mandatory_pct <= 100")
-        for name in ("late_s", "fire_within_s", "skip_retry_s", "eta_tolerance_s"):
+        for name in ("late_s", "fire_within_s", "skip_retry_s", "eta_tolerance_s", "stable_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
+        if self.at_stop_m < 0 or self.stable_pct < 0 or not 0 < self.full_pct <= 100:
+            raise ValueError("need at_stop_m >= 0, stable_pct >= 0 and 0 < full_pct <= 100")
 
 
 # -- triggers ---------------------------------------------------------------------------
@@ -518,6 +526,16 @@ class Replan:
     ``retired``: broken-down trucks whose route still had stops. ``positions`` and
     ``loads``: where every truck of the fraction is and what it carries.
     ``urgent``: fire bins, whose window ``relax_urgent`` can drop.
+
+    Pinned visits: a truck serving its next stop (its position within ``at_stop_m`` of it)
+    or driving (nearly full) to its next unload is committed to that visit. ``pinned``
+    holds, per such truck, its route up to the end of that visit (start, perhaps a break,
+    the visit); ``problem`` is what is left to solve: the pinned stops are not in it and
+    the truck starts where and when the pinned visit ends, with the load after it. ``full``
+    is the same day with the pinned stops and the trucks where they are now: :func:`unfold`
+    turns an answer to ``problem`` into a plan of ``full``, which ``check_plan`` judges.
+    ``forced``: trucks whose new route the event forces (a stop they skipped), see
+    :func:`stabilize`.
     """
 
     fraction: str
@@ -534,10 +552,18 @@ class Replan:
     loads: Mapping[str, int]
     urgent: frozenset[str]
     base_windows: Mapping[str, TimeWindow | None]
+    full: Problem | None = None
+    pinned: Mapping[str, tuple[Visit, ...]] = field(default_factory=dict)
+    forced: frozenset[str] = frozenset()
 
     @property
     def reason(self) -> str:
         return describe(self.triggers)
+
+    @property
+    def whole(self) -> Problem:
+        """The problem a plan of the whole day (pinned visits included) answers."""
+        return self.full if self.full is not None else self.problem
 
 
 @dataclass
@@ -602,6 +628,12 @@ def build_replan(
         else:
             active.append(t)
 
+    pins = {
+        t.truck_id: pin
+        for t in active
+        if (pin := _pin(t, state, loads[t.truck_id], options)) is not None
+    }
+
     pool: dict[str, _PoolItem] = {}
 
     def add(item: _PoolItem) -> None:
@@ -638,6 +670,10 @@ def build_replan(
             penalty = 0 if required else _reward(fill or 0.0, options)
             retry = t_now + options.skip_retry_s
             add(_PoolItem(b.bin_id, demand, required, penalty, not_before=retry))
+    for kind, ref in pins.values():
+        item = pool.pop(ref, None) if kind is VisitKind.STOP else None
+        if item is not None:  # e.g. a fire in the bin the truck is emptying
+            demand_of[ref] = max(demand_of.get(ref, 1), item.demand_l)
 
     # -- stops: remaining ones first (route order), then the pool -------------------
     before: dict[str, tuple[tuple[str, str], ...]] = {}
@@ -733,7 +769,7 @@ def build_replan(
         )
 
     nodes = [loc.node for loc in locations]
-    problem = Problem(
+    full = Problem(
         stops=tuple(stops),
         sites=sites,
         vehicles=tuple(vehicles),
@@ -742,6 +778,24 @@ def build_replan(
         break_rule=opts.break_rule,
         unload_before_return=True,
         name=f"{axis.day.isoformat()} {fraction} re-plan",
+    )
+    pinned: dict[str, tuple[Visit, ...]] = {}
+    starts: dict[str, Vehicle] = {}
+    for v in full.vehicles:
+        pin = pins.get(v.id)
+        ahead = _prefix(full, v, *pin) if pin is not None else None
+        if pin is None or ahead is None or not seqs[v.id] or seqs[v.id][0] != pin:
+            continue
+        visits, after = ahead
+        pinned[v.id] = visits
+        starts[v.id] = replace(v, start=after)
+        seqs[v.id] = seqs[v.id][1:]
+        logger.info("%s: %s keeps %s %s first", fraction, v.id, pin[0], pin[1])
+    gone = {visits[-1].ref for visits in pinned.values() if visits[-1].kind is VisitKind.STOP}
+    problem = replace(
+        full,
+        stops=tuple(s for s in full.stops if s.id not in gone),
+        vehicles=tuple(starts.get(v.id, v) for v in full.vehicles),
     )
     urgent = frozenset(b for b, item in pool.items() if item.urgent)
     items = [pool[b] for b in ordered if b in pool]
@@ -758,6 +812,9 @@ def build_replan(
         for t in triggers
         if t.kind in (TriggerKind.LATE, TriggerKind.SKIPPED) and t.truck_id in seqs
     )
+    forced = frozenset(
+        t.truck_id or "" for t in triggers if t.kind is TriggerKind.SKIPPED and t.truck_id in seqs
+    )
     return Replan(
         fraction=fraction,
         axis=axis,
@@ -773,16 +830,24 @@ def build_replan(
         loads=loads,
         urgent=urgent,
         base_windows=base_windows,
+        full=full,
+        pinned=pinned,
+        forced=forced,
     )
 
 
 def relax_urgent(replan: Replan) -> Replan:
     """The same re-plan without the fire deadline (when no truck can make it)."""
-    stops = tuple(
-        replace(s, window=replan.base_windows.get(s.id)) if s.id in replan.urgent else s
-        for s in replan.problem.stops
-    )
-    return replace(replan, problem=replace(replan.problem, stops=stops))
+
+    def relaxed(problem: Problem) -> Problem:
+        stops = tuple(
+            replace(s, window=replan.base_windows.get(s.id)) if s.id in replan.urgent else s
+            for s in problem.stops
+        )
+        return replace(problem, stops=stops)
+
+    full = relaxed(replan.full) if replan.full is not None else None
+    return replace(replan, problem=relaxed(replan.problem), full=full)
 
 
 def changed_trucks(replan: Replan, plan: Plan, *, eta_tolerance_s: int) -> list[str]:
@@ -814,6 +879,105 @@ def changed_trucks(replan: Replan, plan: Plan, *, eta_tolerance_s: int) -> list[
         ):
             out.append(vid)
     return out
+
+
+def unfold(replan: Replan, plan: Plan) -> Plan:
+    """A plan of ``replan.problem`` as a plan of the whole day (``replan.whole``): each
+    pinned truck's route begins where it is, with its pinned visit, then goes on as
+    planned. Without pinned trucks, the plan itself."""
+    if not replan.pinned or replan.full is None:
+        return plan
+    full, solved = replan.full, replan.problem
+    vehicles = {v.id: v for v in full.vehicles}
+    starts = {v.id: v for v in solved.vehicles}
+    routes: list[Route] = []
+    for route in plan.routes:
+        head = replan.pinned.get(route.vehicle_id)
+        if head is None:
+            routes.append(route)
+            continue
+        tail = list(route.visits[1:])
+        if not tail:  # the solver left it idle: it still has to unload and drive home
+            v = starts[route.vehicle_id]
+            home: Seq = []
+            load = v.start.load_l if v.start is not None else 0
+            if load and solved.disposal_sites:
+                here = solved.start_location(v)
+                site = min(
+                    solved.disposal_sites, key=lambda s: int(solved.time_s[here, s.location])
+                )
+                home = [(VisitKind.UNLOAD, site.id)]
+            tail = list((_timed(solved, v, home, drive_home=True) or [])[1:])
+        if head[-1].kind is VisitKind.UNLOAD and tail and tail[0].kind is VisitKind.UNLOAD:
+            tail = tail[1:]
+        routes.append(make_route(full, vehicles[route.vehicle_id], [*head, *tail]))
+    return Plan(tuple(routes), plan.unserved, plan.engine)
+
+
+def stabilize(
+    replan: Replan, plan: Plan, options: ReplanOptions, *, forced: Iterable[str] = ()
+) -> tuple[Plan, list[str]]:
+    """The engine's plan, except where it only shuffles a driver's stops for little gain.
+
+    The baseline is the starting solution (``replan.initial``): every truck's current
+    order with only the changes the event calls for (a new required bin inserted where it
+    costs least, the stops of a broken-down truck, a skipped stop taken out or back). A
+    truck keeps its baseline route unless the engine's route is shorter (in duration, from
+    where the truck is now) by more than ``stable_pct`` % of the baseline's duration and
+    more than ``stable_s`` seconds. Trucks between which the engine moved stops are judged
+    together (their summed durations), and only when they serve the same stops together
+    in both plans; a truck ``forced`` by the event (a stop it skipped, a closure on its
+    route) always takes the engine's route, and so do the trucks it traded stops with.
+    Coverage never changes: what the engine serves, the result serves.
+
+    Returns the plan and the trucks that kept their baseline route although the engine's
+    differed. ``changed_trucks`` then sends a new version only to trucks whose stops or
+    order changed, whose ETAs moved beyond the tolerance or that a trigger names.
+    """
+    base = {r.vehicle_id: r for r in replan.initial.routes}
+    must = replan.forced | frozenset(forced)
+    mine = {r.vehicle_id: r for r in plan.routes}
+    singles: list[str] = []
+    group: list[str] = []
+    for vid, route in mine.items():
+        old = base.get(vid)
+        if old is None:
+            group.append(vid)
+        elif _order(route) != _order(old):
+            (singles if set(route.stop_ids) == set(old.stop_ids) else group).append(vid)
+    keep: list[str] = []
+    for vid in singles:
+        if vid not in must and not _worth(options, [base[vid]], [mine[vid]]):
+            keep.append(vid)
+    if group and not must & set(group) and all(vid in base for vid in group):
+        olds, news = [base[v] for v in group], [mine[v] for v in group]
+        together = {s for r in olds for s in r.stop_ids} == {s for r in news for s in r.stop_ids}
+        if together and not _worth(options, olds, news):
+            keep.extend(group)
+    for vid in keep:
+        logger.info(
+            "%s: %s keeps its order (the new one saves %d s of %d s)",
+            replan.fraction,
+            vid,
+            base[vid].duration_s - mine[vid].duration_s,
+            base[vid].duration_s,
+        )
+    routes = tuple(base[r.vehicle_id] if r.vehicle_id in keep else r for r in plan.routes)
+    return replace(plan, routes=routes), sorted(keep)
+
+
+def _order(route: Route) -> tuple[tuple[VisitKind, str], ...]:
+    return tuple((v.kind, v.ref) for v in route.visits if v.kind in _ORDERED)
+
+
+def _worth(options: ReplanOptions, old: Sequence[Route], new: Sequence[Route]) -> bool:
+    """Whether the new routes save more than the stability threshold over the old ones."""
+    before = sum(r.duration_s for r in old if r.visits)
+    gain = before - sum(r.duration_s for r in new if r.visits)
+    return gain > max(before * options.stable_pct / 100.0, options.stable_s)
+
+
+_ORDERED: Final = frozenset({VisitKind.STOP, VisitKind.UNLOAD})
 
 
 def with_fraction(route: RouteCommand, fraction: str) -> RouteCommand:
@@ -985,10 +1149,15 @@ Seq = list[tuple[VisitKind, str]]
 
 
 def _timed(
-    problem: Problem, v: Vehicle, seq: Sequence[tuple[VisitKind, str]]
+    problem: Problem,
+    v: Vehicle,
+    seq: Sequence[tuple[VisitKind, str]],
+    *,
+    drive_home: bool = False,
 ) -> list[Visit] | None:
     """The route driven as early as possible; None when it misses a window, overloads the
-    truck, returns loaded or ends after the shift.
+    truck, returns loaded or ends after the shift. Without visits: no route (``[]``),
+    unless ``drive_home`` (then the drive from the start to the depot).
 
     A break is taken before a leg whenever that leg's visit would end a stretch of work
     longer than the rule allows, and, as the OR-Tools model requires of a truck that has
@@ -996,7 +1165,7 @@ def _timed(
     the latest the shift end minus a break). No break starts after the shift end minus a
     break.
     """
-    if not seq:
+    if not seq and not drive_home:
         return []
     stops, sites, rule = problem.stop_by_id, problem.site_by_id, problem.break_rule
     t, loc = v.start_time, problem.start_location(v)
@@ -1047,6 +1216,73 @@ def _timed(
     if t > v.shift.end or (problem.unload_before_return and load > 0):
         return None
     return visits
+
+
+def _pin(
+    t: TruckRow, state: DayState, load_l: int, options: ReplanOptions
+) -> tuple[VisitKind, str] | None:
+    """The visit the truck is committed to, if any: its next stop when its last position
+    today is within ``at_stop_m`` of that bin (it has arrived and not yet reported the
+    stop done or skipped), or its next unload when that comes first and the truck is at
+    least ``full_pct`` full (it is driving there)."""
+    rest = state.remaining(t.truck_id)
+    if not rest:
+        return None
+    first = rest[0]
+    p = state.progress.get(t.truck_id)
+    pos = p.position if p is not None else None
+    if first.kind == "stop" and first.bin_id in state.bins and pos is not None:
+        b = state.bins[first.bin_id or ""]
+        if float(haversine_m(pos.lat, pos.lon, b.lat, b.lon)) <= options.at_stop_m:
+            return VisitKind.STOP, b.bin_id
+    if first.kind == "unload" and first.site_id and load_l >= t.capacity_l * options.full_pct / 100:
+        return VisitKind.UNLOAD, first.site_id
+    return None
+
+
+def _prefix(
+    problem: Problem, v: Vehicle, kind: VisitKind, ref: str
+) -> tuple[tuple[Visit, ...], VehicleStart] | None:
+    """The truck's route from where it is to the end of its pinned visit (a break first
+    when the visit would end a stretch longer than the rule allows: the break is due at
+    once), and where, when and with what load and work it is free after it. None when
+    the visit cannot be made (no start, unreachable, a closed window, over capacity, past
+    the shift)."""
+    start = v.start
+    if start is None:
+        return None
+    window: TimeWindow | None
+    if kind is VisitKind.STOP:
+        stop = problem.stop_by_id.get(ref)
+        if stop is None:
+            return None
+        where, service, window = stop.location, stop.service_s, stop.window
+        load = start.load_l + stop.demand_l
+    else:
+        site = problem.site_by_id[ref]
+        where, service, window, load = site.location, site.unload_s, site.opening, 0
+    travel = int(problem.time_s[start.location, where])
+    if travel >= UNREACHABLE or load > v.type.capacity_l:
+        return None
+    t, lo = start.time_s, window.start if window is not None else 0
+    visits = [Visit(VisitKind.START, v.id, start.location, t, t)]
+    stretch = t - start.worked_s
+    arrive = max(t + travel, lo)
+    rule = problem.break_rule
+    if (
+        rule is not None
+        and problem.needs_breaks(v)
+        and arrive + service - stretch > rule.max_work_s
+    ):
+        visits.append(Visit(VisitKind.BREAK, "", start.location, t, t + rule.duration_s))
+        stretch = t = t + rule.duration_s
+        arrive = max(t + travel, lo)
+    end = arrive + service
+    if (window is not None and arrive > window.end) or end > v.shift.end:
+        return None
+    visits.append(Visit(kind, ref, where, arrive, end))
+    after = VehicleStart(location=where, time_s=end, load_l=load, worked_s=end - stretch)
+    return tuple(visits), after
 
 
 def _repair(problem: Problem, v: Vehicle, seq: Seq) -> tuple[Seq, list[str]]:

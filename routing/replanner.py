@@ -74,7 +74,9 @@ from cityops.routing.replan import (
     late_trigger,
     plan_score,
     relax_urgent,
+    stabilize,
     triggers_by_fraction,
+    unfold,
     with_fraction,
 )
 from cityops.routing.repository import (
@@ -118,13 +120,15 @@ class ReplanReport:
     reason: str
     triggers: tuple[Trigger, ...]
     replan: Replan
-    plan: Plan
+    plan: Plan  # the answer to replan.problem (the work after the pinned visits)
     routes: tuple[RouteCommand, ...]  # the new versions (empty when nothing changed)
     violations: tuple[str, ...]
     pushed: int
     phases_ms: Mapping[str, float]  # load, build, solve, check, store, push
     first_event_mono: float  # time.monotonic() when the window's first trigger arrived
     published_mono: float  # time.monotonic() when the last version was acknowledged
+    whole: Plan | None = None  # the plan as sent: pinned visits first (replan.whole's)
+    kept: tuple[str, ...] = ()  # trucks that kept their order (see replan.stabilize)
 
 
 @dataclass(frozen=True, slots=True)
@@ -534,9 +538,15 @@ class Replanner:
                     replan.problem, time_limit_s=self.time_limit_s, seed=self.seed, initial=plan
                 ),
             )
+        closed: list[str] = []
+        if any(t.kind is TriggerKind.CLOSURE for t in triggers):
+            planned = [r.vehicle_id for r in plan.routes]
+            closed = self._on_closed_streets(replan.axis.day, planned)
+        plan, kept = stabilize(replan, plan, self.options, forced=closed)
+        whole = unfold(replan, plan)
         lap("solve")
         reason = replan.reason
-        violations = tuple(str(v) for v in check_plan(replan.problem, plan))
+        violations = tuple(str(v) for v in check_plan(replan.whole, whole))
         lap("check")
         if violations:
             logger.error(
@@ -546,14 +556,12 @@ class Replanner:
                 "; ".join(violations[:10]),
             )
             self._unflag(triggers)
-            return self._report(replan, plan, (), violations, 0, phases, first, triggers)
-        changed = changed_trucks(replan, plan, eta_tolerance_s=self.options.eta_tolerance_s)
-        if any(t.kind is TriggerKind.CLOSURE for t in triggers):
-            planned = [r.vehicle_id for r in plan.routes]
-            changed.extend(
-                t for t in self._on_closed_streets(replan.axis.day, planned) if t not in changed
+            return self._report(
+                replan, plan, (), violations, 0, phases, first, triggers, whole, kept
             )
-        routes = self._store(replan, plan, changed, network, reason)
+        changed = changed_trucks(replan, whole, eta_tolerance_s=self.options.eta_tolerance_s)
+        changed.extend(t for t in closed if t not in changed)
+        routes = self._store(replan, whole, changed, network, reason)
         lap("store")
         pushed = self._push(routes)
         lap("push")
@@ -561,7 +569,9 @@ class Replanner:
             self._routes.update({r.truck_id: r for r in routes})
             for r in routes:
                 self._late_at[r.truck_id] = time.monotonic()  # its ETAs are fresh now
-        report = self._report(replan, plan, routes, (), pushed, phases, first, triggers)
+        report = self._report(
+            replan, plan, routes, (), pushed, phases, first, triggers, whole, kept
+        )
         logger.info(
             "re-plan %s [%s]: %s; solve %.0f ms, %d unserved, %.0f ms since the first event (%s)",
             fraction,
@@ -646,6 +656,8 @@ class Replanner:
         phases: dict[str, float],
         first: float,
         triggers: Sequence[Trigger],
+        whole: Plan | None = None,
+        kept: Sequence[str] = (),
     ) -> ReplanReport:
         report = ReplanReport(
             fraction=replan.fraction,
@@ -659,6 +671,8 @@ class Replanner:
             phases_ms=phases,
             first_event_mono=first,
             published_mono=time.monotonic(),
+            whole=whole,
+            kept=tuple(kept),
         )
         if self._on_replan is not None:
             self._on_replan(report)
@@ -685,7 +699,7 @@ class Replanner:
             )
             out.extend(
                 plan_to_routes(
-                    problem=replan.problem,
+                    problem=replan.whole,
                     plan=moving,
                     locations=replan.locations,
                     network=network,
