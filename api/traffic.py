@@ -1,9 +1,11 @@
 """Routes for traffic engineers: signal controllers, their stored performance measures,
 detector health, control mode history and the Purdue coordination diagram.
 
-Measures, health and modes are read from the tables `cityops traffic measures-service`
-fills (migration 0006); the Purdue diagram is computed on request from the raw events of
-at most `PURDUE_MAX_SPAN` with `cityops.traffic.purdue`. Readable by the roles in
+Measures, health and the mode history are read from the tables `cityops traffic
+measures-service` fills (migration 0006); the controller list's mode is live, the newest
+event 131 in `signal_events` (`repository.list_controllers`); the Purdue diagram is
+computed on request from the raw events of at most `PURDUE_MAX_SPAN` with
+`cityops.traffic.purdue`. Readable by the roles in
 `READER_ROLES` (`require_traffic_reader`, the one place that decides).
 """
 
@@ -114,9 +116,10 @@ class ControllerOut(_Out):
     cycle_s: float | None
     phases: list[int]
     detectors: int
-    mode: str | None = Field(description="last control mode reported by event 131: fixed "
-                             "(own plan, fallback), plan, adaptive or unknown")
-    mode_since: AwareDatetime | None
+    mode: str | None = Field(description="live control mode, from the controller's newest "
+                             "stored event 131: fixed (own plan, fallback), plan, adaptive "
+                             "or unknown; null before its first")
+    mode_since: AwareDatetime | None = Field(description="time of that event 131")
     mode_since_local: str | None
     measures_until: AwareDatetime | None = Field(
         description="every 15-minute bin before this is computed and stored")

@@ -15,6 +15,7 @@ from psycopg.rows import class_row
 
 from .errors import UnknownController
 from .events import (
+    CONTROL_MODES,
     ControllerConfig,
     DetectorConfig,
     DetectorKind,
@@ -252,6 +253,12 @@ def save_modes(
 
 @dataclass(frozen=True, slots=True)
 class ControllerRow:
+    """A controller for the API: registry data, its live mode and its measures' progress.
+
+    `pattern`/`mode_since`: its newest event 131 (the mode it reports now), None before
+    the first; `mode` is the pattern's name (`events.CONTROL_MODES`, else `unknown`).
+    """
+
     controller_id: str
     name: str
     lat: float
@@ -259,13 +266,27 @@ class ControllerRow:
     cycle_s: float | None
     phases: list[int]
     detectors: int
-    mode: str | None
+    pattern: int | None
     mode_since: datetime | None
     computed_until: datetime | None
 
+    @property
+    def mode(self) -> str | None:
+        return None if self.pattern is None else CONTROL_MODES.get(self.pattern, "unknown")
+
 
 def list_controllers(conn: Connection) -> list[ControllerRow]:
-    """Every controller with its phases, detector count, current mode and progress."""
+    """Every controller with its phases, detector count, live mode and progress.
+
+    The live mode is the controller's newest event 131 in `signal_events`: one backward
+    scan of the primary key (controller, ts, code, param) from the newest event down to
+    the measures' watermark, stopping at the first 131. Older 131 events are all in
+    `signal_mode_history` (the measures store them for every range it computes), which
+    answers when none is that recent; so the scan is bounded by the events since the
+    watermark (minutes), not by how long the controller has kept its mode (months). Two
+    131 in one tenth (older controllers logged that) read as the lower pattern, so
+    adaptive control is never overstated.
+    """
     with conn.cursor(row_factory=class_row(ControllerRow)) as cur:
         return cur.execute(
             """
@@ -276,12 +297,20 @@ def list_controllers(conn: Connection) -> list[ControllerRow]:
                             '{}') AS phases,
                    (SELECT count(*)::int FROM signal_detectors d
                      WHERE d.controller_id = c.controller_id) AS detectors,
-                   m.mode, m.ts AS mode_since, g.computed_until
+                   coalesce(e.param, h.pattern)::int AS pattern,
+                   coalesce(n.ts, h.ts) AS mode_since, g.computed_until
             FROM signal_controllers c
-            LEFT JOIN LATERAL (SELECT mode, ts FROM signal_mode_history cm
-                               WHERE cm.controller_id = c.controller_id
-                               ORDER BY ts DESC LIMIT 1) m ON true
             LEFT JOIN signal_measures_progress g ON g.controller_id = c.controller_id
+            LEFT JOIN LATERAL (SELECT se.ts FROM signal_events se
+                               WHERE se.controller_id = c.controller_id AND se.code = 131
+                                 AND se.ts >= coalesce(g.computed_until, '-infinity')
+                               ORDER BY se.ts DESC LIMIT 1) n ON true
+            LEFT JOIN LATERAL (SELECT min(se.param) AS param FROM signal_events se
+                               WHERE se.controller_id = c.controller_id AND se.ts = n.ts
+                                 AND se.code = 131) e ON true
+            LEFT JOIN LATERAL (SELECT cm.ts, cm.pattern FROM signal_mode_history cm
+                               WHERE cm.controller_id = c.controller_id AND n.ts IS NULL
+                               ORDER BY cm.ts DESC LIMIT 1) h ON true
             ORDER BY c.controller_id
             """
         ).fetchall()

@@ -60,6 +60,43 @@ def test_controllers(api: TestClient) -> None:
     assert c["measures_until"] == "2025-11-20T08:30:00Z"
 
 
+def test_controllers_report_the_live_mode_not_the_stored_history(
+    api: TestClient, filled: str
+) -> None:
+    """The measures store modes up to their watermark (08:30); the list reads newer 131
+    events straight from signal_events, the history endpoint keeps the stored rows."""
+    with connect(filled, autocommit=True) as conn:
+        insert_events(conn, [(at(5500.0), 131, 3)])  # after the watermark, not yet stored
+        seed_controller_row(conn, "LSA-002")
+    items = _get(api, "/api/v1/traffic/controllers")["items"]
+    c = next(i for i in items if i["controller_id"] == CID)
+    assert c["mode"] == "adaptive" and c["mode_since"] == "2025-11-20T08:31:40Z"
+    assert c["measures_until"] == "2025-11-20T08:30:00Z"
+    other = next(i for i in items if i["controller_id"] == "LSA-002")
+    assert other["mode"] is None and other["mode_since"] is None
+    history = _get(api, f"{BASE}/modes", **{"from": RANGE["from"], "to": "2025-11-20T09:00:00Z"})
+    assert [m["mode"] for m in history["items"]][-1] == "fixed"
+    with connect(filled, autocommit=True) as conn:
+        # two in one tenth (older controllers logged that): the lower, never overstated
+        insert_events(conn, [(at(5600.0), 131, 3), (at(5600.0), 131, 1)])
+        insert_events(conn, [(at(5650.0), 131, 7)])
+        c = next(
+            i for i in repo.list_controllers(conn) if i.controller_id == CID
+        )
+        assert (c.pattern, c.mode, c.mode_since) == (7, "unknown", at(5650.0))
+        conn.execute("DELETE FROM signal_events WHERE ts >= %s", (at(5650.0),))
+        c = next(i for i in repo.list_controllers(conn) if i.controller_id == CID)
+        assert (c.mode, c.mode_since) == ("fixed", at(5600.0))
+
+
+def seed_controller_row(conn: Any, cid: str) -> None:
+    conn.execute(
+        "INSERT INTO signal_controllers (controller_id, name, geom)"
+        " VALUES (%s, 'no events', ST_SetSRID(ST_MakePoint(13.4, 52.5), 4326))",
+        (cid,),
+    )
+
+
 def test_measures_are_the_stored_rows_paged(api: TestClient, filled: str) -> None:
     body = _get(api, f"{BASE}/measures", **RANGE, limit=5)
     assert len(body["items"]) == 5 and body["next_cursor"]
