@@ -47,14 +47,24 @@ HEALTH_MAX_SPAN = timedelta(days=31)
 router = APIRouter(prefix="/api/v1/traffic", tags=["traffic"])
 
 ControllerId = Annotated[
-    str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$",
-              description="controller id, e.g. LSA-001")
+    str,
+    Path(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="controller id, e.g. LSA-001",
+    ),
 ]
-From = Annotated[datetime | None, Query(
-    alias="from", description="start (inclusive), ISO 8601 with offset; default: 24 h "
-    "before `to`")]
-To = Annotated[datetime | None, Query(description="end (exclusive), ISO 8601 with offset; "
-                                      "default: now")]
+From = Annotated[
+    datetime | None,
+    Query(
+        alias="from",
+        description="start (inclusive), ISO 8601 with offset; default: 24 h before `to`",
+    ),
+]
+To = Annotated[
+    datetime | None, Query(description="end (exclusive), ISO 8601 with offset; default: now")
+]
 Phase = Annotated[int | None, Query(ge=1, le=16, description="only this phase")]
 
 
@@ -116,13 +126,16 @@ class ControllerOut(_Out):
     cycle_s: float | None
     phases: list[int]
     detectors: int
-    mode: str | None = Field(description="live control mode, from the controller's newest "
-                             "stored event 131: fixed (own plan, fallback), plan, adaptive "
-                             "or unknown; null before its first")
+    mode: str | None = Field(
+        description="live control mode, from the controller's newest "
+        "stored event 131: fixed (own plan, fallback), plan, adaptive "
+        "or unknown; null before its first"
+    )
     mode_since: AwareDatetime | None = Field(description="time of that event 131")
     mode_since_local: str | None
     measures_until: AwareDatetime | None = Field(
-        description="every 15-minute bin before this is computed and stored")
+        description="every 15-minute bin before this is computed and stored"
+    )
 
 
 class ControllerList(_Out):
@@ -152,22 +165,36 @@ class MeasureOut(_Out):
     ped_walks: int
     ped_delay_mean_s: float | None
     ped_delay_max_s: float | None
-    flagged_events: int = Field(description="events of the controller in the bin kept out "
-                                "of the measures (bad codes, unknown detectors, ...)")
+    flagged_events: int = Field(
+        description="events of the controller in the bin kept out "
+        "of the measures (bad codes, unknown detectors, ...)"
+    )
 
     @classmethod
     def from_row(cls, r: repo.MeasureRow) -> MeasureOut:
         return cls(
-            bin_start=_utc(r.bin_start), bin_start_local=r.bin_start.astimezone(BERLIN).isoformat(),
-            phase=r.phase, volume=r.volume, arrivals_on_green=r.arrivals_on_green,
-            pct_aog=r.pct_aog, platoon_ratio=r.platoon_ratio, delay_total_s=r.delay_total_s,
-            delay_per_vehicle_s=r.delay_per_vehicle_s, cycles=r.cycles,
-            split_failures=r.split_failures, gap_outs=r.gap_outs, max_outs=r.max_outs,
-            force_offs=r.force_offs, other_terminations=r.other_terminations,
-            mean_green_s=r.mean_green_s, yellow_actuations=r.yellow_actuations,
+            bin_start=_utc(r.bin_start),
+            bin_start_local=r.bin_start.astimezone(BERLIN).isoformat(),
+            phase=r.phase,
+            volume=r.volume,
+            arrivals_on_green=r.arrivals_on_green,
+            pct_aog=r.pct_aog,
+            platoon_ratio=r.platoon_ratio,
+            delay_total_s=r.delay_total_s,
+            delay_per_vehicle_s=r.delay_per_vehicle_s,
+            cycles=r.cycles,
+            split_failures=r.split_failures,
+            gap_outs=r.gap_outs,
+            max_outs=r.max_outs,
+            force_offs=r.force_offs,
+            other_terminations=r.other_terminations,
+            mean_green_s=r.mean_green_s,
+            yellow_actuations=r.yellow_actuations,
             red_clearance_actuations=r.red_clearance_actuations,
-            red_actuations=r.red_actuations, ped_walks=r.ped_walks,
-            ped_delay_mean_s=r.ped_delay_mean_s, ped_delay_max_s=r.ped_delay_max_s,
+            red_actuations=r.red_actuations,
+            ped_walks=r.ped_walks,
+            ped_delay_mean_s=r.ped_delay_mean_s,
+            ped_delay_max_s=r.ped_delay_max_s,
             flagged_events=r.flagged_events,
         )
 
@@ -189,8 +216,10 @@ class DetectorHealthOut(_Out):
     bins: int
     bins_stuck_on: int
     bins_no_activity: int
-    status: str = Field(description="status of the latest stored bin (over the hour "
-                        "ending there): ok, stuck_on or no_activity")
+    status: str = Field(
+        description="status of the latest stored bin (over the hour "
+        "ending there): ok, stuck_on or no_activity"
+    )
     status_at: AwareDatetime
     status_at_local: str
 
@@ -251,16 +280,24 @@ def list_controllers(pool: Pool, _caller: Reader) -> ControllerList:
     measures are computed."""
     with pool.connection() as conn:
         rows = repo.list_controllers(conn)
-    return ControllerList(items=[
-        ControllerOut(
-            controller_id=r.controller_id, name=r.name, lat=r.lat, lon=r.lon,
-            cycle_s=r.cycle_s, phases=r.phases, detectors=r.detectors, mode=r.mode,
-            mode_since=_utc(r.mode_since) if r.mode_since else None,
-            mode_since_local=local_iso(r.mode_since),
-            measures_until=_utc(r.computed_until) if r.computed_until else None,
-        )
-        for r in rows
-    ])
+    return ControllerList(
+        items=[
+            ControllerOut(
+                controller_id=r.controller_id,
+                name=r.name,
+                lat=r.lat,
+                lon=r.lon,
+                cycle_s=r.cycle_s,
+                phases=r.phases,
+                detectors=r.detectors,
+                mode=r.mode,
+                mode_since=_utc(r.mode_since) if r.mode_since else None,
+                mode_since_local=local_iso(r.mode_since),
+                measures_until=_utc(r.computed_until) if r.computed_until else None,
+            )
+            for r in rows
+        ]
+    )
 
 
 def _measure_cursor(cursor: str) -> tuple[datetime, int]:
@@ -276,8 +313,12 @@ def _measure_cursor(cursor: str) -> tuple[datetime, int]:
 
 @router.get("/controllers/{controller_id}/measures")
 def measures(
-    pool: Pool, _caller: Reader, controller_id: ControllerId, from_: From = None,
-    to: To = None, phase: Phase = None,
+    pool: Pool,
+    _caller: Reader,
+    controller_id: ControllerId,
+    from_: From = None,
+    to: To = None,
+    phase: Phase = None,
     limit: Annotated[int, Query(ge=1, le=5000, description="bins per page")] = 500,
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
 ) -> MeasurePage:
@@ -287,16 +328,21 @@ def measures(
     after = _measure_cursor(cursor) if cursor else None
     with pool.connection() as conn:
         _check_phase(_config(conn, controller_id), phase)
-        rows = repo.load_measures(conn, controller_id, span.start, span.end, phase,
-                                  limit=limit + 1, after=after)
+        rows = repo.load_measures(
+            conn, controller_id, span.start, span.end, phase, limit=limit + 1, after=after
+        )
     page = rows[:limit]
     more = len(rows) > limit
     return MeasurePage(
-        controller_id=controller_id, from_=span.start, to=span.end,
+        controller_id=controller_id,
+        from_=span.start,
+        to=span.end,
         items=[MeasureOut.from_row(r) for r in page],
         next_cursor=encode_cursor(
             "traffic-measures", [page[-1].bin_start.isoformat(), str(page[-1].phase)]
-        ) if more else None,
+        )
+        if more
+        else None,
     )
 
 
@@ -309,7 +355,10 @@ def _short(span: TimeRange, limit: timedelta, field: str = "to") -> None:
 
 @router.get("/controllers/{controller_id}/detectors/health")
 def detectors_health(
-    pool: Pool, _caller: Reader, controller_id: ControllerId, from_: From = None,
+    pool: Pool,
+    _caller: Reader,
+    controller_id: ControllerId,
+    from_: From = None,
     to: To = None,
 ) -> DetectorHealthList:
     """Per detector over `[from, to)` (at most 31 days) of stored 15-minute bins:
@@ -325,22 +374,32 @@ def detectors_health(
     out = []
     for channel, hs in sorted(by_channel.items()):
         last = hs[-1]
-        out.append(DetectorHealthOut(
-            channel=channel, phase=last.phase, kind=last.kind,
-            actuations=sum(h.actuations for h in hs),
-            longest_on_s=max(h.longest_on_s for h in hs), bins=len(hs),
-            bins_stuck_on=sum(1 for h in hs if h.status == "stuck_on"),
-            bins_no_activity=sum(1 for h in hs if h.status == "no_activity"),
-            status=last.status, status_at=_utc(last.bin_start),
-            status_at_local=last.bin_start.astimezone(BERLIN).isoformat(),
-        ))
-    return DetectorHealthList(controller_id=controller_id, from_=span.start, to=span.end,
-                              detectors=out)
+        out.append(
+            DetectorHealthOut(
+                channel=channel,
+                phase=last.phase,
+                kind=last.kind,
+                actuations=sum(h.actuations for h in hs),
+                longest_on_s=max(h.longest_on_s for h in hs),
+                bins=len(hs),
+                bins_stuck_on=sum(1 for h in hs if h.status == "stuck_on"),
+                bins_no_activity=sum(1 for h in hs if h.status == "no_activity"),
+                status=last.status,
+                status_at=_utc(last.bin_start),
+                status_at_local=last.bin_start.astimezone(BERLIN).isoformat(),
+            )
+        )
+    return DetectorHealthList(
+        controller_id=controller_id, from_=span.start, to=span.end, detectors=out
+    )
 
 
 @router.get("/controllers/{controller_id}/modes")
 def modes(
-    pool: Pool, _caller: Reader, controller_id: ControllerId, from_: From = None,
+    pool: Pool,
+    _caller: Reader,
+    controller_id: ControllerId,
+    from_: From = None,
     to: To = None,
 ) -> ModeList:
     """The control modes the controller reported (event 131) in `[from, to)`, led by the
@@ -350,22 +409,40 @@ def modes(
         _config(conn, controller_id)
         rows = repo.load_modes(conn, controller_id, span.start, span.end)
     return ModeList(
-        controller_id=controller_id, from_=span.start, to=span.end,
-        items=[ModeOut(ts=_utc(m.ts), ts_local=m.ts.astimezone(BERLIN).isoformat(),
-                       pattern=m.pattern, mode=m.mode) for m in rows],
+        controller_id=controller_id,
+        from_=span.start,
+        to=span.end,
+        items=[
+            ModeOut(
+                ts=_utc(m.ts),
+                ts_local=m.ts.astimezone(BERLIN).isoformat(),
+                pattern=m.pattern,
+                mode=m.mode,
+            )
+            for m in rows
+        ],
     )
 
 
 @router.get("/controllers/{controller_id}/purdue")
 def purdue_diagram(
-    pool: Pool, _caller: Reader, controller_id: ControllerId,
+    pool: Pool,
+    _caller: Reader,
+    controller_id: ControllerId,
     phase: Annotated[int, Query(ge=1, le=16, description="the phase to draw")],
-    from_: Annotated[datetime | None, Query(
-        alias="from", description="start, ISO 8601 with offset; default: 1 h before `to`")] = None,
+    from_: Annotated[
+        datetime | None,
+        Query(alias="from", description="start, ISO 8601 with offset; default: 1 h before `to`"),
+    ] = None,
     to: To = None,
-    speed_kmh: Annotated[float, Query(gt=0, le=130, description="approach speed moving "
-                                      "advance-detector arrivals to the stop line")]
-    = DEFAULT_SPEED_KMH,
+    speed_kmh: Annotated[
+        float,
+        Query(
+            gt=0,
+            le=130,
+            description="approach speed moving advance-detector arrivals to the stop line",
+        ),
+    ] = DEFAULT_SPEED_KMH,
 ) -> PurdueOut:
     """Points of a Purdue coordination diagram of one phase: every complete cycle beginning
     green in `[from, to)` (at most 2 hours) with its green, yellow and red, and every
@@ -382,15 +459,38 @@ def purdue_diagram(
         config = _config(conn, controller_id)
         _check_phase(config, phase)
         events = repo.load_events(conn, controller_id, span.start - ctx, span.end + ctx)
-    diagram = purdue(clean(events, config).events, config, phase, span.start.timestamp(),
-                     span.end.timestamp(), speed_kmh=speed_kmh)
+    diagram = purdue(
+        clean(events, config).events,
+        config,
+        phase,
+        span.start.timestamp(),
+        span.end.timestamp(),
+        speed_kmh=speed_kmh,
+    )
     return PurdueOut(
-        controller_id=controller_id, phase=phase, from_=span.start, to=span.end,
-        speed_kmh=speed_kmh, pct_on_green=diagram.pct_on_green,
-        cycles=[PurdueCycleOut(start=_utc(c.start), start_local=local_iso(_utc(c.start)) or "",
-                               green_s=c.green_s, yellow_end_s=c.yellow_end_s,
-                               length_s=c.length_s) for c in diagram.cycles],
-        arrivals=[PurdueArrivalOut(ts=_utc(a.ts), cycle_start=_utc(a.cycle_start),
-                                   offset_s=round(a.offset_s, 3), on_green=a.on_green)
-                  for a in diagram.arrivals],
+        controller_id=controller_id,
+        phase=phase,
+        from_=span.start,
+        to=span.end,
+        speed_kmh=speed_kmh,
+        pct_on_green=diagram.pct_on_green,
+        cycles=[
+            PurdueCycleOut(
+                start=_utc(c.start),
+                start_local=local_iso(_utc(c.start)) or "",
+                green_s=c.green_s,
+                yellow_end_s=c.yellow_end_s,
+                length_s=c.length_s,
+            )
+            for c in diagram.cycles
+        ],
+        arrivals=[
+            PurdueArrivalOut(
+                ts=_utc(a.ts),
+                cycle_start=_utc(a.cycle_start),
+                offset_s=round(a.offset_s, 3),
+                on_green=a.on_green,
+            )
+            for a in diagram.arrivals
+        ],
     )

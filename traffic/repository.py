@@ -52,13 +52,24 @@ Connection = psycopg.Connection[Any]
 
 def load_config(conn: Connection, controller_id: str) -> ControllerConfig:
     """The controller's phases and detectors, or raise `UnknownController`."""
-    if conn.execute(
-        "SELECT 1 FROM signal_controllers WHERE controller_id = %s", (controller_id,)
-    ).fetchone() is None:
+    if (
+        conn.execute(
+            "SELECT 1 FROM signal_controllers WHERE controller_id = %s", (controller_id,)
+        ).fetchone()
+        is None
+    ):
         raise UnknownController(controller_id)
     phases = [
-        PhaseConfig(int(r[0]), int(r[1]), str(r[2]), float(r[3]), float(r[4]), float(r[5]),
-                    float(r[6]), float(r[7]))
+        PhaseConfig(
+            int(r[0]),
+            int(r[1]),
+            str(r[2]),
+            float(r[3]),
+            float(r[4]),
+            float(r[5]),
+            float(r[6]),
+            float(r[7]),
+        )
         for r in conn.execute(
             "SELECT phase, seq, movement, min_green_s, max_green_s, fixed_green_s, yellow_s,"
             " red_clearance_s FROM signal_phases WHERE controller_id = %s ORDER BY seq, phase",
@@ -66,8 +77,9 @@ def load_config(conn: Connection, controller_id: str) -> ControllerConfig:
         )
     ]
     detectors = [
-        DetectorConfig(int(r[0]), int(r[1]), _kind(str(r[2])),
-                       None if r[3] is None else int(r[3]), float(r[4]))
+        DetectorConfig(
+            int(r[0]), int(r[1]), _kind(str(r[2])), None if r[3] is None else int(r[3]), float(r[4])
+        )
         for r in conn.execute(
             "SELECT channel, phase, kind, lane, distance_m FROM signal_detectors"
             " WHERE controller_id = %s ORDER BY channel",
@@ -118,9 +130,10 @@ class Progress:
 
 def controller_ids(conn: Connection) -> list[str]:
     """Every registered controller, in id order."""
-    return [str(r[0]) for r in conn.execute(
-        "SELECT controller_id FROM signal_controllers ORDER BY controller_id"
-    )]
+    return [
+        str(r[0])
+        for r in conn.execute("SELECT controller_id FROM signal_controllers ORDER BY controller_id")
+    ]
 
 
 def event_span(conn: Connection, controller_id: str) -> tuple[datetime, datetime] | None:
@@ -137,8 +150,8 @@ def event_span(conn: Connection, controller_id: str) -> tuple[datetime, datetime
 
 def load_progress(conn: Connection, controller_id: str) -> Progress | None:
     row = conn.execute(
-        "SELECT computed_until, checked_at FROM signal_measures_progress"
-        " WHERE controller_id = %s", (controller_id,),
+        "SELECT computed_until, checked_at FROM signal_measures_progress WHERE controller_id = %s",
+        (controller_id,),
     ).fetchone()
     return None if row is None else Progress(row[0], row[1])
 
@@ -154,8 +167,12 @@ def save_progress(conn: Connection, controller_id: str, progress: Progress) -> N
 
 
 def late_bins(
-    conn: Connection, controller_id: str, since: datetime, until: datetime,
-    ingested_after: datetime, bin_s: float = BIN_S,
+    conn: Connection,
+    controller_id: str,
+    since: datetime,
+    until: datetime,
+    ingested_after: datetime,
+    bin_s: float = BIN_S,
 ) -> list[datetime]:
     """Starts of the bins in `[since, until)` holding events ingested after `ingested_after`.
 
@@ -175,7 +192,9 @@ _MEASURE_COLUMNS = tuple(f.name for f in fields(PhaseBin) if f.name != "bin_star
 
 
 def save_measures(
-    conn: Connection, controller_id: str, bins: Iterable[PhaseBin],
+    conn: Connection,
+    controller_id: str,
+    bins: Iterable[PhaseBin],
     flagged: dict[float, int],
 ) -> int:
     """Upsert the bins (key: controller, bin, phase); returns the rows written."""
@@ -192,8 +211,12 @@ def save_measures(
         ),
     )
     rows = [
-        (controller_id, _utc(b.bin_start), *(getattr(b, c) for c in _MEASURE_COLUMNS),
-         flagged.get(b.bin_start, 0))
+        (
+            controller_id,
+            _utc(b.bin_start),
+            *(getattr(b, c) for c in _MEASURE_COLUMNS),
+            flagged.get(b.bin_start, 0),
+        )
         for b in bins
     ]
     with conn.cursor() as cur:
@@ -230,7 +253,10 @@ def save_health(conn: Connection, rows: Sequence[HealthRow]) -> int:
 
 
 def save_modes(
-    conn: Connection, controller_id: str, start: datetime, end: datetime,
+    conn: Connection,
+    controller_id: str,
+    start: datetime,
+    end: datetime,
     changes: Sequence[ModeChange],
 ) -> int:
     """Replace the controller's mode history in `[start, end)` with `changes`."""
@@ -355,8 +381,13 @@ class MeasureRow:
 
 
 def load_measures(
-    conn: Connection, controller_id: str, start: datetime, end: datetime,
-    phase: int | None = None, *, limit: int | None = None,
+    conn: Connection,
+    controller_id: str,
+    start: datetime,
+    end: datetime,
+    phase: int | None = None,
+    *,
+    limit: int | None = None,
     after: tuple[datetime, int] | None = None,
 ) -> list[MeasureRow]:
     """Stored bins starting in `[start, end)`, by bin then phase; `after`: only those
@@ -370,13 +401,24 @@ def load_measures(
     ).format(cols=sql.SQL(", ").join(sql.Identifier(f.name) for f in fields(MeasureRow)))
     with conn.cursor(row_factory=class_row(MeasureRow)) as cur:
         return cur.execute(
-            query, {"c": controller_id, "s": start, "e": end, "p": phase, "n": limit,
-                    "ab": after[0] if after else None, "ap": after[1] if after else None}
+            query,
+            {
+                "c": controller_id,
+                "s": start,
+                "e": end,
+                "p": phase,
+                "n": limit,
+                "ab": after[0] if after else None,
+                "ap": after[1] if after else None,
+            },
         ).fetchall()
 
 
 def load_health(
-    conn: Connection, controller_id: str, start: datetime, end: datetime,
+    conn: Connection,
+    controller_id: str,
+    start: datetime,
+    end: datetime,
 ) -> list[HealthRow]:
     """Stored detector health of bins starting in `[start, end)`, by bin then channel."""
     with conn.cursor(row_factory=class_row(HealthRow)) as cur:
@@ -396,7 +438,10 @@ class ModeRow:
 
 
 def load_modes(
-    conn: Connection, controller_id: str, start: datetime, end: datetime,
+    conn: Connection,
+    controller_id: str,
+    start: datetime,
+    end: datetime,
 ) -> list[ModeRow]:
     """Mode changes in `[start, end)`, led by the one in force at `start` (if any)."""
     with conn.cursor(row_factory=class_row(ModeRow)) as cur:

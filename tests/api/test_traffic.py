@@ -80,9 +80,7 @@ def test_controllers_report_the_live_mode_not_the_stored_history(
         # two in one tenth (older controllers logged that): the lower, never overstated
         insert_events(conn, [(at(5600.0), 131, 3), (at(5600.0), 131, 1)])
         insert_events(conn, [(at(5650.0), 131, 7)])
-        c = next(
-            i for i in repo.list_controllers(conn) if i.controller_id == CID
-        )
+        c = next(i for i in repo.list_controllers(conn) if i.controller_id == CID)
         assert (c.pattern, c.mode, c.mode_since) == (7, "unknown", at(5650.0))
         conn.execute("DELETE FROM signal_events WHERE ts >= %s", (at(5650.0),))
         c = next(i for i in repo.list_controllers(conn) if i.controller_id == CID)
@@ -108,7 +106,8 @@ def test_measures_are_the_stored_rows_paged(api: TestClient, filled: str) -> Non
     with connect(filled) as conn:
         rows = repo.load_measures(conn, CID, at(0), at(5400))
     assert [(i["phase"], i["volume"], i["pct_aog"], i["split_failures"]) for i in items] == [
-        (r.phase, r.volume, r.pct_aog, r.split_failures) for r in rows]
+        (r.phase, r.volume, r.pct_aog, r.split_failures) for r in rows
+    ]
     first = items[0]
     assert first["bin_start"] == "2025-11-20T07:00:00Z"
     assert first["bin_start_local"] == "2025-11-20T08:00:00+01:00"
@@ -125,10 +124,13 @@ def test_detector_health(api: TestClient) -> None:
 
 
 def test_modes(api: TestClient) -> None:
-    body = _get(api, f"{BASE}/modes", **{"from": "2025-11-20T07:30:00Z",
-                                          "to": "2025-11-20T08:30:00Z"})
+    body = _get(
+        api, f"{BASE}/modes", **{"from": "2025-11-20T07:30:00Z", "to": "2025-11-20T08:30:00Z"}
+    )
     assert [(m["mode"], m["ts"]) for m in body["items"]] == [
-        ("adaptive", "2025-11-20T07:20:00.050000Z"), ("fixed", "2025-11-20T07:50:00.050000Z")]
+        ("adaptive", "2025-11-20T07:20:00.050000Z"),
+        ("fixed", "2025-11-20T07:50:00.050000Z"),
+    ]
 
 
 def test_purdue(api: TestClient, filled: str) -> None:
@@ -143,31 +145,46 @@ def test_purdue(api: TestClient, filled: str) -> None:
     with connect(filled) as conn:
         config = repo.load_config(conn, CID)
         events = repo.load_events(conn, CID, at(1800 - 300), at(3600 + 300))
-    d = purdue(clean(events, config).events, config, 2, at(1800).timestamp(),
-               at(3600).timestamp())
+    d = purdue(clean(events, config).events, config, 2, at(1800).timestamp(), at(3600).timestamp())
     assert len(body["arrivals"]) == len(d.arrivals)
     assert body["pct_on_green"] == pytest.approx(d.pct_on_green)
     assert body["arrivals"][0]["ts"] == datetime.fromtimestamp(
-        d.arrivals[0].ts, UTC).isoformat().replace("+00:00", "Z")
+        d.arrivals[0].ts, UTC
+    ).isoformat().replace("+00:00", "Z")
 
 
-@pytest.mark.parametrize(("path", "params", "status", "field"), [
-    (f"{BASE}/measures", {"from": "2025-11-20T08:00:00Z", "to": "2025-11-20T07:00:00Z"},
-     422, "from"),
-    (f"{BASE}/measures", {"from": "2025-11-20T08:00:00"}, 422, "from"),  # no offset
-    (f"{BASE}/measures", {**RANGE, "phase": 6}, 422, "phase"),
-    (f"{BASE}/measures", {**RANGE, "cursor": "garbage"}, 422, "cursor"),
-    (f"{BASE}/measures", {"from": "2024-01-01T00:00:00Z", "to": "2025-11-20T00:00:00Z"},
-     422, "to"),
-    (f"{BASE}/detectors/health", {"from": "2025-09-01T00:00:00Z",
-                                  "to": "2025-11-20T00:00:00Z"}, 422, "to"),
-    (f"{BASE}/purdue", {"phase": 2, **RANGE}, 422, "to"),  # 90 min is fine, see below
-    (f"{BASE}/purdue", {"from": "2025-11-20T07:00:00Z"}, 422, "phase"),
-    (f"{BASE}/purdue", {"phase": 4, "speed_kmh": 0}, 422, "speed_kmh"),
-    ("/api/v1/traffic/controllers/nope/measures", {}, 404, None),
-    ("/api/v1/traffic/controllers/nope/purdue", {"phase": 2}, 404, None),
-    ("/api/v1/traffic/controllers/bad%20id/measures", {}, 422, "controller_id"),
-])
+@pytest.mark.parametrize(
+    ("path", "params", "status", "field"),
+    [
+        (
+            f"{BASE}/measures",
+            {"from": "2025-11-20T08:00:00Z", "to": "2025-11-20T07:00:00Z"},
+            422,
+            "from",
+        ),
+        (f"{BASE}/measures", {"from": "2025-11-20T08:00:00"}, 422, "from"),  # no offset
+        (f"{BASE}/measures", {**RANGE, "phase": 6}, 422, "phase"),
+        (f"{BASE}/measures", {**RANGE, "cursor": "garbage"}, 422, "cursor"),
+        (
+            f"{BASE}/measures",
+            {"from": "2024-01-01T00:00:00Z", "to": "2025-11-20T00:00:00Z"},
+            422,
+            "to",
+        ),
+        (
+            f"{BASE}/detectors/health",
+            {"from": "2025-09-01T00:00:00Z", "to": "2025-11-20T00:00:00Z"},
+            422,
+            "to",
+        ),
+        (f"{BASE}/purdue", {"phase": 2, **RANGE}, 422, "to"),  # 90 min is fine, see below
+        (f"{BASE}/purdue", {"from": "2025-11-20T07:00:00Z"}, 422, "phase"),
+        (f"{BASE}/purdue", {"phase": 4, "speed_kmh": 0}, 422, "speed_kmh"),
+        ("/api/v1/traffic/controllers/nope/measures", {}, 404, None),
+        ("/api/v1/traffic/controllers/nope/purdue", {"phase": 2}, 404, None),
+        ("/api/v1/traffic/controllers/bad%20id/measures", {}, 422, "controller_id"),
+    ],
+)
 def test_bad_requests_are_4xx_with_a_message(
     api: TestClient, path: str, params: dict[str, Any], status: int, field: str | None
 ) -> None:
@@ -192,8 +209,13 @@ def test_readers(filled: str, settings: Settings, roles: set[str]) -> None:
 @pytest.mark.parametrize("roles", [{"truck"}, {"roadworks_editor"}, {"public"}, set()])
 def test_others_are_forbidden(filled: str, settings: Settings, roles: set[str]) -> None:
     with _client(settings, Principal("x", frozenset(roles))) as c:
-        for path in ("/api/v1/traffic/controllers", f"{BASE}/measures",
-                     f"{BASE}/purdue?phase=2", f"{BASE}/detectors/health", f"{BASE}/modes"):
+        for path in (
+            "/api/v1/traffic/controllers",
+            f"{BASE}/measures",
+            f"{BASE}/purdue?phase=2",
+            f"{BASE}/detectors/health",
+            f"{BASE}/modes",
+        ):
             r = c.get(path)
             assert r.status_code == 403, (path, r.text)
             assert "traffic_engineer" in r.json()["message"]
