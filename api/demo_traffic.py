@@ -73,10 +73,10 @@ class TrafficLoop:
     seed: int = 1
     history_min: float = DEFAULT_HISTORY_MIN
     decision_interval_s: float = 2.0
-    #: commands stay valid this long: the wall clock's `issued_at` is the controller's newest
-    #: event, so a junction without any event for longer (the empty grid at start-up) would
-    #: drop back to its own plan and flip back at its next event; see docs/traffic.md
-    valid_for_s: float = 30.0
+    #: commands stay valid this long (the service's default): the wall clock's `issued_at`
+    #: is each controller's estimated time, so a quiet junction keeps getting fresh
+    #: commands, and the controllers are back on their own plans 10 s after the service dies
+    valid_for_s: float = 10.0
     measures_interval_s: float = 30.0
     work_dir: Path = field(
         default_factory=lambda: Path(tempfile.gettempdir()) / f"cityops-demo-sumo-{os.getuid()}"
