@@ -36,7 +36,7 @@ from cityops.routing.network import RoadNetwork, load_network
 from cityops.routing.planning import BERLIN
 from cityops.routing.replanner import Replanner, ReplanReport
 from cityops.routing.repository import current_route, load_closures
-from tests.routing.test_replanner import ENGINE, Devices, _seed
+from tests.routing.test_replanner import ENGINE, PATIENCE_S, Devices, _seed, wait_for
 
 PROMOTER = Actor("Anna Schmidt", "Stadtwerke", Role.PROMOTER)
 AUTHORITY = Actor("Jonas Weber", "Straßenverkehrsbehörde", Role.AUTHORITY)
@@ -74,7 +74,7 @@ def replanner(settings: Settings, network: RoadNetwork) -> Iterator[list[ReplanR
         on_replan=reports.append,
     )
     rp.start()
-    assert rp.wait_ready(10)
+    assert rp.wait_ready(PATIENCE_S)
     try:
         yield reports
     finally:
@@ -182,7 +182,7 @@ def test_a_roadwork_approved_today_re_plans_around_the_closed_street(
     reference = _close_today(settings, street, line)
 
     cid = f"roadwork:{reference}"
-    route = devices.wait_route(lambda r: cid in str(r["reason"]), timeout=30)
+    route = devices.wait_route(lambda r: cid in str(r["reason"]))
     assert route["truck_id"] == "T01" and route["reason"] == f"street closure {cid} changed"
     assert route["version"] == 3
 
@@ -198,7 +198,8 @@ def test_a_roadwork_approved_today_re_plans_around_the_closed_street(
     assert isinstance(geometry, dict)
     new = _pairs(geometry["coordinates"], node_at)
     assert new and not new & closed, "the new version avoids the closed street"
-    assert replanner and all(r.violations == () for r in replanner)
+    wait_for("the re-plan's report", lambda: replanner)  # made after the push
+    assert all(r.violations == () for r in replanner)
     assert np.isfinite(float(str(route["distance_m"])))
 
 
@@ -267,11 +268,15 @@ def test_a_closure_that_begins_later_re_plans_when_it_begins(
     street, line = _street_to_close(network, v1)
     begins = datetime.now(UTC) + timedelta(seconds=6)
     reference = _close_today(settings, street, line, begins, begins + timedelta(hours=2))
+    approved = datetime.now(UTC)
     cid = f"roadwork:{reference}"
-    route = devices.wait_route(lambda r: cid in str(r["reason"]), timeout=30)
+    route = devices.wait_route(lambda r: cid in str(r["reason"]))
     assert datetime.now(UTC) >= begins, "nothing changes before the closure begins"
     assert route["version"] == 3
-    assert len(replanner) >= 2, "the approval itself re-planned, with nothing to change"
+    if approved < begins - timedelta(seconds=2):  # not so on a very slow machine
+        # the approval itself re-planned, with nothing to change (reports follow the push)
+        wait_for("two re-plans", lambda: len(replanner) >= 2)
+        assert replanner[0].routes == ()
     with psycopg.connect(settings.database_url) as conn:
         closures = load_closures(conn, valid_at_or_after=begins)
     derived, _ = apply_closures(network, closures, begins)
