@@ -67,6 +67,26 @@ def _etag(route: RouteCommand) -> str:
     return f'"{route.truck_id}:{route.plan_date.isoformat()}:v{route.version}"'
 
 
+def _event_id(route: RouteCommand) -> str:
+    """An SSE event id: the plan day and the version (versions start again each day)."""
+    return f"{route.plan_date.isoformat()}:{route.version}"
+
+
+def _resume_after(last_event_id: str | None) -> tuple[date | None, int]:
+    """The (plan day, version) a `Last-Event-ID` names: `2026-11-23:3` as this stream
+    sends, or a bare version (of the requested day) as earlier versions of it sent."""
+    if not last_event_id:
+        return None, 0
+    day_text, _, version = last_event_id.strip().rpartition(":")
+    try:
+        day = date.fromisoformat(day_text) if day_text else None
+        return day, int(version)
+    except ValueError:
+        raise InvalidParameterError(
+            "Last-Event-ID", "must be an id this stream sent (plan day:version)", location="header"
+        ) from None
+
+
 def _load(pool: ConnectionPool, truck_id: str, day: date) -> RouteCommand | None:
     with pool.connection() as conn:
         return current_route(conn, truck_id, day)
@@ -109,27 +129,31 @@ async def stream_route(
 ) -> StreamingResponse:
     """Server-sent events: an `event: route` with the full route document whenever a new
     version exists (the current one first, unless `Last-Event-ID` already has it), and a
-    comment line every 15 s to keep proxies from closing the connection."""
+    comment line every 15 s to keep proxies from closing the connection.
+
+    Event ids are `plan day:version`: a tablet that reconnects (EventSource resends the
+    last id) gets only newer versions, and one that kept yesterday's id gets today's route.
+    Without `date`, the stream follows the day: after midnight it sends the new day's."""
     require_truck(caller, truck_id)
     pool = _pool(request)
-    plan_day = day or _today()
-    try:
-        seen = int(last_event_id) if last_event_id else 0
-    except ValueError:
-        raise InvalidParameterError(
-            "Last-Event-ID", "must be the route version number", location="header"
-        ) from None
+    resume_day, resume_version = _resume_after(last_event_id)
 
     async def events() -> AsyncIterator[str]:
-        nonlocal seen
+        plan_day: date | None = None
+        seen = 0
         quiet = 0.0
         yield "retry: 3000\n\n"
         while not await request.is_disconnected():
+            today = day or _today()
+            if today != plan_day:  # the first poll, or a new day (a stream without date)
+                resumed = plan_day is None and resume_day in (None, today)
+                seen = resume_version if resumed else 0
+                plan_day = today
             route = await run_in_threadpool(_load, pool, truck_id, plan_day)
             if route is not None and route.version > seen:
                 seen = route.version
                 quiet = 0.0
-                yield f"event: route\nid: {route.version}\ndata: {route.model_dump_json()}\n\n"
+                yield f"event: route\nid: {_event_id(route)}\ndata: {route.model_dump_json()}\n\n"
             elif quiet >= _KEEPALIVE_S:
                 quiet = 0.0
                 yield ": keepalive\n\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -22,8 +23,10 @@ from tests.support.ingest import add_truck
 DAY = date(2026, 11, 23)
 
 
-def _route(truck_id: str, version: int, reason: str = "daily plan") -> RouteCommand:
-    t0 = datetime(2026, 11, 23, 5, 0, tzinfo=UTC)
+def _route(
+    truck_id: str, version: int, reason: str = "daily plan", day: date = DAY
+) -> RouteCommand:
+    t0 = datetime.combine(day, datetime.min.time(), UTC) + timedelta(hours=5)
     stops = [
         {
             "seq": 0,
@@ -60,7 +63,7 @@ def _route(truck_id: str, version: int, reason: str = "daily plan") -> RouteComm
     return RouteCommand.model_validate(
         {
             "truck_id": truck_id,
-            "plan_date": DAY,
+            "plan_date": day,
             "version": version,
             "created_at": datetime.now(UTC),
             "reason": reason,
@@ -73,10 +76,10 @@ def _route(truck_id: str, version: int, reason: str = "daily plan") -> RouteComm
     )
 
 
-def _store(db_url: str, truck_id: str, reason: str = "daily plan") -> int:
+def _store(db_url: str, truck_id: str, reason: str = "daily plan", day: date = DAY) -> int:
     with psycopg.connect(db_url) as conn:
-        version = next_version(conn, truck_id, DAY)
-        store_route(conn, _route(truck_id, version, reason))
+        version = next_version(conn, truck_id, day)
+        store_route(conn, _route(truck_id, version, reason, day))
     return version
 
 
@@ -167,6 +170,78 @@ def test_stream_sends_the_newest_version_first(db_url: str, client: TestClient) 
 
     event = first_route_event({})
     assert event is not None and event["version"] == 2 and event["reason"] == "re-plan"
+
+
+def test_stream_resumes_after_last_event_id(db_url: str, client: TestClient) -> None:
+    """A tablet that reconnects with the id of the version it has (N) gets N+1 when it
+    exists, never N again; without a newer one it waits and gets N+1 once it is stored."""
+    add_truck(db_url, "T1")
+    _store(db_url, "T1")
+    _store(db_url, "T1", reason="re-plan")
+
+    first = _first_route_event(client, None)
+    assert first is not None and first[1]["version"] == 2  # the current version
+    last_id = first[0]
+    behind = _first_route_event(client, last_id.replace(":2", ":1"))
+    assert behind is not None and behind[1]["version"] == 2  # the newer one at once
+    # up to date with version 2: the next event is version 3, stored after reconnecting
+    again = _first_route_event(client, last_id, on_open=lambda: _store(db_url, "T1", "B9 full"))
+    assert again is not None and again[1]["version"] == 3 and again[1]["reason"] == "B9 full"
+    assert again[0] != last_id
+    for bad_id in ("v2", "2026-13-01:2", "2026-11-23:x"):
+        bad = client.get(
+            "/api/v1/trucks/T1/route/stream",
+            params={"date": DAY.isoformat()},
+            headers={"Last-Event-ID": bad_id},
+        )
+        assert bad.status_code == 422 and bad.json()["error"], bad_id
+
+
+def test_a_stream_resumed_on_the_next_day_starts_with_that_days_route(
+    db_url: str, client: TestClient
+) -> None:
+    """The id a tablet kept from yesterday's stream (version 3 of yesterday) must not hide
+    today's version 1 and 2 when it reconnects (EventSource resends its last id)."""
+    add_truck(db_url, "T1")
+    for _ in range(3):
+        _store(db_url, "T1", day=DAY - timedelta(days=1))
+    _store(db_url, "T1")
+    yesterday = _first_route_event(client, None, day=DAY - timedelta(days=1))
+    assert yesterday is not None and yesterday[1]["version"] == 3
+    today = _first_route_event(client, yesterday[0])
+    assert today is not None, "today's route is sent although its version is lower"
+    assert today[1]["version"] == 1 and today[1]["plan_date"] == DAY.isoformat()
+
+
+def _first_route_event(
+    client: TestClient,
+    last_id: str | None,
+    *,
+    day: date = DAY,
+    on_open: Callable[[], object] | None = None,
+) -> tuple[str, dict[str, Any]] | None:
+    """(id, route) of the first route event of the truck's stream, or None within 10 s;
+    `on_open` runs once the stream is open (its first line, the retry hint, arrived)."""
+    headers = {} if last_id is None else {"Last-Event-ID": last_id}
+    with client.stream(
+        "GET",
+        "/api/v1/trucks/T1/route/stream",
+        params={"date": day.isoformat()},
+        headers=headers,
+    ) as resp:
+        assert resp.status_code == 200
+        event_id = ""
+        deadline = time.monotonic() + 10
+        for line in resp.iter_lines():
+            if line.startswith("retry:") and on_open is not None:
+                on_open()
+            if line.startswith("id: "):
+                event_id = line[4:]
+            if line.startswith("data: "):
+                return event_id, dict(json.loads(line[6:]))
+            if time.monotonic() > deadline:
+                break
+    return None
 
 
 def test_stop_events_are_published_on_the_trucks_topic(
