@@ -242,10 +242,10 @@ class TimingCommand(_Payload):
       between the phase's min and max green) run from the next cycle on.
     * `mode="fallback"`: return to the controller's own fixed-time plan now.
 
-    A command is dropped when it arrives after `issued_at + valid_for_s` (stale) or its
-    `seq` is not above the last accepted one from the same `issuer`. When no valid command
-    has arrived for `valid_for_s` seconds, the controller reverts to its own fixed-time
-    plan on its own.
+    A command is dropped when `issued_at + valid_for_s` is at or before the controller's
+    time on arrival (stale, compared in tenths of a second) or when its `seq` is not above
+    the last accepted one from the same `issuer`. When no valid command has arrived for
+    `valid_for_s` seconds, the controller reverts to its own fixed-time plan on its own.
     """
 
     controller_id: str = Field(pattern=DEVICE_ID_PATTERN)

@@ -290,7 +290,9 @@ class ControllerState:
                 since = max(begin, lane.settled_at if lane.settled_at is not None else begin)
                 if now > since:
                     lane.count = max(0.0, lane.count - (now - since) / p.sat_headway_s)
-            lane.settled_at = now
+            # Monotonic: a decision at an estimated time may precede a later-delivered
+            # event's time; discharge must never be counted twice.
+            lane.settled_at = now if lane.settled_at is None else max(lane.settled_at, now)
 
     def _free_since(self, channel: int, now: float) -> float | None:
         det = self._detectors[channel]

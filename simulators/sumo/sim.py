@@ -266,7 +266,7 @@ def run(
         for k in range(n_steps):
             now_ds = start_ds + k * ds
             if bus is not None and ours:
-                _apply_commands(bus, controllers, now_ds / 10, result)
+                _apply_commands(bus, controllers, buffers, now_ds / 10, result)
             for cid, ctrl in controllers.items():
                 buffers[cid] += ctrl.step(now_ds / 10)
                 state = _state(by_id[cid], ctrl)
@@ -319,7 +319,11 @@ def _state(j: Intersection, ctrl: SignalController) -> str:
 
 
 def _apply_commands(
-    bus: Bus, controllers: dict[str, SignalController], now: float, result: RunResult
+    bus: Bus,
+    controllers: dict[str, SignalController],
+    buffers: dict[str, list[RawEvent]],
+    now: float,
+    result: RunResult,
 ) -> None:
     from pydantic import ValidationError
 
@@ -334,7 +338,9 @@ def _apply_commands(
             logger.warning("%s: invalid timing command refused: %s", cid, exc.errors()[0]["msg"])
             result.command_counts["refused:invalid"] += 1
             continue
-        ctrl.step(now)
+        # Bring the controller up to `now` before the command; the events of that step
+        # (e.g. an expiry's 131) are published like any other.
+        buffers[cid] += ctrl.step(now)
         ctrl.receive(cmd)
 
 
