@@ -542,11 +542,23 @@ class Replanner:
         if any(t.kind is TriggerKind.CLOSURE for t in triggers):
             planned = [r.vehicle_id for r in plan.routes]
             closed = self._on_closed_streets(replan.axis.day, planned)
-        plan, kept = stabilize(replan, plan, self.options, forced=closed)
-        whole = unfold(replan, plan)
+        stable, kept = stabilize(replan, plan, self.options, forced=closed)
+        whole = unfold(replan, stable)
         lap("solve")
         reason = replan.reason
         violations = tuple(str(v) for v in check_plan(replan.whole, whole))
+        if violations and kept:
+            logger.warning(
+                "%s: keeping the current order of %s fails the check (%s); sending the "
+                "engine's routes",
+                fraction,
+                ", ".join(kept),
+                violations[0],
+            )
+            kept, whole = [], unfold(replan, plan)
+            violations = tuple(str(v) for v in check_plan(replan.whole, whole))
+        else:
+            plan = stable
         lap("check")
         if violations:
             logger.error(
