@@ -1,8 +1,14 @@
-"""cityops.traffic: signal performance measures and Webster retiming.
+"""cityops.traffic: signal performance measures, Webster retiming and adaptive control.
 
-A pure core (`events`: the event model, registry and input cleaning; `measures`: the
-ATSPM-style measures per phase and 15-minute bin; `webster`: fixed-time plans from
-measured flows), SQL in `repository`, and `cli` at the edge. See docs/traffic.md.
+A pure core: `events` (the event model, registry and input cleaning), `measures` (the
+ATSPM-style measures per phase and 15-minute bin), `purdue` (coordination diagram points),
+`webster` (fixed-time plans from measured flows) and `maxpressure` (the queue estimate and
+the hold/advance/fallback decision of adaptive control). The edges: `repository` (SQL of
+the registry, events and stored measures), `store` (the measures of complete bins,
+computed continuously and stored), `control` with `control_store` (the max-pressure
+service over MQTT, `cmd/timing` out, control modes from the database) and `cli`
+(`cityops traffic ...`). The package exports the measures and Webster core below; import
+the others from their modules. See docs/traffic.md.
 """
 
 from cityops.traffic.errors import TrafficError, UnknownController
