@@ -570,6 +570,9 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also run the fixed schedule with the fewest rounds (reference)",
     )
+    parser.add_argument(
+        "--no-weekly", action="store_true", help="skip the weekly schedule (reference)"
+    )
     args = parser.parse_args(argv)
     if args.days < 1 or args.warmup_days < 0 or args.time_limit <= 0:
         parser.error("need --days >= 1, --warmup-days >= 0 and a positive --time-limit")
@@ -619,10 +622,11 @@ def main(argv: list[str] | None = None) -> int:
         min_optional_load=args.min_optional_load,
     )
     baseline = FixedSchedule(planner, slots, truck_of, fraction)
-    policies: list[Policy] = [
-        baseline,
-        FixedSchedule(planner, weekly_slots(weekday), truck_of, fraction, "fixed, weekly"),
-    ]
+    policies: list[Policy] = [baseline]
+    if not args.no_weekly:
+        policies.append(
+            FixedSchedule(planner, weekly_slots(weekday), truck_of, fraction, "fixed, weekly")
+        )
     if args.references:
         fewest, _ = frequency_schedule(city.bins, trucks, ordered_days, per_week, fill_days=False)
         policies.append(FixedSchedule(planner, fewest, truck_of, fraction, "fixed, fewest rounds"))
