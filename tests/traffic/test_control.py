@@ -163,6 +163,9 @@ def test_events_in_decisions_out_with_increasing_seq(settings: Settings, broker:
         assert adv.issued_at >= T0 + timedelta(seconds=5) and adv.phase == 2
     finally:
         service.stop()
+    # a graceful stop hands the controller back to its own plan: the last command. Wait for
+    # it to arrive before looking at all of them (it is published during stop()).
+    last = broker.wait_for(lambda c: c.mode == "fallback")[-1]
     cmds = broker.snapshot()
     seqs = [c.seq for c in cmds]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
@@ -170,8 +173,6 @@ def test_events_in_decisions_out_with_increasing_seq(settings: Settings, broker:
         "c1"
     }
     assert all(c.valid_for_s == 10.0 for c in cmds)
-    # a graceful stop hands the controller back to its own plan
-    last = broker.wait_for(lambda c: c.mode == "fallback")[-1]
     assert last.seq == max(seqs)
 
 
