@@ -111,7 +111,7 @@ class ReplanOptions:
     done_margin: timedelta = timedelta(hours=2)
     at_stop_m: float = 30.0  # a truck this close to its next stop is serving it
     full_pct: float = 90.0  # a truck this full keeps the unload it drives to
-    stable_pct: float = 2.0  # a new order must save this much of the remaining duration ...
+    stable_pct: float = 1.0  # a new order must save this much of the remaining duration ...
     stable_s: int = 3 * 60  # ... and at least this many seconds (see stabilize)
     planning: PlanningOptions = field(default_factory=PlanningOptions)
 

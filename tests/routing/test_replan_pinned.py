@@ -22,7 +22,7 @@ from cityops.routing.replan import (
 )
 from cityops.routing.repository import TruckEventRow, TruckStateRow
 from tests.routing.test_replan import (
-    BINS,
+    AXIS,
     DLON,
     ENGINE,
     LAT,
@@ -38,6 +38,7 @@ from tests.routing.test_replan import (
 )
 
 CLOSURE = Trigger(TriggerKind.CLOSURE, NOW, detail="C1")
+AXIS_NOW = AXIS.since(NOW)
 
 
 def at_node(truck: str, node: float, load_l: float = 400.0) -> dict[str, TruckStateRow]:
@@ -196,7 +197,3 @@ def test_a_new_required_bin_is_inserted_without_reshuffling_the_rest() -> None:
         order = [b for b in r.stop_ids if b != "B04"]
         if set(order) == {b.bin_id for b in old}:
             assert order == [b.bin_id for b in old], f"{r.vehicle_id} keeps its order"
-
-
-AXIS_NOW = build_replan(state(), "residual", [], network=NET).axis.since(NOW)
-assert BINS
