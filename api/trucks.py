@@ -27,7 +27,7 @@ from cityops.ingest.contract import (
     TruckEvent,
     device_topic,
 )
-from cityops.routing.repository import current_route
+from cityops.routing.repository import current_route, current_version
 
 __all__ = ["router"]
 
@@ -64,7 +64,11 @@ def _today() -> date:
 
 
 def _etag(route: RouteCommand) -> str:
-    return f'"{route.truck_id}:{route.plan_date.isoformat()}:v{route.version}"'
+    return _etag_of(route.truck_id, route.plan_date, route.version)
+
+
+def _etag_of(truck_id: str, plan_date: date, version: int) -> str:
+    return f'"{truck_id}:{plan_date.isoformat()}:v{version}"'
 
 
 def _event_id(route: RouteCommand) -> str:
@@ -108,12 +112,20 @@ def get_route(
     """The truck's current route version for a day. Send `If-None-Match` with the last
     ETag to get `304 Not Modified` when nothing changed."""
     require_truck(caller, truck_id)
-    route = _load(pool, truck_id, day or _today())
+    plan_day = day or _today()
+    if if_none_match is not None:
+        # A polling tablet usually has the newest version: answer 304 from the version
+        # number alone, without loading and validating the whole route.
+        with pool.connection() as conn:
+            version = current_version(conn, truck_id, plan_day)
+        if version is not None:
+            etag = _etag_of(truck_id, plan_day, version)
+            if etag in [t.strip() for t in if_none_match.split(",")]:
+                return Response(status_code=304, headers={"ETag": etag})
+    route = _load(pool, truck_id, plan_day)
     if route is None:
-        raise NotFoundError(f"no route for truck {truck_id!r} on {(day or _today()).isoformat()}")
+        raise NotFoundError(f"no route for truck {truck_id!r} on {plan_day.isoformat()}")
     etag = _etag(route)
-    if if_none_match is not None and etag in [t.strip() for t in if_none_match.split(",")]:
-        return Response(status_code=304, headers={"ETag": etag})
     response.headers["ETag"] = etag
     response.headers["Cache-Control"] = "no-cache"
     return route

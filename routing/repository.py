@@ -110,6 +110,15 @@ def store_route(conn: Conn, route: RouteCommand) -> None:
     )
 
 
+def current_version(conn: Conn, truck_id: str, plan_date: date) -> int | None:
+    """The newest route version number of a truck for a day (an index lookup), or None."""
+    row = conn.execute(
+        "SELECT max(version) FROM route_versions WHERE truck_id = %s AND plan_date = %s",
+        (truck_id, plan_date),
+    ).fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
 def current_route(conn: Conn, truck_id: str, plan_date: date) -> RouteCommand | None:
     row = conn.execute(
         "SELECT truck_id, plan_date, version, created_at, reason, engine, fraction, distance_m, "
