@@ -26,7 +26,7 @@ __all__ = ["register"]
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     auth = sub.add_parser(
         "auth",
-        help="API keys and development tokens",
+        help="API keys (create, list, revoke) and development tokens",
         description="Manage API keys (stored hashed) and sign development tokens. Roles: "
         + ", ".join(LOGIN_ROLES)
         + "; see docs/operations.md, 'Authentication and roles'.",

@@ -16,8 +16,15 @@ logger = logging.getLogger(__name__)
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     api = sub.add_parser(
         "api",
-        help="serve the HTTP API (bins, readings, devices; docs at /docs)",
-        description="Serves the data-plane API with uvicorn. Host and port default to "
+        help="serve the HTTP API (bins, devices, trucks and routes, roadworks, traffic; "
+        "docs at /docs)",
+        description="Serves the HTTP API with uvicorn: health; bins with their readings, "
+        "devices and stats; the trucks' routes (current route, stream of versions, stop "
+        "events) and the dispatchers' view of all routes; roadworks (public search, map, "
+        "open-data feeds, daily overviews, and editing for promoters and the authority); "
+        "traffic (controllers, measures, detector health, modes, Purdue diagrams) and the "
+        "switching of adaptive control. Everything but health and the public roadworks "
+        "needs an API key or a token (cityops auth). Host and port default to "
         "CITYOPS_API_HOST and CITYOPS_API_PORT (127.0.0.1:8000); OpenAPI docs are at /docs.",
     )
     api.add_argument("--host", help="address to bind (default: CITYOPS_API_HOST)")

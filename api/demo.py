@@ -47,10 +47,15 @@ class _Child:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo = sub.add_parser(
         "demo",
-        help="run the demo city: migrations, simulators, ingest and API together",
+        help="run the demo city: simulators, ingest, API, route planning and re-planning, "
+        "roadworks, traffic loop",
         description="Brings up the whole platform against the configured PostgreSQL and "
-        "broker: applies migrations, starts the device simulators, the ingest and the API, and "
-        "prints counts every 10 s. Stops on Ctrl-C or after --duration seconds.",
+        "broker: applies migrations, registers the devices, starts the device simulators, "
+        "the ingest, the API and the route re-planner, seeds the demo roadworks and "
+        "publishes their daily overview, plans the day's routes once the bins have "
+        "reported, scripts a bin overflow to show a re-plan, and (with SUMO) runs the "
+        "traffic closed loop on a SUMO grid. Prints URLs, tokens and counts every 10 s. "
+        "Stops on Ctrl-C or after --duration seconds.",
     )
     demo.add_argument(
         "--duration",

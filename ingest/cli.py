@@ -39,7 +39,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ing.add_argument("--metrics-port", type=int, help="Prometheus port; 0 disables (default 9108)")
     ing.set_defaults(func=_cmd_ingest)
 
-    mq = sub.add_parser("mqtt", help="the MQTT contract: payload JSON Schemas, credentials")
+    mq = sub.add_parser(
+        "mqtt",
+        help="the MQTT contract: payload JSON Schemas, Mosquitto password and ACL files",
+    )
     mqsub = mq.add_subparsers(dest="mqtt_command", metavar="ACTION", required=True)
     sch = mqsub.add_parser(
         "schemas", help="write the JSON Schema of every payload (as in docs/schemas/)"

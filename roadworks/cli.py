@@ -36,10 +36,11 @@ _FORMATS = ("wzdx", "geojson", "csv", "ical", "atom")
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rw = sub.add_parser(
         "roadworks",
-        help="roadworks registry: demo data, daily overview, open-data feeds, findings",
+        help="roadworks registry: demo data, daily overview, open-data feeds, findings, "
+        "recheck, street closures for routing",
         description="The roadworks registry: works with footprints and affected streets, "
         "lifecycle, coordination (clashes, dig once, protection period, parallel closures), "
-        "daily overview and open-data feeds.",
+        "daily overview, open-data feeds, and the street closures that routing avoids.",
     )
     rsub = rw.add_subparsers(dest="roadworks_command", metavar="ACTION", required=True)
 

@@ -62,8 +62,11 @@ def register(sub: Subparsers) -> None:
     """Add ``cityops routing`` and its subcommands."""
     parser = sub.add_parser(
         "routing",
-        help="waste-collection route planning",
-        description="Waste-collection route planning.",
+        help="waste-collection routes: plan the day, re-plan service, import a road "
+        "network, solve CVRPLIB",
+        description="Waste-collection route planning: the day's plan for the whole fleet, "
+        "the re-planning service that follows the trucks during the day, the import of the "
+        "road network that planning uses, and a solver for CVRPLIB instances.",
     )
     routing_sub = parser.add_subparsers(
         dest="routing_command", metavar="ROUTING_COMMAND", required=True

@@ -1,10 +1,14 @@
-"""``cityops traffic ...``: performance measures and the Webster plan from stored events.
+"""``cityops traffic ...``: measures, Webster plans, the measures service, adaptive control
+and the SUMO simulator.
 
 ``cityops traffic measures --controller ID --from T --to T`` prints, per phase and
 15-minute bin, the measures of `cityops.traffic.measures`, then detector health and the
 events cleaning kept out. ``cityops traffic webster ...`` derives a fixed-time plan from
 the peak 15-minute volume of each phase in the period. Times are ISO 8601; without an
 offset they are UTC. Exit 0 on success, 2 for an unknown controller or a bad period.
+``refresh`` and ``measures-service`` store the measures (`cityops.traffic.store`),
+``control`` runs the max-pressure service (`cityops.traffic.control`) and ``sumo`` the
+SUMO simulator (`cityops.simulators.sumo.cli`).
 """
 
 from __future__ import annotations
@@ -48,9 +52,14 @@ def _when(text: str) -> datetime:
 def register(sub: Subparsers) -> None:
     """Add ``cityops traffic`` and its subcommands."""
     parser = sub.add_parser(
-        "traffic", help="signal performance measures and Webster retiming",
-        description="Signal performance measures (ATSPM-style) and Webster retiming "
-        "from the stored high-resolution controller events.",
+        "traffic",
+        help="traffic signals: SUMO simulator, adaptive control, measures (print, store "
+        "once or continuously), Webster plans",
+        description="Traffic signals: the SUMO simulator whose lights are cityops "
+        "controllers (sumo), the adaptive max-pressure control service (control), "
+        "ATSPM-style performance measures from the stored high-resolution events, printed "
+        "(measures) or stored once (refresh) or continuously (measures-service), and "
+        "Webster fixed-time plans from measured flows (webster).",
     )
     traffic_sub = parser.add_subparsers(
         dest="traffic_command", metavar="TRAFFIC_COMMAND", required=True

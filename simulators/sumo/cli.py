@@ -53,7 +53,7 @@ def add_parser(sub: Any) -> None:
     """Register `sumo` under `cityops traffic`."""
     p = sub.add_parser(
         "sumo",
-        help="run the SUMO grid with cityops controllers over MQTT",
+        help="run SUMO (the grid or the city's OSM extract) with cityops controllers over MQTT",
         description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
