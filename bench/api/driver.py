@@ -21,7 +21,11 @@ import json
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: common.py
+from common import run_workers
 
 
 def main() -> int:
@@ -74,11 +78,7 @@ def main() -> int:
         with lock:
             results.extend(mine)
 
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(int(job["threads"]))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=max(1.0, hard_stop + 15.0 - time.perf_counter()))
+    run_workers(worker, int(job["threads"]), hard_stop)
     elapsed = time.perf_counter() - t0
     with lock:
         done = list(results)

@@ -27,59 +27,45 @@ Not part of the test suite. Example:
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import random
 import secrets
 import signal
-import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from datetime import time as clock_time
 from pathlib import Path
-from types import FrameType, ModuleType
+from types import FrameType
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import psycopg
-from psycopg import sql
 from pydantic import SecretStr
 
 from cityops.api.credentials import create_key
 from cityops.api.security import AuthConfig, issue_token
 from cityops.ingest.config import Settings
 from cityops.ingest.db import connect, migrate
-from cityops.routing.daily import plan_day
 from cityops.routing.network import load_network
 from cityops.routing.planning import BERLIN
 from cityops.routing.repository import current_routes_on
-from cityops.routing.solver import OrToolsEngine
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: common.py
+from common import (
+    BENCH,
+    ApiProcess,
+    pct,
+    proc_cpu_s,
+    run_driver,
+    say,
+    sibling,
+    throwaway_database,
+)
 
 HERE = Path(__file__).resolve().parent
-BENCH = HERE.parent
-PY = sys.executable
-
-
-def _module(path: Path, name: str) -> ModuleType:
-    """A sibling benchmark script as a module, to reuse its data setup."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-rw_bench = _module(BENCH / "roadworks" / "run.py", "bench_roadworks_run")
-replan_bench = _module(BENCH / "routing" / "replan.py", "bench_routing_replan")
-pct: Callable[[list[float], float], float] = rw_bench.pct
-say: Callable[[str], None] = rw_bench.say
+rw_bench = sibling(BENCH / "roadworks" / "run.py", "bench_roadworks_run")
+replan_bench = sibling(BENCH / "routing" / "replan.py", "bench_routing_replan")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -122,11 +108,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # -- setup ---------------------------------------------------------------------------------
 
 
-def _db_url(admin: str, name: str) -> str:
-    parts = urlsplit(admin)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
-
-
 @dataclass(frozen=True)
 class Truck:
     truck_id: str
@@ -137,25 +118,9 @@ class Truck:
 
 def setup_routes(settings: Settings, args: argparse.Namespace) -> list[Truck]:
     """A seeded city and today's daily plan; credentials for every truck with a route."""
-    network = load_network()
-    city = replan_bench._seed(settings, network, args)
     day = datetime.now(BERLIN).date()
-    planned_at = datetime.combine(day, clock_time(5, 30), tzinfo=BERLIN).astimezone(UTC)
-    replan_bench._readings(settings, city, planned_at)
-    t = time.perf_counter()
-    report = plan_day(
-        settings,
-        day,
-        time_limit_s=args.plan_time_limit,
-        engine=OrToolsEngine(first_solution="PARALLEL_CHEAPEST_INSERTION"),
-        now=planned_at,
-        network=network,
-        push=False,
-    )
-    say(
-        f"daily plan: {report.selected} bins selected, {len(report.routes)} routes, "
-        f"{len(report.unserved)} unserved, {time.perf_counter() - t:.1f} s"
-    )
+    _, report, plan_s = replan_bench.plan_city(settings, load_network(), args, day)
+    say(replan_bench.plan_summary(report, plan_s))
     config = AuthConfig.from_settings(settings)
     out = []
     with connect(settings.database_url, autocommit=True) as conn:
@@ -175,54 +140,11 @@ def setup_routes(settings: Settings, args: argparse.Namespace) -> list[Truck]:
 # -- the API process -----------------------------------------------------------------------
 
 
-class Api:
-    def __init__(self, url: str, secret: str, log: Path) -> None:
-        self.port = rw_bench.free_port()
-        env = dict(
-            os.environ,
-            CITYOPS_DATABASE_URL=url,
-            CITYOPS_AUTH_JWT_SECRET=secret,
-            CITYOPS_MQTT_URL="mqtt://127.0.0.1:9",
-        )  # no broker: the publisher idles
-        self.log = log.open("w")
-        self.proc = subprocess.Popen(
-            [
-                PY,
-                "-m",
-                "uvicorn",
-                "--factory",
-                "server:app",
-                "--app-dir",
-                str(HERE),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--log-level",
-                "warning",
-                "--no-access-log",
-            ],
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            if self.proc.poll() is not None:
-                self.log.close()
-                raise RuntimeError(f"the API exited with {self.proc.returncode}; see {log}")
-            try:
-                with urllib.request.urlopen(self.url("/health"), timeout=5) as r:
-                    r.read()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the API did not come up in 60 s; see {log}") from None
-                time.sleep(0.3)
+class Api(ApiProcess):
+    """The API on the benchmark's database, signing tokens with `secret`."""
 
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+    def __init__(self, url: str, secret: str, log: Path) -> None:
+        super().__init__({"CITYOPS_DATABASE_URL": url, "CITYOPS_AUTH_JWT_SECRET": secret}, log)
 
     def etag(self, path: str, headers: dict[str, str]) -> str:
         req = urllib.request.Request(self.url(path), headers=headers)
@@ -232,16 +154,6 @@ class Api:
         if not tag:
             raise RuntimeError(f"{path} sent no ETag")
         return str(tag)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.log.close()
 
 
 # -- endpoints -----------------------------------------------------------------------------
@@ -296,22 +208,9 @@ def drive(api: Api, requests: list[Request], mode: str, args: argparse.Namespace
         "threads": args.threads if mode == "open" else args.closed_threads,
         "requests": requests,
     }
-    cpu0 = rw_bench.proc_cpu_s(api.proc.pid)
-    proc = subprocess.Popen(
-        [PY, str(HERE / "driver.py")],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, _ = proc.communicate(json.dumps(job), timeout=args.seconds + 90)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    res: dict[str, Any] = json.loads(out)
-    res["server_cpu_s"] = rw_bench.proc_cpu_s(api.proc.pid) - cpu0
+    cpu0 = proc_cpu_s(api.proc.pid)
+    res = run_driver(HERE / "driver.py", job, timeout=args.seconds + 90)
+    res["server_cpu_s"] = proc_cpu_s(api.proc.pid) - cpu0
     return res
 
 
@@ -340,59 +239,53 @@ def summary(res: dict[str, Any]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     name = f"cityops_bench_api_{secrets.token_hex(4)}"
-    url = _db_url(args.admin_url, name)
     api: Api | None = None
 
     def interrupted(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupted)
-    with psycopg.connect(args.admin_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        migrate(url, mode="auto")
-        secret = secrets.token_urlsafe(36)
-        settings = Settings(
-            database_url=url,
-            auth_jwt_secret=SecretStr(secret),
-            mqtt_url="mqtt://127.0.0.1:9",
-            topic_prefix=f"bench-{name[-8:]}",
-        )
-        rng = random.Random(args.seed)
-        now = datetime.now(UTC)
-        data = rw_bench.load_works(url, args.works, rng, now)
-        with connect(url) as conn:
-            refs = [
-                r
-                for (r,) in conn.execute(
-                    "SELECT reference FROM roadworks ORDER BY reference LIMIT 200"
-                ).fetchall()
-            ]
-        trucks = setup_routes(settings, args)
-        say(f"{len(trucks)} trucks with a route ({sum(t.stops for t in trucks)} stops)")
-        log = Path(tempfile.gettempdir()) / f"{name}-api.log"
-        api = Api(url, secret, log)
-        plan = endpoints(api, data, trucks, rng, refs, int(args.rate * args.seconds))
-        if args.only:
-            wanted = {w.strip() for w in args.only.split(",")}
-            plan = {k: v for k, v in plan.items() if k in wanted}
-        results: dict[str, dict[str, Any]] = {}
-        for endpoint, requests in plan.items():
-            for mode in ("open", "closed"):
-                say(f"{endpoint}: {mode} loop, {args.seconds:g} s")
-                results[f"{endpoint} / {mode}"] = summary(drive(api, requests, mode, args))
-        report(results, args, trucks)
-        return 0
-    except KeyboardInterrupt:
-        say("interrupted")
-        return 130
-    finally:
-        if api is not None:
-            api.stop()
-        with psycopg.connect(args.admin_url, autocommit=True) as admin:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+    with throwaway_database(args.admin_url, name) as url:
+        try:
+            migrate(url, mode="auto")
+            secret = secrets.token_urlsafe(36)
+            settings = Settings(
+                database_url=url,
+                auth_jwt_secret=SecretStr(secret),
+                mqtt_url="mqtt://127.0.0.1:9",
+                topic_prefix=f"bench-{name[-8:]}",
             )
+            rng = random.Random(args.seed)
+            now = datetime.now(UTC)
+            data = rw_bench.load_works(url, args.works, rng, now)
+            with connect(url) as conn:
+                refs = [
+                    r
+                    for (r,) in conn.execute(
+                        "SELECT reference FROM roadworks ORDER BY reference LIMIT 200"
+                    ).fetchall()
+                ]
+            trucks = setup_routes(settings, args)
+            say(f"{len(trucks)} trucks with a route ({sum(t.stops for t in trucks)} stops)")
+            log = Path(tempfile.gettempdir()) / f"{name}-api.log"
+            api = Api(url, secret, log)
+            plan = endpoints(api, data, trucks, rng, refs, int(args.rate * args.seconds))
+            if args.only:
+                wanted = {w.strip() for w in args.only.split(",")}
+                plan = {k: v for k, v in plan.items() if k in wanted}
+            results: dict[str, dict[str, Any]] = {}
+            for endpoint, requests in plan.items():
+                for mode in ("open", "closed"):
+                    say(f"{endpoint}: {mode} loop, {args.seconds:g} s")
+                    results[f"{endpoint} / {mode}"] = summary(drive(api, requests, mode, args))
+            report(results, args, trucks)
+            return 0
+        except KeyboardInterrupt:
+            say("interrupted")
+            return 130
+        finally:
+            if api is not None:
+                api.stop()
 
 
 def report(

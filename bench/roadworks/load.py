@@ -15,7 +15,11 @@ import re
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: common.py
+from common import run_workers
 
 _TOTAL = re.compile(rb'"total"\s*:\s*(\d+)')
 
@@ -75,11 +79,7 @@ def main() -> int:
             results[i] = (done - due, done - sent, status, total, size)
         conn.close()
 
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(int(job["threads"]))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=max(1.0, hard_stop + 15.0 - time.perf_counter()))
+    run_workers(worker, int(job["threads"]), hard_stop)
     t_end = time.perf_counter()
     done = [r for r in results if r is not None]
     last_done = max(

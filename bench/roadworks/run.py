@@ -36,7 +36,6 @@ import resource
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -52,12 +51,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import psycopg
 import shapely
 from psycopg import sql
 from shapely.ops import substring
 
-from cityops.ingest.db import connect, ensure_database, migrate
+from cityops.ingest.db import connect, migrate
 from cityops.roadworks import repository as repo
 from cityops.roadworks.config import load_roadworks_settings
 from cityops.roadworks.feeds.common import FeedContext
@@ -68,8 +66,18 @@ from cityops.roadworks.overview import day_window, publish_daily
 from cityops.roadworks.seed import street_lines
 from cityops.routing.network import load_network
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: common.py
+from common import (
+    PY,
+    ApiProcess,
+    ms_stats,
+    proc_cpu_s,
+    run_driver,
+    say,
+    throwaway_database,
+)
+
 HERE = Path(__file__).resolve().parent
-PY = sys.executable
 SECTORS = ["electricity", "gas", "district_heating", "water", "telecom", "sewer", "road", "other"]
 MEASURES = [
     "road_closure",
@@ -140,42 +148,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not 0 <= args.city_share <= 1:
         p.error("--city-share must be within 0..1")
     return args
-
-
-def say(text: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
-
-
-def pct(values: Sequence[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    k = (len(s) - 1) * q / 100
-    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
-
-
-def ms_stats(values_s: Sequence[float]) -> dict[str, float]:
-    v = [x * 1000 for x in values_s]
-    return {
-        "p50_ms": round(pct(v, 50), 2),
-        "p95_ms": round(pct(v, 95), 2),
-        "p99_ms": round(pct(v, 99), 2),
-        "max_ms": round(max(v), 2) if v else float("nan"),
-    }
-
-
-def proc_cpu_s(pid: int) -> float:
-    """utime + stime of a process and its waited-for children, in seconds (Linux /proc)."""
-    with open(f"/proc/{pid}/stat") as f:
-        parts = f.read().rsplit(")", 1)[1].split()
-    return sum(int(x) for x in parts[11:15]) / os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # -- data -----------------------------------------------------------------------------------
@@ -383,64 +355,17 @@ def make_queries(
 # -- processes ------------------------------------------------------------------------------
 
 
-class Api:
+class Api(ApiProcess):
+    """The API on the benchmark's database, ready once a search answers."""
+
     def __init__(self, url: str, log: Path, *, wrap: Sequence[str] = ()) -> None:
-        self.port = free_port()
         self.dbname = url.rsplit("/", 1)[1]
-        env = dict(
-            os.environ, CITYOPS_DATABASE_URL=url, CITYOPS_MQTT_URL="mqtt://127.0.0.1:9"
-        )  # no broker: publisher idles
-        self.log = log.open("w")
-        self.proc = subprocess.Popen(
-            [
-                *wrap,
-                PY,
-                "-m",
-                "uvicorn",
-                "--factory",
-                "server:app",
-                "--app-dir",
-                str(HERE),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--log-level",
-                "warning",
-                "--no-access-log",
-            ],
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        super().__init__(
+            {"CITYOPS_DATABASE_URL": url},
+            log,
+            ready_path="/api/v1/roadworks?limit=1",
+            wrap=wrap,
         )
-        deadline = time.monotonic() + 60
-        while True:
-            if self.proc.poll() is not None:
-                self.log.close()
-                tail = log.read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"the API exited with {self.proc.returncode}:\n{tail}")
-            try:
-                with urllib.request.urlopen(self.url("/api/v1/roadworks?limit=1"), timeout=5) as r:
-                    r.read()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the API did not come up in 60 s; see {log}") from None
-                time.sleep(0.3)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.log.close()
 
 
 def db_cpu_s(dbname: str) -> float:
@@ -473,21 +398,8 @@ def drive(
     children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     db0 = db_cpu_s(api.dbname)
     cpu0, t0 = proc_cpu_s(api.proc.pid), time.perf_counter()
-    proc = subprocess.Popen(
-        [PY, str(HERE / "load.py")],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, _ = proc.communicate(json.dumps(job), timeout=seconds + 90)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    res = run_driver(HERE / "load.py", job, timeout=seconds + 90)
     wall = time.perf_counter() - t0
-    res: dict[str, Any] = json.loads(out)
     res["server_cpu_s"] = proc_cpu_s(api.proc.pid) - cpu0
     res["db_cpu_s"] = db_cpu_s(api.dbname) - db0  # backends that lived through the run
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -687,22 +599,13 @@ def _raise_interrupt(_signum: int, _frame: FrameType | None) -> None:
 def run(args: argparse.Namespace, stack: ExitStack) -> dict[str, Any]:
     rng = random.Random(args.seed)
     name = f"cityops_bench_rw_{secrets.token_hex(4)}"
-    url = args.admin_url.rsplit("/", 1)[0] + "/" + name
     load_before = os.getloadavg()
     say(
         f"machine: {os.cpu_count()} CPUs, load average {load_before[0]:.2f} "
         f"{load_before[1]:.2f} {load_before[2]:.2f}"
     )
-    ensure_database(url)
-
-    def drop() -> None:
-        with psycopg.connect(args.admin_url, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-        say(f"database {name} dropped")
-
-    stack.callback(drop)
+    stack.callback(say, f"database {name} dropped")
+    url = stack.enter_context(throwaway_database(args.admin_url, name))
     migrate(url)
     say(f"database {name} created and migrated")
     tmp = Path(tempfile.mkdtemp(prefix="cityops-bench-rw-"))

@@ -38,21 +38,20 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock_time
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
-from psycopg import sql
 
 from cityops.ingest.config import Settings
 from cityops.ingest.contract import RouteCommand, utc_iso
 from cityops.ingest.db import migrate
 from cityops.routing.check import check_plan, plan_cost
-from cityops.routing.daily import plan_day
+from cityops.routing.daily import DailyPlanReport, plan_day
 from cityops.routing.model import Plan, Problem
 from cityops.routing.network import RoadNetwork, load_network
 from cityops.routing.planning import BERLIN
@@ -61,6 +60,9 @@ from cityops.routing.solver import OrToolsEngine
 from cityops.simulators.city import City, build_city
 from cityops.simulators.scenario import load_scenario
 from cityops.simulators.seed import seed_registry
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: common.py
+from common import throwaway_database
 
 ADMIN_URL = os.environ.get("CITYOPS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 MQTT_URL = os.environ.get("CITYOPS_TEST_MQTT", "mqtt://127.0.0.1:1883")
@@ -108,11 +110,6 @@ class _InitialRejected(logging.Handler):
             self.count += 1
 
 
-def _db(name: str) -> str:
-    parts = urlsplit(ADMIN_URL)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
-
-
 def _seed(settings: Settings, network: RoadNetwork, args: argparse.Namespace) -> City:
     base = load_scenario("test")
     scenario = base.model_copy(
@@ -149,6 +146,35 @@ def _readings(settings: Settings, city: City, now: datetime) -> list[str]:
                 rows,
             )
     return spare
+
+
+def plan_city(
+    settings: Settings, network: RoadNetwork, args: argparse.Namespace, day: date
+) -> tuple[list[str], DailyPlanReport, float]:
+    """A city of --bins bins and --trucks trucks with 48 h of readings up to 05:30 of `day`
+    (`_readings`), and its daily plan as `cityops routing plan` makes it, stored but not
+    pushed. Returns the bins left nearly empty, the plan's report and its seconds."""
+    city = _seed(settings, network, args)
+    planned_at = datetime.combine(day, clock_time(5, 30), tzinfo=BERLIN).astimezone(UTC)
+    spare = _readings(settings, city, planned_at)
+    t = time.perf_counter()
+    report = plan_day(
+        settings,
+        day,
+        time_limit_s=args.plan_time_limit,
+        engine=OrToolsEngine(first_solution="PARALLEL_CHEAPEST_INSERTION"),
+        now=planned_at,
+        network=network,
+        push=False,
+    )
+    return spare, report, time.perf_counter() - t
+
+
+def plan_summary(report: DailyPlanReport, seconds: float) -> str:
+    return (
+        f"daily plan: {report.selected} bins selected, {len(report.routes)} routes, "
+        f"{len(report.unserved)} unserved, {seconds:.1f} s"
+    )
 
 
 def _late_truck(routes: list[RouteCommand], at: datetime) -> tuple[str, datetime]:
@@ -235,45 +261,22 @@ def main() -> int:
     logging.getLogger("cityops.routing.solver").addHandler(rejected)
 
     name = f"cityops_bench_replan_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        migrate(_db(name), mode="auto")
+    with throwaway_database(ADMIN_URL, name) as url:
+        migrate(url, mode="auto")
         settings = Settings(
-            database_url=_db(name),
+            database_url=url,
             mqtt_url=MQTT_URL,
             topic_prefix=f"bench-{uuid.uuid4().hex[:8]}",
         )
         return _run(settings, args, rejected)
-    finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
 
 
 def _run(settings: Settings, args: argparse.Namespace, rejected: _InitialRejected) -> int:
     network = load_network()
-    city = _seed(settings, network, args)
     day = datetime.now(BERLIN).date()
     start = datetime.combine(day, clock_time(9, 30), tzinfo=BERLIN).astimezone(UTC)
-    planned_at = datetime.combine(day, clock_time(5, 30), tzinfo=BERLIN).astimezone(UTC)
-    spare = _readings(settings, city, planned_at)
-    t = time.perf_counter()
-    daily = plan_day(
-        settings,
-        day,
-        time_limit_s=args.plan_time_limit,
-        engine=OrToolsEngine(first_solution="PARALLEL_CHEAPEST_INSERTION"),
-        now=planned_at,
-        network=network,
-        push=False,
-    )
-    print(
-        f"daily plan: {daily.selected} bins selected, {len(daily.routes)} routes, "
-        f"{len(daily.unserved)} unserved, {time.perf_counter() - t:.1f} s",
-        file=sys.stderr,
-    )
+    spare, daily, plan_s = plan_city(settings, network, args, day)
+    print(plan_summary(daily, plan_s), file=sys.stderr)
     for u in daily.unserved[:3]:
         print(f"  not served: {u.stop_id}: {u.code} {u.reason}", file=sys.stderr)
     busy = [r for r in daily.routes if sum(s.kind == "stop" for s in r.stops) > 0]

@@ -1,7 +1,8 @@
 """The API as `cityops api` serves it, for `uvicorn --factory server:app` (bench only).
 
 Database and JWT secret come from the environment (`CITYOPS_DATABASE_URL`,
-`CITYOPS_AUTH_JWT_SECRET`), set by load.py for its throwaway database.
+`CITYOPS_AUTH_JWT_SECRET`), set by `common.ApiProcess` for a benchmark's throwaway
+database.
 """
 
 from __future__ import annotations
