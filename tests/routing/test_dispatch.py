@@ -50,11 +50,11 @@ def run(
 
 def test_no_mandatory_bin_no_round() -> None:
     now = before_shift(WEDNESDAY)
-    # 70 % now, flat: optional (>= 60 %) but not due; 2 x 700 l is far from 6,000 l
+    # 70 % now, flat: optional (>= 70 %) but not due; 2 x 700 l is far from 6,000 l
     forecasts = [bin_at("P1", now, 70.0, 0.0), bin_at("P2", now, 70.0, 0.0)]
     got = run(forecasts, {"P1": "paper", "P2": "paper"}, [truck("T1", "paper")], WEDNESDAY)
     assert got.rounds == ()
-    assert "paper" in got.held and "no bin passes 80%" in got.held["paper"]
+    assert "paper" in got.held and "no bin passes 95%" in got.held["paper"]
     assert (got.selected, got.required, got.unserved) == (0, 0, ())
 
 
@@ -72,19 +72,19 @@ def test_optional_bins_fill_a_round_of_their_own() -> None:
 def test_optional_bins_join_a_round_that_goes_out_with_a_reward_by_fill() -> None:
     now = before_shift(WEDNESDAY)
     forecasts = [
-        bin_at("DUE", now, 95.0, 0.0),
-        bin_at("NEARLY", now, 78.0, 0.0),
-        bin_at("HALF", now, 65.0, 0.0),
-        bin_at("LOW", now, 40.0, 0.0),
+        bin_at("DUE", now, 98.0, 0.0),
+        bin_at("NEARLY", now, 93.0, 0.0),
+        bin_at("HALF", now, 75.0, 0.0),
+        bin_at("LOW", now, 60.0, 0.0),
     ]
     fractions = dict.fromkeys(["DUE", "NEARLY", "HALF", "LOW"], "residual")
     (rnd,) = run(forecasts, fractions, [truck("T1", "residual")], WEDNESDAY).rounds
     by_id = {s.bin_id: s for s in rnd.selections}
     assert set(by_id) == {"DUE", "NEARLY", "HALF"}
     assert by_id["DUE"].required and not by_id["NEARLY"].required
-    # reward 1000 m at 80 %, falling to 1 at 60 %: a nearly full bin is worth a detour
-    assert by_id["NEARLY"].reward == 900
-    assert by_id["HALF"].reward == 250
+    # reward 1000 m at 95 %, falling to 1 at 70 %: a nearly full bin is worth a detour
+    assert by_id["NEARLY"].reward == 920
+    assert by_id["HALF"].reward == 200
 
 
 def test_saturday_looks_ahead_over_sunday_to_monday() -> None:
@@ -92,14 +92,14 @@ def test_saturday_looks_ahead_over_sunday_to_monday() -> None:
     params = DispatchParams()
     assert next_chance("residual", SATURDAY, trucks, params) == (MONDAY, trucks)
     assert next_chance("residual", WEDNESDAY, trucks, params) == (WEDNESDAY + timedelta(1), trucks)
-    # 40 % + 0.8 %/h: by Monday 14:30 (57.5 h) 86 %, by Thursday 14:30 (33.5 h) 67 %
+    # 50 % + 0.8 %/h: by Monday 14:30 (57.5 h) 96 %, by Thursday 14:30 (33.5 h) 77 %
     for day, due in ((SATURDAY, True), (WEDNESDAY, False)):
-        forecasts = [bin_at("R1", before_shift(day), 40.0, 0.8)]
+        forecasts = [bin_at("R1", before_shift(day), 50.0, 0.8)]
         got = run(forecasts, {"R1": "residual"}, trucks, day)
         assert (got.required == 1) is due, day
         assert bool(got.rounds) is due, day
     (rnd,) = run(
-        [bin_at("R1", before_shift(SATURDAY), 40.0, 0.8)], {"R1": "residual"}, trucks, SATURDAY
+        [bin_at("R1", before_shift(SATURDAY), 50.0, 0.8)], {"R1": "residual"}, trucks, SATURDAY
     ).rounds
     assert rnd.deadline == datetime(2024, 3, 11, 13, 30, tzinfo=UTC)  # Monday 14:30 CET
 
@@ -110,11 +110,11 @@ def test_next_chance_follows_the_trucks_that_carry_the_fraction() -> None:
     assert next_chance("glass", MONDAY, trucks, params) == (MONDAY + timedelta(2), [trucks[1]])
     assert next_chance("residual", MONDAY, trucks, params) == (MONDAY + timedelta(1), [trucks[0]])
     assert next_chance("organic", MONDAY, trucks, params) is None
-    # a bin at 50 % + 0.5 %/h reaches 80 % in 60 h: due for glass (next chance Wednesday
-    # 14:30, 57.5 h), not for residual (Tuesday, 33.5 h)
+    # a bin at 67 % + 0.5 %/h: 95.75 % by Wednesday 14:30 (57.5 h), the next chance for
+    # glass: due; 83.75 % by Tuesday 14:30 (33.5 h), the next chance for residual: not due
     now = before_shift(MONDAY)
     got = run(
-        [bin_at("G", now, 52.0, 0.5), bin_at("R", now, 52.0, 0.5)],
+        [bin_at("G", now, 67.0, 0.5), bin_at("R", now, 67.0, 0.5)],
         {"G": "glass", "R": "residual"},
         trucks,
         MONDAY,
@@ -128,7 +128,8 @@ def test_a_shared_truck_goes_to_the_most_urgent_fraction() -> None:
     now = before_shift(WEDNESDAY)
     trucks = [truck("T1", "residual", "glass")]
     fractions = {"R1": "residual", "R2": "residual", "R3": "residual", "G1": "glass"}
-    # residual: more litres, but 82 % + 0.5 %/h overflows in 36 h; glass at 97 % in 6 h
+    # residual: more litres, due (98.75 % by Thursday 14:30), but 82 % + 0.5 %/h overflows
+    # in 36 h; glass at 97 % in 6 h
     forecasts = [bin_at(b, now, 82.0, 0.5) for b in ("R1", "R2", "R3")]
     forecasts.append(bin_at("G1", now, 97.0, 0.5))
     got = run(forecasts, fractions, trucks, WEDNESDAY)
@@ -150,7 +151,7 @@ def test_trucks_go_where_collection_is_needed_and_idle_trucks_stay_home() -> Non
     fractions = {"R1": "residual", "P1": "paper", "O1": "organic"}
     forecasts = [
         bin_at("R1", now, 90.0, 0.2),
-        bin_at("P1", now, 85.0, 0.2),
+        bin_at("P1", now, 92.0, 0.2),
         bin_at("O1", now, 10.0, 0.1),  # nothing due: T3 stays at the depot
     ]
     got = run(forecasts, fractions, trucks, WEDNESDAY)
@@ -163,7 +164,7 @@ def test_trucks_go_where_collection_is_needed_and_idle_trucks_stay_home() -> Non
 
 def test_a_big_round_gets_a_second_free_truck() -> None:
     rounds = run(
-        [bin_at(f"R{i}", before_shift(WEDNESDAY), 90.0, 0.0) for i in range(10)],
+        [bin_at(f"R{i}", before_shift(WEDNESDAY), 98.0, 0.0) for i in range(10)],
         {f"R{i}": "residual" for i in range(10)},
         [truck("T1", "residual")],
         WEDNESDAY,
@@ -184,13 +185,19 @@ def test_no_truck_carries_the_fraction() -> None:
     assert u.stop_id == "G1" and u.reason == f"no truck collects glass on {WEDNESDAY}"
 
 
+def test_defaults_are_the_documented_ones() -> None:
+    p = DispatchParams()
+    assert (p.mandatory_pct, p.optional_pct, p.reward_scale) == (95.0, 70.0, 1000)
+    assert p.workdays == frozenset(range(6))  # Monday..Saturday
+
+
 def test_params_are_validated() -> None:
     with pytest.raises(ValueError, match="workdays"):
         DispatchParams(workdays=frozenset())
     with pytest.raises(ValueError, match="workdays"):
         DispatchParams(truck_workdays={"T1": frozenset({7})})
     with pytest.raises(ValueError, match="optional_pct"):
-        DispatchParams(optional_pct=80.0)
+        DispatchParams(optional_pct=95.0)
     with pytest.raises(ValueError, match="min_optional_load"):
         DispatchParams(min_optional_load=0.0)
 
