@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -26,10 +27,14 @@ __all__ = [
     "STOP_BAR_M",
     "GridSpec",
     "Intersection",
+    "LaneSite",
     "Loop",
     "build_grid",
+    "lane_loops",
     "sumo_binary",
+    "two_phase",
     "write_demand",
+    "write_trips",
 ]
 
 STOP_BAR_M = 1.0
@@ -180,48 +185,89 @@ def intersections(spec: GridSpec, net_file: Path) -> tuple[Intersection, ...]:
             p: "".join(green_char[i] if phase_of.get(i) == p else "r" for i in range(n))
             for p in (_NS, _EW)
         }
-        yellow = {
-            p: "".join("y" if phase_of.get(i) == p else "r" for i in range(n)) for p in (_NS, _EW)
-        }
-        loops: list[Loop] = []
-        channel = 0
         controller_id = f"{spec.id_prefix}{tls.getID()}"
-        for phase in (_NS, _EW):
-            mine = sorted(k for k, v in lanes.items() if v[0] == phase)
-            for lane_no, lane_id in enumerate(mine, 1):
-                _, approach, lane = lanes[lane_id]
-                length = float(lane.getLength())  # type: ignore[attr-defined]
-                for kind, dist in (("stop_bar", STOP_BAR_M), ("advance", ADVANCE_M)):
-                    channel += 1
-                    loops.append(
-                        Loop(
-                            loop_id=f"{controller_id}_{channel}",
-                            channel=channel,
-                            phase=phase,
-                            kind=kind,  # type: ignore[arg-type]
-                            lane=lane_no,
-                            sumo_lane=lane_id,
-                            pos_m=max(0.0, length - dist),
-                            distance_m=dist,
-                            approach=approach,
-                        )
-                    )
-        node = net.getNode(tls.getID())
-        x, y = node.getCoord()
-        out.append(
-            Intersection(
-                tls_id=tls.getID(),
-                controller_id=controller_id,
-                x=float(x),
-                y=float(y),
-                link_count=n,
-                green=green,
-                yellow=yellow,
-                all_red="r" * n,
-                loops=tuple(loops),
-            )
+        loops = lane_loops(
+            controller_id,
+            [
+                LaneSite(lane_id, phase, float(lane.getLength()), approach)  # type: ignore[attr-defined]
+                for lane_id, (phase, approach, lane) in lanes.items()
+            ],
         )
+        x, y = net.getNode(tls.getID()).getCoord()
+        out.append(two_phase(tls.getID(), controller_id, (x, y), green, phase_of, loops))
     return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class LaneSite:
+    """An incoming car lane of a junction: where its loops go and whom they report to."""
+
+    sumo_lane: str
+    phase: int
+    length_m: float
+    approach: str
+
+
+def lane_loops(
+    controller_id: str, lanes: Iterable[LaneSite], min_advance_lane_m: float = 0.0
+) -> tuple[Loop, ...]:
+    """The induction loops of a junction's incoming lanes, as the grid and OSM networks
+    place them: a stop-bar loop per lane and an advance loop on lanes at least
+    `min_advance_lane_m` long. Channels count from 1 over phase 2's lanes, then phase
+    4's; lanes are numbered per phase (the measures key lanes that way), both in SUMO
+    lane id order, so a network always gives the same layout."""
+    loops: list[Loop] = []
+    channel = 0
+    for phase in (_NS, _EW):
+        mine = sorted((ln for ln in lanes if ln.phase == phase), key=lambda ln: ln.sumo_lane)
+        for lane_no, lane in enumerate(mine, 1):
+            places: list[tuple[Literal["stop_bar", "advance"], float]] = [("stop_bar", STOP_BAR_M)]
+            if lane.length_m >= min_advance_lane_m:
+                places.append(("advance", ADVANCE_M))
+            for kind, dist in places:
+                channel += 1
+                loops.append(
+                    Loop(
+                        loop_id=f"{controller_id}_{channel}",
+                        channel=channel,
+                        phase=phase,
+                        kind=kind,
+                        lane=lane_no,
+                        sumo_lane=lane.sumo_lane,
+                        pos_m=max(0.0, lane.length_m - dist),
+                        distance_m=dist,
+                        approach=lane.approach,
+                    )
+                )
+    return tuple(loops)
+
+
+def two_phase(
+    tls_id: str,
+    controller_id: str,
+    xy: tuple[float, float],
+    green: Mapping[int, str],
+    phase_of: Mapping[int, int],
+    loops: tuple[Loop, ...],
+) -> Intersection:
+    """One of our two-phase controllers for a SUMO light: `green` per phase (2 and 4) over
+    its `link_count` links; during a phase's yellow its own links (`phase_of`: link index
+    -> phase) show yellow and every other link red."""
+    n = len(green[_NS])
+    yellow = {
+        p: "".join("y" if phase_of.get(i) == p else "r" for i in range(n)) for p in (_NS, _EW)
+    }
+    return Intersection(
+        tls_id=tls_id,
+        controller_id=controller_id,
+        x=float(xy[0]),
+        y=float(xy[1]),
+        link_count=n,
+        green=dict(green),
+        yellow=yellow,
+        all_red="r" * n,
+        loops=loops,
+    )
 
 
 def write_loops(path: Path, junctions: tuple[Intersection, ...]) -> Path:
@@ -243,24 +289,39 @@ def write_demand(path: Path, net_file: Path, vph: float, duration_s: float, seed
     net = sumolib.net.readNet(str(net_file))
     sources = sorted(e.getID() for e in net.getEdges() if e.getFromNode().getType() == "dead_end")
     sinks = sorted(e.getID() for e in net.getEdges() if e.getToNode().getType() == "dead_end")
-    fringe = {e: net.getEdge(e).getToNode().getID() for e in sinks}
-    # not back out at the fringe node it came in from
-    choices = {
-        src: [s for s in sinks if fringe[s] != net.getEdge(src).getFromNode().getID()]
-        for src in sources
-    }
+    fringe_node = {e: net.getEdge(e).getFromNode().getID() for e in sources}
+    fringe_node |= {e: net.getEdge(e).getToNode().getID() for e in sinks}
+    return write_trips(path, tuple(sources), tuple(sinks), fringe_node, vph, duration_s, seed)
+
+
+def write_trips(
+    path: Path,
+    sources: tuple[str, ...],
+    sinks: tuple[str, ...],
+    fringe_node: Mapping[str, str],
+    vph: float,
+    duration_s: float,
+    seed: int,
+) -> int:
+    """Seeded Poisson trips at `vph` from a random source edge to a random sink edge
+    (not back out at the fringe node it came in from: `fringe_node` maps a source edge
+    to its start node, a sink edge to its end node); returns the trip count."""
+    if not sources or not sinks:
+        raise ValueError("the network has no fringe edges for demand")
     rng = np.random.default_rng([seed, 5])
     rows = []
     t = float(rng.exponential(3600.0 / vph)) if vph > 0 else duration_s
     i = 0
+    choices = {s: [d for d in sinks if fringe_node[d] != fringe_node[s]] for s in sources}
     while t < duration_s:
         src = sources[int(rng.integers(len(sources)))]
-        dst = choices[src][int(rng.integers(len(choices[src])))]
-        rows.append(
-            f'    <trip id="v{i}" type="car" depart="{t:.1f}" from="{src}" to="{dst}" '
-            'departLane="best" departSpeed="max"/>'
-        )
-        i += 1
+        if choices[src]:
+            dst = choices[src][int(rng.integers(len(choices[src])))]
+            rows.append(
+                f'    <trip id="v{i}" type="car" depart="{t:.1f}" from="{src}" to="{dst}" '
+                'departLane="best" departSpeed="max"/>'
+            )
+            i += 1
         t += float(rng.exponential(3600.0 / vph))
     path.write_text(
         '<routes>\n    <vType id="car" length="4.5" minGap="2.5" maxSpeed="15" sigma="0.5"/>\n'

@@ -45,16 +45,17 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
-
-import numpy as np
+from typing import Any
 
 from cityops.simulators.sumo.network import (
     ADVANCE_M,
-    STOP_BAR_M,
     Intersection,
+    LaneSite,
     Loop,
+    lane_loops,
     sumo_binary,
+    two_phase,
+    write_trips,
 )
 
 __all__ = [
@@ -381,28 +382,11 @@ def _junction(
         if phase_of.setdefault(int(index), p) != p:
             return None, "a signal shared by both axes"
     green = {p: _green(states, phase_of, p, n) for p in (_NS, _EW)}
-    yellow = {
-        p: "".join("y" if phase_of.get(i) == p else "r" for i in range(n)) for p in (_NS, _EW)
-    }
     loops = _loops(conns, phase_of_edge, headings, controller_id)
     if len(loops) > _MAX_CHANNEL:
         return None, f"{len(loops)} detectors, more than {_MAX_CHANNEL} channels"
-    node = net.getNode(next(iter(nodes)))
-    x, y = node.getCoord()
-    return (
-        Intersection(
-            tls_id=tls.getID(),
-            controller_id=controller_id,
-            x=float(x),
-            y=float(y),
-            link_count=n,
-            green=green,
-            yellow=yellow,
-            all_red="r" * n,
-            loops=tuple(loops),
-        ),
-        "",
-    )
+    xy = net.getNode(next(iter(nodes))).getCoord()
+    return two_phase(tls.getID(), controller_id, xy, green, phase_of, loops), ""
 
 
 def _green(states: list[str], phase_of: Mapping[int, int], phase: int, n: int) -> str:
@@ -433,38 +417,21 @@ def _loops(
     phase_of_edge: Mapping[str, int],
     headings: Mapping[str, float],
     controller_id: str,
-) -> list[Loop]:
+) -> tuple[Loop, ...]:
     lanes: dict[str, Any] = {}
     for in_lane, _out, _index in conns:
         if in_lane.allows("passenger"):
             lanes.setdefault(in_lane.getID(), in_lane)
-    loops: list[Loop] = []
-    channel = 0
-    for phase in (_NS, _EW):
-        mine = sorted(k for k, ln in lanes.items() if phase_of_edge[ln.getEdge().getID()] == phase)
-        for lane_no, lane_id in enumerate(mine, 1):
-            lane = lanes[lane_id]
-            length = float(lane.getLength())
-            approach = f"{_compass(headings[lane.getEdge().getID()])}bound"
-            places: list[tuple[Literal["stop_bar", "advance"], float]] = [("stop_bar", STOP_BAR_M)]
-            if length >= ADVANCE_M + ADVANCE_MARGIN_M:
-                places.append(("advance", ADVANCE_M))
-            for kind, dist in places:
-                channel += 1
-                loops.append(
-                    Loop(
-                        loop_id=f"{controller_id}_{channel}",
-                        channel=channel,
-                        phase=phase,
-                        kind=kind,
-                        lane=lane_no,
-                        sumo_lane=lane_id,
-                        pos_m=max(0.0, length - dist),
-                        distance_m=dist,
-                        approach=approach,
-                    )
-                )
-    return loops
+    sites = [
+        LaneSite(
+            lane_id,
+            phase_of_edge[lane.getEdge().getID()],
+            float(lane.getLength()),
+            f"{_compass(headings[lane.getEdge().getID()])}bound",
+        )
+        for lane_id, lane in lanes.items()
+    ]
+    return lane_loops(controller_id, sites, min_advance_lane_m=ADVANCE_M + ADVANCE_MARGIN_M)
 
 
 def _movements(j: Intersection) -> dict[int, str]:
@@ -556,39 +523,3 @@ def _largest_scc(graph: Mapping[str, list[str]]) -> set[str]:
                 parent = work[-1][0]
                 low[parent] = min(low[parent], low[v])
     return best
-
-
-def write_trips(
-    path: Path,
-    sources: tuple[str, ...],
-    sinks: tuple[str, ...],
-    fringe_node: Mapping[str, str],
-    vph: float,
-    duration_s: float,
-    seed: int,
-) -> int:
-    """Seeded Poisson trips at `vph` from a random source edge to a random sink edge
-    (not back out at the fringe node it came in from); returns the trip count."""
-    if not sources or not sinks:
-        raise ValueError("the network has no fringe edges for demand")
-    rng = np.random.default_rng([seed, 5])
-    rows = []
-    t = float(rng.exponential(3600.0 / vph)) if vph > 0 else duration_s
-    i = 0
-    choices = {s: [d for d in sinks if fringe_node[d] != fringe_node[s]] for s in sources}
-    while t < duration_s:
-        src = sources[int(rng.integers(len(sources)))]
-        if choices[src]:
-            dst = choices[src][int(rng.integers(len(choices[src])))]
-            rows.append(
-                f'    <trip id="v{i}" type="car" depart="{t:.1f}" from="{src}" to="{dst}" '
-                'departLane="best" departSpeed="max"/>'
-            )
-            i += 1
-        t += float(rng.exponential(3600.0 / vph))
-    path.write_text(
-        '<routes>\n    <vType id="car" length="4.5" minGap="2.5" maxSpeed="15" sigma="0.5"/>\n'
-        + "\n".join(rows)
-        + "\n</routes>\n"
-    )
-    return i
