@@ -160,7 +160,9 @@ def create_app(
     app = FastAPI(
         title="cityops API",
         version="0.1.0",
-        summary="Bins, fill levels and device status of the cityops data plane.",
+        summary="The cityops city platform: bins and devices, truck routes, roadworks "
+        "(public search, map and open-data feeds, editing), traffic signal measures and "
+        "adaptive control.",
         description="Times are UTC (ISO 8601 with `Z`); fields ending in `_local` give "
         "Europe/Berlin wall-clock time for display. Lists are paginated with an opaque "
         "`cursor`: pass the `next_cursor` of one page to get the next.",
