@@ -112,7 +112,7 @@ class CitySim:
     ) -> None:
         """Hand a truck a route (e.g. from `cmd/route`); it starts on it at its next step."""
         truck = self.trucks[truck_id]
-        truck.assign(stops, route_version)
+        truck.assign(stops, route_version, at=self.time)
         i = self.devices.index(truck)
         if truck.next_time != self._scheduled[i]:
             self._scheduled[i] = truck.next_time

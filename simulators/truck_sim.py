@@ -77,8 +77,10 @@ class ThresholdPlanner:
         best: list[BinSim] = []
         for fraction in truck.fractions:
             due = [
-                b for b in self._bins.values()
-                if b.spec.fraction == fraction and b.spec.bin_id not in self._claimed
+                b
+                for b in self._bins.values()
+                if b.spec.fraction == fraction
+                and b.spec.bin_id not in self._claimed
                 and b.fill_pct >= self._threshold
             ]
             if sum(b.fill_l for b in due) > sum(b.fill_l for b in best):
@@ -140,8 +142,16 @@ class TruckSim:
     kind = DeviceKind.TRUCK
 
     def __init__(
-        self, spec: Truck, cfg: TrucksConfig, city: City, network: RoadNetwork,
-        bins: Mapping[str, BinSim], clock: LocalClock, seed: int, index: int, start: float,
+        self,
+        spec: Truck,
+        cfg: TrucksConfig,
+        city: City,
+        network: RoadNetwork,
+        bins: Mapping[str, BinSim],
+        clock: LocalClock,
+        seed: int,
+        index: int,
+        start: float,
         planner: StopPlanner | None = None,
     ) -> None:
         self.spec = spec
@@ -163,6 +173,7 @@ class TruckSim:
         self._drive: _Drive | None = None
         self._service_bin: BinSim | None = None
         self._target: Stop | None = None  # the stop being driven to
+        self._served: set[str] = set()  # bins emptied this shift
         self._until = start  # end of the current activity: decide at once
         self._now = start
         self._next_report = math.inf
@@ -186,15 +197,53 @@ class TruckSim:
                 self._planner.release(stop.bin_id)
         self._planner = None
 
-    def assign(self, stops: Sequence[Stop], route_version: int | None = None) -> None:
-        """Replace the truck's remaining stops (a route from the dispatcher)."""
+    def assign(
+        self, stops: Sequence[Stop], route_version: int | None = None, *, at: float | None = None
+    ) -> None:
+        """Replace the truck's remaining stops with a route version from the dispatcher,
+        received at `at` (default: the truck's last step).
+
+        The newest version rules: a truck driving to a bin keeps going only if that bin is
+        still its next stop (the re-planner pins a stop in progress); otherwise it turns at
+        the end of the street it is on and heads for the new version's next stop, so it
+        never serves a bin the new version gave to another truck. A truck driving home
+        with nothing to do turns the same way. Bins it emptied this shift are left out (a
+        version planned before their `stop_done` arrived still lists them).
+        """
         if self._planner is not None:
             for stop in self.stops:
                 self._planner.release(stop.bin_id)
-        self.stops = deque(stops)
+        now = self._now if at is None else max(at, self._now)
+        fresh = deque(s for s in stops if s.bin_id not in self._served)
+        target = self._target
+        driving = self._activity == "drive" and self._drive is not None
+        if driving and self._goal == "service" and target is not None:
+            if fresh and fresh[0].bin_id == target.bin_id:
+                fresh.popleft()  # still its next stop: keep driving there
+            else:
+                self._turn(now)
+        elif driving and self._goal == "depot" and fresh:
+            self._turn(now)
+        self.stops = fresh
         self.route_version = route_version
         if self._activity == "idle":
-            self._until = self._now  # start on it at the next step
+            self._until = now  # start on it at once
+
+    def _turn(self, t: float) -> None:
+        """Give up the current drive: end it at the end of the street (edge) the truck is on
+        at `t`, without a target, so that it chooses its next move there."""
+        drive = self._drive
+        assert drive is not None
+        if self._target is not None and self._planner is not None:
+            self._planner.release(self._target.bin_id)
+        self._target = None
+        if not drive.edges:
+            return
+        i = min(bisect.bisect_right(drive.ends, t - drive.t0), len(drive.edges) - 1)
+        self._drive = _Drive(
+            drive.t0, drive.nodes[: i + 2], drive.edges[: i + 1], drive.ends[: i + 1]
+        )
+        self._until = drive.t0 + self._drive.duration
 
     def step(self) -> list[Emission]:
         t = self._now = self.next_time
@@ -225,6 +274,7 @@ class TruckSim:
             self.load_l += volume
             bin_id = self._service_bin.spec.bin_id
             self._service_bin = None
+            self._served.add(bin_id)
             if self._planner is not None:
                 self._planner.release(bin_id)
             out.append(self._event(t, "stop_done", bin_id=bin_id, volume_l=round(volume, 1)))
@@ -247,6 +297,7 @@ class TruckSim:
                 if self.engine_on:
                     out.append(self._event(t, "shift_end"))
                     self.engine_on = False
+                    self._served.clear()
                     self._next_report = math.inf
                 self._release_stops()
                 self._activity = "parked"
@@ -350,7 +401,10 @@ class TruckSim:
         self, t: float, kind: EventKind, bin_id: str | None = None, volume_l: float | None = None
     ) -> Emission:
         payload = TruckEvent(
-            ts=to_datetime(t), kind=kind, bin_id=bin_id, volume_l=volume_l,
+            ts=to_datetime(t),
+            kind=kind,
+            bin_id=bin_id,
+            volume_l=volume_l,
             route_version=self.route_version,
         )
         return Emission(DeviceKind.TRUCK, self.device_id, Channel.EVENTS, payload)
