@@ -20,6 +20,11 @@ approach delay); ends with one JSON line of the means per control mode.
 
     .venv/bin/python bench/traffic/run.py                     # 3600 and 4800 veh/h, seeds 1-3, 1 h
     .venv/bin/python bench/traffic/run.py --quick             # 4800 veh/h, seed 1, 15 min
+    .venv/bin/python bench/traffic/run.py --quick --no-links  # without signal_links
+
+The registry is seeded with the links between the grid's junctions (`signal_links`, for
+max-pressure's downstream queues) unless `--no-links` (then the service runs
+longest-queue-first).
 """
 
 from __future__ import annotations
@@ -153,6 +158,11 @@ def main() -> int:
     )
     ap.add_argument("--quick", action="store_true", help="4800 veh/h, seed 1, 900 s")
     ap.add_argument("--no-adaptive", action="store_true")
+    ap.add_argument(
+        "--no-links",
+        action="store_true",
+        help="seed no signal_links (downstream queues count as 0: longest-queue-first)",
+    )
     args = ap.parse_args()
     if args.quick:
         args.vph, args.seeds, args.duration = [4800.0], [1], 900.0
@@ -183,7 +193,7 @@ def main() -> int:
             }
             _, junctions = prepare(RunConfig(**common))  # type: ignore[arg-type]
             with psycopg.connect(db_url) as conn:
-                seed_grid(conn, grid, junctions)
+                seed_grid(conn, grid, junctions, links=not args.no_links)
                 warm = run(
                     RunConfig(
                         **{
@@ -283,6 +293,7 @@ def main() -> int:
                 "bench": "traffic",
                 "duration_s": args.duration,
                 "seeds": args.seeds,
+                "links": not args.no_links,
                 "wall_s": round(time.monotonic() - t_all, 1),
                 "modes": out,
             }

@@ -18,7 +18,7 @@ import subprocess
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -32,6 +32,7 @@ __all__ = [
     "build_grid",
     "lane_loops",
     "sumo_binary",
+    "turns_of",
     "two_phase",
     "write_demand",
     "write_trips",
@@ -94,6 +95,9 @@ class Intersection:
     yellow: dict[int, str]
     all_red: str
     loops: tuple[Loop, ...]
+    #: (incoming SUMO lane, outgoing SUMO lane) of each controlled link, in link order:
+    #: which lanes downstream a lane feeds (the registry derives `signal_links` from it)
+    turns: tuple[tuple[str, str], ...] = ()
 
 
 def sumo_binary(name: str) -> str:
@@ -194,7 +198,9 @@ def intersections(spec: GridSpec, net_file: Path) -> tuple[Intersection, ...]:
             ],
         )
         x, y = net.getNode(tls.getID()).getCoord()
-        out.append(two_phase(tls.getID(), controller_id, (x, y), green, phase_of, loops))
+        out.append(
+            two_phase(tls.getID(), controller_id, (x, y), green, phase_of, loops, turns_of(conns))
+        )
     return tuple(out)
 
 
@@ -242,6 +248,13 @@ def lane_loops(
     return tuple(loops)
 
 
+def turns_of(conns: Iterable[tuple[Any, Any, Any]]) -> tuple[tuple[str, str], ...]:
+    """(incoming lane id, outgoing lane id) of sumolib's `tls.getConnections()`, by link
+    index then lane ids (a link index may carry several lane pairs)."""
+    rows = sorted((int(i), str(a.getID()), str(b.getID())) for a, b, i in conns)
+    return tuple(dict.fromkeys((a, b) for _i, a, b in rows))
+
+
 def two_phase(
     tls_id: str,
     controller_id: str,
@@ -249,10 +262,11 @@ def two_phase(
     green: Mapping[int, str],
     phase_of: Mapping[int, int],
     loops: tuple[Loop, ...],
+    turns: tuple[tuple[str, str], ...] = (),
 ) -> Intersection:
     """One of our two-phase controllers for a SUMO light: `green` per phase (2 and 4) over
     its `link_count` links; during a phase's yellow its own links (`phase_of`: link index
-    -> phase) show yellow and every other link red."""
+    -> phase) show yellow and every other link red. `turns`: see `Intersection.turns`."""
     n = len(green[_NS])
     yellow = {
         p: "".join("y" if phase_of.get(i) == p else "r" for i in range(n)) for p in (_NS, _EW)
@@ -267,6 +281,7 @@ def two_phase(
         yellow=yellow,
         all_red="r" * n,
         loops=loops,
+        turns=turns,
     )
 
 

@@ -54,6 +54,7 @@ from cityops.simulators.sumo.network import (
     Loop,
     lane_loops,
     sumo_binary,
+    turns_of,
     two_phase,
     write_trips,
 )
@@ -386,7 +387,8 @@ def _junction(
     if len(loops) > _MAX_CHANNEL:
         return None, f"{len(loops)} detectors, more than {_MAX_CHANNEL} channels"
     xy = net.getNode(next(iter(nodes))).getCoord()
-    return two_phase(tls.getID(), controller_id, xy, green, phase_of, loops), ""
+    turns = turns_of(conns)
+    return two_phase(tls.getID(), controller_id, xy, green, phase_of, loops, turns), ""
 
 
 def _green(states: list[str], phase_of: Mapping[int, int], phase: int, n: int) -> str:

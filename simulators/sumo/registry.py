@@ -5,11 +5,20 @@ So that the ingest accepts the simulator's events (it checks the device registry
 simulator uses. Idempotent (upserts; detectors a junction no longer has are removed).
 Positions: the grid's metres placed around `origin` (lat, lon); the OSM network's
 junctions where they are in the extract, named after their streets.
+
+Links (`signal_links`, for max-pressure's downstream queues) come from the network's own
+connections (`Intersection.turns`): where a controlled link of one junction leads into a
+lane that is an approach lane of another of the junctions seeded together, the upstream
+lane's stop-bar channel is linked to the downstream lane's stop-bar channel, with the
+share `1 / number of links leaving the upstream lane` (no turning counts: each movement of
+a lane is taken as equally likely). Links to a lane with no loops (the network's fringe,
+or on the OSM network a junction in between) are not written.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,8 +26,9 @@ import psycopg
 
 from cityops.simulators.sumo.network import GridSpec, Intersection
 from cityops.simulators.sumo.osm import OsmNetwork
+from cityops.traffic.maxpressure import Link
 
-__all__ = ["seed_grid", "seed_osm"]
+__all__ = ["junction_links", "seed_grid", "seed_osm"]
 
 _M_PER_DEG = math.pi / 180 * 6_371_008.8
 DEFAULT_ORIGIN = (60.1699, 24.9384)
@@ -34,8 +44,10 @@ def seed_grid(
     spec: GridSpec,
     junctions: Sequence[Intersection],
     origin: tuple[float, float] = DEFAULT_ORIGIN,
+    links: bool = True,
 ) -> int:
-    """Upsert every junction as a controller; returns the number of detectors written."""
+    """Upsert every junction as a controller, and (`links`) the links between them;
+    returns the number of detectors written."""
     lat0, lon0 = origin
     n = 0
     with conn.transaction(), conn.cursor() as cur:
@@ -44,18 +56,53 @@ def seed_grid(
             lon = lon0 + j.x / (_M_PER_DEG * math.cos(math.radians(lat0)))
             name = f"SUMO grid junction {j.tls_id}"
             n += _upsert(cur, spec, j, name, lat, lon, _MOVEMENTS)
+        _insert_links(cur, junction_links(junctions) if links else [])
     return n
 
 
-def seed_osm(conn: psycopg.Connection[Any], spec: GridSpec, network: OsmNetwork) -> int:
-    """Upsert the OSM network's controllers (timings from `spec`); returns detectors."""
+def seed_osm(
+    conn: psycopg.Connection[Any], spec: GridSpec, network: OsmNetwork, links: bool = True
+) -> int:
+    """Upsert the OSM network's controllers (timings from `spec`) and (`links`) the links
+    between directly connected ones; returns detectors."""
     n = 0
     with conn.transaction(), conn.cursor() as cur:
         for j in network.junctions:
             site = network.sites[j.controller_id]
             name = f"SUMO OSM junction {site.name} (node {site.osm_node})"
             n += _upsert(cur, spec, j, name, site.lat, site.lon, site.movements)
+        _insert_links(cur, junction_links(network.junctions) if links else [])
     return n
+
+
+def junction_links(junctions: Sequence[Intersection]) -> list[Link]:
+    """The links between `junctions` from their turns (see the module docstring), sorted."""
+    approach: dict[str, tuple[str, int]] = {}  # SUMO lane -> (controller, stop-bar channel)
+    for j in junctions:
+        for lp in j.loops:
+            if lp.kind == "stop_bar":
+                approach.setdefault(lp.sumo_lane, (j.controller_id, lp.channel))
+    shares: dict[tuple[str, int, str, int], float] = {}
+    for j in junctions:
+        leaving = Counter(a for a, _b in j.turns)
+        for a, b in j.turns:
+            up, down = approach.get(a), approach.get(b)
+            if up is None or down is None or up[0] != j.controller_id or down[0] == up[0]:
+                continue
+            key = (*up, *down)
+            shares[key] = shares.get(key, 0.0) + 1.0 / leaving[a]
+    return [Link(c, ch, tc, tch, min(1.0, s)) for (c, ch, tc, tch), s in sorted(shares.items())]
+
+
+def _insert_links(cur: psycopg.Cursor[Any], links: Sequence[Link]) -> None:
+    cur.executemany(
+        "INSERT INTO signal_links (controller_id, channel, to_controller_id, to_channel,"
+        " share) VALUES (%s, %s, %s, %s, %s)",
+        [
+            (lk.controller_id, lk.channel, lk.to_controller_id, lk.to_channel, lk.share)
+            for lk in links
+        ],
+    )
 
 
 def _upsert(
