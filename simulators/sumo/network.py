@@ -249,9 +249,13 @@ def lane_loops(
 
 
 def turns_of(conns: Iterable[tuple[Any, Any, Any]]) -> tuple[tuple[str, str], ...]:
-    """(incoming lane id, outgoing lane id) of sumolib's `tls.getConnections()`, by link
-    index then lane ids (a link index may carry several lane pairs)."""
-    rows = sorted((int(i), str(a.getID()), str(b.getID())) for a, b, i in conns)
+    """(incoming lane id, outgoing lane id) of sumolib's `tls.getConnections()` between
+    lanes cars may use, by link index then lane ids (a link index may carry several)."""
+    rows = sorted(
+        (int(i), str(a.getID()), str(b.getID()))
+        for a, b, i in conns
+        if a.allows("passenger") and b.allows("passenger")
+    )
     return tuple(dict.fromkeys((a, b) for _i, a, b in rows))
 
 

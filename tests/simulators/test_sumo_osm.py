@@ -147,3 +147,17 @@ def test_cli_runs_osm_network_events_pass_the_seeded_registry(
     # vehicles reach the loops of most controllers within two minutes
     detected = {cid for cid, evs in events.items() if any(e.code == 82 for e in evs)}
     assert len(detected) >= len(events) // 2
+
+
+def test_directly_connected_controllers_are_linked(osm: OsmNetwork) -> None:
+    from cityops.simulators.sumo.registry import junction_links
+
+    links = junction_links(osm.junctions)
+    assert links  # the extract has neighbouring controlled junctions
+    lane = {(j.controller_id, lp.channel): lp.sumo_lane for j in osm.junctions for lp in j.loops}
+    turns = {j.controller_id: set(j.turns) for j in osm.junctions}
+    for lk in links:
+        up, down = lane[(lk.controller_id, lk.channel)], lane[(lk.to_controller_id, lk.to_channel)]
+        # a controlled link of the upstream junction leads straight into the downstream lane
+        assert (up, down) in turns[lk.controller_id]
+        assert 0 < lk.share <= 1 and lk.controller_id != lk.to_controller_id
