@@ -35,13 +35,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Literal
+from typing import Literal, TypeVar
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from cityops.ingest.config import Settings
 from cityops.ingest.contract import (
@@ -68,6 +68,7 @@ _CONNECT_WAIT_S = 10.0
 _DRAIN_WAIT_S = 5.0
 _KEEPALIVE_S = 60
 _MAX_BACKOFF_S = 30.0
+_Command = TypeVar("_Command", bound=BaseModel)
 
 
 @dataclass(frozen=True, slots=True)
@@ -421,51 +422,53 @@ def _publish_loop(
         loop.poll(min(next_tick, next_misc, end) - time.time())
 
 
-def _take_routes(sim: CitySim, links: dict[str, _Link]) -> None:
-    """Hand route versions received on `cmd/route` to the simulated trucks."""
+def _commands(
+    links: dict[str, _Link], kind: DeviceKind, model: type[_Command], invalid: str
+) -> Iterator[tuple[_Link, _Command | None]]:
+    """The commands received by the devices of `kind`, oldest first, each parsed as
+    `model`; one that does not parse is logged (`invalid`: what to say) and comes as None."""
     for link in links.values():
-        while link.kind is DeviceKind.TRUCK and link.inbox:
+        while link.kind is kind and link.inbox:
             raw = link.inbox.pop(0)
+            command: _Command | None = None
             try:
-                route = RouteCommand.model_validate_json(raw)
+                command = model.model_validate_json(raw)
             except ValidationError as exc:
                 logger.warning(
-                    "truck %s: ignoring an invalid route command: %s",
-                    link.device_id,
-                    exc.errors()[0]["msg"],
+                    "%s %s: %s: %s", kind.value, link.device_id, invalid, exc.errors()[0]["msg"]
                 )
-                continue
-            if route.truck_id != link.device_id:
-                logger.warning("truck %s: ignoring a route for %s", link.device_id, route.truck_id)
-                continue
-            bins = [s.bin_id for s in route.stops if s.kind == "stop" and s.bin_id]
-            taken = sim.follow_route(link.device_id, bins, route.version)
-            logger.info(
-                "truck %s follows route v%d (%s): %d stops",
-                link.device_id,
-                route.version,
-                route.reason,
-                taken,
-            )
+            yield link, command
+
+
+def _take_routes(sim: CitySim, links: dict[str, _Link]) -> None:
+    """Hand route versions received on `cmd/route` to the simulated trucks."""
+    invalid = "ignoring an invalid route command"
+    for link, route in _commands(links, DeviceKind.TRUCK, RouteCommand, invalid):
+        if route is None:
+            continue
+        if route.truck_id != link.device_id:
+            logger.warning("truck %s: ignoring a route for %s", link.device_id, route.truck_id)
+            continue
+        bins = [s.bin_id for s in route.stops if s.kind == "stop" and s.bin_id]
+        taken = sim.follow_route(link.device_id, bins, route.version)
+        logger.info(
+            "truck %s follows route v%d (%s): %d stops",
+            link.device_id,
+            route.version,
+            route.reason,
+            taken,
+        )
 
 
 def _take_timings(sim: CitySim, links: dict[str, _Link], now: float, stats: RunStats) -> None:
     """Hand timing commands received on `cmd/timing` to the simulated controllers at `now`."""
-    for link in links.values():
-        while link.kind is DeviceKind.SIGNAL and link.inbox:
-            raw = link.inbox.pop(0)
-            try:
-                command = TimingCommand.model_validate_json(raw)
-            except ValidationError as exc:
-                logger.warning(
-                    "signal %s: invalid timing command refused: %s",
-                    link.device_id,
-                    exc.errors()[0]["msg"],
-                )
-                stats.commands["refused:invalid"] += 1
-                continue
-            outcome = sim.controllers[link.device_id].receive(command, now)
-            stats.commands[outcome.key] += 1
+    invalid = "invalid timing command refused"
+    for link, command in _commands(links, DeviceKind.SIGNAL, TimingCommand, invalid):
+        if command is None:
+            stats.commands["refused:invalid"] += 1
+            continue
+        outcome = sim.controllers[link.device_id].receive(command, now)
+        stats.commands[outcome.key] += 1
 
 
 def _shutdown(loop: _Loop, links: dict[str, _Link], clock: SimClock) -> None:
