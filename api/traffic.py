@@ -172,31 +172,18 @@ class MeasureOut(_Out):
 
     @classmethod
     def from_row(cls, r: repo.MeasureRow) -> MeasureOut:
+        """The stored row as served: its fields of the same name as they are (a subset: the
+        response leaves out what only the dashboards use), the bin start in UTC and in
+        Berlin wall-clock time."""
+        same = {name: getattr(r, name) for name in cls.model_fields if name not in _OWN}
         return cls(
             bin_start=_utc(r.bin_start),
             bin_start_local=r.bin_start.astimezone(BERLIN).isoformat(),
-            phase=r.phase,
-            volume=r.volume,
-            arrivals_on_green=r.arrivals_on_green,
-            pct_aog=r.pct_aog,
-            platoon_ratio=r.platoon_ratio,
-            delay_total_s=r.delay_total_s,
-            delay_per_vehicle_s=r.delay_per_vehicle_s,
-            cycles=r.cycles,
-            split_failures=r.split_failures,
-            gap_outs=r.gap_outs,
-            max_outs=r.max_outs,
-            force_offs=r.force_offs,
-            other_terminations=r.other_terminations,
-            mean_green_s=r.mean_green_s,
-            yellow_actuations=r.yellow_actuations,
-            red_clearance_actuations=r.red_clearance_actuations,
-            red_actuations=r.red_actuations,
-            ped_walks=r.ped_walks,
-            ped_delay_mean_s=r.ped_delay_mean_s,
-            ped_delay_max_s=r.ped_delay_max_s,
-            flagged_events=r.flagged_events,
+            **same,
         )
+
+
+_OWN = frozenset({"bin_start", "bin_start_local"})  # MeasureOut's fields not copied as they are
 
 
 class MeasurePage(_Out):

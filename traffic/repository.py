@@ -7,10 +7,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql
+from psycopg.abc import Params
 from psycopg.rows import class_row
 
 from .errors import UnknownController
@@ -48,6 +49,16 @@ __all__ = [
 ]
 
 Connection = psycopg.Connection[Any]
+_Row = TypeVar("_Row")
+
+
+def _fetch(
+    conn: Connection, row: type[_Row], query: str | sql.Composed, params: Params | None = None
+) -> list[_Row]:
+    """The rows of `query` read straight into the dataclass `row` (its fields name the
+    columns), for the read side of the API and Grafana."""
+    with conn.cursor(row_factory=class_row(row)) as cur:
+        return cur.execute(query, params).fetchall()
 
 
 def load_config(conn: Connection, controller_id: str) -> ControllerConfig:
@@ -313,9 +324,10 @@ def list_controllers(conn: Connection) -> list[ControllerRow]:
     131 in one tenth (older controllers logged that) read as the lower pattern, so
     adaptive control is never overstated.
     """
-    with conn.cursor(row_factory=class_row(ControllerRow)) as cur:
-        return cur.execute(
-            """
+    return _fetch(
+        conn,
+        ControllerRow,
+        """
             SELECT c.controller_id, c.name, ST_Y(c.geom) AS lat, ST_X(c.geom) AS lon,
                    c.cycle_s::float8 AS cycle_s,
                    coalesce((SELECT array_agg(p.phase::int ORDER BY p.seq, p.phase)
@@ -338,8 +350,8 @@ def list_controllers(conn: Connection) -> list[ControllerRow]:
                                WHERE cm.controller_id = c.controller_id AND n.ts IS NULL
                                ORDER BY cm.ts DESC LIMIT 1) h ON true
             ORDER BY c.controller_id
-            """
-        ).fetchall()
+            """,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,19 +411,16 @@ def load_measures(
         " AND (%(ab)s::timestamptz IS NULL OR (bin_start, phase) > (%(ab)s, %(ap)s))"
         " ORDER BY bin_start, phase LIMIT %(n)s"
     ).format(cols=sql.SQL(", ").join(sql.Identifier(f.name) for f in fields(MeasureRow)))
-    with conn.cursor(row_factory=class_row(MeasureRow)) as cur:
-        return cur.execute(
-            query,
-            {
-                "c": controller_id,
-                "s": start,
-                "e": end,
-                "p": phase,
-                "n": limit,
-                "ab": after[0] if after else None,
-                "ap": after[1] if after else None,
-            },
-        ).fetchall()
+    params = {
+        "c": controller_id,
+        "s": start,
+        "e": end,
+        "p": phase,
+        "n": limit,
+        "ab": after[0] if after else None,
+        "ap": after[1] if after else None,
+    }
+    return _fetch(conn, MeasureRow, query, params)
 
 
 def load_health(
@@ -421,13 +430,14 @@ def load_health(
     end: datetime,
 ) -> list[HealthRow]:
     """Stored detector health of bins starting in `[start, end)`, by bin then channel."""
-    with conn.cursor(row_factory=class_row(HealthRow)) as cur:
-        return cur.execute(
-            "SELECT controller_id, bin_start, channel, phase, kind, actuations,"
-            " longest_on_s, status FROM signal_detector_health WHERE controller_id = %s"
-            " AND bin_start >= %s AND bin_start < %s ORDER BY bin_start, channel",
-            (controller_id, start, end),
-        ).fetchall()
+    return _fetch(
+        conn,
+        HealthRow,
+        "SELECT controller_id, bin_start, channel, phase, kind, actuations,"
+        " longest_on_s, status FROM signal_detector_health WHERE controller_id = %s"
+        " AND bin_start >= %s AND bin_start < %s ORDER BY bin_start, channel",
+        (controller_id, start, end),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -444,11 +454,12 @@ def load_modes(
     end: datetime,
 ) -> list[ModeRow]:
     """Mode changes in `[start, end)`, led by the one in force at `start` (if any)."""
-    with conn.cursor(row_factory=class_row(ModeRow)) as cur:
-        return cur.execute(
-            "(SELECT ts, pattern, mode FROM signal_mode_history WHERE controller_id = %(c)s"
-            " AND ts < %(s)s ORDER BY ts DESC LIMIT 1) UNION ALL"
-            " (SELECT ts, pattern, mode FROM signal_mode_history WHERE controller_id = %(c)s"
-            " AND ts >= %(s)s AND ts < %(e)s ORDER BY ts) ORDER BY ts",
-            {"c": controller_id, "s": start, "e": end},
-        ).fetchall()
+    return _fetch(
+        conn,
+        ModeRow,
+        "(SELECT ts, pattern, mode FROM signal_mode_history WHERE controller_id = %(c)s"
+        " AND ts < %(s)s ORDER BY ts DESC LIMIT 1) UNION ALL"
+        " (SELECT ts, pattern, mode FROM signal_mode_history WHERE controller_id = %(c)s"
+        " AND ts >= %(s)s AND ts < %(e)s ORDER BY ts) ORDER BY ts",
+        {"c": controller_id, "s": start, "e": end},
+    )
