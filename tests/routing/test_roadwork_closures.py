@@ -6,7 +6,6 @@ avoids closures that hold during its shifts."""
 from __future__ import annotations
 
 import itertools
-import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -32,11 +31,18 @@ from cityops.roadworks.model import (
 from cityops.roadworks.service import RoadworksService
 from cityops.routing.closures import Closure, apply_closures
 from cityops.routing.daily import closures_during, plan_day
-from cityops.routing.network import RoadNetwork, load_network
+from cityops.routing.network import RoadNetwork
 from cityops.routing.planning import BERLIN
-from cityops.routing.replanner import Replanner, ReplanReport
+from cityops.routing.replanner import ReplanReport
 from cityops.routing.repository import current_route, load_closures
-from tests.routing.test_replanner import ENGINE, PATIENCE_S, Devices, _seed, wait_for
+from tests.routing.replan_support import (
+    ENGINE,
+    PATIENCE_S,
+    Devices,
+    make_replanner,
+    seed_city,
+    wait_for,
+)
 
 PROMOTER = Actor("Anna Schmidt", "Stadtwerke", Role.PROMOTER)
 AUTHORITY = Actor("Jonas Weber", "Straßenverkehrsbehörde", Role.AUTHORITY)
@@ -44,35 +50,11 @@ AUTHORITY = Actor("Jonas Weber", "Straßenverkehrsbehörde", Role.AUTHORITY)
 Pair = tuple[int, int]
 
 
-@pytest.fixture(scope="module")
-def network() -> RoadNetwork:
-    return load_network()
-
-
-@pytest.fixture
-def devices(settings: Settings) -> Iterator[Devices]:
-    d = Devices(settings)
-    d.start()
-    try:
-        yield d
-    finally:
-        d.stop()
-
-
 @pytest.fixture
 def replanner(settings: Settings, network: RoadNetwork) -> Iterator[list[ReplanReport]]:
     """The re-planning service as in `test_replanner.py`, polling closures every 0.3 s."""
     reports: list[ReplanReport] = []
-    rp = Replanner(
-        settings,
-        engine=ENGINE,
-        time_limit_s=2.0,
-        coalesce_s=0.8,
-        network=network,
-        client_id=f"replanner-{uuid.uuid4().hex[:8]}",
-        closure_poll_s=0.3,
-        on_replan=reports.append,
-    )
+    rp = make_replanner(settings, network, reports)
     rp.start()
     assert rp.wait_ready(PATIENCE_S)
     try:
@@ -155,7 +137,7 @@ def _plan_from_now(settings: Settings, network: RoadNetwork) -> RouteCommand:
     """The test city with today's plan for T01 made again with its shift starting now, so
     that a re-plan without the closure would keep its stops and ETAs: only the closure
     makes the new version."""
-    _seed(settings, network)
+    seed_city(settings, network)
     now = datetime.now(UTC).replace(microsecond=0)
     local = now.astimezone(BERLIN)
     start = max(local - timedelta(minutes=2), local.replace(hour=0, minute=0, second=0))
@@ -206,7 +188,7 @@ def test_a_roadwork_approved_today_re_plans_around_the_closed_street(
 def test_the_daily_plan_avoids_a_closure_that_begins_during_the_shift(
     settings: Settings, network: RoadNetwork
 ) -> None:
-    _seed(settings, network)  # shifts 00:00-24:00; the plan (v1) drives a street ...
+    seed_city(settings, network)  # shifts 00:00-24:00; the plan (v1) drives a street ...
     now = datetime.now(UTC).replace(microsecond=0)
     day = now.astimezone(BERLIN).date()
     with psycopg.connect(settings.database_url) as conn:
