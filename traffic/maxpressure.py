@@ -36,17 +36,25 @@ each link of that lane to a downstream approach lane (`Link`, the optional
 downstream lane is unknown or unusable, the downstream queue is 0 (then max-pressure is
 longest-queue-first).
 
+**Blocked lanes.** A downstream lane is *full* when its estimate has reached its storage
+(spill-back, or as many vehicles counted in as fit). A lane whose links lead, by at least
+its whole `share` (their shares summing to 1), into full lanes is *blocked*: its vehicles
+have nowhere to go. While the vehicles waiting at the other
+phases all stand in blocked lanes there is no advance (rule 4: a full downstream approach
+holds back an advance into it); without links no lane is blocked.
+
 **Decision** for the phase now green, `t` seconds into its green, first rule that
 applies:
 
 1. a phase has no usable detector (or no detector at all) -> `fallback`;
 2. `t < min_green` -> `hold` (the controller would refuse an early advance anyway);
 3. `t >= max_green` -> `advance`;
-4. the green phase's queue is empty and another phase has a queue -> `advance`;
-5. the highest pressure among the other phases exceeds the green phase's by at least
+4. the other phases have vehicles, but only in blocked lanes -> `hold`;
+5. the green phase's queue is empty and another phase has a queue -> `advance`;
+6. the highest pressure among the other phases exceeds the green phase's by at least
    `threshold` -> `advance` (the controller moves to the *next* phase of its fixed
    order; for the usual two-phase intersection that is the phase compared);
-6. otherwise `hold`.
+7. otherwise `hold`.
 
 During yellow and red clearance no phase is green; the decision is `hold` of the phase
 that comes next (a keep-alive: clearance is never shortened). Before the first phase
@@ -156,6 +164,12 @@ class LaneQueue:
     key: LaneKey
     queue: float
     method: Literal["counts", "inflow_only", "presence", "unusable"]
+    storage: float = math.inf
+
+    @property
+    def full(self) -> bool:
+        """Usable and as many vehicles as the lane holds (see Blocked lanes)."""
+        return self.method != "unusable" and self.queue >= self.storage
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,7 +363,7 @@ class ControllerState:
                 method = "presence"
             else:
                 q, method = 0.0, "unusable"
-            out[lane.key] = LaneQueue(lane.phase, lane.key, q, method)
+            out[lane.key] = LaneQueue(lane.phase, lane.key, q, method, lane.storage)
         return out
 
     def lane_key(self, channel: int) -> LaneKey | None:
@@ -401,6 +415,17 @@ def pressures(
     `links`: this controller's links; `downstream`: lane queues of other controllers by
     controller id; `downstream_keys`: (controller id, channel) -> lane key there.
     """
+    return _pressures(state, now, links, downstream, downstream_keys)[0]
+
+
+def _pressures(
+    state: ControllerState,
+    now: float,
+    links: Sequence[Link],
+    downstream: Mapping[str, Mapping[LaneKey, LaneQueue]] | None,
+    downstream_keys: Mapping[tuple[str, int], LaneKey] | None,
+) -> tuple[dict[int, float], set[LaneKey]]:
+    """Pressures by phase, and the blocked lanes."""
     queues = state.lane_queues(now)
     by_lane: dict[LaneKey, list[Link]] = {}
     for link in links:
@@ -408,17 +433,22 @@ def pressures(
         if link.controller_id == state.controller_id and key is not None:
             by_lane.setdefault(key, []).append(link)
     out = dict.fromkeys(state.order, 0.0)
+    blocked: set[LaneKey] = set()
     for key, lq in queues.items():
         if lq.method == "unusable":
             continue
-        down = 0.0
+        down = full = 0.0
         for link in by_lane.get(key, ()):
             dkey = (downstream_keys or {}).get((link.to_controller_id, link.to_channel))
             dq = (downstream or {}).get(link.to_controller_id, {}).get(dkey) if dkey else None
             if dq is not None and dq.method != "unusable":
                 down += link.share * dq.queue
+                if dq.full:
+                    full += link.share
+        if full >= 1.0 - 1e-9:
+            blocked.add(key)
         out[lq.phase] = out.get(lq.phase, 0.0) + lq.queue - down
-    return out
+    return out, blocked
 
 
 def decide(
@@ -446,7 +476,7 @@ def decide(
             state.green_phase,
             f"no usable detector for phase(s) {dead_phases}: {detail}",
         )
-    press = pressures(state, now, links, downstream, downstream_keys)
+    press, blocked = _pressures(state, now, links, downstream, downstream_keys)
     green = state.green_phase
     if green is None or state.green_start is None:
         if state.last_phase is None:
@@ -464,8 +494,16 @@ def decide(
     others = {ph: press[ph] for ph in state.order if ph != green}
     if not others:
         return Decision(cid, now, "hold", green, "single phase", press)
-    waiting = sum(q.queue for q in queues.values() if q.phase != green and q.method != "unusable")
-    if own <= 0 and waiting > 0:
+    waiting = [
+        key
+        for key, q in queues.items()
+        if q.phase != green and q.method != "unusable" and q.queue > 0
+    ]
+    if waiting and all(key in blocked for key in waiting):
+        return Decision(
+            cid, now, "hold", green, "others waiting, but their downstream lanes are full", press
+        )
+    if own <= 0 and waiting:
         return Decision(cid, now, "advance", green, "green phase empty, others waiting", press)
     best = max(others.values())
     if best - press[green] >= params.threshold:

@@ -156,6 +156,75 @@ def test_downstream_queue_lowers_the_pressure() -> None:
     assert pressures(up, 6.0)[4] == 3.0
 
 
+def _c2() -> ControllerState:
+    s = ControllerState(
+        ControllerConfig.of("c2", config().phases.values(), config().detectors.values())
+    )
+    s.observe([ev(0.0, 1, 2)])
+    return s
+
+
+def test_a_congested_downstream_approach_changes_the_decision() -> None:
+    # c1: phase 2 green since 0 with 2 waiting, phase 4 with 5 waiting -> by queues alone
+    # phase 4 wins by 3 >= threshold 2
+    traffic = sorted(
+        [
+            ev(0.5, 82, SB2),
+            ev(0.5, 82, SB4),
+            *car(1.0, ADV2),
+            *car(2.0, ADV2),
+            *[e for i in range(5) for e in car(1.0 + 0.8 * i, ADV4, dwell=0.3)],
+        ],
+        key=lambda e: e.ts,
+    )
+    links = [Link("c1", SB4, "c2", SB4, share=1.0)]
+    keys = {("c2", SB4): (4, 1)}
+    free, jammed = _c2(), _c2()
+    # c2's phase-4 lane, where c1's phase-4 vehicles go: one car waiting, or spilled back
+    # (its advance detector occupied for over 4 s: the queue reaches it, 10 of 10)
+    free.observe([ev(0.5, 82, SB4), *car(1.0, ADV4)])
+    jammed.observe([ev(0.5, 82, SB4), ev(1.0, 82, ADV4)])
+    for down, action in ((None, "advance"), (free, "advance"), (jammed, "hold")):
+        up = state()
+        up.observe(traffic)
+        queues = {} if down is None else {"c2": down.lane_queues(6.0)}
+        d = decide(up, 6.0, links, queues, keys)
+        assert d is not None and d.action == action, (down, d)
+    assert d.pressures == {2: 2.0, 4: 5.0 - 10.0}
+    assert "downstream lanes are full" in d.reason
+    # without links the same jam is invisible: longest queue first
+    d = decide(up, 6.0)
+    assert d is not None and d.action == "advance" and d.pressures == {2: 2.0, 4: 5.0}
+
+
+def test_a_full_downstream_lane_holds_back_even_an_empty_green() -> None:
+    # phase 2 green and empty; phase 4's one lane has 3 vehicles, all bound for c2's
+    # phase-4 lane (halves over two links to the same lane count as the whole lane)
+    links = [Link("c1", SB4, "c2", SB4, share=0.5), Link("c1", ADV4, "c2", SB4, share=0.5)]
+    keys = {("c2", SB4): (4, 1)}
+    jammed = _c2()
+    jammed.observe([ev(0.5, 82, SB4), ev(1.0, 82, ADV4)])
+    up = state()
+    up.observe([ev(0.5, 82, SB4), *car(1.0, ADV4), *car(2.0, ADV4), *car(3.0, ADV4)])
+    d = decide(up, 6.0, links, {"c2": jammed.lane_queues(6.0)}, keys)
+    assert d is not None and d.action == "hold"
+    # the jam clears (the advance detector frees, queue cut by the free stop bar):
+    # the advance goes ahead
+    jammed.observe([ev(6.5, 81, ADV4), ev(7.0, 81, SB4)])
+    d = decide(up, 20.0, links, {"c2": jammed.lane_queues(20.0)}, keys)
+    assert d is not None and d.action == "advance"
+    # a lane only half bound for the full lane is not blocked
+    half = links[:1]
+    d = decide(up, 6.0, half, {"c2": _jam().lane_queues(6.0)}, keys)
+    assert d is not None and d.action == "advance"
+
+
+def _jam() -> ControllerState:
+    s = _c2()
+    s.observe([ev(0.5, 82, SB4), ev(1.0, 82, ADV4)])
+    return s
+
+
 def test_stuck_stop_bar_degrades_the_lane_to_inflow_with_saturation_discharge() -> None:
     p = ControlParams(stuck_on_s=20.0, stale_after_s=1000.0)
     s = state(p)
