@@ -26,6 +26,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields, replace
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
@@ -36,9 +37,10 @@ import numpy.typing as npt
 from scipy.sparse.csgraph import dijkstra
 
 from cityops.ingest.contract import BinTelemetry, RouteCommand, RouteStop, TruckEvent
-from cityops.routing.check import plan_cost
+from cityops.routing.check import check_plan, plan_cost
 from cityops.routing.model import (
     UNREACHABLE,
+    Engine,
     Plan,
     Problem,
     Route,
@@ -70,6 +72,7 @@ __all__ = [
     "DayState",
     "Replan",
     "ReplanOptions",
+    "Solved",
     "Trigger",
     "TriggerKind",
     "TruckProgress",
@@ -83,6 +86,7 @@ __all__ = [
     "late_trigger",
     "plan_score",
     "relax_urgent",
+    "solve_replan",
     "stabilize",
     "triggers_by_fraction",
     "unfold",
@@ -850,6 +854,72 @@ def relax_urgent(replan: Replan) -> Replan:
     return replace(replan, problem=relaxed(replan.problem), full=full)
 
 
+@dataclass(frozen=True)
+class Solved:
+    """The answer to a re-plan's problem: the best of the candidates by
+    :func:`plan_score`, which one it was (``"initial"``, ``"warm"`` or ``"cold"``) and every
+    candidate's score (an initial plan that fails ``check_plan`` has none)."""
+
+    plan: Plan
+    source: str
+    scores: Mapping[str, tuple[int, int]]
+
+
+#: On equal scores the candidate closer to what the drivers have wins.
+_PREFERENCE: Final = ("initial", "warm", "cold")
+
+
+def solve_replan(
+    engine: Engine,
+    replan: Replan,
+    *,
+    time_limit_s: float,
+    seed: int = 0,
+    initial: Plan | None = None,
+) -> Solved:
+    """Solve ``replan.problem`` twice side by side, each with the whole `time_limit_s`:
+    warm (from `initial`, by default ``replan.initial``, the current routes with what the
+    event calls for) and cold (no starting solution, as a fresh solve); the best of the
+    two and the starting solution itself (when it passes ``check_plan``) by
+    :func:`plan_score` wins.
+
+    Why both: within a second or two the engine's local search settles in the nearest
+    local optimum and its guided search hardly leaves it. From the current routes that
+    optimum keeps their structure (which truck does which trips, how many unloads), so
+    each re-plan inherits the last one's detours and a chain of re-plans drifts away from
+    what a fresh solve finds (docs/performance.md, "Re-planning latency"). A cold solve
+    does not drift but can fail where the warm one does not (a fire bin's tight window, a
+    truck that starts full). Keeping the better of the two makes the answer never worse
+    by score than the cold solve run here with the same limit. The two run in threads:
+    OR-Tools releases the GIL while it searches, so the wall time stays one limit on a
+    machine with two free cores (on a busy one each search gets less done).
+    """
+    start = replan.initial if initial is None else initial
+    problem = replan.problem
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cold-solve") as pool:
+        cold = pool.submit(engine.solve, problem, time_limit_s=time_limit_s, seed=seed)
+        warm = engine.solve(problem, time_limit_s=time_limit_s, seed=seed, initial=start)
+        candidates = {"warm": warm, "cold": cold.result()}
+    problems = check_plan(problem, start)
+    if problems:
+        logger.warning(
+            "%s: the starting solution fails the check (%s); not a candidate",
+            replan.fraction,
+            problems[0],
+        )
+    else:
+        candidates["initial"] = start
+    scores = {name: plan_score(problem, plan) for name, plan in candidates.items()}
+    best = min(scores, key=lambda name: (scores[name], _PREFERENCE.index(name)))
+    logger.info(
+        "%s: %s plan kept (%s)",
+        replan.fraction,
+        best,
+        ", ".join(f"{n} {m} unserved {c / 1000:.1f} km" for n, (m, c) in sorted(scores.items())),
+    )
+    return Solved(candidates[best], best, scores)
+
+
 def changed_trucks(replan: Replan, plan: Plan, *, eta_tolerance_s: int) -> list[str]:
     """The trucks that need a new version: their stops or unloads changed, an ETA moved
     by more than the tolerance, or a trigger names them. A truck without a current route
@@ -930,6 +1000,11 @@ def stabilize(
     route) always takes the engine's route, and so do the trucks it traded stops with.
     Coverage never changes: what the engine serves, the result serves.
 
+    A truck (or group) keeps its baseline only when the engine's route is also at most
+    ``stable_pct`` % shorter in distance (see ``_worth``). Hence the bound: the result
+    serves exactly what `plan` serves, and its distance exceeds `plan`'s by at most
+    ``stable_pct`` % of the kept routes' distance, less than ``stable_pct`` % of its own.
+
     Returns the plan and the trucks that kept their baseline route although the engine's
     differed. ``changed_trucks`` then sends a new version only to trucks whose stops or
     order changed, whose ETAs moved beyond the tolerance or that a trigger names.
@@ -971,10 +1046,18 @@ def _order(route: Route) -> tuple[tuple[VisitKind, str], ...]:
 
 
 def _worth(options: ReplanOptions, old: Sequence[Route], new: Sequence[Route]) -> bool:
-    """Whether the new routes save more than the stability threshold over the old ones."""
+    """Whether the new routes save more than the stability threshold over the old ones:
+    in duration more than ``stable_pct`` % of the old duration and ``stable_s``, or in
+    distance more than ``stable_pct`` % of the old distance. The distance part bounds what
+    keeping old routes may cost: at most ``stable_pct`` % of their distance, so the plan
+    sent is at most that much longer than the engine's best (see :func:`stabilize`)."""
     before = sum(r.duration_s for r in old if r.visits)
     gain = before - sum(r.duration_s for r in new if r.visits)
-    return gain > max(before * options.stable_pct / 100.0, options.stable_s)
+    if gain > max(before * options.stable_pct / 100.0, options.stable_s):
+        return True
+    far = sum(r.distance_m for r in old if r.visits)
+    shorter = far - sum(r.distance_m for r in new if r.visits)
+    return shorter > far * options.stable_pct / 100.0
 
 
 _ORDERED: Final = frozenset({VisitKind.STOP, VisitKind.UNLOAD})

@@ -5,10 +5,11 @@ telemetry and truck telemetry and events, and polls the street closures. Events 
 call for a re-plan (see ``replan.py``) start a coalescing window; when it closes, every
 trigger heard in it is handled in one re-plan per affected fraction: the day's state is
 read from the database (merged with what the service heard itself, so an event the
-ingest has not stored yet still counts), the remaining work is solved again with the
-current routes as the starting solution, the answer is checked with ``check_plan``, and
-every truck whose route changed gets a new version (stored, then pushed on
-``{prefix}/v1/truck/{id}/cmd/route``) whose reason lists the triggers.
+ingest has not stored yet still counts), the remaining work is solved again, from the
+current routes and cold side by side (the better wins, ``replan.solve_replan``), the
+stability rule keeps drivers' orders where the gain is small, the answer is checked with
+``check_plan``, and every truck whose route changed gets a new version (stored, then
+pushed on ``{prefix}/v1/truck/{id}/cmd/route``) whose reason lists the triggers.
 
 Threads: paho's network loop parses messages and queues triggers; one worker thread
 coalesces, re-plans, stores and publishes, and polls closures and current routes when
@@ -62,6 +63,7 @@ from cityops.routing.replan import (
     DayState,
     Replan,
     ReplanOptions,
+    Solved,
     Trigger,
     TriggerKind,
     bin_trigger,
@@ -72,8 +74,8 @@ from cityops.routing.replan import (
     event_trigger,
     idle_route,
     late_trigger,
-    plan_score,
     relax_urgent,
+    solve_replan,
     stabilize,
     triggers_by_fraction,
     unfold,
@@ -129,6 +131,7 @@ class ReplanReport:
     published_mono: float  # time.monotonic() when the last version was acknowledged
     whole: Plan | None = None  # the plan as sent: pinned visits first (replan.whole's)
     kept: tuple[str, ...] = ()  # trucks that kept their order (see replan.stabilize)
+    solved: Solved | None = None  # the candidates' scores and which one won
 
 
 @dataclass(frozen=True, slots=True)
@@ -519,11 +522,8 @@ class Replanner:
             options=self.options,
         )
         lap("build")
-        plan = self.engine.solve(
-            replan.problem, time_limit_s=self.time_limit_s, seed=self.seed, initial=replan.initial
-        )
-        plan = self._better(replan, plan)
-        missed = replan.urgent & {u.stop_id for u in plan.unserved}
+        solved = solve_replan(self.engine, replan, time_limit_s=self.time_limit_s, seed=self.seed)
+        missed = replan.urgent & {u.stop_id for u in solved.plan.unserved}
         if missed:
             logger.warning(
                 "%s: no truck can reach %s within %d min; planned as soon as possible",
@@ -532,12 +532,14 @@ class Replanner:
                 self.options.fire_within_s // 60,
             )
             replan = relax_urgent(replan)
-            plan = self._better(
+            solved = solve_replan(
+                self.engine,
                 replan,
-                self.engine.solve(
-                    replan.problem, time_limit_s=self.time_limit_s, seed=self.seed, initial=plan
-                ),
+                time_limit_s=self.time_limit_s,
+                seed=self.seed,
+                initial=solved.plan,
             )
+        plan = solved.plan
         closed: list[str] = []
         if any(t.kind is TriggerKind.CLOSURE for t in triggers):
             planned = [r.vehicle_id for r in plan.routes]
@@ -569,7 +571,7 @@ class Replanner:
             )
             self._unflag(triggers)
             return self._report(
-                replan, plan, (), violations, 0, phases, first, triggers, whole, kept
+                replan, plan, (), violations, 0, phases, first, triggers, whole, kept, solved
             )
         changed = changed_trucks(replan, whole, eta_tolerance_s=self.options.eta_tolerance_s)
         changed.extend(t for t in closed if t not in changed)
@@ -582,7 +584,7 @@ class Replanner:
             for r in routes:
                 self._late_at[r.truck_id] = time.monotonic()  # its ETAs are fresh now
         report = self._report(
-            replan, plan, routes, (), pushed, phases, first, triggers, whole, kept
+            replan, plan, routes, (), pushed, phases, first, triggers, whole, kept, solved
         )
         logger.info(
             "re-plan %s [%s]: %s; solve %.0f ms, %d unserved, %.0f ms since the first event (%s)",
@@ -634,30 +636,6 @@ class Replanner:
                 out.append(truck)
         return out
 
-    def _better(self, replan: Replan, plan: Plan) -> Plan:
-        """The engine's plan, or the starting solution when that one is better (the engine
-        may have dropped it, e.g. when its model found it infeasible)."""
-        problem, start = replan.problem, replan.initial
-        ours, theirs = plan_score(problem, start), plan_score(problem, plan)
-        if ours >= theirs:
-            return plan
-        problems = check_plan(problem, start)
-        if problems:
-            logger.warning(
-                "%s: the starting solution fails the check (%s); keeping the engine's plan",
-                replan.fraction,
-                problems[0],
-            )
-            return plan
-        logger.info(
-            "%s: the engine's plan (%d required unserved, cost %d) is worse than the starting "
-            "solution (%d, %d); keeping the starting solution",
-            replan.fraction,
-            *theirs,
-            *ours,
-        )
-        return start
-
     def _report(
         self,
         replan: Replan,
@@ -670,6 +648,7 @@ class Replanner:
         triggers: Sequence[Trigger],
         whole: Plan | None = None,
         kept: Sequence[str] = (),
+        solved: Solved | None = None,
     ) -> ReplanReport:
         report = ReplanReport(
             fraction=replan.fraction,
@@ -685,6 +664,7 @@ class Replanner:
             published_mono=time.monotonic(),
             whole=whole,
             kept=tuple(kept),
+            solved=solved,
         )
         if self._on_replan is not None:
             self._on_replan(report)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from cityops.routing.check import check_plan
+from cityops.routing.check import check_plan, plan_cost
 from cityops.routing.model import Plan, VisitKind
 from cityops.routing.replan import (
     Replan,
@@ -145,8 +145,13 @@ def test_a_driver_due_for_a_break_at_the_stop_takes_it_first() -> None:
 # -- stability ----------------------------------------------------------------------------
 
 
+#: A threshold the toy street's short routes can stay within (its blocks are 100 m).
+LOOSE = ReplanOptions(stable_pct=20.0)
+
+
 def test_a_marginally_better_order_does_not_replace_the_current_one() -> None:
-    # T01 drives B03 (node 5), B01 (node 1), B02 (node 3): 80 s longer than in street order
+    # T01 drives B03 (node 5), B01 (node 1), B02 (node 3): 80 s and 800 m (of 4.8 km)
+    # longer than in street order
     routes = {"T01": route("T01", ["B03", "B01", "B02"])}
     far = TruckStateRow("T02", NOW, LAT, LON0 + DLON * 20, 0.0)
     s = state(routes=routes, states={"T02": far})
@@ -154,10 +159,11 @@ def test_a_marginally_better_order_does_not_replace_the_current_one() -> None:
     plan, _whole = solved(replan)
     t01 = plan.route("T01")
     assert t01 is not None and t01.stop_ids == ("B01", "B02", "B03"), "the engine reorders"
-    stable, kept = stabilize(replan, plan, OPTIONS)
+    stable, kept = stabilize(replan, plan, LOOSE)
     assert kept == ["T01"]
     kept_route = stable.route("T01")
     assert kept_route is not None and kept_route.stop_ids == ("B03", "B01", "B02")
+    assert kept_route.distance_m - t01.distance_m == 800
     whole = unfold(replan, stable)
     assert check_plan(replan.whole, whole) == []
     assert changed_trucks(replan, whole, eta_tolerance_s=86_400) == [], "no new version"
@@ -167,7 +173,26 @@ def test_a_marginally_better_order_does_not_replace_the_current_one() -> None:
     assert kept == [] and stable.route("T01") == t01
     assert changed_trucks(replan, unfold(replan, stable), eta_tolerance_s=86_400) == ["T01"]
     # a closure on its route forces the new order
-    assert stabilize(replan, plan, OPTIONS, forced=["T01"])[1] == []
+    assert stabilize(replan, plan, LOOSE, forced=["T01"])[1] == []
+
+
+def test_keeping_an_order_never_costs_more_than_stable_pct_of_its_distance() -> None:
+    # the same 80 s are below the default 3 min, but 800 m are 17 % of the route: more
+    # than the default 1 %, so the shorter order is taken (the bound of the claim
+    # "never worse than a cold solve by more than stable_pct %")
+    routes = {"T01": route("T01", ["B03", "B01", "B02"])}
+    far = TruckStateRow("T02", NOW, LAT, LON0 + DLON * 20, 0.0)
+    s = state(routes=routes, states={"T02": far})
+    replan = build_replan(s, "residual", [CLOSURE], network=NET, options=OPTIONS)
+    plan, _whole = solved(replan)
+    assert OPTIONS.stable_pct == 1.0 and OPTIONS.stable_s == 180
+    stable, kept = stabilize(replan, plan, OPTIONS)
+    assert kept == [] and stable == plan
+    # just above the route's 16.7 %: kept, and the extra distance is within the bound
+    stable, kept = stabilize(replan, plan, ReplanOptions(stable_pct=16.8))
+    assert kept == ["T01"]
+    extra = plan_cost(replan.problem, stable).total - plan_cost(replan.problem, plan).total
+    assert 0 < extra <= 0.168 * plan_cost(replan.problem, stable).distance_m
 
 
 def test_a_clearly_better_order_replaces_the_current_one() -> None:
