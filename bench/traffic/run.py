@@ -24,12 +24,16 @@ approach delay); ends with one JSON line of the means per control mode.
 
 The registry is seeded with the links between the grid's junctions (`signal_links`, for
 max-pressure's downstream queues) unless `--no-links` (then the service runs
-longest-queue-first).
+longest-queue-first). Their shares: `--turn-shares equal` (default: each movement of a
+lane alike; on this symmetric grid that decides exactly as without links) or `demand`
+(in proportion to the movements of the run's own trips, routed on the shortest path: the
+turning counts a traffic survey would give).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import math
@@ -41,15 +45,16 @@ import sys
 import tempfile
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import psycopg
+import sumolib
 
 from cityops.ingest.config import Settings, load_settings
 from cityops.ingest.db import ensure_database, migrate
 from cityops.simulators.sumo.mqtt import MqttBus
-from cityops.simulators.sumo.network import GridSpec
+from cityops.simulators.sumo.network import GridSpec, write_demand
 from cityops.simulators.sumo.registry import seed_grid
 from cityops.simulators.sumo.sim import RunConfig, RunResult, prepare, run
 from cityops.traffic.cli import webster_demands
@@ -116,6 +121,25 @@ def _webster_greens(
     return greens
 
 
+def _demand_turn_counts(
+    net_file: Path, vph: float, duration_s: float, seed: int
+) -> Counter[tuple[str, str]]:
+    """Vehicles per movement (incoming edge, outgoing edge) of the trips `run` will drive
+    (same generator and seed), each routed on its shortest path."""
+    trips = WORK / f"trips_turns_{vph:g}_{seed}_{duration_s:g}.xml"
+    write_demand(trips, net_file, vph, duration_s, seed)
+    net = sumolib.net.readNet(str(net_file))
+    paths: dict[tuple[str, str], list[str]] = {}
+    counts: Counter[tuple[str, str]] = Counter()
+    for trip in sumolib.xml.parse_fast(str(trips), "trip", ["id", "from", "to"]):
+        od = (trip.attr_from, trip.to)
+        if od not in paths:
+            path, _cost = net.getShortestPath(net.getEdge(od[0]), net.getEdge(od[1]))
+            paths[od] = [e.getID() for e in path or ()]
+        counts.update(itertools.pairwise(paths[od]))
+    return counts
+
+
 def _start_control(settings: Settings, db_url: str) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
@@ -163,6 +187,12 @@ def main() -> int:
         action="store_true",
         help="seed no signal_links (downstream queues count as 0: longest-queue-first)",
     )
+    ap.add_argument(
+        "--turn-shares",
+        choices=["equal", "demand"],
+        default="equal",
+        help="shares of the links: each movement of a lane alike, or by the trips' routes",
+    )
     args = ap.parse_args()
     if args.quick:
         args.vph, args.seeds, args.duration = [4800.0], [1], 900.0
@@ -191,9 +221,14 @@ def main() -> int:
                 "seed": seed,
                 "duration_s": args.duration,
             }
-            _, junctions = prepare(RunConfig(**common))  # type: ignore[arg-type]
+            net_file, junctions = prepare(RunConfig(**common))  # type: ignore[arg-type]
+            turns = (
+                _demand_turn_counts(net_file, vph, args.duration, seed)
+                if args.turn_shares == "demand"
+                else None
+            )
             with psycopg.connect(db_url) as conn:
-                seed_grid(conn, grid, junctions, links=not args.no_links)
+                seed_grid(conn, grid, junctions, links=not args.no_links, turn_counts=turns)
                 warm = run(
                     RunConfig(
                         **{
@@ -293,7 +328,7 @@ def main() -> int:
                 "bench": "traffic",
                 "duration_s": args.duration,
                 "seeds": args.seeds,
-                "links": not args.no_links,
+                "links": "none" if args.no_links else args.turn_shares,
                 "wall_s": round(time.monotonic() - t_all, 1),
                 "modes": out,
             }

@@ -9,16 +9,19 @@ junctions where they are in the extract, named after their streets.
 Links (`signal_links`, for max-pressure's downstream queues) come from the network's own
 connections (`Intersection.turns`): where a controlled link of one junction leads into a
 lane that is an approach lane of another of the junctions seeded together, the upstream
-lane's stop-bar channel is linked to the downstream lane's stop-bar channel, with the
-share `1 / number of links leaving the upstream lane` (no turning counts: each movement of
-a lane is taken as equally likely). Links to a lane with no loops (the network's fringe,
-or on the OSM network a junction in between) are not written.
+lane's stop-bar channel is linked to the downstream lane's stop-bar channel. The share is
+the link's part of the lane's links: equal parts (`1 / number of links leaving the
+lane`), or, given turning counts per movement (incoming edge -> outgoing edge, say from
+the demand's routes or a traffic count), in proportion to them. Links to a lane with no
+loops (the network's fringe, or on the OSM network a junction in between) are not
+written. On the symmetric grid with equal parts both phases feed every outgoing lane
+alike, so their downstream terms are equal and max-pressure decides as
+longest-queue-first; turning counts make them differ.
 """
 
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -45,9 +48,11 @@ def seed_grid(
     junctions: Sequence[Intersection],
     origin: tuple[float, float] = DEFAULT_ORIGIN,
     links: bool = True,
+    turn_counts: Mapping[tuple[str, str], float] | None = None,
 ) -> int:
-    """Upsert every junction as a controller, and (`links`) the links between them;
-    returns the number of detectors written."""
+    """Upsert every junction as a controller, and (`links`) the links between them
+    (shares from `turn_counts` if given, see `junction_links`); returns the number of
+    detectors written."""
     lat0, lon0 = origin
     n = 0
     with conn.transaction(), conn.cursor() as cur:
@@ -56,7 +61,7 @@ def seed_grid(
             lon = lon0 + j.x / (_M_PER_DEG * math.cos(math.radians(lat0)))
             name = f"SUMO grid junction {j.tls_id}"
             n += _upsert(cur, spec, j, name, lat, lon, _MOVEMENTS)
-        _insert_links(cur, junction_links(junctions) if links else [])
+        _insert_links(cur, junction_links(junctions, turn_counts) if links else [])
     return n
 
 
@@ -75,8 +80,15 @@ def seed_osm(
     return n
 
 
-def junction_links(junctions: Sequence[Intersection]) -> list[Link]:
-    """The links between `junctions` from their turns (see the module docstring), sorted."""
+def junction_links(
+    junctions: Sequence[Intersection],
+    turn_counts: Mapping[tuple[str, str], float] | None = None,
+) -> list[Link]:
+    """The links between `junctions` from their turns (see the module docstring), sorted.
+
+    `turn_counts`: vehicles per movement (SUMO incoming edge id, outgoing edge id); a lane
+    whose movements have no count at all falls back to equal parts, a movement without
+    count gets no link."""
     approach: dict[str, tuple[str, int]] = {}  # SUMO lane -> (controller, stop-bar channel)
     for j in junctions:
         for lp in j.loops:
@@ -84,14 +96,34 @@ def junction_links(junctions: Sequence[Intersection]) -> list[Link]:
                 approach.setdefault(lp.sumo_lane, (j.controller_id, lp.channel))
     shares: dict[tuple[str, int, str, int], float] = {}
     for j in junctions:
-        leaving = Counter(a for a, _b in j.turns)
+        weight = dict.fromkeys(j.turns, 1.0)
+        if turn_counts is not None:
+            counted = {
+                (a, b): float(turn_counts.get((_edge(a), _edge(b)), 0.0)) for a, b in j.turns
+            }
+            counted_total = _sum_by_lane(counted)
+            weight = {t: counted[t] if counted_total[t[0]] > 0 else 1.0 for t in j.turns}
+        leaving = _sum_by_lane(weight)
         for a, b in j.turns:
             up, down = approach.get(a), approach.get(b)
             if up is None or down is None or up[0] != j.controller_id or down[0] == up[0]:
                 continue
+            if weight[(a, b)] <= 0:
+                continue
             key = (*up, *down)
-            shares[key] = shares.get(key, 0.0) + 1.0 / leaving[a]
+            shares[key] = shares.get(key, 0.0) + weight[(a, b)] / leaving[a]
     return [Link(c, ch, tc, tch, min(1.0, s)) for (c, ch, tc, tch), s in sorted(shares.items())]
+
+
+def _sum_by_lane(weight: Mapping[tuple[str, str], float]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for (a, _b), w in weight.items():
+        out[a] = out.get(a, 0.0) + w
+    return out
+
+
+def _edge(lane_id: str) -> str:
+    return lane_id.rpartition("_")[0]
 
 
 def _insert_links(cur: psycopg.Cursor[Any], links: Sequence[Link]) -> None:

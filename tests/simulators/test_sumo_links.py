@@ -91,3 +91,23 @@ def test_turns_come_from_the_network(grid: tuple[Intersection, ...]) -> None:
 def test_empty_or_isolated_junctions_give_no_links(grid: tuple[Intersection, ...]) -> None:
     assert junction_links([]) == []
     assert junction_links(grid[:1]) == []  # its neighbours are not seeded with it
+
+
+def test_turning_counts_set_the_shares(grid: tuple[Intersection, ...]) -> None:
+    lane_of = {(j.controller_id, lp.channel): lp.sumo_lane for j in grid for lp in j.loops}
+    # at B1, from the south (edge B0B1): 30 straight on to B2, 10 right to C1, no left
+    counts = {("B0B1", "B1B2"): 30.0, ("B0B1", "B1C1"): 10.0}
+    links = junction_links(grid, counts)
+    got = {
+        (lane_of[(lk.controller_id, lk.channel)], lane_of[(lk.to_controller_id, lk.to_channel)]): (
+            lk.share
+        )
+        for lk in links
+        if lk.controller_id == "GRID-B1"
+    }
+    assert got[("B0B1_0", "B1B2_0")] == 0.75 and got[("B0B1_0", "B1C1_0")] == 0.25
+    # lane 1 goes straight or left: with no left turns all of it goes straight on
+    assert got[("B0B1_1", "B1B2_1")] == 1.0 and ("B0B1_1", "B1A1_1") not in got
+    # a lane without any count keeps equal parts
+    assert got[("A1B1_0", "B1C1_0")] == 0.5
+    assert len(links) == 96 - 1
