@@ -67,9 +67,9 @@ REPO = Path(__file__).resolve().parents[2]
 WORK = Path(tempfile.gettempdir()) / f"cityops-sumo-{os.getuid()}"
 
 
-def _db_url(base: str) -> str:
+def _db_url(base: str, name: str) -> str:
     head, _, _ = base.rpartition("/")
-    return f"{head}/cityops_bench_traffic"
+    return f"{head}/{name}"
 
 
 def _atspm(
@@ -188,6 +188,12 @@ def main() -> int:
         help="seed no signal_links (downstream queues count as 0: longest-queue-first)",
     )
     ap.add_argument(
+        "--database",
+        default="cityops_bench_traffic",
+        help="database (created and migrated if missing; its registry is overwritten); "
+        "set TMPDIR too to run two benchmarks at once",
+    )
+    ap.add_argument(
         "--turn-shares",
         choices=["equal", "demand"],
         default="equal",
@@ -200,7 +206,7 @@ def main() -> int:
         ap.error("--warmup-discard and --duration must be multiples of 900 s")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     base = load_settings()
-    db_url = _db_url(base.database_url)
+    db_url = _db_url(base.database_url, args.database)
     ensure_database(db_url)
     migrate(db_url)
     grid = GridSpec()
