@@ -833,12 +833,14 @@ def run_replanner(
     coalesce_s: float = 2.0,
     stop: threading.Event | None = None,
     ready: threading.Event | None = None,
+    clock: Callable[[], datetime] | None = None,
 ) -> int:
     """Entry point of `cityops routing replan`: run until SIGINT/SIGTERM (when called from
     the main thread) or until `stop` is set. `ready` is set once the subscriptions are in
-    place. Returns 0 after a requested stop, 1 when the service failed."""
+    place; `clock` gives "now" (default: the system clock; tests and simulations pass
+    their own). Returns 0 after a requested stop, 1 when the service failed."""
     stop = stop or threading.Event()
-    service = Replanner(settings, time_limit_s=time_limit_s, coalesce_s=coalesce_s)
+    service = Replanner(settings, time_limit_s=time_limit_s, coalesce_s=coalesce_s, clock=clock)
     previous: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
 

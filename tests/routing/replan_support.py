@@ -5,6 +5,7 @@ condition (never on time)."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import uuid
@@ -32,6 +33,36 @@ ENGINE = OrToolsEngine(solution_limit=30)
 #: machine a re-plan (load, 2 s solve, store, push) can take many times its usual second.
 #: Tests wait on conditions, never on time: a pass is as fast as the service.
 PATIENCE_S = 60.0
+
+
+def _morning() -> datetime:
+    """10:00 Europe/Berlin of the latest day on which that hour has passed (UTC), or the
+    time in CITYOPS_TEST_NOW (ISO 8601 with offset), to run the tests at another time."""
+    pinned = os.environ.get("CITYOPS_TEST_NOW")
+    if pinned:
+        return datetime.fromisoformat(pinned).astimezone(UTC)
+    real = datetime.now(BERLIN)
+    ten = real.replace(hour=10, minute=0, second=0, microsecond=0)
+    return (ten if ten <= real else ten - timedelta(days=1)).astimezone(UTC)
+
+
+_MORNING, _STARTED = _morning(), time.monotonic()
+
+
+def clock() -> datetime:
+    """The re-planner tests' "now": 10:00 in Berlin of the latest day that has reached it,
+    advancing with real time from when this module was loaded.
+
+    The test city's shifts run 00:00-23:59:59 and its daily plan starts at midnight, so
+    at the real time of day the tests would depend on when they run: shortly after
+    midnight no truck is late yet, shortly before it no shift has room for a re-plan.
+    Every timestamp the tests make (readings, events, positions, closures) and the
+    service's clock come from here instead. Never in the future, so no timestamp is
+    rejected as such; CI may run at any hour. CITYOPS_TEST_NOW=2026-11-21T23:30:00+01:00
+    runs them at 23:30 instead, as they used to run then: the late truck's re-plan finds
+    no shift left (docs/routing.md).
+    """
+    return _MORNING + timedelta(seconds=time.monotonic() - _STARTED)
 
 
 def wait_for(what: str, cond: Callable[[], object], timeout: float = PATIENCE_S) -> None:
@@ -80,11 +111,11 @@ class Devices:
         info.wait_for_publish(5)
 
     def bin_reading(self, bin_id: str, fill_pct: float, **extra: object) -> None:
-        now = utc_iso(datetime.now(UTC))
+        now = utc_iso(clock())
         self.publish(f"bin/S-{bin_id}/telemetry", {"ts": now, "fill_pct": fill_pct, **extra})
 
     def truck_event(self, truck_id: str, kind: str, **extra: object) -> None:
-        now = utc_iso(datetime.now(UTC))
+        now = utc_iso(clock())
         self.publish(f"truck/{truck_id}/events", {"ts": now, "kind": kind, **extra})
 
     def new_versions(self) -> list[dict[str, object]]:
@@ -123,10 +154,11 @@ def route_bins(r: dict[str, object]) -> list[str]:
 
 def seed_city(settings: Settings, network: RoadNetwork, *, trucks: int = 1) -> list[str]:
     """The test city, all residual, shifts all day, B0001-B0003 nearly full; a daily plan
-    for today is stored and pushed (version 1). Returns the bins it collects."""
+    for the day of :func:`clock` is stored and pushed (version 1). Returns the bins it
+    collects."""
     city = build_city(load_scenario("test"), network)
     seed_registry(settings.database_url, city)
-    now = datetime.now(UTC).replace(microsecond=0)
+    now = clock().replace(microsecond=0)
     full = {b.bin_id for b in city.bins[:3]}
     with psycopg.connect(settings.database_url) as conn:
         for i in range(2, trucks + 1):
@@ -160,10 +192,12 @@ def seed_city(settings: Settings, network: RoadNetwork, *, trucks: int = 1) -> l
 def make_replanner(
     settings: Settings, network: RoadNetwork, reports: list[ReplanReport]
 ) -> Replanner:
-    """The re-planning service as the tests run it (not started): a 2 s solve, a 0.8 s
-    coalescing window, closures polled every 0.3 s, every report appended to `reports`."""
+    """The re-planning service as the tests run it (not started): on the tests' clock, a
+    2 s solve, a 0.8 s coalescing window, closures polled every 0.3 s, every report
+    appended to `reports`."""
     return Replanner(
         settings,
+        clock=clock,
         engine=ENGINE,
         time_limit_s=2.0,
         coalesce_s=0.8,

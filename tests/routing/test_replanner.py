@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import timedelta
 
 import psycopg
 import pytest
@@ -18,6 +18,7 @@ from cityops.routing.replanner import Replanner, ReplanReport, run_replanner
 from tests.routing.replan_support import (
     PATIENCE_S,
     Devices,
+    clock,
     make_replanner,
     route_bins,
     seed_city,
@@ -51,7 +52,9 @@ def test_an_overflowing_bin_is_added_to_the_truck_of_its_fraction(
     result: list[int] = []
     thread = threading.Thread(
         target=lambda: result.append(
-            run_replanner(settings, time_limit_s=1.0, coalesce_s=0.5, stop=stop, ready=ready)
+            run_replanner(
+                settings, time_limit_s=1.0, coalesce_s=0.5, stop=stop, ready=ready, clock=clock
+            )
         )
     )
     thread.start()
@@ -86,8 +89,8 @@ def test_a_done_stop_is_not_in_the_new_version(
     with psycopg.connect(settings.database_url) as conn:
         conn.execute(
             "INSERT INTO truck_events (truck_id, ts, kind, bin_id) "
-            "VALUES ('T01', now(), 'stop_done', %s)",
-            (first,),
+            "VALUES ('T01', %s, 'stop_done', %s)",
+            (clock(), first),
         )
     rp, _reports = service
     rp.start()
@@ -169,9 +172,9 @@ def test_a_new_street_closure_re_plans_today(
     with psycopg.connect(settings.database_url) as conn:
         conn.execute(
             "INSERT INTO street_closures (closure_id, geom, valid_from, valid_to, source, reason) "
-            "VALUES ('C-1', ST_SetSRID(ST_MakePoint(%s, %s), 4326), now() - interval '1 hour', "
-            "now() + interval '1 day', 'test', 'water main')",
-            (lon, lat),
+            "VALUES ('C-1', ST_SetSRID(ST_MakePoint(%s, %s), 4326), %s, %s, 'test', "
+            "'water main')",
+            (lon, lat, clock() - timedelta(hours=1), clock() + timedelta(days=1)),
         )
     route = devices.wait_route(lambda r: r["reason"] == "street closure C-1 changed")
     assert set(planned) == set(route_bins(route))
@@ -193,7 +196,7 @@ def test_a_late_truck_is_re_planned_from_where_it_is(
     assert rp.wait_ready(PATIENCE_S)
     node = network.nearest_node(float(network.lat[100]), float(network.lon[100]))
     lat, lon = float(network.lat[node]), float(network.lon[node])
-    now = utc_iso(datetime.now(UTC))
+    now = utc_iso(clock())
     devices.publish("truck/T01/telemetry", {"ts": now, "lat": lat, "lon": lon, "load_l": 120.0})
     route = devices.wait_route(lambda r: str(r["reason"]).startswith("truck T01 "))
     assert str(route["reason"]).endswith(" min behind")

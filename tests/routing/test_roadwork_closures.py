@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 import psycopg
@@ -39,6 +39,7 @@ from tests.routing.replan_support import (
     ENGINE,
     PATIENCE_S,
     Devices,
+    clock,
     make_replanner,
     seed_city,
     wait_for,
@@ -113,7 +114,7 @@ def _close_today(
     rw = RoadworksSettings()
     svc = RoadworksService.from_settings(rw)
     projector = rw.frame().projector
-    now = datetime.now(UTC)
+    now = clock()
     spec = RoadworkSpec(
         title="Rohrbruch Wasserleitung",
         promoter="Stadtwerke",
@@ -138,7 +139,7 @@ def _plan_from_now(settings: Settings, network: RoadNetwork) -> RouteCommand:
     that a re-plan without the closure would keep its stops and ETAs: only the closure
     makes the new version."""
     seed_city(settings, network)
-    now = datetime.now(UTC).replace(microsecond=0)
+    now = clock().replace(microsecond=0)
     local = now.astimezone(BERLIN)
     start = max(local - timedelta(minutes=2), local.replace(hour=0, minute=0, second=0))
     with psycopg.connect(settings.database_url) as conn:
@@ -169,9 +170,9 @@ def test_a_roadwork_approved_today_re_plans_around_the_closed_street(
     assert route["version"] == 3
 
     with psycopg.connect(settings.database_url) as conn:
-        closures = load_closures(conn, valid_at_or_after=datetime.now(UTC))
+        closures = load_closures(conn, valid_at_or_after=clock())
     assert [c.closure_id for c in closures] == [cid]
-    derived, [effect] = apply_closures(network, closures, datetime.now(UTC))
+    derived, [effect] = apply_closures(network, closures, clock())
     assert street in effect.streets and effect.closed_edges >= 2  # both directions
     closed = _edge_pairs(network) - _edge_pairs(derived)
     node_at = _node_at(network)
@@ -189,7 +190,7 @@ def test_the_daily_plan_avoids_a_closure_that_begins_during_the_shift(
     settings: Settings, network: RoadNetwork
 ) -> None:
     seed_city(settings, network)  # shifts 00:00-24:00; the plan (v1) drives a street ...
-    now = datetime.now(UTC).replace(microsecond=0)
+    now = clock().replace(microsecond=0)
     day = now.astimezone(BERLIN).date()
     with psycopg.connect(settings.database_url) as conn:
         v1 = current_route(conn, "T01", day)
@@ -248,12 +249,12 @@ def test_a_closure_that_begins_later_re_plans_when_it_begins(
 ) -> None:
     v1 = _plan_from_now(settings, network)
     street, line = _street_to_close(network, v1)
-    begins = datetime.now(UTC) + timedelta(seconds=6)
+    begins = clock() + timedelta(seconds=6)
     reference = _close_today(settings, street, line, begins, begins + timedelta(hours=2))
-    approved = datetime.now(UTC)
+    approved = clock()
     cid = f"roadwork:{reference}"
     route = devices.wait_route(lambda r: cid in str(r["reason"]))
-    assert datetime.now(UTC) >= begins, "nothing changes before the closure begins"
+    assert clock() >= begins, "nothing changes before the closure begins"
     assert route["version"] == 3
     if approved < begins - timedelta(seconds=2):  # not so on a very slow machine
         # the approval itself re-planned, with nothing to change (reports follow the push)
