@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import itertools
 import logging
+import pickle
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import BrokenExecutor, Executor, Future
 from dataclasses import dataclass, field, fields, replace
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
@@ -876,12 +877,12 @@ def solve_replan(
     time_limit_s: float,
     seed: int = 0,
     initial: Plan | None = None,
+    pool: Executor | None = None,
 ) -> Solved:
-    """Solve ``replan.problem`` twice side by side, each with the whole `time_limit_s`:
-    warm (from `initial`, by default ``replan.initial``, the current routes with what the
-    event calls for) and cold (no starting solution, as a fresh solve); the best of the
-    two and the starting solution itself (when it passes ``check_plan``) by
-    :func:`plan_score` wins.
+    """Solve ``replan.problem`` twice, each with the whole `time_limit_s`: warm (from
+    `initial`, by default ``replan.initial``, the current routes with what the event calls
+    for) and cold (no starting solution, as a fresh solve); the best of the two and the
+    starting solution itself (when it passes ``check_plan``) by :func:`plan_score` wins.
 
     Why both: within a second or two the engine's local search settles in the nearest
     local optimum and its guided search hardly leaves it. From the current routes that
@@ -889,17 +890,31 @@ def solve_replan(
     each re-plan inherits the last one's detours and a chain of re-plans drifts away from
     what a fresh solve finds (docs/performance.md, "Re-planning latency"). A cold solve
     does not drift but can fail where the warm one does not (a fire bin's tight window, a
-    truck that starts full). Keeping the better of the two makes the answer never worse
-    by score than the cold solve run here with the same limit. The two run in threads:
-    OR-Tools releases the GIL while it searches, so the wall time stays one limit on a
-    machine with two free cores (on a busy one each search gets less done).
+    first solution that drops most stops). Keeping the better of the two makes the answer
+    never worse by score than the cold solve of the same problem, engine, seed and limit.
+
+    With `pool` (a process pool: OR-Tools holds the GIL while it searches, so a thread
+    would only run once the warm search is over) the cold solve runs there, beside the
+    warm one, and both take one limit of wall time; without, one after the other. If the
+    pool fails, the answer is the warm solve's or the starting solution.
     """
     start = replan.initial if initial is None else initial
     problem = replan.problem
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cold-solve") as pool:
-        cold = pool.submit(engine.solve, problem, time_limit_s=time_limit_s, seed=seed)
-        warm = engine.solve(problem, time_limit_s=time_limit_s, seed=seed, initial=start)
-        candidates = {"warm": warm, "cold": cold.result()}
+    cold: Future[Plan] | None = None
+    if pool is not None:
+        try:
+            cold = pool.submit(engine.solve, problem, time_limit_s=time_limit_s, seed=seed)
+        except (RuntimeError, BrokenExecutor) as exc:
+            logger.error("%s: cold solve not started: %s", replan.fraction, exc)
+    warm = engine.solve(problem, time_limit_s=time_limit_s, seed=seed, initial=start)
+    candidates = {"warm": warm}
+    if pool is None:
+        candidates["cold"] = engine.solve(problem, time_limit_s=time_limit_s, seed=seed)
+    elif cold is not None:
+        try:
+            candidates["cold"] = cold.result()
+        except (BrokenExecutor, OSError, RuntimeError, pickle.PicklingError) as exc:
+            logger.error("%s: cold solve failed: %s", replan.fraction, exc)
     problems = check_plan(problem, start)
     if problems:
         logger.warning(

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import itertools
 import logging
+import multiprocessing
 import queue
 import signal
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from types import FrameType
@@ -112,6 +114,7 @@ CLOSURE_POLL_S: Final = 5.0
 ROUTES_REFRESH_S: Final = 30.0
 LATE_COOLDOWN_S: Final = 300.0
 _PUBLISH_TIMEOUT_S: Final = 5.0
+_POOL_START_S: Final = 60.0
 
 
 @dataclass(frozen=True)
@@ -195,6 +198,8 @@ class Replanner:
         self._node_at: dict[tuple[float, float], int] | None = None
 
         self._conn: psycopg.Connection[Any] | None = None
+        # the cold solve's process (see replan.solve_replan), made in start()
+        self._pool: ProcessPoolExecutor | None = None
         self._ready = threading.Event()
         self._stopping = threading.Event()
         self._done_event = threading.Event()
@@ -522,7 +527,9 @@ class Replanner:
             options=self.options,
         )
         lap("build")
-        solved = solve_replan(self.engine, replan, time_limit_s=self.time_limit_s, seed=self.seed)
+        solved = solve_replan(
+            self.engine, replan, time_limit_s=self.time_limit_s, seed=self.seed, pool=self._pool
+        )
         missed = replan.urgent & {u.stop_id for u in solved.plan.unserved}
         if missed:
             logger.warning(
@@ -538,6 +545,7 @@ class Replanner:
                 time_limit_s=self.time_limit_s,
                 seed=self.seed,
                 initial=solved.plan,
+                pool=self._pool,
             )
         plan = solved.plan
         closed: list[str] = []
@@ -763,6 +771,7 @@ class Replanner:
         if self._base_network is None:
             self._base_network = load_network(s.osm_file)
         self._refresh()
+        self._start_pool()
         self._closures = closures_stamp(self._connection())
         self._active_closures = closures_active_at(self._connection(), self._clock())
         self._warm_up()
@@ -774,6 +783,20 @@ class Replanner:
             s.mqtt_host, s.mqtt_port, keepalive=30, clean_start=False, properties=props
         )
         self._client.loop_start()
+
+    def _start_pool(self) -> None:
+        """One worker process for the cold solves, started (spawned: the service runs
+        threads) and its imports done before the first event, so a re-plan pays neither.
+        Without it (a worker that cannot start) warm and cold solves run one after the
+        other."""
+        pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            pool.submit(_load_solver).result(timeout=_POOL_START_S)
+        except (BrokenExecutor, OSError, TimeoutError) as exc:
+            logger.error("replanner: no process for cold solves (%s); solving in turn", exc)
+            pool.shutdown(wait=False, cancel_futures=True)
+            return
+        self._pool = pool
 
     def _warm_up(self) -> None:
         """Compute what the first re-plan would: the cost rows of the sites and of every
@@ -818,7 +841,16 @@ class Replanner:
         self._client.disconnect()
         self._client.loop_stop()
         self._drop_connection()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
         logger.info("replanner %s stopped", self.client_id)
+
+
+def _load_solver() -> str:
+    """Run in the cold-solve process once: import the engine's module (seconds of
+    imports) before it is needed."""
+    return OrToolsEngine().name
 
 
 def _edge_codes(base: RoadNetwork, network: RoadNetwork) -> np.ndarray[Any, np.dtype[np.int64]]:

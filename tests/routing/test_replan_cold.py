@@ -4,6 +4,9 @@ solve (from the current routes) and a cold one run side by side and the better w
 
 from __future__ import annotations
 
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+
 from cityops.routing.check import check_plan
 from cityops.routing.replan import (
     Trigger,
@@ -98,3 +101,21 @@ def test_on_a_tie_the_current_routes_win() -> None:
     solved = solve_replan(ENGINE, replan, time_limit_s=5)
     assert set(solved.scores.values()) == {solved.scores["initial"]}
     assert solved.source == "initial" and solved.plan == replan.initial
+
+
+def test_the_cold_solve_runs_in_a_process_beside_the_warm_one() -> None:
+    # as the service runs it: OR-Tools holds the GIL while it searches, a thread would wait
+    routes = {"T01": route("T01", ["B09", "B01", "B08", "B02"])}
+    replan = build_replan(
+        state(routes=routes, states=zigzag()), "residual", [CLOSURE], network=NET, options=OPTIONS
+    )
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+        solved = solve_replan(FIRST, replan, time_limit_s=5, pool=pool)
+    assert solved.source == "cold"
+    assert solved.plan == FIRST.solve(replan.problem, time_limit_s=5), "the same as in-process"
+    # a pool that cannot take work: the warm answer (or the starting solution) still comes
+    with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+        pool.shutdown()
+        solved = solve_replan(FIRST, replan, time_limit_s=5, pool=pool)
+    assert set(solved.scores) == {"initial", "warm"}
