@@ -31,6 +31,7 @@ from concurrent.futures import BrokenExecutor, Executor, Future
 from dataclasses import dataclass, field, fields, replace
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
+from time import monotonic
 from typing import ClassVar, Final
 
 import numpy as np
@@ -859,11 +860,13 @@ def relax_urgent(replan: Replan) -> Replan:
 class Solved:
     """The answer to a re-plan's problem: the best of the candidates by
     :func:`plan_score`, which one it was (``"initial"``, ``"warm"`` or ``"cold"``) and every
-    candidate's score (an initial plan that fails ``check_plan`` has none)."""
+    candidate's score (an initial plan that fails ``check_plan`` has none); ``seconds``:
+    wall time of the warm solve and of waiting for the cold one after it."""
 
     plan: Plan
     source: str
     scores: Mapping[str, tuple[int, int]]
+    seconds: Mapping[str, float] = field(default_factory=dict)
 
 
 #: On equal scores the candidate closer to what the drivers have wins.
@@ -906,8 +909,11 @@ def solve_replan(
             cold = pool.submit(engine.solve, problem, time_limit_s=time_limit_s, seed=seed)
         except (RuntimeError, BrokenExecutor) as exc:
             logger.error("%s: cold solve not started: %s", replan.fraction, exc)
+    began = monotonic()
     warm = engine.solve(problem, time_limit_s=time_limit_s, seed=seed, initial=start)
     candidates = {"warm": warm}
+    seconds = {"warm": monotonic() - began}
+    began = monotonic()
     if pool is None:
         candidates["cold"] = engine.solve(problem, time_limit_s=time_limit_s, seed=seed)
     elif cold is not None:
@@ -915,6 +921,7 @@ def solve_replan(
             candidates["cold"] = cold.result()
         except (BrokenExecutor, OSError, RuntimeError, pickle.PicklingError) as exc:
             logger.error("%s: cold solve failed: %s", replan.fraction, exc)
+    seconds["cold"] = monotonic() - began
     problems = check_plan(problem, start)
     if problems:
         logger.warning(
@@ -932,7 +939,7 @@ def solve_replan(
         best,
         ", ".join(f"{n} {m} unserved {c / 1000:.1f} km" for n, (m, c) in sorted(scores.items())),
     )
-    return Solved(candidates[best], best, scores)
+    return Solved(candidates[best], best, scores, seconds)
 
 
 def changed_trucks(replan: Replan, plan: Plan, *, eta_tolerance_s: int) -> list[str]:
