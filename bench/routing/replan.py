@@ -101,7 +101,7 @@ class Row:
     violations: int
     source: str  # the service's candidate that won: initial, warm or cold (before stabilize)
     own_cold: tuple[int, int] | None  # the service's own cold solve, beside the warm one
-    within_bound: bool  # warm <= cold + stable_pct % of the re-plan's distance
+    within_bound: bool  # fewer required unserved, or as many and <= cold + stable_pct %
     note: str = ""
 
 
@@ -447,7 +447,8 @@ def _run(settings: Settings, args: argparse.Namespace, rejected: _InitialRejecte
                     violations=len(report.violations),
                     source=solved.source if solved is not None else "-",
                     own_cold=solved.scores.get("cold") if solved is not None else None,
-                    within_bound=warm[0] <= cold_score[0] and warm[1] <= cold_score[1] + slack,
+                    within_bound=warm[0] < cold_score[0]
+                    or (warm[0] == cold_score[0] and warm[1] <= cold_score[1] + slack),
                     note=note,
                 )
             )
