@@ -16,6 +16,7 @@ from cityops.routing.replan import (
     solve_replan,
     stabilize,
 )
+from cityops.routing.replanner import ColdPool
 from cityops.routing.repository import TruckStateRow
 from cityops.routing.solver import OrToolsEngine
 from tests.routing.test_replan import (
@@ -109,12 +110,12 @@ def test_the_cold_solve_runs_in_a_process_beside_the_warm_one() -> None:
     replan = build_replan(
         state(routes=routes, states=zigzag()), "residual", [CLOSURE], network=NET, options=OPTIONS
     )
-    spawn = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+    with ColdPool() as pool:
         solved = solve_replan(FIRST, replan, time_limit_s=5, pool=pool)
     assert solved.source == "cold"
     assert solved.plan == FIRST.solve(replan.problem, time_limit_s=5), "the same as in-process"
     # a pool that cannot take work: the warm answer (or the starting solution) still comes
+    spawn = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
         pool.shutdown()
         solved = solve_replan(FIRST, replan, time_limit_s=5, pool=pool)
