@@ -770,7 +770,11 @@ class Replanner:
             self.coalesce_s,
         )
         if self._base_network is None:
-            self._base_network = load_network(s.osm_file)
+            # The same network the daily plan uses: CITYOPS_OSM_FILE, else the one
+            # `cityops routing import-network` made active, else the bundled extract.
+            from cityops.routing.ops_cli import network_for
+
+            self._base_network = load_network(network_for(s))
         self._refresh()
         self._start_pool()
         self._closures = closures_stamp(self._connection())
@@ -872,7 +876,7 @@ class ColdPool(Executor):
     Why wait: the caller's next step, the warm solve, holds the GIL for the whole time
     limit (OR-Tools does not release it), and the pool's feeder thread needs the GIL to
     send the call; without the wait the cold solve sometimes began only after the warm
-    one, doubling the solve time (2 s instead of 1 s in 3 of 80 benchmark events)."""
+    one, doubling the solve time (2 s instead of 1 s in 2 of 40 benchmark events)."""
 
     def __init__(self) -> None:
         spawn = multiprocessing.get_context("spawn")
