@@ -40,7 +40,6 @@ __all__ = [
     "DayAxis",
     "Location",
     "PlanningOptions",
-    "assign_fractions",
     "build_problem",
     "fraction_of_day",
     "plan_to_routes",
@@ -91,40 +90,10 @@ class Location:
 
 
 def fraction_of_day(truck: TruckRow, day: date) -> str:
-    """Transitional: the fraction by weekday rotation. The daily plan now assigns
-    fractions by demand (`assign_fractions`) and records them on each route version."""
+    """The fraction by weekday rotation: the re-planner's fallback for a route version
+    stored without its fraction. The daily plan assigns fractions by urgency
+    (`cityops.routing.dispatch`) and records them on each route version."""
     return truck.fractions[day.weekday() % len(truck.fractions)]
-
-
-def assign_fractions(
-    trucks: Sequence[TruckRow], demand_l: Mapping[str, tuple[float, float]]
-) -> dict[str, str]:
-    """Which fraction each truck collects today (a truck carries one fraction a day).
-
-    `demand_l` maps a fraction to (required litres, optional litres) of the selected bins.
-    Trucks are taken largest first; each takes, among the fractions it can carry, the one
-    with the most required litres still uncovered (then optional litres, then the order of
-    its own list), and covers its capacity of it. A truck whose fractions have no demand
-    keeps its first fraction.
-    """
-    left = {f: [req, opt] for f, (req, opt) in demand_l.items()}
-    out: dict[str, str] = {}
-    for t in sorted(trucks, key=lambda t: (-t.capacity_l, t.truck_id)):
-        ranked = sorted(
-            t.fractions,
-            key=lambda f: (
-                -left.get(f, [0.0, 0.0])[0],
-                -left.get(f, [0.0, 0.0])[1],
-                t.fractions.index(f),
-            ),
-        )
-        choice = ranked[0]
-        out[t.truck_id] = choice
-        if choice in left:
-            req, opt = left[choice]
-            take = min(req, t.capacity_l)
-            left[choice] = [req - take, max(0.0, opt - (t.capacity_l - take))]
-    return out
 
 
 def build_problem(
