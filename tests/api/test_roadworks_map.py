@@ -11,9 +11,6 @@ no network: the page must work without them. Needs Debian's `chromium` and
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -21,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
 from cityops.api.app import create_app
 from cityops.api.roadworks import roadworks_api
@@ -31,6 +27,7 @@ from cityops.routing.network import load_network
 from tests.api.test_roadworks_api import api_settings, clone, roadworks_context
 from tests.roadworks.conftest import SEED_DAY
 from tests.roadworks.factories import service
+from tests.support.servers import serving
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -67,26 +64,8 @@ def server(seeded: tuple[str, SeedReport]) -> Iterator[str]:
     app = create_app(api_settings(seeded[0]), db_timeout_s=5.0)
     ctx = roadworks_context()
     app.dependency_overrides[roadworks_api] = lambda: ctx
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", ws="none", lifespan="on",
-                            access_log=False)
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + WAIT_S
-    while not srv.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with serving(app, wait_s=WAIT_S) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -16,11 +16,7 @@ anonymous client (public operations answer, the others must refuse with 401, not
 from __future__ import annotations
 
 import os
-import socket
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,7 +25,6 @@ from zoneinfo import ZoneInfo
 import pytest
 import requests
 import schemathesis
-import uvicorn
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from hypothesis import HealthCheck, given, settings
@@ -52,6 +47,7 @@ from tests.api.test_roadworks_api import api_settings, roadworks_context
 from tests.api.test_trucks import _route
 from tests.roadworks.conftest import SEED_DAY
 from tests.roadworks.factories import service
+from tests.support.servers import serving
 
 pytestmark = pytest.mark.slow
 
@@ -103,30 +99,6 @@ def _seed(url: str) -> None:
         store_route(conn, route.model_copy(update={"plan_date": today}))
 
 
-@contextmanager
-def serving(app: FastAPI) -> Iterator[str]:
-    """`app` in uvicorn on a free loopback port; yields its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="critical", ws="none", lifespan="on", access_log=False)
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + WAIT_S
-    while not srv.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        srv.should_exit = True
-        thread.join(WAIT_S)
-        sock.close()
-
-
 @pytest.fixture
 def server(db_url: str) -> Iterator[Server]:
     """The seeded API in uvicorn on a free loopback port."""
@@ -135,7 +107,7 @@ def server(db_url: str) -> Iterator[Server]:
     app = create_app(settings_, db_timeout_s=5.0)
     ctx = roadworks_context()
     app.dependency_overrides[roadworks_api] = lambda: ctx
-    with serving(app) as url:
+    with serving(app, log_level="critical", wait_s=WAIT_S) as url:
         yield Server(url, settings_)
 
 
@@ -267,7 +239,7 @@ def test_the_fuzzer_reports_server_errors_and_schema_violations() -> None:
     def liar() -> Response:
         return JSONResponse({"n": "not a number"})
 
-    with serving(app) as url:
+    with serving(app, log_level="critical", wait_s=WAIT_S) as url:
         failures = _fuzz(url, {})
     assert any(f.startswith("GET /fragile: Server error") for f in failures), failures
     assert any(f.startswith("GET /liar: Response violates schema") for f in failures), failures
