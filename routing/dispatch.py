@@ -13,7 +13,8 @@ How a day is decided (`decide`):
 * **Next chance.** For each fraction, the next day after the plan day on which a truck
   that carries it works (`DispatchParams.workdays`, per truck `truck_workdays`): Saturday's
   next chance is Monday. The deadline is the end of the latest shift of those trucks on
-  that day (a bin may be collected last on the round).
+  that day (a bin may be collected last on the round), or `reach_within_h` into the
+  shift when set (the time by which the round is counted on to reach its bins).
 * **Mandatory bins.** `forecast.select_bins` against that deadline: a bin predicted at
   or above `mandatory_pct` then cannot wait for the next chance.
 * **A round goes out** if the fraction has a mandatory bin, or if the predicted litres of
@@ -24,6 +25,10 @@ How a day is decided (`decide`):
   with a reward (the solver's penalty for leaving one out, in metres of route) of
   `reward_scale` at `mandatory_pct` falling linearly to 1 at `optional_pct`: a nearly
   full bin is worth a detour, a half-full one is not.
+* **Look-ahead** (`ahead_reward` > 0): when a round goes out, the bins that would pass
+  `mandatory_pct` before the end of the chance *after* next (each would send the next
+  chance's round out on its own) join it worth `ahead_reward` metres, about what a round
+  costs, so that the next days can skip the round.
 * **Trucks by urgency.** Fractions that go out are ranked by the earliest predicted
   overflow (100 %) among their mandatory bins, then required litres. Each takes, in that
   order, a free truck that carries it, preferring the truck that carries the fewest other
@@ -39,7 +44,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 
 from cityops.routing.forecast import FillForecast, Selection, select_bins
@@ -78,6 +83,15 @@ class DispatchParams:
     reward_scale: int = 1000  # metres of route an optional bin at mandatory_pct is worth
     min_optional_load: float = 0.75  # of a truck's capacity: an optional-only round
     max_loads_per_truck: float = 4.0  # selected litres per truck before a second goes
+    # Hours into the next chance's shift by which its round is counted on to reach a bin:
+    # the deadline the mandatory test looks to. None: the end of the latest shift (the
+    # worst case, a bin last on a round that takes the whole shift).
+    reach_within_h: float | None = None
+    # Metres of route a bin is worth that would pass mandatory_pct before the end of the
+    # chance after next (it would send that round out) when it joins a round going today:
+    # about what a round costs from the depot to its district, the disposal site and
+    # back. 0: such bins join only as ordinary optional bins.
+    ahead_reward: int = 0
 
     def __post_init__(self) -> None:
         days = [self.workdays, *self.truck_workdays.values()]
@@ -85,9 +99,16 @@ class DispatchParams:
             raise ValueError("workdays must be a non-empty set of weekdays 0 (Monday)..6")
         if not 0.0 <= self.optional_pct < self.mandatory_pct <= 100.0:
             raise ValueError("need 0 <= optional_pct < mandatory_pct <= 100")
-        if self.reward_scale < 2 or self.min_optional_load <= 0 or self.max_loads_per_truck <= 0:
+        if (
+            self.reward_scale < 2
+            or self.min_optional_load <= 0
+            or self.max_loads_per_truck <= 0
+            or self.ahead_reward < 0
+            or (self.reach_within_h is not None and self.reach_within_h <= 0)
+        ):
             raise ValueError(
-                "need reward_scale >= 2, min_optional_load > 0, max_loads_per_truck > 0"
+                "need reward_scale >= 2, min_optional_load > 0, max_loads_per_truck > 0, "
+                "ahead_reward >= 0, reach_within_h > 0"
             )
 
     def works(self, truck: TruckRow, day: date) -> bool:
@@ -147,9 +168,9 @@ def next_chance(
 
 def _deadline(
     fraction: str, day: date, trucks: Sequence[TruckRow], params: DispatchParams
-) -> datetime:
-    """End of the latest shift on the fraction's next chance (any truck's if none carries
-    it, so that its full bins are still found and reported)."""
+) -> tuple[date, datetime]:
+    """The fraction's next chance after `day` and the end of its latest shift then (any
+    truck's if none carries it, so that its full bins are still found and reported)."""
     found = next_chance(fraction, day, trucks, params)
     if found is None:
         d = day + timedelta(days=1)
@@ -158,7 +179,53 @@ def _deadline(
         found = d, list(trucks)
     d, working = found
     axis = DayAxis(d)
-    return max(axis.at(axis.seconds(t.shift_end)) for t in working)
+    end = max(axis.at(axis.seconds(t.shift_end)) for t in working)
+    if params.reach_within_h is None:
+        return d, end
+    start = min(axis.at(axis.seconds(t.shift_start)) for t in working)
+    return d, min(end, start + timedelta(hours=params.reach_within_h))
+
+
+def _ahead(
+    forecasts: Sequence[FillForecast],
+    chosen: Sequence[Selection],
+    *,
+    after: datetime,
+    by: datetime,
+    params: DispatchParams,
+) -> tuple[list[Selection], int]:
+    """`chosen` with the bins that would pass `mandatory_pct` before `by` (the end of the
+    chance after next, so each would send that round out) worth `ahead_reward`: optional
+    bins raised to it, the others added. Returns the selections and how many were."""
+    index = {f.bin_id: f for f in forecasts}
+    out: list[Selection] = []
+    for s in chosen:
+        f = index.get(s.bin_id)
+        if s.required or f is None or s.reward >= params.ahead_reward:
+            out.append(s)
+        elif f.predict(by) >= params.mandatory_pct:
+            out.append(replace(s, reward=params.ahead_reward, reason=s.reason + "; ahead"))
+        else:
+            out.append(s)
+    taken = {s.bin_id for s in chosen}
+    raised = sum(1 for a, b in zip(out, chosen, strict=True) if a is not b)
+    added: list[Selection] = []
+    for f in forecasts:
+        if f.bin_id in taken:
+            continue
+        p = f.predict(by)
+        if p < params.mandatory_pct:
+            continue
+        reason = (
+            f"ahead: {f.predict(after):.0f}% at next collection, {p:.0f}% by "
+            f"{by:%a %H:%M} UTC (would send the next round out)"
+        )
+        if not f.reliable:
+            reason += f"; unreliable: {f.note}"
+        added.append(Selection(f.bin_id, False, f.predict(after), params.ahead_reward, reason))
+    out.extend(added)
+    out.sort(key=lambda s: (not s.required, -s.reward, s.bin_id))
+    return out, raised + len(added)
 
 
 def _first_overflow(
@@ -230,7 +297,8 @@ def decide(
     selected_l: dict[str, float] = {}
     held: dict[str, str] = {}
     for frac in sorted(by_fraction):
-        deadline = max(_deadline(frac, day, trucks, params), now)
+        chance, last = _deadline(frac, day, trucks, params)
+        deadline = max(last, now)
         chosen = select_bins(
             by_fraction[frac],
             now=now,
@@ -256,6 +324,19 @@ def decide(
                 f"{optional_l:.0f} l, a round from {worth:.0f} l"
             )
             continue
+        if params.ahead_reward:
+            _, after_next = _deadline(frac, chance, trucks, params)
+            before = {s.bin_id for s in chosen}
+            chosen, n_ahead = _ahead(
+                by_fraction[frac], chosen, after=deadline, by=after_next, params=params
+            )
+            if n_ahead:
+                reason += f"; {n_ahead} bins that would send the next round out are worth more"
+                optional_l += sum(
+                    capacity_l[s.bin_id] * s.predicted_fill_pct / 100.0
+                    for s in chosen
+                    if s.bin_id not in before
+                )
         r = Round(frac, tuple(chosen), (), deadline, _first_overflow(chosen, index), reason)
         candidates.append((r, required_l))
         selected_l[frac] = required_l + optional_l
@@ -284,7 +365,10 @@ def decide(
         why = f"no truck collects {r.fraction} on {day.isoformat()}" + (
             f" ({', '.join(carriers_busy)}, more urgent)" if carriers_busy else ""
         )
-        logger.warning("%s: %d mandatory bins not planned: %s", r.fraction, r.required, why)
+        if r.required:
+            logger.warning("%s: %d mandatory bins not planned: %s", r.fraction, r.required, why)
+        else:
+            logger.info("%s: optional round not planned: %s", r.fraction, why)
         unserved.extend(
             Unserved(s.bin_id, UnservedCode.NOT_PLANNED, why) for s in r.selections if s.required
         )

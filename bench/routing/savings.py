@@ -566,6 +566,20 @@ def main(argv: list[str] | None = None) -> int:
         help="sensor-driven: optional litres, in truck loads, that send a round alone",
     )
     parser.add_argument(
+        "--reach-within-h",
+        type=float,
+        default=defaults.reach_within_h,
+        help="sensor-driven: hours into the next chance's shift by which a bin is counted "
+        "on to be reached (default: the shift's end)",
+    )
+    parser.add_argument(
+        "--ahead-reward",
+        type=int,
+        default=defaults.ahead_reward,
+        help="sensor-driven: metres a bin is worth that would send the next round out, "
+        "when it joins today's (0: off)",
+    )
+    parser.add_argument(
         "--references",
         action="store_true",
         help="also run the fixed schedule with the fewest rounds (reference)",
@@ -620,6 +634,8 @@ def main(argv: list[str] | None = None) -> int:
         optional_pct=args.optional_pct,
         reward_scale=args.reward_scale,
         min_optional_load=args.min_optional_load,
+        ahead_reward=args.ahead_reward,
+        reach_within_h=args.reach_within_h,
     )
     baseline = FixedSchedule(planner, slots, truck_of, fraction)
     policies: list[Policy] = [baseline]
@@ -648,9 +664,20 @@ def main(argv: list[str] | None = None) -> int:
         f"{network.n_nodes} nodes; {args.warmup_days} warm-up + {args.days} measured days "
         f"from {days[args.warmup_days]}, {args.time_limit:g} s per problem\n"
         f"fixed schedule (90th-percentile bin of each fraction never full): {design}\n"
-        f"sensor-driven: due at {params.mandatory_pct:g} % by the next chance, optional "
+        f"sensor-driven: due at {params.mandatory_pct:g} % by the next chance ("
+        + (
+            "its shift's end"
+            if params.reach_within_h is None
+            else f"{params.reach_within_h:g} h into its shift"
+        )
+        + f"), optional "
         f"from {params.optional_pct:g} % (reward up to {params.reward_scale} m), an "
-        f"optional-only round from {params.min_optional_load:g} truck loads"
+        f"optional-only round from {params.min_optional_load:g} truck loads, "
+        + (
+            f"bins that would send the next round out worth {params.ahead_reward} m"
+            if params.ahead_reward
+            else "no look-ahead"
+        )
     )
     for policy in policies:
         clock = LocalClock(zone)
@@ -696,6 +723,8 @@ def main(argv: list[str] | None = None) -> int:
         "warmup_days": args.warmup_days,
         "time_limit_s": args.time_limit,
         "mandatory_pct": params.mandatory_pct,
+        "reach_within_h": params.reach_within_h,
+        "ahead_reward": params.ahead_reward,
         "optional_pct": params.optional_pct,
         "reward_scale": params.reward_scale,
         "min_optional_load": params.min_optional_load,

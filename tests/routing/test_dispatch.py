@@ -213,3 +213,85 @@ def test_a_day_no_truck_works_is_planned_with_the_whole_fleet() -> None:
     (rnd,) = got.rounds
     assert [t.truck_id for t in rnd.trucks] == ["T1"]
     assert rnd.deadline.astimezone(BERLIN).date() == MONDAY
+
+
+def test_bins_that_would_send_the_next_round_out_join_todays_with_the_ahead_reward() -> None:
+    # Wednesday 05:00: the next chance ends Thursday 14:30 (33.5 h), the one after it
+    # Friday 14:30 (57.5 h). At 1 %/h: 62 % now reaches 95.5 % on Thursday (due today);
+    # 50 % now: 83.5 % Thursday (optional) and 107.5 % Friday (it would send Thursday's
+    # round out); 20 % now: 77.5 % Friday (not ahead); 15 % now at 1.5 %/h: 65.25 %
+    # Thursday (not even optional) and 101.25 % Friday (ahead).
+    now = before_shift(WEDNESDAY)
+    forecasts = [
+        bin_at("DUE", now, 62.0, 1.0),
+        bin_at("OPTIONAL", now, 50.0, 1.0),
+        bin_at("SLOW", now, 20.0, 1.0),
+        bin_at("LATER", now, 15.0, 1.5),
+    ]
+    fractions = {f.bin_id: "residual" for f in forecasts}
+    trucks = [truck("T1", "residual")]
+    plain = run(forecasts, fractions, trucks, WEDNESDAY)
+    (rnd,) = plain.rounds
+    assert {s.bin_id: s.required for s in rnd.selections} == {"DUE": True, "OPTIONAL": False}
+    base = {s.bin_id: s.reward for s in rnd.selections}["OPTIONAL"]
+    assert base < 1000
+
+    ahead = run(forecasts, fractions, trucks, WEDNESDAY, DispatchParams(ahead_reward=3000))
+    (rnd,) = ahead.rounds
+    got = {s.bin_id: (s.required, s.reward) for s in rnd.selections}
+    # OPTIONAL raised, LATER added; SLOW stays out
+    assert got == {"DUE": (True, 1020), "OPTIONAL": (False, 3000), "LATER": (False, 3000)}
+    assert "2 bins that would send the next round out" in rnd.reason
+
+
+def test_ahead_bins_never_send_a_round_out_on_their_own() -> None:
+    now = before_shift(WEDNESDAY)
+    forecasts = [bin_at(f"B{i}", now, 50.0, 1.0) for i in range(3)]  # 83.5 % Thursday
+    fractions = {f.bin_id: "paper" for f in forecasts}
+    got = run(forecasts, fractions, [truck("T1", "paper")], WEDNESDAY,
+              DispatchParams(ahead_reward=3000))
+    assert got.rounds == () and "paper" in got.held
+
+
+def test_ahead_looks_to_the_chance_after_next_over_the_weekend() -> None:
+    # Saturday: next chance Monday, the one after Tuesday (shift end 14:30 Berlin, CET).
+    now = before_shift(SATURDAY)
+    forecasts = [
+        bin_at("DUE", now, 95.0, 0.0),
+        # Monday 14:30 is 57.5 h on, Tuesday 14:30 81.5 h.
+        # 10 % + 0.5 %/h: 50.75 % by Tuesday's end: not ahead
+        bin_at("NOT", now, 10.0, 0.5),
+        # 30 % + 0.8 %/h: 76 % Monday (optional), 95.2 % by Tuesday's end: ahead
+        bin_at("TUE", now, 30.0, 0.8),
+    ]
+    fractions = {f.bin_id: "glass" for f in forecasts}
+    got = run(forecasts, fractions, [truck("T1", "glass")], SATURDAY,
+              DispatchParams(ahead_reward=2500))
+    (rnd,) = got.rounds
+    assert {s.bin_id: s.reward for s in rnd.selections if not s.required} == {"TUE": 2500}
+
+
+def test_ahead_reward_must_not_be_negative() -> None:
+    with pytest.raises(ValueError, match="ahead_reward"):
+        DispatchParams(ahead_reward=-1)
+
+
+def test_reach_within_moves_the_deadline_from_the_shift_end_into_the_shift() -> None:
+    # Wednesday 05:00; Thursday's shift 06:00-14:30 Berlin. At 1 %/h, 64 % now is 95 % by
+    # Thursday 12:00 (31 h on): due when the round may reach it as late as 14:30, not when
+    # it is counted on to be reached 2 h into the shift (Thursday 08:00: 91 %).
+    now = before_shift(WEDNESDAY)
+    forecasts = [bin_at("B1", now, 64.0, 1.0)]
+    fractions = {"B1": "paper"}
+    trucks = [truck("T1", "paper")]
+    (rnd,) = run(forecasts, fractions, trucks, WEDNESDAY).rounds
+    assert rnd.required == 1
+    thursday = WEDNESDAY + timedelta(days=1)
+    assert rnd.deadline == datetime.combine(thursday, time(14, 30), tzinfo=BERLIN)
+    early = run(forecasts, fractions, trucks, WEDNESDAY, DispatchParams(reach_within_h=2.0))
+    assert early.rounds == () and "before Thu" in early.held["paper"]
+    # beyond the shift's length the shift end is kept
+    late = run(forecasts, fractions, trucks, WEDNESDAY, DispatchParams(reach_within_h=12.0))
+    assert late.rounds[0].deadline == rnd.deadline
+    with pytest.raises(ValueError, match="reach_within_h"):
+        DispatchParams(reach_within_h=0.0)
