@@ -11,11 +11,13 @@ import argparse
 import hashlib
 import logging
 import sys
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 from cityops.ingest.config import Settings, load_settings
+from cityops.routing.dispatch_params import DEFAULT_DISPATCH
 
 __all__ = ["SUBCOMMANDS", "network_for"]
 
@@ -40,10 +42,13 @@ def _add_plan(sub: Subparsers) -> None:
     p = sub.add_parser(
         "plan",
         help="plan a day's collection routes for the whole fleet from the database",
-        description="Forecasts every bin from its readings, selects the bins to collect "
-        "(required from 80 %% predicted fill, optional from 50 %%), solves one problem per "
-        "waste fraction, checks every route independently, stores a new route version per "
-        "truck and pushes it to the truck over MQTT.",
+        description="Forecasts every bin from its readings and decides which fractions' "
+        "rounds go out today (the dispatch policy, docs/routing.md): a round goes when a bin "
+        "would pass --mandatory-pct before the fraction's next chance, or when its optional "
+        "bins fill most of a truck; optional bins (from --optional-pct) and bins that would "
+        "send the next round out join rounds that go. Solves one problem per round, checks "
+        "every route independently, stores a new route version per truck and pushes it to "
+        "the truck over MQTT. Trucks with nothing due get no new version.",
     )
     p.add_argument(
         "--date",
@@ -56,11 +61,47 @@ def _add_plan(sub: Subparsers) -> None:
         type=float,
         default=10.0,
         metavar="S",
-        help="solver time per fraction in seconds (default 10)",
+        help="solver time per round in seconds (default 10)",
     )
     p.add_argument("--seed", type=int, default=0, help="solver seed (default 0)")
     p.add_argument("--engine", default="ortools", help="ortools (default) or pyvrp")
     p.add_argument("--no-push", action="store_true", help="store the routes, do not publish")
+    d = DEFAULT_DISPATCH
+    p.add_argument(
+        "--mandatory-pct",
+        type=float,
+        default=d.mandatory_pct,
+        metavar="PCT",
+        help="a bin predicted this full at its next chance is due today "
+        f"(default {d.mandatory_pct:g})",
+    )
+    p.add_argument(
+        "--optional-pct",
+        type=float,
+        default=d.optional_pct,
+        metavar="PCT",
+        help=f"bins predicted this full join rounds that go anyway (default {d.optional_pct:g})",
+    )
+    p.add_argument(
+        "--reach-within",
+        type=float,
+        default=d.reach_within_h,
+        metavar="HOURS",
+        help="hours into the next chance's shift by which its round reaches a bin; "
+        + (
+            "default: the shift's end"
+            if d.reach_within_h is None
+            else f"default {d.reach_within_h:g}; 0: the shift's end (the worst case)"
+        ),
+    )
+    p.add_argument(
+        "--ahead-reward",
+        type=int,
+        default=d.ahead_reward,
+        metavar="M",
+        help="metres of route a bin is worth that would send the next round out, when it "
+        f"joins today's; about what a round costs (default {d.ahead_reward}; 0: off)",
+    )
     p.set_defaults(func=_cmd_plan)
 
 
@@ -77,6 +118,13 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     settings = load_settings()
     day = args.date or datetime.now(BERLIN).date()
     try:
+        dispatch = replace(
+            DEFAULT_DISPATCH,
+            mandatory_pct=args.mandatory_pct,
+            optional_pct=args.optional_pct,
+            reach_within_h=args.reach_within or None,
+            ahead_reward=args.ahead_reward,
+        )
         # Parallel cheapest insertion as the first solution: with hundreds of bins and
         # multi-trip the default (path cheapest arc) left most bins unplanned (found by
         # bench/routing/replan.py at 450 bins).
@@ -97,6 +145,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         seed=args.seed,
         network=network,
         push=not args.no_push,
+        dispatch=dispatch,
     )
     print("\n".join(report.lines()))
     return 1 if report.violations else 0

@@ -26,8 +26,9 @@ from cityops.simulators.seed import seed_registry
 NOW = datetime(2026, 3, 3, 18, 0, tzinfo=UTC)
 
 
-def _seed(db_url: str) -> list[str]:
-    """The test city, every truck collecting residual; bins B0001-B0003 nearly full."""
+def _seed(db_url: str, now: datetime = NOW) -> list[str]:
+    """The test city, every truck collecting residual; bins B0001-B0003 nearly full at
+    `now`."""
     city = build_city(load_scenario("test"), load_network())
     seed_registry(db_url, city)
     full = [b.bin_id for b in city.bins[:3]]
@@ -39,7 +40,7 @@ def _seed(db_url: str) -> list[str]:
         for b in city.bins:
             top = 92.0 if b.bin_id in full else 15.0
             for h in range(0, 48, 2):
-                ts = NOW - timedelta(hours=48 - h)
+                ts = now - timedelta(hours=48 - h)
                 fill = 5.0 + (top - 5.0) * h / 46
                 conn.execute(
                     "INSERT INTO bin_readings (bin_id, ts, sensor_id, fill_pct) "

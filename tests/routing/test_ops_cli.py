@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -48,8 +49,25 @@ def test_import_network_refuses_a_file_that_is_not_an_extract(
 def test_plan_prints_the_routes(
     env: Settings, db_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _seed(db_url)
+    _seed(db_url, now=datetime.now(UTC))  # the command plans today by the real clock
     assert main(["routing", "plan", "--time-limit", "2", "--no-push"]) == 0
     out = capsys.readouterr().out
-    assert "bins selected" in out and "Europe/Berlin" in out
+    assert "3 required" in out and "Europe/Berlin" in out
     assert main(["routing", "plan", "--time-limit", "0"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--mandatory-pct", "101"], "mandatory_pct <= 100"),
+        (["--optional-pct", "96"], "optional_pct < mandatory_pct"),
+        (["--reach-within", "-1"], "reach_within_h > 0"),
+        (["--ahead-reward", "-5"], "ahead_reward >= 0"),
+    ],
+)
+def test_plan_refuses_bad_dispatch_settings(
+    env: Settings, flags: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["routing", "plan", "--no-push", *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cityops routing plan:") and message in err
