@@ -20,7 +20,12 @@ from cityops.ingest.config import Settings
 from cityops.ingest.contract import RouteCommand
 from cityops.ingest.db import connect
 from cityops.routing.closures import Closure, apply_closures
-from cityops.routing.dispatch import DEFAULT_DISPATCH, DispatchParams, decide
+from cityops.routing.dispatch import (
+    DEFAULT_DISPATCH,
+    DispatchParams,
+    decide,
+    reach_from_history,
+)
 from cityops.routing.forecast import Observation, estimate, rates_by_group
 from cityops.routing.model import Engine, Unserved
 from cityops.routing.network import RoadNetwork, load_network
@@ -34,6 +39,7 @@ from cityops.routing.publish import publish_routes
 from cityops.routing.repository import (
     load_bins,
     load_closures,
+    load_last_stops,
     load_readings_since,
     load_sites,
     load_trucks,
@@ -47,6 +53,7 @@ __all__ = ["DailyPlanReport", "closures_during", "plan_day"]
 logger = logging.getLogger(__name__)
 
 _HISTORY = timedelta(days=14)
+_REACH_WINDOW_DAYS = 14  # rounds whose last stops set how far into a shift bins are reached
 
 
 @dataclass
@@ -126,6 +133,7 @@ def plan_day(
         trucks = load_trucks(conn)
         readings = load_readings_since(conn, now - _HISTORY)
         closures = load_closures(conn, valid_at_or_after=axis.midnight)
+        last_stops = load_last_stops(conn, day - timedelta(days=_REACH_WINDOW_DAYS), day)
     if not trucks:
         logger.warning("no trucks in the registry: nothing to plan")
         return report
@@ -160,6 +168,7 @@ def plan_day(
         day=day,
         now=now,
         params=dispatch,
+        reach_h=reach_from_history(last_stops, day, window_days=_REACH_WINDOW_DAYS),
     )
     report.selected, report.required = decision.selected, decision.required
     report.held = dict(decision.held)

@@ -13,8 +13,9 @@ How a day is decided (`decide`):
 * **Next chance.** For each fraction, the next day after the plan day on which a truck
   that carries it works (`DispatchParams.workdays`, per truck `truck_workdays`): Saturday's
   next chance is Monday. The deadline is the end of the latest shift of those trucks on
-  that day (a bin may be collected last on the round), or `reach_within_h` into the
-  shift when set (the time by which the round is counted on to reach its bins).
+  that day (the worst case: a bin last on a round that takes the whole shift), or, as
+  soon as the fraction has rounds in the last 14 days, the latest hour into the shift at
+  which one of them reached a bin (`reach_from_history`; `reach_within_h` overrides it).
 * **Mandatory bins.** `forecast.select_bins` against that deadline: a bin predicted at
   or above `mandatory_pct` then cannot wait for the next chance.
 * **A round goes out** if the fraction has a mandatory bin, or if the predicted litres of
@@ -43,7 +44,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 
@@ -61,6 +62,7 @@ __all__ = [
     "assign_trucks",
     "decide",
     "next_chance",
+    "reach_from_history",
 ]
 
 logger = logging.getLogger(__name__)
@@ -119,10 +121,15 @@ def next_chance(
 
 
 def _deadline(
-    fraction: str, day: date, trucks: Sequence[TruckRow], params: DispatchParams
+    fraction: str,
+    day: date,
+    trucks: Sequence[TruckRow],
+    params: DispatchParams,
+    reach_h: float | None = None,
 ) -> tuple[date, datetime]:
-    """The fraction's next chance after `day` and the end of its latest shift then (any
-    truck's if none carries it, so that its full bins are still found and reported)."""
+    """The fraction's next chance after `day` and its deadline then: `reach_h` hours
+    after the earliest shift start, at most the end of the latest shift (any truck's if
+    none carries it, so that its full bins are still found and reported)."""
     found = next_chance(fraction, day, trucks, params)
     if found is None:
         d = day + timedelta(days=1)
@@ -132,10 +139,25 @@ def _deadline(
     d, working = found
     axis = DayAxis(d)
     end = max(axis.at(axis.seconds(t.shift_end)) for t in working)
-    if params.reach_within_h is None:
+    if reach_h is None:
         return d, end
     start = min(axis.at(axis.seconds(t.shift_start)) for t in working)
-    return d, min(end, start + timedelta(hours=params.reach_within_h))
+    return d, min(end, start + timedelta(hours=reach_h))
+
+
+def reach_from_history(
+    last_stops: Iterable[tuple[str, date, float]], day: date, *, window_days: int = 14
+) -> dict[str, float]:
+    """Per fraction, the latest its rounds reached a bin in the `window_days` before
+    `day`: the largest of (fraction, plan day, hours from the shift start to the round's
+    last stop). Fractions without rounds in the window are left out (their deadline is
+    the shift's end)."""
+    since = day - timedelta(days=window_days)
+    out: dict[str, float] = {}
+    for fraction, plan_day, hours in last_stops:
+        if since <= plan_day < day and hours > 0:
+            out[fraction] = max(out.get(fraction, 0.0), hours)
+    return out
 
 
 def _ahead(
@@ -236,10 +258,14 @@ def decide(
     day: date,
     now: datetime,
     params: DispatchParams = DEFAULT_DISPATCH,
+    reach_h: Mapping[str, float] | None = None,
 ) -> Dispatch:
     """The day's rounds from the bins' forecasts (made at `now`, before the shifts).
 
     `fraction_of` and `capacity_l` map every forecast bin to its fraction and volume.
+    `reach_h` holds, per fraction, the hours into a shift by which its round is counted
+    on to reach its bins (`reach_from_history`); `params.reach_within_h`, when set,
+    overrides it; without either the deadline is the shift's end.
     """
     by_fraction: dict[str, list[FillForecast]] = defaultdict(list)
     for f in forecasts:
@@ -249,7 +275,8 @@ def decide(
     selected_l: dict[str, float] = {}
     held: dict[str, str] = {}
     for frac in sorted(by_fraction):
-        chance, last = _deadline(frac, day, trucks, params)
+        reach = params.reach_within_h or (reach_h or {}).get(frac)
+        chance, last = _deadline(frac, day, trucks, params, reach)
         deadline = max(last, now)
         chosen = select_bins(
             by_fraction[frac],
@@ -277,7 +304,7 @@ def decide(
             )
             continue
         if params.ahead_reward:
-            _, after_next = _deadline(frac, chance, trucks, params)
+            _, after_next = _deadline(frac, chance, trucks, params, reach)
             before = {s.bin_id for s in chosen}
             chosen, n_ahead = _ahead(
                 by_fraction[frac], chosen, after=deadline, by=after_next, params=params

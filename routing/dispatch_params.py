@@ -30,9 +30,10 @@ class DispatchParams:
     reward_scale: int = 1000  # metres of route an optional bin at mandatory_pct is worth
     min_optional_load: float = 0.75  # of a truck's capacity: an optional-only round
     max_loads_per_truck: float = 4.0  # selected litres per truck before a second goes
-    # Hours into the next chance's shift by which its round is counted on to reach a bin:
-    # the deadline the mandatory test looks to. None: the end of the latest shift (the
-    # worst case, a bin last on a round that takes the whole shift).
+    # Hours into the next chance's shift by which its round is counted on to reach a bin
+    # (the deadline the mandatory test looks to), for every fraction. None: learned per
+    # fraction from its recent rounds (`dispatch.reach_from_history`), else the end of
+    # the latest shift (the worst case, a bin last on a round that takes the shift).
     reach_within_h: float | None = None
     # Metres of route a bin is worth that would pass mandatory_pct before the end of the
     # chance after next (it would send that round out) when it joins a round going today:

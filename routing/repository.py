@@ -235,6 +235,24 @@ def load_closures(conn: Conn, *, valid_at_or_after: datetime) -> list[Closure]:
     ]
 
 
+def load_last_stops(conn: Conn, since: date, until: date) -> list[tuple[str, date, float]]:
+    """Per fraction and plan day in [since, until), the hours from the shift start (local
+    time) to the latest stop of the day's current route versions: how far into the shift
+    the fraction's rounds reached bins (`dispatch.reach_from_history`)."""
+    rows = conn.execute(
+        "SELECT r.fraction, r.plan_date, max(extract(epoch FROM s.eta - "
+        "((r.plan_date + t.shift_start) AT TIME ZONE 'Europe/Berlin')) / 3600.0) "
+        "FROM current_routes r "
+        "JOIN route_stops s USING (truck_id, plan_date, version) "
+        "JOIN trucks t USING (truck_id) "
+        "WHERE s.kind = 'stop' AND r.fraction IS NOT NULL "
+        "AND r.plan_date >= %s AND r.plan_date < %s "
+        "GROUP BY r.fraction, r.plan_date ORDER BY r.fraction, r.plan_date",
+        (since, until),
+    ).fetchall()
+    return [(f, d, float(h)) for f, d, h in rows]
+
+
 # -- re-planning during the day ------------------------------------------------------
 
 

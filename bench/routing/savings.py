@@ -61,7 +61,7 @@ from zoneinfo import ZoneInfo
 
 from cityops.ingest.contract import BinTelemetry
 from cityops.routing.check import check_plan
-from cityops.routing.dispatch import DispatchParams, decide
+from cityops.routing.dispatch import DispatchParams, decide, reach_from_history
 from cityops.routing.forecast import Observation, Selection, estimate, rates_by_group
 from cityops.routing.model import Engine, VisitKind
 from cityops.routing.network import RoadNetwork, load_network
@@ -114,6 +114,8 @@ class DayPlan:
     rounds: int = 0  # routes that empty at least one bin
     unserved_required: int = 0
     violations: int = 0
+    # per fraction, hours from the earliest shift start of its trucks to its last stop
+    last_stop_h: Mapping[str, float] = field(default_factory=dict)
 
 
 class Policy(Protocol):
@@ -141,6 +143,7 @@ class DayResult:
     overflows: int = 0  # bins seen full on this day
     unserved_required: int = 0
     violations: int = 0
+    last_h: float = 0.0  # the day's last emptying, hours after the plan (the shift start)
 
 
 @dataclass
@@ -215,6 +218,8 @@ def simulate(
         r.rounds += plan.rounds
         r.unserved_required += plan.unserved_required
         r.violations += plan.violations
+        if plan.emptyings:
+            r.last_h = max(r.last_h, (max(plan.emptyings.values()) - now).total_seconds() / 3600)
         for bin_id, at in plan.emptyings.items():
             state[bin_id].pending.append(at.timestamp())
             state[bin_id].pending.sort()
@@ -244,6 +249,7 @@ class Planner:
         axis = DayAxis(day)
         emptyings: dict[str, datetime] = {}
         distance = unserved = violations = rounds = 0
+        last_stop_h: dict[str, float] = {}
         for fraction in sorted(work):
             chosen, fleet = work[fraction]
             if not chosen:
@@ -267,12 +273,16 @@ class Planner:
             distance += plan.distance_m
             required = {s.id for s in problem.stops if s.required}
             unserved += sum(1 for u in plan.unserved if u.stop_id in required)
+            start_s = min(axis.seconds(t.shift_start) for t in fleet)
             for route in plan.routes:
                 rounds += any(v.kind is VisitKind.STOP for v in route.visits)
                 for visit in route.visits:
                     if visit.kind is VisitKind.STOP:
                         emptyings[visit.ref] = axis.at(visit.arrival_s)
-        return DayPlan(emptyings, distance, rounds, unserved, violations)
+                        last_stop_h[fraction] = max(
+                            last_stop_h.get(fraction, 0.0), (visit.arrival_s - start_s) / 3600
+                        )
+        return DayPlan(emptyings, distance, rounds, unserved, violations, last_stop_h)
 
 
 # -- the fixed schedule ---------------------------------------------------------------
@@ -486,6 +496,9 @@ class SensorDriven:
     fraction: Mapping[str, str]
     params: DispatchParams
     name: str = "sensor-driven"
+    # (fraction, day, hours into the shift of its last stop) of the policy's own plans,
+    # as the daily plan reads them from the stored routes
+    last_stops: list[tuple[str, date, float]] = field(default_factory=list)
 
     def plan(
         self,
@@ -509,9 +522,12 @@ class SensorDriven:
             day=day,
             now=now,
             params=self.params,
+            reach_h=reach_from_history(self.last_stops, day),
         )
         work = {r.fraction: (list(r.selections), list(r.trucks)) for r in decision.rounds}
-        return self.planner.solve(day, work)
+        plan = self.planner.solve(day, work)
+        self.last_stops.extend((f, day, h) for f, h in plan.last_stop_h.items())
+        return plan
 
 
 # -- the command ----------------------------------------------------------------------
@@ -525,6 +541,7 @@ def _totals(results: Sequence[DayResult]) -> dict[str, float]:
         "overflows": sum(r.overflows for r in results),
         "unserved_required": sum(r.unserved_required for r in results),
         "violations": sum(r.violations for r in results),
+        "last_stop_h": round(max((r.last_h for r in results), default=0.0), 2),
     }
 
 
@@ -570,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=defaults.reach_within_h,
         help="sensor-driven: hours into the next chance's shift by which a bin is counted "
-        "on to be reached (default: the shift's end)",
+        "on to be reached (default: learned from its own rounds of the last 14 days)",
     )
     parser.add_argument(
         "--ahead-reward",
@@ -666,7 +683,7 @@ def main(argv: list[str] | None = None) -> int:
         f"fixed schedule (90th-percentile bin of each fraction never full): {design}\n"
         f"sensor-driven: due at {params.mandatory_pct:g} % by the next chance ("
         + (
-            "its shift's end"
+            "learned from its rounds of the last 14 days, else its shift's end"
             if params.reach_within_h is None
             else f"{params.reach_within_h:g} h into its shift"
         )
@@ -692,11 +709,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{policy.name}")
         print(
             f"{'day':<14}{'km':>9}{'rounds':>8}{'collections':>13}{'overflows':>11}{'unserved':>10}"
+            f"{'last stop':>11}"
         )
         for r in results:
             print(
                 f"{r.day.isoformat()} {r.day:%a}{r.distance_m / 1000:>9.1f}{r.rounds:>8}"
                 f"{r.collections:>13}{r.overflows:>11}{r.unserved_required:>10}"
+                f"{r.last_h:>9.1f} h"
             )
         t = _totals(results)
         print(

@@ -7,15 +7,19 @@ import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from datetime import time as dt_time
 
 import paho.mqtt.client as mqtt
 import psycopg
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from cityops.ingest.config import Settings
 from cityops.routing.daily import plan_day
+from cityops.routing.dispatch import reach_from_history
 from cityops.routing.network import load_network
 from cityops.routing.planning import BERLIN
+from cityops.routing.repository import load_last_stops
 from cityops.routing.solver import OrToolsEngine
 from cityops.simulators.city import build_city
 from cityops.simulators.scenario import load_scenario
@@ -117,3 +121,24 @@ def test_a_bin_no_truck_collects_is_reported(settings: Settings, db_url: str) ->
     assert "no truck collects glass" in reasons[full[0]]
     served = {s.bin_id for r in report.routes for s in r.stops if s.kind == "stop"}
     assert set(full[1:]) <= served
+
+
+def test_the_next_plan_learns_how_far_into_the_shift_the_rounds_reached_bins(
+    settings: Settings, db_url: str
+) -> None:
+    _seed(db_url)
+    day = (NOW.astimezone(BERLIN) + timedelta(days=1)).date()
+    report = plan_day(
+        settings, day, time_limit_s=3, engine=OrToolsEngine(solution_limit=20), now=NOW, push=False
+    )
+    etas = [s.eta for r in report.routes for s in r.stops if s.kind == "stop"]
+    assert etas
+    shift_start = datetime.combine(day, dt_time(6, 0), tzinfo=BERLIN)
+    expected = (max(etas) - shift_start).total_seconds() / 3600
+    with psycopg.connect(db_url) as conn:
+        got = load_last_stops(conn, day - timedelta(days=14), day + timedelta(days=1))
+        assert load_last_stops(conn, day - timedelta(days=14), day) == []  # until: exclusive
+    assert [(f, d) for f, d, _ in got] == [("residual", day)]
+    assert got[0][2] == pytest.approx(expected, abs=1e-3)
+    # the next day's dispatch counts on reaching residual bins that far into the shift
+    assert reach_from_history(got, day + timedelta(days=1)) == {"residual": got[0][2]}

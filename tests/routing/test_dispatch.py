@@ -6,7 +6,14 @@ from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
 
-from cityops.routing.dispatch import Dispatch, DispatchParams, assign_trucks, decide, next_chance
+from cityops.routing.dispatch import (
+    Dispatch,
+    DispatchParams,
+    assign_trucks,
+    decide,
+    next_chance,
+    reach_from_history,
+)
 from cityops.routing.forecast import FillForecast
 from cityops.routing.model import UnservedCode
 from cityops.routing.planning import BERLIN
@@ -295,3 +302,47 @@ def test_reach_within_moves_the_deadline_from_the_shift_end_into_the_shift() -> 
     assert late.rounds[0].deadline == rnd.deadline
     with pytest.raises(ValueError, match="reach_within_h"):
         DispatchParams(reach_within_h=0.0)
+
+
+def test_reach_from_history_takes_each_fractions_latest_stop_in_the_window() -> None:
+    history = [
+        ("paper", MONDAY - timedelta(days=15), 9.0),  # outside the 14 days
+        ("paper", MONDAY - timedelta(days=3), 2.5),
+        ("paper", MONDAY - timedelta(days=1), 3.25),
+        ("glass", MONDAY - timedelta(days=14), 1.5),  # first day of the window
+        ("organic", MONDAY, 7.0),  # the plan day itself is not history
+        ("residual", MONDAY - timedelta(days=2), 0.0),  # a route without stops
+    ]
+    assert reach_from_history(history, MONDAY) == {"paper": 3.25, "glass": 1.5}
+    assert reach_from_history(history, MONDAY, window_days=2) == {"paper": 3.25}
+
+
+def test_learned_reach_sets_the_deadline_and_reach_within_overrides_it() -> None:
+    now = before_shift(WEDNESDAY)
+    forecasts = [bin_at("B1", now, 64.0, 1.0)]  # 95 % by Thursday 12:00 Berlin
+    fractions = {"B1": "paper"}
+    trucks = [truck("T1", "paper")]
+    thursday = WEDNESDAY + timedelta(days=1)
+
+    def deadline_or_held(params: DispatchParams, reach: dict[str, float] | None) -> object:
+        got = decide(
+            forecasts,
+            fraction_of=fractions,
+            capacity_l={"B1": 1000},
+            trucks=trucks,
+            day=WEDNESDAY,
+            now=now,
+            params=params,
+            reach_h=reach,
+        )
+        return got.rounds[0].deadline if got.rounds else "held"
+
+    plain = DispatchParams()
+    assert deadline_or_held(plain, {"paper": 2.0}) == "held"  # Thursday 08:00: 91 %
+    assert deadline_or_held(plain, {"glass": 2.0}) == datetime.combine(
+        thursday, time(14, 30), tzinfo=BERLIN
+    )  # nothing learned for paper: the shift's end
+    assert deadline_or_held(plain, {"paper": 7.0}) == datetime.combine(
+        thursday, time(13, 0), tzinfo=BERLIN
+    )
+    assert deadline_or_held(DispatchParams(reach_within_h=2.0), {"paper": 7.0}) == "held"
