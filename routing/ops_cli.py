@@ -87,12 +87,9 @@ def _add_plan(sub: Subparsers) -> None:
         type=float,
         default=d.reach_within_h,
         metavar="HOURS",
-        help="hours into the next chance's shift by which its round reaches a bin; "
-        + (
-            "default: the shift's end"
-            if d.reach_within_h is None
-            else f"default {d.reach_within_h:g}; 0: the shift's end (the worst case)"
-        ),
+        help="hours into the next chance's shift by which its round reaches a bin, for "
+        "every fraction (24: the shift's end, the worst case); default: per fraction, the "
+        "latest its rounds of the last 14 days reached a bin, else the shift's end",
     )
     p.add_argument(
         "--ahead-reward",
@@ -122,7 +119,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             DEFAULT_DISPATCH,
             mandatory_pct=args.mandatory_pct,
             optional_pct=args.optional_pct,
-            reach_within_h=args.reach_within or None,
+            reach_within_h=args.reach_within,
             ahead_reward=args.ahead_reward,
         )
         # Parallel cheapest insertion as the first solution: with hundreds of bins and

@@ -61,7 +61,7 @@ def test_plan_prints_the_routes(
     [
         (["--mandatory-pct", "101"], "mandatory_pct <= 100"),
         (["--optional-pct", "96"], "optional_pct < mandatory_pct"),
-        (["--reach-within", "-1"], "reach_within_h > 0"),
+        (["--reach-within", "0"], "reach_within_h > 0"),
         (["--ahead-reward", "-5"], "ahead_reward >= 0"),
     ],
 )
