@@ -62,7 +62,7 @@ bench-replan: migrate
 	$(BIN)/python bench/routing/replan.py
 
 bench-savings: venv
-	$(BIN)/python bench/routing/savings.py
+	$(BIN)/python bench/routing/savings.py --no-weekly --seeds 42 7 1 2
 
 bench-traffic: migrate
 	$(BIN)/python bench/traffic/run.py $(BENCH_TRAFFIC_ARGS)

@@ -35,11 +35,12 @@ class DispatchParams:
     # fraction from its recent rounds (`dispatch.reach_from_history`), else the end of
     # the latest shift (the worst case, a bin last on a round that takes the shift).
     reach_within_h: float | None = None
-    # Metres of route a bin is worth that would pass mandatory_pct before the end of the
-    # chance after next (it would send that round out) when it joins a round going today:
-    # about what a round costs from the depot to its district, the disposal site and
-    # back. 0: such bins join only as ordinary optional bins.
-    ahead_reward: int = 0
+    # Metres of route a bin is worth that would pass mandatory_pct before the deadline of
+    # the chance after next (it would send that round out) when it joins a round going
+    # today: about what a round costs. On the demo city a round costs 2.3 km plus 0.29 km
+    # per emptied bin (least squares over 155 planned days of the savings benchmark,
+    # docs/performance.md). 0: such bins join only as ordinary optional bins.
+    ahead_reward: int = 2000
 
     def __post_init__(self) -> None:
         days = [self.workdays, *self.truck_workdays.values()]

@@ -237,7 +237,7 @@ def test_bins_that_would_send_the_next_round_out_join_todays_with_the_ahead_rewa
     ]
     fractions = {f.bin_id: "residual" for f in forecasts}
     trucks = [truck("T1", "residual")]
-    plain = run(forecasts, fractions, trucks, WEDNESDAY)
+    plain = run(forecasts, fractions, trucks, WEDNESDAY, DispatchParams(ahead_reward=0))
     (rnd,) = plain.rounds
     assert {s.bin_id: s.required for s in rnd.selections} == {"DUE": True, "OPTIONAL": False}
     base = {s.bin_id: s.reward for s in rnd.selections}["OPTIONAL"]
