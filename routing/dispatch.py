@@ -27,7 +27,7 @@ How a day is decided (`decide`):
   `reward_scale` at `mandatory_pct` falling linearly to 1 at `optional_pct`: a nearly
   full bin is worth a detour, a half-full one is not.
 * **Look-ahead** (`ahead_reward` > 0): when a round goes out, the bins that would pass
-  `mandatory_pct` before the end of the chance *after* next (each would send the next
+  `mandatory_pct` before the deadline of the chance *after* next (each would send the next
   chance's round out on its own) join it worth `ahead_reward` metres, about what a round
   costs, so that the next days can skip the round.
 * **Trucks by urgency.** Fractions that go out are ranked by the earliest predicted
@@ -168,8 +168,8 @@ def _ahead(
     by: datetime,
     params: DispatchParams,
 ) -> tuple[list[Selection], int]:
-    """`chosen` with the bins that would pass `mandatory_pct` before `by` (the end of the
-    chance after next, so each would send that round out) worth `ahead_reward`: optional
+    """`chosen` with the bins that would pass `mandatory_pct` before `by` (the deadline of
+    the chance after next, so each would send the next round out) worth `ahead_reward`: optional
     bins raised to it, the others added. Returns the selections and how many were."""
     index = {f.bin_id: f for f in forecasts}
     out: list[Selection] = []
