@@ -30,8 +30,11 @@ How a day is decided (`decide`):
   `mandatory_pct` before the deadline of the chance *after* next (each would send the next
   chance's round out on its own) join it worth `ahead_reward` metres, about what a round
   costs, so that the next days can skip the round.
-* **Trucks by urgency.** Fractions that go out are ranked by the earliest predicted
-  overflow (100 %) among their mandatory bins, then required litres. Each takes, in that
+* **Trucks by urgency.** Fractions that go out are ranked by how many of their bins would
+  overflow (100 %) by the deadline if the round waited for the next chance, then by the
+  earliest predicted overflow among their mandatory bins, then required litres (so a
+  truck shared by two fractions goes where waiting would let more bins overflow, not to
+  the one glass bin that overflows first). Each takes, in that
   order, a free truck that carries it, preferring the truck that carries the fewest other
   fractions going out today (so a shared truck stays free for a fraction only it can
   collect), then the largest. A fraction gets another free truck while its selected
@@ -271,7 +274,7 @@ def decide(
     for f in forecasts:
         by_fraction[fraction_of[f.bin_id]].append(f)
     index = {f.bin_id: f for f in forecasts}
-    candidates: list[tuple[Round, float]] = []
+    candidates: list[tuple[Round, float, int]] = []
     selected_l: dict[str, float] = {}
     held: dict[str, str] = {}
     for frac in sorted(by_fraction):
@@ -317,14 +320,20 @@ def decide(
                     if s.bin_id not in before
                 )
         r = Round(frac, tuple(chosen), (), deadline, _first_overflow(chosen, index), reason)
-        candidates.append((r, required_l))
+        # bins that would overflow if the round waited for the next chance
+        overflowing = sum(
+            1
+            for s in chosen
+            if s.required and s.bin_id in index and index[s.bin_id].predict(deadline) >= 100.0
+        )
+        candidates.append((r, required_l, overflowing))
         selected_l[frac] = required_l + optional_l
 
-    def urgency(item: tuple[Round, float]) -> tuple[datetime, float, str]:
-        r, required_l = item
-        return (r.first_overflow or _FOREVER, -required_l, r.fraction)
+    def urgency(item: tuple[Round, float, int]) -> tuple[int, datetime, float, str]:
+        r, required_l, overflowing = item
+        return (-overflowing, r.first_overflow or _FOREVER, -required_l, r.fraction)
 
-    ranked = [r for r, _ in sorted(candidates, key=urgency)]
+    ranked = [r for r, _, _ in sorted(candidates, key=urgency)]
     fleets = assign_trucks(ranked, trucks, params, day, selected_l)
     rounds: list[Round] = []
     unserved: list[Unserved] = []

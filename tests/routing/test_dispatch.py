@@ -346,3 +346,19 @@ def test_learned_reach_sets_the_deadline_and_reach_within_overrides_it() -> None
         thursday, time(13, 0), tzinfo=BERLIN
     )
     assert deadline_or_held(DispatchParams(reach_within_h=2.0), {"paper": 7.0}) == "held"
+
+
+def test_a_shared_truck_goes_where_waiting_would_let_more_bins_overflow() -> None:
+    # Thursday 14:30 Berlin is 33.5 h on. Residual: three bins at 90 % + 0.5 %/h, 106.75 %
+    # by then, overflowing in 20 h. Glass: one bin at 97 %, overflowing in 6 h. Waiting
+    # would let three residual bins overflow against one glass bin.
+    now = before_shift(WEDNESDAY)
+    trucks = [truck("T1", "residual", "glass")]
+    fractions = {"R1": "residual", "R2": "residual", "R3": "residual", "G1": "glass"}
+    forecasts = [bin_at(b, now, 90.0, 0.5) for b in ("R1", "R2", "R3")]
+    forecasts.append(bin_at("G1", now, 97.0, 0.5))
+    got = run(forecasts, fractions, trucks, WEDNESDAY)
+    assert [r.fraction for r in got.rounds] == ["residual", "glass"]
+    assert [t.truck_id for t in got.rounds[0].trucks] == ["T1"]
+    assert {u.stop_id for u in got.unserved} == {"G1"}
+    assert "T1 collects residual, more urgent" in got.unserved[0].reason
