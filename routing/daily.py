@@ -160,6 +160,14 @@ def plan_day(
         estimate(b, obs, now=now, fallback_rate_pct_per_h=fallback.get(fraction[b]))
         for b, obs in observations.items()
     ]
+    reach = reach_from_history(last_stops, day, window_days=_REACH_WINDOW_DAYS)
+    for frac, hours in sorted(reach.items()):
+        logger.info(
+            "%s: rounds of the last %d days reached bins up to %.1f h into the shift",
+            frac,
+            _REACH_WINDOW_DAYS,
+            hours,
+        )
     decision = decide(
         forecasts,
         fraction_of=fraction,
@@ -168,7 +176,7 @@ def plan_day(
         day=day,
         now=now,
         params=dispatch,
-        reach_h=reach_from_history(last_stops, day, window_days=_REACH_WINDOW_DAYS),
+        reach_h=reach,
     )
     report.selected, report.required = decision.selected, decision.required
     report.held = dict(decision.held)
