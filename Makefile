@@ -62,7 +62,7 @@ bench-replan: migrate
 	$(BIN)/python bench/routing/replan.py
 
 bench-savings: venv
-	$(BIN)/python bench/routing/savings.py --no-weekly --seeds 42 7 1 2
+	$(BIN)/python bench/routing/savings.py --no-weekly --seeds 42 7 1 2 3 4 5 6
 
 bench-traffic: migrate
 	$(BIN)/python bench/traffic/run.py $(BENCH_TRAFFIC_ARGS)

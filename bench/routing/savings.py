@@ -7,9 +7,9 @@ planning against the fixed schedule, on the same fill trajectories.
         [--reward-scale 1000] [--min-optional-load 0.75] [--reach-within-h H]
         [--ahead-reward 2000]
 
-`make bench-savings` runs seeds 42, 7, 1 and 2, two at a time, and judges the target on
-the mean: one simulated week is a small sample (the same policy drove 21.6 % and 34.8 %
-fewer km on two seeds).
+`make bench-savings` runs seeds 42, 7 and 1 to 6, two at a time (about 17 minutes on
+2 cores), and judges the target on the mean: one simulated week is a small sample (the
+same policy drove 21.6 % and 34.8 % fewer km on two seeds).
 
 The city is the scenario's (`build_city`: bins on the real streets of the OSM extract,
 trucks, depot, disposal site). Every bin is the simulator's `BinSim` (fraction rate scaled
