@@ -54,7 +54,7 @@ from datetime import UTC, date, datetime, timedelta
 from cityops.routing.dispatch_params import DEFAULT_DISPATCH, DispatchParams
 from cityops.routing.forecast import FillForecast, Selection, select_bins
 from cityops.routing.model import Unserved, UnservedCode
-from cityops.routing.planning import DayAxis
+from cityops.routing.planning import BERLIN, DayAxis
 from cityops.routing.repository import TruckRow
 
 __all__ = [
@@ -195,7 +195,7 @@ def _ahead(
             continue
         reason = (
             f"ahead: {f.predict(after):.0f}% at next collection, {p:.0f}% by "
-            f"{by:%a %H:%M} UTC (would send the next round out)"
+            f"{by.astimezone(BERLIN):%a %H:%M} Europe/Berlin (would send the next round out)"
         )
         if not f.reliable:
             reason += f"; unreliable: {f.note}"
@@ -294,7 +294,7 @@ def decide(
         optional_l = sum(litres[s.bin_id] for s in chosen if not s.required)
         carriers = [t.capacity_l for t in trucks if frac in t.fractions]
         worth = params.min_optional_load * max(carriers, default=0)
-        when = f"{deadline:%a %Y-%m-%d %H:%M} UTC"
+        when = f"{deadline.astimezone(BERLIN):%a %Y-%m-%d %H:%M} Europe/Berlin"
         if any(s.required for s in chosen):
             n = sum(1 for s in chosen if s.required)
             reason = f"{n} bins would pass {params.mandatory_pct:g}% before {when}"
