@@ -24,10 +24,16 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING, cast
+
+import numpy as np
 
 from cityops.api import demo_traffic
 from cityops.ingest.config import Settings, load_settings
 from cityops.ingest.db import MigrationError, connect, ensure_database, migrate
+
+if TYPE_CHECKING:
+    from cityops.routing.network import RoadNetwork
 
 __all__ = ["register", "run_demo"]
 
@@ -137,8 +143,10 @@ def _counts(settings: Settings, real_time: tuple[str, ...] = ()) -> str:
     )
 
 
-def _scripted_overflow(settings: Settings) -> str:
-    """Publish, as its sensor would, a 98 % reading for a bin no route collects today.
+def _scripted_overflow(settings: Settings, network: RoadNetwork) -> str:
+    """Publish, as its sensor would, a 98 % reading for a bin no route collects today and
+    a truck can reach (a bin behind today's street closures would only be reported
+    unserved).
 
     A demo aid, announced as such: it lets a newcomer watch the real loop (MQTT ->
     re-planner -> new route version -> the truck follows it) without waiting for a bin to
@@ -146,22 +154,37 @@ def _scripted_overflow(settings: Settings) -> str:
     """
     from cityops.ingest.contract import BinTelemetry, Channel, DeviceKind, device_topic
     from cityops.ingest.mqttclient import make_client
+    from cityops.routing.closures import apply_closures
+    from cityops.routing.repository import load_closures, load_sites
 
+    now = datetime.now(UTC)
     with connect(settings.database_url) as conn:
-        row = conn.execute(
+        rows = conn.execute(
             """
-            SELECT b.bin_id, b.sensor_id FROM bins b
+            SELECT b.bin_id, b.sensor_id, ST_Y(b.geom), ST_X(b.geom) FROM bins b
             WHERE b.sensor_id IS NOT NULL
               AND b.fraction IN (SELECT fraction FROM current_routes WHERE fraction IS NOT NULL)
               AND NOT EXISTS (
                 SELECT 1 FROM current_routes r, jsonb_array_elements(r.stops) s
                 WHERE s ->> 'bin_id' = b.bin_id)
-            ORDER BY b.bin_id LIMIT 1
+            ORDER BY b.bin_id
             """
-        ).fetchone()
-    if row is None:
-        return "no bin outside today's routes to overflow"
-    bin_id, sensor = str(row[0]), str(row[1])
+        ).fetchall()
+        depots = [s for s in load_sites(conn) if s.kind == "depot"]
+        closures = load_closures(conn, valid_at_or_after=now)
+    roads, _ = apply_closures(network, closures, now)
+    homes = [network.nearest_node(d.lat, d.lon) for d in depots]
+    candidates = [(str(b), str(s), cast(float, la), cast(float, lo)) for b, s, la, lo in rows]
+    reachable = (
+        (bin_id, sensor)
+        for bin_id, sensor, lat, lon in candidates
+        if np.isfinite(roads.matrix(homes, [node := network.nearest_node(lat, lon)])).any()
+        and np.isfinite(roads.matrix([node], homes)).any()
+    )
+    picked = next(reachable, None)
+    if picked is None:
+        return "no bin outside today's routes that a truck can reach to overflow"
+    bin_id, sensor = picked
     reading = BinTelemetry(ts=datetime.now(UTC), fill_pct=98.0, battery_pct=80.0)
     client = make_client(settings, f"cityops-demo-incident-{os.getpid()}")
     client.connect(settings.mqtt_host, settings.mqtt_port)
@@ -336,7 +359,8 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     from cityops.simulators.seed import seed_registry
 
     scenario = load_scenario(args.scenario or settings.scenario)
-    city = build_city(scenario, load_network(settings.osm_file or scenario.osm_file))
+    network = load_network(settings.osm_file or scenario.osm_file)
+    city = build_city(scenario, network)
     seed_registry(settings.database_url, city)
     traffic, history = _setup_traffic(settings, args)
     if not _port_free(settings.api_host, settings.api_port):
@@ -512,7 +536,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             if not incident_done and time.monotonic() - started >= _INCIDENT_AFTER_S:
                 incident_done = True
                 try:
-                    what = _scripted_overflow(settings)
+                    what = _scripted_overflow(settings, network)
                 except Exception as exc:  # a demo aid must not stop the demo
                     what = f"failed: {exc}"
                 print(
