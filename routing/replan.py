@@ -58,6 +58,7 @@ from cityops.routing.model import (
     Visit,
     VisitKind,
     make_route,
+    screen,
 )
 from cityops.routing.network import PathResult, RoadNetwork, haversine_m
 from cityops.routing.planning import BERLIN, DayAxis, Location, PlanningOptions, fraction_of_day
@@ -1512,10 +1513,16 @@ def _timed_plan(problem: Problem, seqs: Mapping[str, Seq]) -> Plan:
         visits = _timed(problem, v, seqs[v.id]) or []
         routes.append(make_route(problem, v, visits))
     served = {sid for r in routes for sid in r.stop_ids}
+    # A stop no truck can serve at all (no road path, too big, ...) says why, as a
+    # solver's plan would; the others were left out of the current routes.
+    cannot = {u.stop_id: u for u in screen(problem).unserved}
     unserved = tuple(
-        Unserved(s.id, UnservedCode.NOT_PLANNED, "no room in the current routes")
-        if s.required
-        else Unserved(s.id, UnservedCode.OPTIONAL_DROPPED, "optional stop left out")
+        cannot.get(s.id)
+        or (
+            Unserved(s.id, UnservedCode.NOT_PLANNED, "no room in the current routes")
+            if s.required
+            else Unserved(s.id, UnservedCode.OPTIONAL_DROPPED, "optional stop left out")
+        )
         for s in problem.stops
         if s.id not in served
     )

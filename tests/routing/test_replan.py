@@ -10,7 +10,7 @@ import pytest
 
 from cityops.ingest.contract import BinTelemetry, RouteCommand, TruckEvent
 from cityops.routing.check import check_plan
-from cityops.routing.model import Plan, VisitKind
+from cityops.routing.model import Plan, UnservedCode, VisitKind
 from cityops.routing.network import RoadNetwork
 from cityops.routing.planning import BERLIN, DayAxis
 from cityops.routing.replan import (
@@ -407,3 +407,34 @@ def test_required_bins_left_out_earlier_are_tried_again() -> None:
     plan, replan = solve(s, [Trigger(TriggerKind.CLOSURE, NOW, detail="C1")])
     assert replan.problem.stop_by_id["B09"].required and "B09" in plan.served
     assert "B08" not in replan.problem.stop_by_id
+
+
+def test_an_overflowing_bin_no_truck_can_reach_says_so_in_the_starting_solution() -> None:
+    # The street plus a two-node island 1 km north: a bin there has no road path.
+    base = street()
+    island = RoadNetwork(
+        lat=np.append(base.lat, [LAT + 0.009, LAT + 0.009]),
+        lon=np.append(base.lon, [LON0, LON0 + DLON]),
+        osm_id=np.arange(N + 2, dtype=np.int64),
+        src=np.append(base.src, [N, N + 1]),
+        dst=np.append(base.dst, [N + 1, N]),
+        length_m=np.append(base.length_m, [100.0, 100.0]),
+        speed_kmh=np.append(base.speed_kmh, [36.0, 36.0]),
+        travel_time_s=np.append(base.travel_time_s, [10.0, 10.0]),
+        name=np.append(base.name, ["Saari", "Saari"]),
+        highway=np.append(base.highway, ["residential", "residential"]),
+        way_id=np.append(base.way_id, [2, 2]),
+        tunnel=np.append(base.tunnel, [False, False]),
+    )
+    far = BinRow("B99", LAT + 0.009, LON0, "Saari", "residual", 240, None, None, 98.0)
+    replan = build_replan(
+        state(bins={**BINS, "B99": far}), "residual", [overflow("B99")], network=island
+    )
+    (u,) = [u for u in replan.initial.unserved if u.stop_id == "B99"]
+    assert u.code is UnservedCode.UNREACHABLE and "no road path" in u.reason
+    # a stop that is merely not on the current routes keeps the old wording
+    assert all(
+        u.reason == "no room in the current routes"
+        for u in replan.initial.unserved
+        if u.stop_id != "B99" and u.code is UnservedCode.NOT_PLANNED
+    )
