@@ -144,9 +144,9 @@ def _counts(settings: Settings, real_time: tuple[str, ...] = ()) -> str:
 
 
 def _scripted_overflow(settings: Settings, network: RoadNetwork) -> str:
-    """Publish, as its sensor would, a 98 % reading for a bin no route collects today and
-    a truck can reach (a bin behind today's street closures would only be reported
-    unserved).
+    """Publish, as its sensor would, a 98 % reading for a bin that no route collects
+    today, that no truck emptied lately and that a truck can reach (a bin behind today's
+    street closures would only be reported unserved).
 
     A demo aid, announced as such: it lets a newcomer watch the real loop (MQTT ->
     re-planner -> new route version -> the truck follows it) without waiting for a bin to
@@ -167,8 +167,16 @@ def _scripted_overflow(settings: Settings, network: RoadNetwork) -> str:
               AND NOT EXISTS (
                 SELECT 1 FROM current_routes r, jsonb_array_elements(r.stops) s
                 WHERE s ->> 'bin_id' = b.bin_id)
+              -- the re-planner leaves a bin emptied today alone (a late reading from
+              -- before the emptying must not bring it back); the simulated trucks'
+              -- clock runs behind, hence three days
+              AND NOT EXISTS (
+                SELECT 1 FROM truck_events e
+                WHERE e.kind = 'stop_done' AND e.bin_id = b.bin_id
+                  AND e.ts >= %s - interval '3 days')
             ORDER BY b.bin_id
-            """
+            """,
+            (now,),
         ).fetchall()
         depots = [s for s in load_sites(conn) if s.kind == "depot"]
         closures = load_closures(conn, valid_at_or_after=now)

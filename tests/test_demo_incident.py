@@ -1,5 +1,6 @@
-"""The demo's scripted overflow picks a bin a truck can reach, against the real database
-and broker: a bin behind a street closure would only be reported unserved."""
+"""The demo's scripted overflow picks a bin the re-planner will act on, against the real
+database and broker: not behind a street closure (it would only be reported unserved),
+not emptied today (the re-planner leaves those alone)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from cityops.routing.solver import OrToolsEngine
 from tests.routing.test_daily import _seed
 
 
-def test_the_scripted_overflow_skips_bins_behind_a_closure(
+def test_the_scripted_overflow_skips_bins_behind_a_closure_or_emptied_today(
     settings: Settings, db_url: str
 ) -> None:
     now = datetime.now(UTC).replace(microsecond=0)
@@ -36,7 +37,7 @@ def test_the_scripted_overflow_skips_bins_behind_a_closure(
             "SELECT bin_id, sensor_id, ST_Y(geom), ST_X(geom) FROM bins ORDER BY bin_id"
         ).fetchall()
     off_routes = [r for r in rows if r[0] not in on_routes]
-    first, second = off_routes[0], off_routes[1]
+    first, second, third = off_routes[0], off_routes[1], off_routes[2]
 
     got: list[tuple[str, bytes]] = []
     ready = threading.Event()
@@ -72,8 +73,16 @@ def test_the_scripted_overflow_skips_bins_behind_a_closure(
                 (f"MULTILINESTRING({lines})", now - timedelta(hours=1), now + timedelta(days=1)),
             )
         assert _scripted_overflow(settings, network).startswith(f"bin {second[0]} ")
+        # a bin a truck emptied today is left alone by the re-planner: the next is picked
+        with psycopg.connect(db_url) as conn:
+            conn.execute(
+                "INSERT INTO truck_events (truck_id, ts, kind, bin_id) "
+                "VALUES ('T01', %s, 'stop_done', %s)",
+                (now - timedelta(hours=2), second[0]),
+            )
+        assert _scripted_overflow(settings, network).startswith(f"bin {third[0]} ")
         deadline = datetime.now(UTC) + timedelta(seconds=5)
-        while len(got) < 2 and datetime.now(UTC) < deadline:
+        while len(got) < 3 and datetime.now(UTC) < deadline:
             threading.Event().wait(0.05)
     finally:
         sub.disconnect()
@@ -82,5 +91,6 @@ def test_the_scripted_overflow_skips_bins_behind_a_closure(
     assert topics == [
         f"{settings.topic_prefix}/v1/bin/{first[1]}/telemetry",
         f"{settings.topic_prefix}/v1/bin/{second[1]}/telemetry",
+        f"{settings.topic_prefix}/v1/bin/{third[1]}/telemetry",
     ]
     assert all(b'"fill_pct":98.0' in payload for _, payload in got)
