@@ -73,8 +73,6 @@ logger = logging.getLogger(__name__)
 _FOREVER = datetime.max.replace(tzinfo=UTC)
 
 
-
-
 @dataclass(frozen=True)
 class Round:
     """One fraction's work today: its bins and its trucks (none: it cannot be collected)."""

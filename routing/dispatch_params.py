@@ -25,7 +25,7 @@ class DispatchParams:
 
     workdays: frozenset[int] = frozenset({0, 1, 2, 3, 4, 5})  # Monday..Saturday
     truck_workdays: Mapping[str, frozenset[int]] = field(default_factory=dict)
-    mandatory_pct: float = 95.0  # by the END of the next chance's shift: the worst case
+    mandatory_pct: float = 95.0  # predicted fill at the next chance's deadline
     optional_pct: float = 70.0
     reward_scale: int = 1000  # metres of route an optional bin at mandatory_pct is worth
     min_optional_load: float = 0.75  # of a truck's capacity: an optional-only round
