@@ -68,6 +68,8 @@ from datetime import date, datetime, time, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
+import numpy as np
+
 from cityops.ingest.contract import BinTelemetry
 from cityops.routing.check import check_plan
 from cityops.routing.dispatch import DispatchParams, decide, reach_from_history
@@ -558,6 +560,15 @@ def _per_week_text(k: float) -> str:
     return {0.5: "fortnightly", 1.0: "weekly"}.get(k, f"{k:g}x a week")
 
 
+def round_cost(days: Sequence[Sequence[float]]) -> tuple[float, float]:
+    """Least squares of a day's km on its rounds and emptied bins (no intercept): what a
+    round costs on its own and what each bin on it adds, in km."""
+    a = np.array([[d[1], d[2]] for d in days], dtype=float)
+    km = np.array([d[0] for d in days], dtype=float)
+    (per_round, per_bin), *_ = np.linalg.lstsq(a, km, rcond=None)
+    return float(per_round), float(per_bin)
+
+
 def _over_seeds(argv: list[str], seeds: Sequence[int], jobs: int) -> int:
     """Run this benchmark once per seed in child processes, `jobs` at a time; print each
     run's output as it ends, then the per-seed figures and their mean."""
@@ -600,6 +611,16 @@ def _over_seeds(argv: list[str], seeds: Sequence[int], jobs: int) -> int:
             f"{seed:>6}{fixed['km']:>10.1f}{sensor['km']:>11.1f}{100 * reduction:>9.1f} %"
             f"{sensor['overflows']:>7} vs {fixed['overflows']:<4}"
         )
+    days: list[list[float]] = []
+    for r in results.values():
+        rows = r.get("days_planned", [])
+        if isinstance(rows, list):
+            days.extend(rows)
+    per_round, per_bin = round_cost(days) if len(days) >= 2 else (float("nan"), float("nan"))
+    print(
+        f"what a day's km cost (least squares over {len(days)} planned days, both "
+        f"policies): {per_round:.2f} km a round + {per_bin:.3f} km an emptied bin"
+    )
     mean = sum(reductions) / len(reductions) if reductions else float("nan")
     met = bool(reductions) and not failed and mean >= TARGET_KM_REDUCTION and overflows_ok
     print(
@@ -613,6 +634,9 @@ def _over_seeds(argv: list[str], seeds: Sequence[int], jobs: int) -> int:
         "failed": failed,
         "runs": {str(k): v for k, v in results.items()},
         "mean_km_reduction": round(mean, 4),
+        "km_per_round": round(per_round, 3),
+        "km_per_emptied_bin": round(per_bin, 4),
+        "days_fitted": len(days),
         "target_met": met,
     }
     print(json.dumps(summary, sort_keys=True), flush=True)
@@ -841,6 +865,13 @@ def main(argv: list[str] | None = None) -> int:
         },
         "km_reduction": round(reduction, 4),
         "target_met": met,
+        # every planned day with a round, of every policy: [km, rounds, collections]
+        "days_planned": [
+            [round(r.distance_m / 1000.0, 3), r.rounds, r.collections]
+            for p in policies
+            for r in measured[p.name]
+            if r.rounds
+        ],
     }
     print(json.dumps(result, sort_keys=True), flush=True)
     return 0
