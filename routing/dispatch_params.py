@@ -37,9 +37,9 @@ class DispatchParams:
     reach_within_h: float | None = None
     # Metres of route a bin is worth that would pass mandatory_pct before the deadline of
     # the chance after next (it would send that round out) when it joins a round going
-    # today: about what a round costs. On the demo city a round costs 2.3 km plus 0.29 km
-    # per emptied bin (least squares over 155 planned days of the savings benchmark,
-    # docs/performance.md). 0: such bins join only as ordinary optional bins.
+    # today: of the order of what a round costs (`make bench-savings` fits 3.2 km a round
+    # plus 0.22 km an emptied bin on the demo city, docs/performance.md). 0: such bins
+    # join only as ordinary optional bins.
     ahead_reward: int = 2000
 
     def __post_init__(self) -> None:
