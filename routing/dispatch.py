@@ -26,10 +26,13 @@ How a day is decided (`decide`):
   with a reward (the solver's penalty for leaving one out, in metres of route) of
   `reward_scale` at `mandatory_pct` falling linearly to 1 at `optional_pct`: a nearly
   full bin is worth a detour, a half-full one is not.
-* **Look-ahead** (`ahead_reward` > 0): when a round goes out, the bins that would pass
-  `mandatory_pct` before the deadline of the chance *after* next (each would send the next
-  chance's round out on its own) join it worth `ahead_reward` metres, about what a round
-  costs, so that the next days can skip the round.
+* **Look-ahead** (`ahead_reward` > 0): when a round goes out, today's bins decide when
+  the fraction's next round must go anyway: emptied today and filling again at their
+  rates, the fastest of them is back at `mandatory_pct` before the deadline of some later
+  chance (at most `ahead_days` on). The bins that would send a round out *before* that
+  one (they pass `mandatory_pct` before its deadline) join today's worth `ahead_reward`
+  metres, about what a round costs, so that the days in between can skip the round.
+  When the bins that join are faster still, the horizon is set again with them.
 * **Trucks by urgency.** Fractions that go out are ranked by how many of their bins would
   overflow (100 %) by the deadline if the round waited for the next chance, then by the
   earliest predicted overflow among their mandatory bins, then required litres (so a
@@ -169,9 +172,9 @@ def _ahead(
     by: datetime,
     params: DispatchParams,
 ) -> tuple[list[Selection], int]:
-    """`chosen` with the bins that would pass `mandatory_pct` before `by` (the deadline of
-    the chance after next, so each would send the next round out) worth `ahead_reward`: optional
-    bins raised to it, the others added. Returns the selections and how many were."""
+    """`chosen` with the bins that would pass `mandatory_pct` before `by` (so each would
+    send a round out before the one due at `by`) worth `ahead_reward`: optional bins
+    raised to it, the others added. Returns the selections and how many were."""
     index = {f.bin_id: f for f in forecasts}
     out: list[Selection] = []
     for s in chosen:
@@ -193,7 +196,7 @@ def _ahead(
             continue
         reason = (
             f"ahead: {f.predict(after):.0f}% at next collection, {p:.0f}% by "
-            f"{by.astimezone(BERLIN):%a %H:%M} Europe/Berlin (would send the next round out)"
+            f"{by.astimezone(BERLIN):%a %H:%M} Europe/Berlin (would send a round out earlier)"
         )
         if not f.reliable:
             reason += f"; unreliable: {f.note}"
@@ -201,6 +204,68 @@ def _ahead(
     out.extend(added)
     out.sort(key=lambda s: (not s.required, -s.reward, s.bin_id))
     return out, raised + len(added)
+
+
+def _deadlines(
+    fraction: str,
+    chance: date,
+    first: datetime,
+    trucks: Sequence[TruckRow],
+    params: DispatchParams,
+    reach_h: float | None,
+    now: datetime,
+) -> list[datetime]:
+    """The deadlines of the fraction's next chances: `first` (the next chance's), then
+    each following chance's, up to `ahead_days` after `now`."""
+    out = [first]
+    limit = now + timedelta(days=params.ahead_days)
+    while True:
+        chance, last = _deadline(fraction, chance, trucks, params, reach_h)
+        if last > limit:
+            return out
+        out.append(max(last, now))
+
+
+def _refill_horizon(
+    forecasts: Mapping[str, FillForecast],
+    emptied: Iterable[str],
+    deadlines: Sequence[datetime],
+    *,
+    now: datetime,
+    pct: float,
+) -> int:
+    """The index into `deadlines` of the chance whose round today's emptied bins, filling
+    again at their rates from empty, would send out at the latest: the first chance by the
+    deadline of whose successor one of them would be back at `pct` (the last one if none)."""
+    fastest = max((forecasts[b].rate_pct_per_h for b in emptied if b in forecasts), default=0.0)
+    for j in range(len(deadlines) - 1):
+        if fastest * (deadlines[j + 1] - now) / timedelta(hours=1) >= pct:
+            return j
+    return len(deadlines) - 1
+
+
+def _look_ahead(
+    forecasts: Sequence[FillForecast],
+    chosen: Sequence[Selection],
+    deadlines: Sequence[datetime],
+    *,
+    now: datetime,
+    params: DispatchParams,
+) -> tuple[list[Selection], int, datetime]:
+    """`chosen` with the bins that would send a round out before the next round that
+    today's bins force anyway (`_refill_horizon`) worth `ahead_reward`. The horizon is
+    first set by the bins chosen so far, then by those and the bins that join (a fast bin
+    that joins can bring the next round closer). Returns the selections, how many were
+    added or raised, and the horizon."""
+    index = {f.bin_id: f for f in forecasts}
+    pct = params.mandatory_pct
+    j = _refill_horizon(index, (s.bin_id for s in chosen), deadlines, now=now, pct=pct)
+    while True:
+        out, n = _ahead(forecasts, chosen, after=deadlines[0], by=deadlines[j], params=params)
+        k = _refill_horizon(index, (s.bin_id for s in out), deadlines, now=now, pct=pct)
+        if k >= j:
+            return out, n, deadlines[j]
+        j = k
 
 
 def _first_overflow(
@@ -305,13 +370,16 @@ def decide(
             )
             continue
         if params.ahead_reward:
-            _, after_next = _deadline(frac, chance, trucks, params, reach)
+            deadlines = _deadlines(frac, chance, deadline, trucks, params, reach, now)
             before = {s.bin_id for s in chosen}
-            chosen, n_ahead = _ahead(
-                by_fraction[frac], chosen, after=deadline, by=after_next, params=params
+            chosen, n_ahead, by = _look_ahead(
+                by_fraction[frac], chosen, deadlines, now=now, params=params
             )
             if n_ahead:
-                reason += f"; {n_ahead} bins that would send the next round out are worth more"
+                reason += (
+                    f"; {n_ahead} bins that would send a round out before "
+                    f"{by.astimezone(BERLIN):%a %H:%M} are worth more"
+                )
                 optional_l += sum(
                     capacity_l[s.bin_id] * s.predicted_fill_pct / 100.0
                     for s in chosen

@@ -41,6 +41,8 @@ class DispatchParams:
     # plus 0.22 km an emptied bin on the demo city, docs/performance.md). 0: such bins
     # join only as ordinary optional bins.
     ahead_reward: int = 2000
+    # How far the look-ahead looks at most: days from the plan's time.
+    ahead_days: float = 7.0
 
     def __post_init__(self) -> None:
         days = [self.workdays, *self.truck_workdays.values()]
@@ -53,11 +55,12 @@ class DispatchParams:
             or self.min_optional_load <= 0
             or self.max_loads_per_truck <= 0
             or self.ahead_reward < 0
+            or self.ahead_days <= 0
             or (self.reach_within_h is not None and self.reach_within_h <= 0)
         ):
             raise ValueError(
                 "need reward_scale >= 2, min_optional_load > 0, max_loads_per_truck > 0, "
-                "ahead_reward >= 0, reach_within_h > 0"
+                "ahead_reward >= 0, ahead_days > 0, reach_within_h > 0"
             )
 
     def works(self, truck: TruckRow, day: date) -> bool:

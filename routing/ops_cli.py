@@ -96,8 +96,16 @@ def _add_plan(sub: Subparsers) -> None:
         type=int,
         default=d.ahead_reward,
         metavar="M",
-        help="metres of route a bin is worth that would send the next round out, when it "
-        f"joins today's; about what a round costs (default {d.ahead_reward}; 0: off)",
+        help="metres of route a bin is worth, when it joins today's round, that would "
+        "send a round out before the one that today's bins, filling again, send out "
+        f"anyway; about what a round costs (default {d.ahead_reward}; 0: off)",
+    )
+    p.add_argument(
+        "--ahead-days",
+        type=float,
+        default=d.ahead_days,
+        metavar="DAYS",
+        help=f"how many days the look-ahead looks at most (default {d.ahead_days:g})",
     )
     p.set_defaults(func=_cmd_plan)
 
@@ -121,6 +129,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             optional_pct=args.optional_pct,
             reach_within_h=args.reach_within,
             ahead_reward=args.ahead_reward,
+            ahead_days=args.ahead_days,
         )
         # Parallel cheapest insertion as the first solution: with hundreds of bins and
         # multi-trip the default (path cheapest arc) left most bins unplanned (found by

@@ -5,7 +5,7 @@ planning against the fixed schedule, on the same fill trajectories.
         [--seed N | --seeds N [N ...] [--jobs 2]] [--scenario demo] [--start 2024-03-04]
         [--references] [--no-weekly] [--mandatory-pct 95] [--optional-pct 70]
         [--reward-scale 1000] [--min-optional-load 0.75] [--reach-within-h H]
-        [--ahead-reward 2000]
+        [--ahead-reward 2000] [--ahead-days 7]
 
 `make bench-savings` runs seeds 42, 7 and 1 to 6, two at a time (about 17 minutes on
 2 cores), and judges the target on the mean: one simulated week is a small sample (the
@@ -697,8 +697,14 @@ def main(argv: list[str] | None = None) -> int:
         "--ahead-reward",
         type=int,
         default=defaults.ahead_reward,
-        help="sensor-driven: metres a bin is worth that would send the next round out, "
-        "when it joins today's (0: off)",
+        help="sensor-driven: metres a bin is worth that would send a round out before "
+        "the one today's bins force anyway, when it joins today's (0: off)",
+    )
+    parser.add_argument(
+        "--ahead-days",
+        type=float,
+        default=defaults.ahead_days,
+        help="sensor-driven: how many days the look-ahead looks at most",
     )
     parser.add_argument(
         "--references",
@@ -760,6 +766,7 @@ def main(argv: list[str] | None = None) -> int:
         reward_scale=args.reward_scale,
         min_optional_load=args.min_optional_load,
         ahead_reward=args.ahead_reward,
+        ahead_days=args.ahead_days,
         reach_within_h=args.reach_within_h,
     )
     baseline = FixedSchedule(planner, slots, truck_of, fraction)
@@ -799,7 +806,8 @@ def main(argv: list[str] | None = None) -> int:
         f"from {params.optional_pct:g} % (reward up to {params.reward_scale} m), an "
         f"optional-only round from {params.min_optional_load:g} truck loads, "
         + (
-            f"bins that would send the next round out worth {params.ahead_reward} m"
+            f"bins that would send a round out before the one today's bins force worth "
+            f"{params.ahead_reward} m (up to {params.ahead_days:g} days)"
             if params.ahead_reward
             else "no look-ahead"
         )
@@ -852,6 +860,7 @@ def main(argv: list[str] | None = None) -> int:
         "mandatory_pct": params.mandatory_pct,
         "reach_within_h": params.reach_within_h,
         "ahead_reward": params.ahead_reward,
+        "ahead_days": params.ahead_days,
         "optional_pct": params.optional_pct,
         "reward_scale": params.reward_scale,
         "min_optional_load": params.min_optional_load,

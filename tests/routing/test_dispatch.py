@@ -246,9 +246,42 @@ def test_bins_that_would_send_the_next_round_out_join_todays_with_the_ahead_rewa
     ahead = run(forecasts, fractions, trucks, WEDNESDAY, DispatchParams(ahead_reward=3000))
     (rnd,) = ahead.rounds
     got = {s.bin_id: (s.required, s.reward) for s in rnd.selections}
-    # OPTIONAL raised, LATER added; SLOW stays out
+    # OPTIONAL raised, LATER added; SLOW stays out. Emptied today, DUE alone would not
+    # be back at 95 % before Saturday's round (95 h); LATER (1.5 %/h, 63 h) would send
+    # Friday's out, so the look-ahead stops at Friday's deadline.
     assert got == {"DUE": (True, 1020), "OPTIONAL": (False, 3000), "LATER": (False, 3000)}
-    assert "2 bins that would send the next round out" in rnd.reason
+    assert "2 bins that would send a round out before Fri 14:30 are worth more" in rnd.reason
+
+
+def test_ahead_looks_as_far_as_the_round_that_todays_bins_send_out_anyway() -> None:
+    # Wednesday 05:00; deadlines Thu 14:30 (33.5 h), Fri (57.5 h), Sat (81.5 h),
+    # Mon (129.5 h), Tue (153.5 h); Wednesday's (177.5 h) is past 7 days.
+    now = before_shift(WEDNESDAY)
+    forecasts = [
+        bin_at("DUE", now, 76.0, 0.6),  # 96.1 % Thursday; emptied, back at 95 % in 158 h
+        bin_at("SUNDAY", now, 30.0, 0.6),  # 95 % at 108 h: would send Saturday's round out
+        bin_at("WEEK", now, 5.0, 0.5),  # 81.75 % by Tuesday's deadline: can wait
+    ]
+    fractions = {f.bin_id: "glass" for f in forecasts}
+    trucks = [truck("T1", "glass")]
+    got = run(forecasts, fractions, trucks, WEDNESDAY, DispatchParams(ahead_reward=2000))
+    (rnd,) = got.rounds
+    assert {s.bin_id: s.reward for s in rnd.selections if not s.required} == {"SUNDAY": 2000}
+    assert "1 bins that would send a round out before Tue 14:30" in rnd.reason
+
+    # Looking two days at most, nothing joins: the chance after next is past the limit.
+    short = run(forecasts, fractions, trucks, WEDNESDAY,
+                DispatchParams(ahead_reward=2000, ahead_days=2))
+    (rnd,) = short.rounds
+    assert [s.bin_id for s in rnd.selections] == ["DUE"]
+
+    # A fast bin due today brings the next round close: Thursday, so no bin is ahead.
+    fast = [*forecasts, bin_at("FAST", now, 70.0, 2.0)]  # empty, back at 95 % in 47.5 h
+    fractions["FAST"] = "glass"
+    got = run(fast, fractions, trucks, WEDNESDAY, DispatchParams(ahead_reward=2000))
+    (rnd,) = got.rounds
+    assert {s.bin_id for s in rnd.selections} == {"DUE", "FAST"}
+    assert "ahead" not in rnd.reason and "worth more" not in rnd.reason
 
 
 def test_ahead_bins_never_send_a_round_out_on_their_own() -> None:

@@ -63,6 +63,7 @@ def test_plan_prints_the_routes(
         (["--optional-pct", "96"], "optional_pct < mandatory_pct"),
         (["--reach-within", "0"], "reach_within_h > 0"),
         (["--ahead-reward", "-5"], "ahead_reward >= 0"),
+        (["--ahead-days", "0"], "ahead_days > 0"),
     ],
 )
 def test_plan_refuses_bad_dispatch_settings(
