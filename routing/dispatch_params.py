@@ -35,13 +35,15 @@ class DispatchParams:
     # fraction from its recent rounds (`dispatch.reach_from_history`), else the end of
     # the latest shift (the worst case, a bin last on a round that takes the shift).
     reach_within_h: float | None = None
-    # Metres of route a bin is worth that would pass mandatory_pct before the deadline of
-    # the chance after next (it would send that round out) when it joins a round going
-    # today: of the order of what a round costs (`make bench-savings` fits 3.2 km a round
-    # plus 0.22 km an emptied bin on the demo city, docs/performance.md). 0: such bins
-    # join only as ordinary optional bins.
+    # Metres of route a bin is worth, when it joins a round going today, that would pass
+    # mandatory_pct before the deadline of the round that today's bins, filling again,
+    # send out anyway (it would send a round out before that one): of the order of what
+    # a round costs (`make bench-savings` fits 2.6-3.2 km a round plus 0.22-0.25 km an
+    # emptied bin on the demo city, docs/performance.md). 0: such bins join only as
+    # ordinary optional bins.
     ahead_reward: int = 2000
-    # How far the look-ahead looks at most: days from the plan's time.
+    # How far the look-ahead looks at most, in days from the plan's time (a forecast is
+    # a line through up to a week of readings; further out it is a guess).
     ahead_days: float = 7.0
 
     def __post_init__(self) -> None:
