@@ -19,6 +19,10 @@ Rules (see docs of :func:`build_replan` for the details):
 * Done stops (``stop_done`` of any truck since the day's first ETA minus ``done_margin``)
   never re-appear; every truck starts where and when it is, with its load and the work
   since its shift start or last planned break.
+* A bin emptied today re-plans again only on a reading taken ``refill_after`` or more after
+  its emptying (it filled up again, or a fire); an earlier reading is a late one or the
+  emptying itself. The version that takes it back lists it again, and the stop counts as
+  done only when it is emptied again (:func:`emptied_for`).
 """
 
 from __future__ import annotations
@@ -84,10 +88,12 @@ __all__ = [
     "changed_trucks",
     "day_state",
     "describe",
+    "emptied_for",
     "event_trigger",
     "idle_route",
     "late_trigger",
     "plan_score",
+    "refilled",
     "relax_urgent",
     "solve_replan",
     "stabilize",
@@ -120,6 +126,9 @@ class ReplanOptions:
     reward_scale: int = 1000
     eta_tolerance_s: int = 10 * 60  # a route whose ETAs move more than this is re-sent
     done_margin: timedelta = timedelta(hours=2)
+    # A bin emptied today re-plans again only on a reading taken this long after the
+    # emptying: readings every 15 minutes, so an earlier one can be late or taken during it.
+    refill_after: timedelta = timedelta(minutes=30)
     at_stop_m: float = 30.0  # a truck this close to its next stop is serving it
     full_pct: float = 90.0  # a truck this full keeps the unload it drives to
     stable_pct: float = 1.0  # a new order must save this much of the remaining duration ...
@@ -132,6 +141,8 @@ class ReplanOptions:
         for name in ("late_s", "fire_within_s", "skip_retry_s", "eta_tolerance_s", "stable_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
+        if self.refill_after <= timedelta(0) or self.done_margin < timedelta(0):
+            raise ValueError("need refill_after > 0 and done_margin >= 0")
         if self.at_stop_m < 0 or self.stable_pct < 0 or not 0 < self.full_pct <= 100:
             raise ValueError("need at_stop_m >= 0, stable_pct >= 0 and 0 < full_pct <= 100")
 
@@ -206,18 +217,40 @@ def event_trigger(truck_id: str, event: TruckEvent) -> Trigger | None:
     return None
 
 
+def emptied_for(
+    route: RouteCommand, done: Mapping[str, datetime], refill_after: timedelta
+) -> frozenset[str]:
+    """The bins whose stops on ``route`` are done: of ``done`` (bin -> when it was last
+    emptied today), those emptied later than ``refill_after`` before the version was made.
+    A version made after that lists an emptied bin on purpose (it filled up again, see
+    :func:`refilled`); one made earlier can list it because its ``stop_done`` had not
+    arrived yet."""
+    since = route.created_at - refill_after
+    return frozenset(b for b, t in done.items() if t > since)
+
+
+def refilled(
+    bin_id: str, at: datetime, done: Mapping[str, datetime], refill_after: timedelta
+) -> bool:
+    """Whether a reading taken at ``at`` may re-plan the bin: it was not emptied today, or
+    emptied ``refill_after`` or more before the reading."""
+    emptied = done.get(bin_id)
+    return emptied is None or at >= emptied + refill_after
+
+
 def late_trigger(
     truck_id: str,
     at: datetime,
     route: RouteCommand | None,
-    done: Iterable[str],
+    done: Mapping[str, datetime],
     options: ReplanOptions,
 ) -> Trigger | None:
     """A truck more than ``late_s`` behind the ETA of its next stop (the first stop of its
-    current route not yet done), or None."""
+    current route not yet done, `emptied_for`), or None. ``done`` maps each bin emptied
+    today to when."""
     if route is None or route.truck_id != truck_id:
         return None
-    finished = set(done)
+    finished = emptied_for(route, done, options.refill_after)
     nxt = next((s for s in route.stops if s.kind == "stop" and s.bin_id not in finished), None)
     if nxt is None:
         return None
@@ -283,8 +316,9 @@ class DayState:
     sites: Sequence[SiteRow]
     trucks: Sequence[TruckRow]
     routes: Mapping[str, RouteCommand]  # current version per truck, this day
-    done: frozenset[str]
+    done: Mapping[str, datetime]  # bin -> when it was last emptied today
     progress: Mapping[str, TruckProgress]
+    refill_after: timedelta = timedelta(minutes=30)  # ReplanOptions.refill_after
 
     @property
     def day(self) -> date:
@@ -308,8 +342,16 @@ class DayState:
         route = self.routes.get(truck_id)
         if route is None:
             return []
-        gone = self.done | self._skipped_since(truck_id, route.created_at)
+        gone = self.emptied_for(route) | self._skipped_since(truck_id, route.created_at)
         return _remaining(route, gone)
+
+    def emptied_for(self, route: RouteCommand) -> frozenset[str]:
+        """The bins whose stops on ``route`` are done (see :func:`emptied_for`)."""
+        return emptied_for(route, self.done, self.refill_after)
+
+    def refilled(self, bin_id: str, at: datetime) -> bool:
+        """Whether a reading at ``at`` may re-plan the bin (see :func:`refilled`)."""
+        return refilled(bin_id, at, self.done, self.refill_after)
 
     def on_route(self, bin_id: str) -> str | None:
         """The truck whose remaining route has the bin, or None."""
@@ -347,14 +389,14 @@ def day_state(
     midnight = axis.midnight
     firsts = [r.stops[0].eta for r in routes.values() if r.stops]
     since = max(midnight, min(firsts) - options.done_margin) if firsts else midnight
-    done: set[str] = set()
+    done: dict[str, datetime] = {}
     per_truck: dict[str, dict[str, object]] = {}
     skipped: dict[str, dict[str, tuple[datetime, str]]] = {}
     for e in sorted(events, key=lambda e: e.ts):
         if e.ts < midnight:
             continue
         if e.kind == "stop_done" and e.bin_id and e.ts >= since:
-            done.add(e.bin_id)
+            done[e.bin_id] = e.ts  # events in time order: the last emptying
         elif e.kind == "stop_skipped" and e.bin_id:
             skipped.setdefault(e.truck_id, {})[e.bin_id] = (e.ts, e.reason or "")
         elif e.kind in ("shift_start", "breakdown", "shift_end"):
@@ -378,8 +420,9 @@ def day_state(
         sites=tuple(sites),
         trucks=tuple(trucks),
         routes={k: r for k, r in routes.items() if r.plan_date == axis.day},
-        done=frozenset(done),
+        done=done,
         progress=progress,
+        refill_after=options.refill_after,
     )
 
 
@@ -420,8 +463,13 @@ def triggers_by_fraction(
             b = state.bins.get(t.bin_id or "")
             if b is None:
                 logger.info("%s: unknown bin, ignored", t)
-            elif b.bin_id in state.done:
-                logger.info("%s: bin already emptied today, ignored", t)
+            elif not state.refilled(b.bin_id, t.at):
+                logger.info(
+                    "%s: bin emptied at %s, reading of %s is older or too soon after, ignored",
+                    t,
+                    f"{state.done[b.bin_id].astimezone(BERLIN):%H:%M}",
+                    f"{t.at.astimezone(BERLIN):%H:%M}",
+                )
             elif t.kind is TriggerKind.OVERFLOW and state.on_route(b.bin_id):
                 logger.debug("%s: bin is on a route already", t)
             else:
@@ -668,7 +716,7 @@ def build_replan(
             add(_PoolItem(bin_id, _fill_demand(row, row.fill_pct), True))
     for trig in triggers:
         b = state.bins.get(trig.bin_id or "")
-        if b is None or b.fraction != fraction or b.bin_id in state.done:
+        if b is None or b.fraction != fraction or not state.refilled(b.bin_id, trig.at):
             continue
         if trig.kind in (TriggerKind.OVERFLOW, TriggerKind.FIRE):
             fill = trig.fill_pct if trig.fill_pct is not None else b.fill_pct
@@ -1155,12 +1203,13 @@ def _left_out(state: DayState, fleet: Sequence[TruckRow]) -> list[str]:
     out: list[str] = []
     for t in fleet:
         route = state.routes.get(t.truck_id)
+        emptied = state.emptied_for(route) if route is not None else frozenset()
         for u in route.unserved if route is not None else ():
             bin_id = u.get("bin_id", "")
             if (
                 u.get("code") != str(UnservedCode.OPTIONAL_DROPPED)
                 and bin_id in state.bins
-                and bin_id not in state.done
+                and bin_id not in emptied
                 and bin_id not in out
             ):
                 out.append(bin_id)

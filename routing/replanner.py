@@ -73,9 +73,11 @@ from cityops.routing.replan import (
     changed_trucks,
     day_state,
     describe,
+    emptied_for,
     event_trigger,
     idle_route,
     late_trigger,
+    refilled,
     relax_urgent,
     solve_replan,
     stabilize,
@@ -184,7 +186,7 @@ class Replanner:
         # What the listener needs without the database, refreshed by the worker.
         self._sensors: dict[str, str] = {}
         self._routes: dict[str, RouteCommand] = {}
-        self._done: set[str] = set()
+        self._done: dict[str, datetime] = {}  # bin -> when it was last emptied today
         self._day = self._clock().astimezone(BERLIN).date()
         # What the service heard itself (the ingest may not have stored it yet).
         self._events: list[TruckEventRow] = []
@@ -286,12 +288,15 @@ class Replanner:
                 logger.info("alarm from unknown bin sensor %s ignored", sensor_id)
                 return None
             trigger = bin_trigger(bin_id, reading, self.options)
-            if trigger is None or bin_id in self._done:
-                return None
+            refill = self.options.refill_after
+            if trigger is None or not refilled(bin_id, trigger.at, self._done, refill):
+                return None  # emptied after (or just before) the reading
             if trigger.kind is TriggerKind.OVERFLOW and any(
-                s.bin_id == bin_id for r in self._routes.values() for s in r.stops
+                s.bin_id == bin_id and bin_id not in emptied_for(r, self._done, refill)
+                for r in self._routes.values()
+                for s in r.stops
             ):
-                return None  # on a route today (done or to come): nothing to do
+                return None  # still to come on a route today: nothing to do
             key = (bin_id, str(trigger.kind))
             if key in self._flagged:
                 return None
@@ -303,7 +308,7 @@ class Replanner:
         with self._lock:
             self._events.append(row)
             if event.kind == "stop_done" and event.bin_id:
-                self._done.add(event.bin_id)
+                self._emptied(event.bin_id, event.ts)
         if event.kind == "stop_done":
             logger.debug("truck %s emptied %s", truck_id, event.bin_id)
         return event_trigger(truck_id, event)
@@ -356,7 +361,17 @@ class Replanner:
                 self._events = [e for e in self._events if e.ts >= axis.midnight]
             self._sensors = sensors
             self._routes = routes
-            self._done |= {e.bin_id for e in events if e.kind == "stop_done" and e.bin_id}
+            for e in events:
+                if e.kind == "stop_done" and e.bin_id:
+                    self._emptied(e.bin_id, e.ts)
+
+    def _emptied(self, bin_id: str, ts: datetime) -> None:
+        """Record an emptying (under the lock): the bin's alarms may trigger again once it
+        fills up again."""
+        last = self._done.get(bin_id)
+        if last is None or ts > last:
+            self._done[bin_id] = ts
+            self._flagged = {k for k in self._flagged if k[0] != bin_id}
 
     def _poll_closures(self) -> None:
         """Queue a closure trigger when a row was added, changed or removed, or when a

@@ -214,10 +214,12 @@ def test_only_skips_and_breakdowns_are_event_triggers() -> None:
 def test_a_truck_is_late_only_beyond_15_minutes_after_its_next_stop() -> None:
     # T01's stops are due at 06:10, 06:20, 06:30; B01 is done, so B02 (06:20) is next.
     r = ROUTES["T01"]
-    assert late_trigger("T01", at(6, 34), r, {"B01"}, OPTIONS) is None
-    late = late_trigger("T01", at(6, 40), r, {"B01"}, OPTIONS)
+    done = {"B01": at(6, 11)}
+    assert late_trigger("T01", at(6, 34), r, done, OPTIONS) is None
+    late = late_trigger("T01", at(6, 40), r, done, OPTIONS)
     assert late is not None and str(late) == "truck T01 20 min behind"
-    assert late_trigger("T01", at(12), r, {"B01", "B02", "B03"}, OPTIONS) is None
+    all_done = {"B01": at(6, 11), "B02": at(6, 41), "B03": at(6, 50)}
+    assert late_trigger("T01", at(12), r, all_done, OPTIONS) is None
 
 
 def test_reason_lists_each_trigger_once_oldest_first_and_fits_a_route() -> None:
@@ -237,14 +239,44 @@ def test_reason_lists_each_trigger_once_oldest_first_and_fits_a_route() -> None:
 
 
 def test_triggers_are_grouped_by_fraction_and_moot_ones_dropped() -> None:
-    s = state(events=[TruckEventRow("T01", at(6, 11), "stop_done", "B01", None)])
+    s = state(events=[TruckEventRow("T01", at(8, 41), "stop_done", "B01", None)])
     groups = triggers_by_fraction(
         [overflow("B02"), overflow("B01"), overflow("B99"), overflow("B08")], s
     )
-    # B02 is on T01's route, B01 was emptied, B99 is unknown
+    # B02 is on T01's route, B01 was emptied 19 minutes before the reading (a late
+    # reading, or one taken while it was emptied), B99 is unknown
     assert groups == {"residual": (overflow("B08"),)}
     closure = Trigger(TriggerKind.CLOSURE, NOW, detail="C1")
     assert triggers_by_fraction([closure], s) == {"residual": (closure,)}
+
+
+def test_a_bin_full_again_hours_after_its_emptying_comes_back() -> None:
+    # B01 emptied at 06:11, 98 % again at 09:00: it filled up again (an event, a fire).
+    s = state(events=[TruckEventRow("T01", at(6, 11), "stop_done", "B01", None)])
+    assert s.refilled("B01", NOW) and not s.refilled("B01", at(6, 40))
+    assert triggers_by_fraction([overflow("B01")], s) == {"residual": (overflow("B01"),)}
+    plan, replan = solve(s, [overflow("B01")])
+    assert replan.problem.stop_by_id["B01"].required and "B01" in plan.served
+
+    # The version that takes it back lists it again, to come; the old one had it done.
+    assert "B01" in s.emptied_for(ROUTES["T01"])
+    again = route("T01", ["B01", "B02", "B03"], created=NOW)
+    s2 = state(
+        events=[TruckEventRow("T01", at(6, 11), "stop_done", "B01", None)],
+        routes={**ROUTES, "T01": again},
+    )
+    assert s2.on_route("B01") == "T01"
+    assert next(x.bin_id for x in s2.remaining("T01") if x.kind == "stop") == "B01"
+    # Emptied again: done on that version too, and its late readings are ignored.
+    s3 = state(
+        events=[
+            TruckEventRow("T01", at(6, 11), "stop_done", "B01", None),
+            TruckEventRow("T01", at(9, 20), "stop_done", "B01", None),
+        ],
+        routes={**ROUTES, "T01": again},
+    )
+    assert s3.on_route("B01") is None
+    assert triggers_by_fraction([overflow("B01")], s3) == {}
 
 
 # -- the problem --------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 
 import psycopg
@@ -103,6 +104,33 @@ def test_a_done_stop_is_not_in_the_new_version(
     route = devices.wait_route(lambda r: extra in route_bins(r))
     assert first not in route_bins(route) and second not in route_bins(route)
     assert set(planned[2:]) <= set(route_bins(route))
+
+
+def test_a_bin_full_again_long_after_its_emptying_is_collected_again(
+    settings: Settings,
+    network: RoadNetwork,
+    devices: Devices,
+    service: tuple[Replanner, list[ReplanReport]],
+) -> None:
+    planned = seed_city(settings, network)
+    refilled, just_emptied = planned[0], planned[1]
+    rp, _reports = service
+    # Hours in a real city; seconds here, on the tests' clock (readings and events carry
+    # the time the test publishes them).
+    rp.options = replace(rp.options, refill_after=timedelta(seconds=3))
+    rp.start()
+    assert rp.wait_ready(PATIENCE_S)
+    devices.truck_event("T01", "stop_done", bin_id=refilled, volume_l=200.0)
+    devices.truck_event("T01", "stop_done", bin_id=just_emptied, volume_l=200.0)
+    # at once: a late reading, or one taken during the emptying
+    devices.bin_reading(just_emptied, 99.0)
+    time.sleep(3.5)
+    assert devices.new_versions() == [], "a reading right after the emptying re-plans nothing"
+    devices.bin_reading(refilled, 98.0)  # full again, 3.5 s "later"
+    route = devices.wait_route(lambda r: refilled in route_bins(r) and r["version"] == 2)
+    assert route["reason"] == f"bin {refilled} overflow"
+    assert just_emptied not in route_bins(route)
+    assert [r["version"] for r in devices.new_versions()] == [2]
 
 
 def test_a_burst_of_overflows_makes_one_version(

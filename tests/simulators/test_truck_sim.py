@@ -6,7 +6,7 @@ from cityops.ingest.contract import TruckEvent, TruckTelemetry
 from cityops.routing.network import haversine_m
 from cityops.simulators.city import Bin, City, build_city
 from cityops.simulators.models import CitySim, Emission, Stop
-from cityops.simulators.truck_sim import TruckSim
+from cityops.simulators.truck_sim import REFILL_AFTER_S, TruckSim
 from tests.simulators.factories import START, network, small_scenario
 
 
@@ -82,15 +82,37 @@ def test_keeps_driving_when_its_target_is_still_the_next_stop() -> None:
     assert [e.bin_id for e in _done(out, truck_id)] == [far.bin_id, c.bin_id]
 
 
+def _until_done(sim: CitySim, truck_id: str, t: float) -> tuple[float, TruckEvent]:
+    """Advance in 10 s steps until the truck empties a bin: the time and its event."""
+    while t < START + 3 * 3600:
+        t += 10
+        done = _done(sim.advance(t), truck_id)
+        if done:
+            return t, done[0]
+    raise AssertionError("the truck emptied nothing within 3 h")
+
+
 def test_a_stale_version_does_not_empty_a_bin_twice() -> None:
     sim, _city, truck_id, (_far, b, c) = _setup()
     sim.assign_route(truck_id, [Stop(b.bin_id, b.node)], 1)
-    out = sim.advance(START + 3600)
-    assert [e.bin_id for e in _done(out, truck_id)] == [b.bin_id]
+    t, first = _until_done(sim, truck_id, START + 600)
+    assert first.bin_id == b.bin_id
     # planned before the stop_done reached the re-planner: still lists b
     sim.assign_route(truck_id, [Stop(b.bin_id, b.node), Stop(c.bin_id, c.node)], 2)
-    out = sim.advance(START + 3 * 3600)
+    out = sim.advance(t + 2 * 3600)
     assert [e.bin_id for e in _done(out, truck_id)] == [c.bin_id]
+
+
+def test_a_version_that_lists_a_bin_again_long_after_its_emptying_is_followed() -> None:
+    # the re-planner took it back: full again REFILL_AFTER_S or more after its emptying
+    sim, _city, truck_id, (_far, b, _c) = _setup()
+    sim.assign_route(truck_id, [Stop(b.bin_id, b.node)], 1)
+    t, _ = _until_done(sim, truck_id, START + 600)
+    t += REFILL_AFTER_S + 60
+    sim.advance(t)
+    sim.assign_route(truck_id, [Stop(b.bin_id, b.node)], 2)
+    out = sim.advance(t + 2 * 3600)
+    assert [(e.bin_id, e.route_version) for e in _done(out, truck_id)] == [(b.bin_id, 2)]
 
 
 def test_a_truck_driving_home_turns_to_a_new_stop() -> None:
