@@ -167,9 +167,10 @@ def _scripted_overflow(settings: Settings, network: RoadNetwork) -> str:
               AND NOT EXISTS (
                 SELECT 1 FROM current_routes r, jsonb_array_elements(r.stops) s
                 WHERE s ->> 'bin_id' = b.bin_id)
-              -- the re-planner leaves a bin emptied today alone (a late reading from
-              -- before the emptying must not bring it back); the simulated trucks'
-              -- clock runs behind, hence three days
+              -- the re-planner takes a bin emptied today back only after a lower
+              -- reading and 30 min (a late reading must not bring it back), which one
+              -- scripted reading does not show; the simulated trucks' clock runs
+              -- behind, hence three days
               AND NOT EXISTS (
                 SELECT 1 FROM truck_events e
                 WHERE e.kind = 'stop_done' AND e.bin_id = b.bin_id

@@ -20,9 +20,10 @@ Rules (see docs of :func:`build_replan` for the details):
   never re-appear; every truck starts where and when it is, with its load and the work
   since its shift start or last planned break.
 * A bin emptied today re-plans again only on a reading taken ``refill_after`` or more after
-  its emptying (it filled up again, or a fire); an earlier reading is a late one or the
-  emptying itself. The version that takes it back lists it again, and the stop counts as
-  done only when it is emptied again (:func:`emptied_for`).
+  its emptying, once the emptying has been known as long (it filled up again, or a fire);
+  an earlier reading is a late one or the emptying itself. The version that takes it
+  back lists it again, and the stop counts as done only when it is emptied again
+  (:func:`emptied_for`, :func:`refilled`).
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ from cityops.routing.repository import (
 __all__ = [
     "CachingNetwork",
     "DayState",
+    "Emptying",
     "Replan",
     "ReplanOptions",
     "Solved",
@@ -127,7 +129,9 @@ class ReplanOptions:
     eta_tolerance_s: int = 10 * 60  # a route whose ETAs move more than this is re-sent
     done_margin: timedelta = timedelta(hours=2)
     # A bin emptied today re-plans again only on a reading taken this long after the
-    # emptying: readings every 15 minutes, so an earlier one can be late or taken during it.
+    # emptying (readings every 15 minutes, so an earlier one can be late or taken during
+    # it), and once the emptying has been known this long; a route version made less than
+    # this after an emptying became known counts the bin's stop as done (emptied_for).
     refill_after: timedelta = timedelta(minutes=30)
     at_stop_m: float = 30.0  # a truck this close to its next stop is serving it
     full_pct: float = 90.0  # a truck this full keeps the unload it drives to
@@ -217,37 +221,53 @@ def event_trigger(truck_id: str, event: TruckEvent) -> Trigger | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class Emptying:
+    """A bin's last emptying today: when the truck emptied it (``at``, the truck's clock)
+    and when the platform learned of it (``known_at``, the server's clock: when the ingest
+    stored the ``stop_done`` or the re-planner heard it)."""
+
+    at: datetime
+    known_at: datetime
+
+
 def emptied_for(
-    route: RouteCommand, done: Mapping[str, datetime], refill_after: timedelta
+    route: RouteCommand, done: Mapping[str, Emptying], refill_after: timedelta
 ) -> frozenset[str]:
-    """The bins whose stops on ``route`` are done: of ``done`` (bin -> when it was last
-    emptied today), those emptied later than ``refill_after`` before the version was made.
-    A version made after that lists an emptied bin on purpose (it filled up again, see
-    :func:`refilled`); one made earlier can list it because its ``stop_done`` had not
-    arrived yet."""
+    """The bins whose stops on ``route`` are done: of ``done``, those whose emptying became
+    known later than ``refill_after`` before the version was made (the version was planned
+    without knowing it, or while the ``stop_done`` was on its way). A version made later
+    lists an emptied bin on purpose: it filled up again (:func:`refilled`). Both times are
+    the server's, so a truck's clock or a late ``stop_done`` cannot shift the rule."""
     since = route.created_at - refill_after
-    return frozenset(b for b, t in done.items() if t > since)
+    return frozenset(b for b, e in done.items() if e.known_at > since)
 
 
 def refilled(
-    bin_id: str, at: datetime, done: Mapping[str, datetime], refill_after: timedelta
+    bin_id: str,
+    at: datetime,
+    now: datetime,
+    done: Mapping[str, Emptying],
+    refill_after: timedelta,
 ) -> bool:
-    """Whether a reading taken at ``at`` may re-plan the bin: it was not emptied today, or
-    emptied ``refill_after`` or more before the reading."""
-    emptied = done.get(bin_id)
-    return emptied is None or at >= emptied + refill_after
+    """Whether a reading taken at ``at`` may re-plan the bin at ``now``: it was not emptied
+    today, or the reading was taken ``refill_after`` or more after the emptying and the
+    emptying has been known that long (so the version that takes it back lists it as a
+    stop to come, see :func:`emptied_for`)."""
+    e = done.get(bin_id)
+    return e is None or (at >= e.at + refill_after and now >= e.known_at + refill_after)
 
 
 def late_trigger(
     truck_id: str,
     at: datetime,
     route: RouteCommand | None,
-    done: Mapping[str, datetime],
+    done: Mapping[str, Emptying],
     options: ReplanOptions,
 ) -> Trigger | None:
     """A truck more than ``late_s`` behind the ETA of its next stop (the first stop of its
-    current route not yet done, `emptied_for`), or None. ``done`` maps each bin emptied
-    today to when."""
+    current route not yet done, :func:`emptied_for`), or None. ``done`` holds each bin
+    emptied today."""
     if route is None or route.truck_id != truck_id:
         return None
     finished = emptied_for(route, done, options.refill_after)
@@ -316,7 +336,7 @@ class DayState:
     sites: Sequence[SiteRow]
     trucks: Sequence[TruckRow]
     routes: Mapping[str, RouteCommand]  # current version per truck, this day
-    done: Mapping[str, datetime]  # bin -> when it was last emptied today
+    done: Mapping[str, Emptying]  # bin -> its last emptying today
     progress: Mapping[str, TruckProgress]
     refill_after: timedelta = timedelta(minutes=30)  # ReplanOptions.refill_after
 
@@ -350,8 +370,8 @@ class DayState:
         return emptied_for(route, self.done, self.refill_after)
 
     def refilled(self, bin_id: str, at: datetime) -> bool:
-        """Whether a reading at ``at`` may re-plan the bin (see :func:`refilled`)."""
-        return refilled(bin_id, at, self.done, self.refill_after)
+        """Whether a reading at ``at`` may re-plan the bin now (see :func:`refilled`)."""
+        return refilled(bin_id, at, self.now, self.done, self.refill_after)
 
     def on_route(self, bin_id: str) -> str | None:
         """The truck whose remaining route has the bin, or None."""
@@ -389,14 +409,14 @@ def day_state(
     midnight = axis.midnight
     firsts = [r.stops[0].eta for r in routes.values() if r.stops]
     since = max(midnight, min(firsts) - options.done_margin) if firsts else midnight
-    done: dict[str, datetime] = {}
+    done: dict[str, Emptying] = {}
     per_truck: dict[str, dict[str, object]] = {}
     skipped: dict[str, dict[str, tuple[datetime, str]]] = {}
     for e in sorted(events, key=lambda e: e.ts):
         if e.ts < midnight:
             continue
         if e.kind == "stop_done" and e.bin_id and e.ts >= since:
-            done[e.bin_id] = e.ts  # events in time order: the last emptying
+            done[e.bin_id] = Emptying(e.ts, e.known_at or e.ts)  # in time order: the last
         elif e.kind == "stop_skipped" and e.bin_id:
             skipped.setdefault(e.truck_id, {})[e.bin_id] = (e.ts, e.reason or "")
         elif e.kind in ("shift_start", "breakdown", "shift_end"):
@@ -445,6 +465,15 @@ def _remaining(route: RouteCommand, gone: frozenset[str]) -> list[RouteStop]:
     return out
 
 
+def _skip_done(trigger: Trigger, state: DayState) -> bool:
+    """Whether a skipped stop's bin was emptied as far as the skipping truck's current
+    route knows (a stale tablet skipping a bin another truck emptied)."""
+    route = state.routes.get(trigger.truck_id or "")
+    if route is None:
+        return trigger.bin_id in state.done
+    return (trigger.bin_id or "") in state.emptied_for(route)
+
+
 def triggers_by_fraction(
     triggers: Iterable[Trigger], state: DayState
 ) -> dict[str, tuple[Trigger, ...]]:
@@ -463,11 +492,13 @@ def triggers_by_fraction(
             b = state.bins.get(t.bin_id or "")
             if b is None:
                 logger.info("%s: unknown bin, ignored", t)
-            elif not state.refilled(b.bin_id, t.at):
+            elif t.kind is TriggerKind.SKIPPED and _skip_done(t, state):
+                logger.info("%s: bin already emptied, ignored", t)
+            elif t.kind is not TriggerKind.SKIPPED and not state.refilled(b.bin_id, t.at):
                 logger.info(
-                    "%s: bin emptied at %s, reading of %s is older or too soon after, ignored",
+                    "%s: bin emptied at %s, reading of %s too close to it, ignored",
                     t,
-                    f"{state.done[b.bin_id].astimezone(BERLIN):%H:%M}",
+                    f"{state.done[b.bin_id].at.astimezone(BERLIN):%H:%M}",
                     f"{t.at.astimezone(BERLIN):%H:%M}",
                 )
             elif t.kind is TriggerKind.OVERFLOW and state.on_route(b.bin_id):
@@ -716,7 +747,14 @@ def build_replan(
             add(_PoolItem(bin_id, _fill_demand(row, row.fill_pct), True))
     for trig in triggers:
         b = state.bins.get(trig.bin_id or "")
-        if b is None or b.fraction != fraction or not state.refilled(b.bin_id, trig.at):
+        if b is None or b.fraction != fraction:
+            continue
+        moot = (
+            _skip_done(trig, state)
+            if trig.kind is TriggerKind.SKIPPED
+            else not state.refilled(b.bin_id, trig.at)
+        )
+        if moot:
             continue
         if trig.kind in (TriggerKind.OVERFLOW, TriggerKind.FIRE):
             fill = trig.fill_pct if trig.fill_pct is not None else b.fill_pct

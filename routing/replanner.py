@@ -63,6 +63,7 @@ from cityops.routing.planning import BERLIN, DayAxis, plan_to_routes
 from cityops.routing.replan import (
     CachingNetwork,
     DayState,
+    Emptying,
     Replan,
     ReplanOptions,
     Solved,
@@ -186,7 +187,10 @@ class Replanner:
         # What the listener needs without the database, refreshed by the worker.
         self._sensors: dict[str, str] = {}
         self._routes: dict[str, RouteCommand] = {}
-        self._done: dict[str, datetime] = {}  # bin -> when it was last emptied today
+        self._done: dict[str, Emptying] = {}  # bin -> its last emptying today
+        # Sensors of bins emptied today that have not reported a level below overflow_pct
+        # since: a stuck sensor must not send a truck back (read without the lock).
+        self._awaiting_low: set[str] = set()
         self._day = self._clock().astimezone(BERLIN).date()
         # What the service heard itself (the ingest may not have stored it yet).
         self._events: list[TruckEventRow] = []
@@ -281,6 +285,8 @@ class Replanner:
         if reading.fill_pct < self.options.overflow_pct and (
             reading.temperature_c is None or reading.temperature_c < self.options.fire_c
         ):
+            if sensor_id in self._awaiting_low:  # rare: a bin emptied today
+                self._seen_low(sensor_id, reading)
             return None  # the common case: no lock, no lookup
         with self._lock:
             bin_id = self._sensors.get(sensor_id)
@@ -288,9 +294,28 @@ class Replanner:
                 logger.info("alarm from unknown bin sensor %s ignored", sensor_id)
                 return None
             trigger = bin_trigger(bin_id, reading, self.options)
+            if trigger is None:
+                return None
             refill = self.options.refill_after
-            if trigger is None or not refilled(bin_id, trigger.at, self._done, refill):
-                return None  # emptied after (or just before) the reading
+            emptied = self._done.get(bin_id)
+            if emptied is not None and not refilled(
+                bin_id, trigger.at, self._clock(), self._done, refill
+            ):
+                logger.info(
+                    "%s: emptied at %s, reading of %s too close to it, ignored",
+                    trigger,
+                    f"{emptied.at.astimezone(BERLIN):%H:%M}",
+                    f"{trigger.at.astimezone(BERLIN):%H:%M}",
+                )
+                return None
+            if trigger.kind is TriggerKind.OVERFLOW and sensor_id in self._awaiting_low:
+                logger.info(
+                    "%s: no reading below %g%% since its emptying at %s (stuck sensor?), ignored",
+                    trigger,
+                    self.options.overflow_pct,
+                    f"{emptied.at.astimezone(BERLIN):%H:%M}" if emptied else "?",
+                )
+                return None
             if trigger.kind is TriggerKind.OVERFLOW and any(
                 s.bin_id == bin_id and bin_id not in emptied_for(r, self._done, refill)
                 for r in self._routes.values()
@@ -303,12 +328,20 @@ class Replanner:
             self._flagged.add(key)
         return trigger
 
+    def _seen_low(self, sensor_id: str, reading: BinTelemetry) -> None:
+        with self._lock:
+            bin_id = self._sensors.get(sensor_id)
+            emptied = self._done.get(bin_id) if bin_id is not None else None
+            if emptied is None or reading.ts > emptied.at:
+                self._awaiting_low.discard(sensor_id)
+
     def _truck_event(self, truck_id: str, event: TruckEvent) -> Trigger | None:
-        row = TruckEventRow(truck_id, event.ts, event.kind, event.bin_id, event.reason)
+        heard = self._clock()
+        row = TruckEventRow(truck_id, event.ts, event.kind, event.bin_id, event.reason, heard)
         with self._lock:
             self._events.append(row)
             if event.kind == "stop_done" and event.bin_id:
-                self._emptied(event.bin_id, event.ts)
+                self._emptied(event.bin_id, event.ts, heard)
         if event.kind == "stop_done":
             logger.debug("truck %s emptied %s", truck_id, event.bin_id)
         return event_trigger(truck_id, event)
@@ -358,20 +391,24 @@ class Replanner:
                 self._flagged.clear()
                 self._late_at.clear()
                 self._done.clear()
+                self._awaiting_low.clear()
                 self._events = [e for e in self._events if e.ts >= axis.midnight]
             self._sensors = sensors
             self._routes = routes
             for e in events:
                 if e.kind == "stop_done" and e.bin_id:
-                    self._emptied(e.bin_id, e.ts)
+                    self._emptied(e.bin_id, e.ts, e.known_at or e.ts)
 
-    def _emptied(self, bin_id: str, ts: datetime) -> None:
-        """Record an emptying (under the lock): the bin's alarms may trigger again once it
-        fills up again."""
+    def _emptied(self, bin_id: str, ts: datetime, known_at: datetime) -> None:
+        """Record an emptying (under the lock): once the bin has reported a lower level, its
+        alarms may trigger again (it filled up again)."""
         last = self._done.get(bin_id)
-        if last is None or ts > last:
-            self._done[bin_id] = ts
+        if last is None or ts > last.at:
+            self._done[bin_id] = Emptying(ts, known_at)
             self._flagged = {k for k in self._flagged if k[0] != bin_id}
+            self._awaiting_low.update(s for s, b in self._sensors.items() if b == bin_id)
+        elif ts == last.at and known_at < last.known_at:
+            self._done[bin_id] = Emptying(ts, known_at)  # heard before the ingest stored it
 
     def _poll_closures(self) -> None:
         """Queue a closure trigger when a row was added, changed or removed, or when a

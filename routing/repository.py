@@ -259,10 +259,11 @@ def load_last_stops(conn: Conn, since: date, until: date) -> list[tuple[str, dat
 @dataclass(frozen=True)
 class TruckEventRow:
     truck_id: str
-    ts: datetime
+    ts: datetime  # the truck's clock
     kind: str
     bin_id: str | None
     reason: str | None
+    known_at: datetime | None = None  # the server's: stored by the ingest, or heard
 
 
 @dataclass(frozen=True)
@@ -302,7 +303,7 @@ def load_truck_events(conn: Conn, since: datetime) -> list[TruckEventRow]:
     """Truck events (stop done or skipped, shift start and end, breakdown) since `since`,
     oldest first."""
     rows = conn.execute(
-        "SELECT truck_id, ts, kind, nullif(bin_id, ''), reason FROM truck_events "
+        "SELECT truck_id, ts, kind, nullif(bin_id, ''), reason, ingested_at FROM truck_events "
         "WHERE ts >= %s AND kind IN "
         "('stop_done', 'stop_skipped', 'shift_start', 'shift_end', 'breakdown') "
         "ORDER BY ts, truck_id",

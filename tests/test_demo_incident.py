@@ -1,6 +1,7 @@
 """The demo's scripted overflow picks a bin the re-planner will act on, against the real
 database and broker: not behind a street closure (it would only be reported unserved),
-not emptied today (the re-planner leaves those alone)."""
+not emptied recently (the re-planner takes one back only once its sensor has reported a
+lower level and 30 minutes have passed, which a single scripted reading does not show)."""
 
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ from cityops.routing.planning import BERLIN, DayAxis
 from cityops.routing.replan import (
     CachingNetwork,
     DayState,
+    Emptying,
     Replan,
     ReplanOptions,
     Trigger,
@@ -214,11 +215,11 @@ def test_only_skips_and_breakdowns_are_event_triggers() -> None:
 def test_a_truck_is_late_only_beyond_15_minutes_after_its_next_stop() -> None:
     # T01's stops are due at 06:10, 06:20, 06:30; B01 is done, so B02 (06:20) is next.
     r = ROUTES["T01"]
-    done = {"B01": at(6, 11)}
+    done = {"B01": Emptying(at(6, 11), at(6, 11))}
     assert late_trigger("T01", at(6, 34), r, done, OPTIONS) is None
     late = late_trigger("T01", at(6, 40), r, done, OPTIONS)
     assert late is not None and str(late) == "truck T01 20 min behind"
-    all_done = {"B01": at(6, 11), "B02": at(6, 41), "B03": at(6, 50)}
+    all_done = {b: Emptying(at(6, m), at(6, m)) for b, m in (("B01", 11), ("B02", 41), ("B03", 50))}
     assert late_trigger("T01", at(12), r, all_done, OPTIONS) is None
 
 
@@ -252,31 +253,50 @@ def test_triggers_are_grouped_by_fraction_and_moot_ones_dropped() -> None:
 
 def test_a_bin_full_again_hours_after_its_emptying_comes_back() -> None:
     # B01 emptied at 06:11, 98 % again at 09:00: it filled up again (an event, a fire).
-    s = state(events=[TruckEventRow("T01", at(6, 11), "stop_done", "B01", None)])
+    done_b01 = TruckEventRow("T01", at(6, 11), "stop_done", "B01", None)
+    s = state(events=[done_b01])
     assert s.refilled("B01", NOW) and not s.refilled("B01", at(6, 40))
     assert triggers_by_fraction([overflow("B01")], s) == {"residual": (overflow("B01"),)}
     plan, replan = solve(s, [overflow("B01")])
     assert replan.problem.stop_by_id["B01"].required and "B01" in plan.served
 
-    # The version that takes it back lists it again, to come; the old one had it done.
+    # The version that takes it back (08:00) lists it again, to come; the daily plan's
+    # had it done.
     assert "B01" in s.emptied_for(ROUTES["T01"])
-    again = route("T01", ["B01", "B02", "B03"], created=NOW)
-    s2 = state(
-        events=[TruckEventRow("T01", at(6, 11), "stop_done", "B01", None)],
-        routes={**ROUTES, "T01": again},
-    )
+    again = route("T01", ["B01", "B02", "B03"], created=at(8))
+    s2 = state(events=[done_b01], routes={**ROUTES, "T01": again})
     assert s2.on_route("B01") == "T01"
     assert next(x.bin_id for x in s2.remaining("T01") if x.kind == "stop") == "B01"
-    # Emptied again: done on that version too, and its late readings are ignored.
+    # Emptied again at 08:20: done on that version too; a reading of 08:30 is too close.
     s3 = state(
-        events=[
-            TruckEventRow("T01", at(6, 11), "stop_done", "B01", None),
-            TruckEventRow("T01", at(9, 20), "stop_done", "B01", None),
-        ],
+        events=[done_b01, TruckEventRow("T01", at(8, 20), "stop_done", "B01", None)],
         routes={**ROUTES, "T01": again},
     )
     assert s3.on_route("B01") is None
-    assert triggers_by_fraction([overflow("B01")], s3) == {}
+    late = Trigger(TriggerKind.OVERFLOW, at(8, 30), bin_id="B01", fill_pct=98.0)
+    assert triggers_by_fraction([late], s3) == {}
+
+
+def test_done_follows_when_the_platform_learned_of_an_emptying_not_the_trucks_clock() -> None:
+    # Emptied at 06:11 by the tablet's clock, stored at 08:55 (it was offline): a version
+    # made at 08:45 was planned without knowing it, so the stop is done on it, and a
+    # reading at 09:00 does not bring the bin back yet (a version made now would count
+    # it done as well).
+    late = TruckEventRow("T01", at(6, 11), "stop_done", "B01", None, at(8, 55))
+    v2 = route("T01", ["B01", "B02", "B03"], created=at(8, 45))
+    s = state(events=[late], routes={**ROUTES, "T01": v2})
+    assert "B01" in s.emptied_for(v2) and s.on_route("B01") is None
+    assert not s.refilled("B01", NOW)
+    assert triggers_by_fraction([overflow("B01")], s) == {}
+
+
+def test_a_stale_tablet_skipping_a_bin_another_truck_emptied_is_ignored() -> None:
+    # T02 emptied B02 at 08:50; T01's version of 06:00 still lists it and T01 skips it.
+    s = state(events=[TruckEventRow("T02", at(8, 50), "stop_done", "B02", None)])
+    skip = Trigger(TriggerKind.SKIPPED, NOW, bin_id="B02", truck_id="T01", detail="blocked")
+    assert triggers_by_fraction([skip], s) == {}
+    fresh = Trigger(TriggerKind.SKIPPED, NOW, bin_id="B03", truck_id="T01", detail="blocked")
+    assert triggers_by_fraction([fresh], s) == {"residual": (fresh,)}
 
 
 # -- the problem --------------------------------------------------------------------------
