@@ -37,10 +37,6 @@ __all__ = ["Stop", "StopPlanner", "ThresholdPlanner", "TruckSim", "in_shift", "n
 
 _SMALL_BIN_L = 240
 _WAIT_AT_STOP_S = 5.0
-# A bin emptied this long before a route version arrives and listed on it filled up again
-# (routing.replan.ReplanOptions.refill_after, 30 min); sooner, the version predates the
-# emptying's `stop_done`.
-REFILL_AFTER_S = 30 * 60.0
 
 EventKind = Literal["stop_done", "stop_skipped", "unloaded", "shift_start", "shift_end"]
 
@@ -177,7 +173,7 @@ class TruckSim:
         self._drive: _Drive | None = None
         self._service_bin: BinSim | None = None
         self._target: Stop | None = None  # the stop being driven to
-        self._served: dict[str, float] = {}  # bin -> when emptied this shift
+        self._served: set[str] = set()  # bins emptied this shift
         self._until = start  # end of the current activity: decide at once
         self._now = start
         self._next_report = math.inf
@@ -211,18 +207,18 @@ class TruckSim:
         still its next stop (the re-planner pins a stop in progress); otherwise it turns at
         the end of the street it is on and heads for the new version's next stop, so it
         never serves a bin the new version gave to another truck. A truck driving home
-        with nothing to do turns the same way. Bins it emptied less than `REFILL_AFTER_S`
-        before are left out (a version planned before their `stop_done` arrived still lists
-        them); one emptied earlier is on the version again because it filled up again (the
-        re-planner's `refill_after`).
+        with nothing to do turns the same way. Bins it emptied this shift are left out (a
+        version planned before their `stop_done` arrived still lists them). The re-planner
+        can list a bin again that filled up after its emptying (`refill_after`); simulated
+        bins do not fill up twice in a shift, and in `make demo` the simulated clock runs
+        behind while it catches up, so the re-planner does not see its emptyings as today's:
+        taking every listed bin as a stale listing is the safe reading here.
         """
         if self._planner is not None:
             for stop in self.stops:
                 self._planner.release(stop.bin_id)
         now = self._now if at is None else max(at, self._now)
-        fresh = deque(
-            s for s in stops if self._served.get(s.bin_id, -math.inf) <= now - REFILL_AFTER_S
-        )
+        fresh = deque(s for s in stops if s.bin_id not in self._served)
         target = self._target
         driving = self._activity == "drive" and self._drive is not None
         if driving and self._goal == "service" and target is not None:
@@ -282,7 +278,7 @@ class TruckSim:
             self.load_l += volume
             bin_id = self._service_bin.spec.bin_id
             self._service_bin = None
-            self._served[bin_id] = t
+            self._served.add(bin_id)
             if self._planner is not None:
                 self._planner.release(bin_id)
             out.append(self._event(t, "stop_done", bin_id=bin_id, volume_l=round(volume, 1)))

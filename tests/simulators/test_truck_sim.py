@@ -6,7 +6,7 @@ from cityops.ingest.contract import TruckEvent, TruckTelemetry
 from cityops.routing.network import haversine_m
 from cityops.simulators.city import Bin, City, build_city
 from cityops.simulators.models import CitySim, Emission, Stop
-from cityops.simulators.truck_sim import REFILL_AFTER_S, TruckSim
+from cityops.simulators.truck_sim import TruckSim
 from tests.simulators.factories import START, network, small_scenario
 
 
@@ -101,18 +101,6 @@ def test_a_stale_version_does_not_empty_a_bin_twice() -> None:
     sim.assign_route(truck_id, [Stop(b.bin_id, b.node), Stop(c.bin_id, c.node)], 2)
     out = sim.advance(t + 2 * 3600)
     assert [e.bin_id for e in _done(out, truck_id)] == [c.bin_id]
-
-
-def test_a_version_that_lists_a_bin_again_long_after_its_emptying_is_followed() -> None:
-    # the re-planner took it back: full again REFILL_AFTER_S or more after its emptying
-    sim, _city, truck_id, (_far, b, _c) = _setup()
-    sim.assign_route(truck_id, [Stop(b.bin_id, b.node)], 1)
-    t, _ = _until_done(sim, truck_id, START + 600)
-    t += REFILL_AFTER_S + 60
-    sim.advance(t)
-    sim.assign_route(truck_id, [Stop(b.bin_id, b.node)], 2)
-    out = sim.advance(t + 2 * 3600)
-    assert [(e.bin_id, e.route_version) for e in _done(out, truck_id)] == [(b.bin_id, 2)]
 
 
 def test_a_truck_driving_home_turns_to_a_new_stop() -> None:
