@@ -317,9 +317,9 @@ class Replanner:
                 )
                 return None
             if trigger.kind is TriggerKind.OVERFLOW and any(
-                s.bin_id == bin_id and bin_id not in emptied_for(r, self._done, refill)
+                any(s.bin_id == bin_id for s in r.stops)
+                and bin_id not in emptied_for(r, self._done, refill)
                 for r in self._routes.values()
-                for s in r.stops
             ):
                 return None  # still to come on a route today: nothing to do
             key = (bin_id, str(trigger.kind))

@@ -297,10 +297,13 @@ def test_ahead_looks_to_the_chance_after_next_over_the_weekend() -> None:
     # Saturday: next chance Monday, the one after Tuesday (shift end 14:30 Berlin, CET).
     now = before_shift(SATURDAY)
     forecasts = [
-        bin_at("DUE", now, 95.0, 0.0),
+        # emptied today, back at 95 % in 95 h: after Tuesday's deadline, before
+        # Wednesday's (105.5 h), so Tuesday's round goes anyway and the look-ahead ends there
+        bin_at("DUE", now, 95.0, 1.0),
         # Monday 14:30 is 57.5 h on, Tuesday 14:30 81.5 h.
-        # 10 % + 0.5 %/h: 50.75 % by Tuesday's end: not ahead
-        bin_at("NOT", now, 10.0, 0.5),
+        # 10 % + 0.85 %/h: 79.3 % by Tuesday's end: not ahead (it would be, at 99.7 %, if
+        # the look-ahead went on to Wednesday)
+        bin_at("NOT", now, 10.0, 0.85),
         # 30 % + 0.8 %/h: 76 % Monday (optional), 95.2 % by Tuesday's end: ahead
         bin_at("TUE", now, 30.0, 0.8),
     ]
