@@ -10,11 +10,12 @@ export CITYOPS_DATABASE_URL ?= postgresql://cityops:cityops@127.0.0.1:5432/cityo
 export CITYOPS_TEST_PG ?= postgresql://cityops:cityops@127.0.0.1:5432/postgres
 export CITYOPS_MQTT_URL ?= mqtt://127.0.0.1:1883
 
-.PHONY: help setup services venv migrate demo test lint bench bench-ingest bench-routing bench-forecast bench-replan bench-traffic bench-savings bench-api clean
+.PHONY: help setup services venv migrate demo test test-at lint bench bench-ingest bench-routing bench-forecast bench-replan bench-traffic bench-savings bench-api clean
 
 help:
 	@echo "make demo     set up everything and run the city: simulators, ingest, API (DURATION=s to stop)"
 	@echo "make test     set up everything and run the test suite against PostgreSQL and Mosquitto"
+	@echo "make test-at AT=+400d   the test suite as if the clock read another time (docs/testing.md)"
 	@echo "make lint     ruff and mypy (strict)"
 	@echo "make bench    all benchmarks (bench-ingest, bench-routing, bench-forecast, bench-replan, bench-savings, bench-api, ...)"
 
@@ -41,6 +42,12 @@ demo: migrate
 
 test: setup
 	$(BIN)/pytest
+
+# The suite at another date and time: AT=+45d, AT=-3h or AT=2027-03-28T02:30:00+01:00.
+# Python and a throwaway PostgreSQL cluster run shifted together (tests/support/run-at.sh).
+test-at: setup
+	@test -n "$(AT)" || { echo "usage: make test-at AT=+400d (or an ISO time with offset)"; exit 2; }
+	bash tests/support/run-at.sh "$(AT)" -- $(BIN)/pytest $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .

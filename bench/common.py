@@ -103,6 +103,19 @@ def throwaway_database(admin_url: str, name: str) -> Iterator[str]:
             )
 
 
+def migrate_database(url: str) -> str:
+    """Migrate a benchmark's database in the storage mode CITYOPS_DB_MODE asks for (auto,
+    the default: TimescaleDB where the server has it preloaded), say which mode it got,
+    and return it ("plain" or "timescale") for the figures."""
+    from cityops.ingest.config import load_settings
+    from cityops.ingest.db import migrate
+
+    requested = load_settings().db_mode
+    mode = str(migrate(url, mode=requested).mode)
+    say(f"storage mode {mode} (CITYOPS_DB_MODE={requested})")
+    return mode
+
+
 class ApiProcess:
     """The API as `cityops api` serves it (`bench/server.py`, one uvicorn process) on a
     free 127.0.0.1 port, with `env` added to this process's environment; no broker (the

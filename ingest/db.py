@@ -123,6 +123,22 @@ def _decide_mode(conn: psycopg.Connection[tuple[object, ...]], requested: str) -
     available = conn.execute(
         "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
     ).fetchone()
+    preloaded = conn.execute(
+        "SELECT 'timescaledb' = ANY(string_to_array("
+        "replace(current_setting('shared_preload_libraries'), ' ', ''), ','))"
+    ).fetchone()
+    if available and not (preloaded and preloaded[0]):
+        # CREATE EXTENSION without the preload is FATAL: it ends the session, not just the
+        # statement, so it is never tried.
+        if requested == StorageMode.TIMESCALE:
+            raise MigrationError(
+                "TimescaleDB requested (CITYOPS_DB_MODE=timescale) but not preloaded: add "
+                "'timescaledb' to shared_preload_libraries and restart PostgreSQL"
+            )
+        logger.warning(
+            "timescaledb is installed but not in shared_preload_libraries; using plain mode"
+        )
+        return StorageMode.PLAIN
     if available:
         try:
             with conn.transaction():

@@ -1,8 +1,10 @@
 """Shared fixtures: a fresh database per test (cloned from a migrated template), the real
 Mosquitto of the machine, and private Mosquitto brokers started from deploy/ settings.
 
-Environment: CITYOPS_TEST_PG (admin URL, default postgresql://postgres@127.0.0.1:5432/postgres)
-and CITYOPS_TEST_MQTT (default mqtt://127.0.0.1:1883).
+Environment: CITYOPS_TEST_PG (admin URL, default postgresql://postgres@127.0.0.1:5432/postgres),
+CITYOPS_TEST_MQTT (default mqtt://127.0.0.1:1883) and CITYOPS_TEST_DB_MODE (plain, timescale or
+auto, the default: TimescaleDB where the server has it preloaded, plain PostgreSQL otherwise).
+The time the suite runs at is `tests.support.clock.NOW` (the `now` fixture).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -18,11 +21,13 @@ import pytest
 from psycopg import sql
 
 from cityops.ingest.config import Settings
-from cityops.ingest.db import migrate
+from cityops.ingest.db import MigrationError, StorageMode, migrate
 from tests.support.brokers import MosquittoProcess, start_mosquitto
+from tests.support.clock import NOW
 
 ADMIN_URL = os.environ.get("CITYOPS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 MQTT_URL = os.environ.get("CITYOPS_TEST_MQTT", "mqtt://127.0.0.1:1883")
+DB_MODE = os.environ.get("CITYOPS_TEST_DB_MODE", "auto")
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -47,17 +52,65 @@ def _drop(name: str) -> None:
         )
 
 
+@pytest.fixture
+def now() -> datetime:
+    """The suite's "now" (UTC, whole seconds): build every time a test needs from it."""
+    return NOW
+
+
+def _close_to_connections(name: str) -> None:
+    """Keep everyone out of a template, so that CREATE DATABASE ... TEMPLATE can copy it:
+    TimescaleDB's job scheduler connects to every database that has the extension."""
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(sql.Identifier(name))
+        )
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        )
+
+
 @pytest.fixture(scope="session")
 def template_db() -> Iterator[str]:
-    """A database migrated once per test run; tests get copies of it."""
+    """A database migrated once per test run in the run's storage mode; tests get copies."""
+    if DB_MODE not in ("auto", "plain", "timescale"):
+        raise pytest.UsageError(
+            f"CITYOPS_TEST_DB_MODE must be plain, timescale or auto, not {DB_MODE!r}"
+        )
     name = f"cityops_tmpl_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
-        migrate(_db_url(name), mode="auto")
+        try:
+            migrate(_db_url(name), mode=DB_MODE)
+        except MigrationError as exc:
+            if DB_MODE != "timescale":
+                raise
+            pytest.skip(f"CITYOPS_TEST_DB_MODE=timescale, but this server cannot: {exc}")
+        _close_to_connections(name)
         yield name
     finally:
         _drop(name)
+
+
+@pytest.fixture(scope="session")
+def db_mode(template_db: str) -> StorageMode:
+    """The storage mode of this run's databases (what the server actually gave)."""
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(
+                sql.Identifier(template_db)
+            )
+        )
+    try:
+        with psycopg.connect(_db_url(template_db)) as conn:
+            row = conn.execute("SELECT storage_mode FROM cityops_schema_info").fetchone()
+    finally:
+        _close_to_connections(template_db)
+    assert row is not None
+    return StorageMode(str(row[0]))
 
 
 @pytest.fixture

@@ -6,13 +6,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
 from cityops.api.app import create_app
 from cityops.ingest.config import Settings
 from tests.api.testclient import TestClient
+from tests.support.clock import now_utc
 from tests.support.ingest import count, running_ingest, wait_for
 
 
@@ -84,7 +85,7 @@ def test_simulated_city_flows_through_ingest_into_the_api(settings: Settings, db
         assert with_reading, "no bin has a reading in the API"
         assert all(b["street"] for b in bins["items"]), "bins are placed on named streets"
         one = with_reading[0]
-        now = datetime.now(UTC)
+        now = now_utc()
         span = {
             "from": (now - timedelta(days=2)).isoformat(),
             "to": (now + timedelta(minutes=1)).isoformat(),

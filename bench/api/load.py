@@ -46,7 +46,7 @@ from pydantic import SecretStr
 from cityops.api.credentials import create_key
 from cityops.api.security import AuthConfig, issue_token
 from cityops.ingest.config import Settings
-from cityops.ingest.db import connect, migrate
+from cityops.ingest.db import connect
 from cityops.routing.network import load_network
 from cityops.routing.planning import BERLIN
 from cityops.routing.repository import current_routes_on
@@ -55,6 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: common.p
 from common import (
     BENCH,
     ApiProcess,
+    migrate_database,
     pct,
     proc_cpu_s,
     run_driver,
@@ -247,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, interrupted)
     with throwaway_database(args.admin_url, name) as url:
         try:
-            migrate(url, mode="auto")
+            migrate_database(url)
             secret = secrets.token_urlsafe(36)
             settings = Settings(
                 database_url=url,

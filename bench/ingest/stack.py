@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import psycopg
 from psycopg import sql
 
+from cityops.ingest.config import load_settings
 from cityops.ingest.db import ensure_database, migrate
 
 __all__ = [
@@ -148,9 +149,9 @@ class Database:
         return urlsplit(self.admin_url)._replace(path=f"/{self.name}").geturl()
 
     def create(self) -> str:
-        """Create and migrate; returns the storage mode."""
+        """Create and migrate in the mode CITYOPS_DB_MODE asks for; returns the mode got."""
         self.created = ensure_database(self.url)
-        return str(migrate(self.url).mode)
+        return str(migrate(self.url, mode=load_settings().db_mode).mode)
 
     def register_bins(self, n: int) -> list[str]:
         """Bins BENCH-B0001.. with sensors BENCH-S0001..; returns the sensor ids."""

@@ -33,7 +33,7 @@ from psycopg import sql
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run
 
-from cityops.ingest.db import ensure_database, migrate
+from cityops.ingest.db import ensure_database
 from cityops.roadworks.labels import BERLIN
 
 
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
 
         stack.callback(drop)
-        migrate(url)
+        run.migrate_database(url)
         now = datetime.now(UTC).replace(microsecond=0)
         data = run.load_works(url, args.works, rng, now)
         queries = run.make_queries(

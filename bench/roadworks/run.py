@@ -55,7 +55,7 @@ import shapely
 from psycopg import sql
 from shapely.ops import substring
 
-from cityops.ingest.db import connect, migrate
+from cityops.ingest.db import connect
 from cityops.roadworks import repository as repo
 from cityops.roadworks.config import load_roadworks_settings
 from cityops.roadworks.feeds.common import FeedContext
@@ -70,6 +70,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: common.p
 from common import (
     PY,
     ApiProcess,
+    migrate_database,
     ms_stats,
     proc_cpu_s,
     run_driver,
@@ -606,7 +607,7 @@ def run(args: argparse.Namespace, stack: ExitStack) -> dict[str, Any]:
     )
     stack.callback(say, f"database {name} dropped")
     url = stack.enter_context(throwaway_database(args.admin_url, name))
-    migrate(url)
+    migrate_database(url)
     say(f"database {name} created and migrated")
     tmp = Path(tempfile.mkdtemp(prefix="cityops-bench-rw-"))
     stack.callback(shutil.rmtree, tmp, True)

@@ -53,7 +53,6 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from cityops.ingest.config import Settings
 from cityops.ingest.contract import RouteCommand, utc_iso
-from cityops.ingest.db import migrate
 from cityops.routing.check import check_plan, plan_cost
 from cityops.routing.daily import DailyPlanReport, plan_day
 from cityops.routing.model import Plan, Problem
@@ -66,7 +65,7 @@ from cityops.simulators.scenario import load_scenario
 from cityops.simulators.seed import seed_registry
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: common.py
-from common import throwaway_database
+from common import migrate_database, throwaway_database
 
 ADMIN_URL = os.environ.get("CITYOPS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 MQTT_URL = os.environ.get("CITYOPS_TEST_MQTT", "mqtt://127.0.0.1:1883")
@@ -269,7 +268,7 @@ def main() -> int:
 
     name = f"cityops_bench_replan_{uuid.uuid4().hex[:8]}"
     with throwaway_database(ADMIN_URL, name) as url:
-        migrate(url, mode="auto")
+        migrate_database(url)
         settings = Settings(
             database_url=url,
             mqtt_url=MQTT_URL,

@@ -52,7 +52,7 @@ import psycopg
 import sumolib
 
 from cityops.ingest.config import Settings, load_settings
-from cityops.ingest.db import ensure_database, migrate
+from cityops.ingest.db import ensure_database
 from cityops.simulators.sumo.mqtt import MqttBus
 from cityops.simulators.sumo.network import GridSpec, write_demand
 from cityops.simulators.sumo.registry import seed_grid
@@ -62,6 +62,9 @@ from cityops.traffic.events import Event, clean
 from cityops.traffic.measures import BIN_S, phase_measures
 from cityops.traffic.repository import load_config
 from cityops.traffic.webster import webster
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: common.py
+from common import migrate_database
 
 REPO = Path(__file__).resolve().parents[2]
 WORK = Path(tempfile.gettempdir()) / f"cityops-sumo-{os.getuid()}"
@@ -208,7 +211,7 @@ def main() -> int:
     base = load_settings()
     db_url = _db_url(base.database_url, args.database)
     ensure_database(db_url)
-    migrate(db_url)
+    migrate_database(db_url)
     grid = GridSpec()
     WORK.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, object]] = []

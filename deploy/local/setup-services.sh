@@ -3,7 +3,8 @@
 # Installs with apt-get when run as root on Debian/Ubuntu; otherwise says what is missing.
 #   PostgreSQL 15 with PostGIS 3 on 127.0.0.1:5432, a `cityops` superuser for development
 #   Mosquitto 2 on 127.0.0.1:1883
-#   python3 with venv and headers, headless Chromium with chromedriver (browser tests)
+#   python3 with venv and headers, headless Chromium with chromedriver (browser tests),
+#   libfaketime (make test-at runs a throwaway PostgreSQL at another date)
 set -euo pipefail
 
 say() { printf '[setup] %s\n' "$*"; }
@@ -16,6 +17,8 @@ python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_pkgs+=(python3-venv)
 # Headless Chromium and its driver for the public map's browser test.
 command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need_pkgs+=(chromium-driver)
+# libfaketime, for the suite at another date (make test-at: PostgreSQL's clock is shifted)
+dpkg -s libfaketime >/dev/null 2>&1 || need_pkgs+=(faketime)
 [ -n "$(python3 -c 'import sysconfig; print(sysconfig.get_config_h_filename())' 2>/dev/null)" ] \
   && [ -f "$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ] \
   || need_pkgs+=(python3-dev)

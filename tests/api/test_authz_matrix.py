@@ -42,6 +42,7 @@ from tests.api.authn import bearer, operator_headers, with_auth
 from tests.api.testclient import TestClient
 from tests.conftest import ADMIN_URL, MQTT_URL, url_with
 from tests.roadworks.factories import NOW, Clock, make_spec, service
+from tests.support.clock import now_utc
 from tests.support.ingest import add_truck
 
 ORG_X: Final = "Stadtwerke"
@@ -239,7 +240,7 @@ def _route(truck_id: str, version: int) -> RouteCommand:
             "truck_id": truck_id,
             "plan_date": DAY,
             "version": version,
-            "created_at": datetime.now(UTC),
+            "created_at": now_utc(),
             "reason": "daily plan",
             "engine": "test",
             "distance_m": 100.0,

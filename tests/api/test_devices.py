@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -13,6 +13,7 @@ from cityops.ingest.config import Settings
 from tests.api.authn import operator_headers
 from tests.api.factories import add_bin, add_controller, add_depot, add_truck, set_device_status
 from tests.api.testclient import TestClient
+from tests.support.clock import now_utc
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -22,7 +23,7 @@ Conn = psycopg.Connection[tuple[object, ...]]
 
 @pytest.fixture
 def fleet(conn: Conn) -> None:
-    now = datetime.now(UTC)
+    now = now_utc()
     add_bin(conn, "B-1", sensor_id="S-1")
     add_bin(conn, "B-2", sensor_id="S-2")
     add_bin(conn, "B-3", sensor_id="S-3")

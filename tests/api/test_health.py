@@ -19,6 +19,7 @@ from tests.api.factories import (
     set_bin_state,
 )
 from tests.api.testclient import TestClient
+from tests.support.clock import now_utc
 
 Conn = psycopg.Connection[tuple[object, ...]]
 
@@ -59,7 +60,7 @@ def test_health_of_an_unmigrated_database_is_503(empty_db_url: str) -> None:
 
 
 def test_stats(client: TestClient, conn: Conn) -> None:
-    now = datetime.now(UTC)
+    now = now_utc()
     add_bin(conn, "B-1", sensor_id="S-1")
     add_bin(conn, "B-2")
     add_controller(conn, "C-1")

@@ -10,6 +10,7 @@ import psycopg
 import pytest
 
 from tests.api.factories import add_bin, add_reading
+from tests.support.clock import now_utc
 
 if TYPE_CHECKING:
     from tests.api.testclient import TestClient
@@ -130,7 +131,7 @@ def test_daily_buckets_are_berlin_days(client: TestClient, conn: Conn) -> None:
 
 
 def test_default_range_and_bucket(client: TestClient, conn: Conn) -> None:
-    now = datetime.now(UTC)
+    now = now_utc()
     add_bin(conn, "B-5")
     add_reading(conn, "B-5", now - timedelta(hours=2), 33)
     add_reading(conn, "B-5", now - timedelta(hours=30), 11)  # outside the default 24 h

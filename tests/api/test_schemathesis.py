@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -47,6 +47,7 @@ from tests.api.test_roadworks_api import api_settings, roadworks_context
 from tests.api.test_trucks import _route
 from tests.roadworks.conftest import SEED_DAY
 from tests.roadworks.factories import service
+from tests.support.clock import now_utc
 from tests.support.servers import serving
 
 pytestmark = pytest.mark.slow
@@ -79,7 +80,7 @@ class Server:
 
 
 def _seed(url: str) -> None:
-    now = datetime.now(UTC)
+    now = now_utc()
     with connect(url, autocommit=True) as conn:
         seed_demo(conn, service(), load_network(), SEED_DAY)
         factories.add_depot(conn)
@@ -93,7 +94,7 @@ def _seed(url: str) -> None:
             factories.add_truck(conn, truck)
         factories.add_controller(conn, "K1")
         factories.set_device_status(conn, "bin", "S-001", state="online", last_seen=now)
-    today = datetime.now(BERLIN).date()
+    today = now_utc().astimezone(BERLIN).date()
     with connect(url) as conn:
         route = _route("T01", next_version(conn, "T01", today))
         store_route(conn, route.model_copy(update={"plan_date": today}))

@@ -3,12 +3,11 @@ error, each kept here as a plain test against the real database."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import psycopg
 
 from tests.api import factories
 from tests.api.testclient import TestClient
+from tests.support.clock import now_utc
 
 
 def test_a_min_fill_too_small_for_real_is_zero_not_a_server_error(
@@ -16,7 +15,7 @@ def test_a_min_fill_too_small_for_real_is_zero_not_a_server_error(
 ) -> None:
     # 1e-320 is a valid float8 but underflows PostgreSQL's real, the fill column's type
     factories.add_bin(conn, "B-1")
-    factories.set_bin_state(conn, "B-1", datetime.now(UTC), 0.0)
+    factories.set_bin_state(conn, "B-1", now_utc(), 0.0)
     factories.add_bin(conn, "B-2")
     # compared in real precision: below its smallest value is 0, the empty bin qualifies
     for value in ("1e-320", "5e-324"):

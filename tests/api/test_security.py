@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -28,6 +28,7 @@ from cityops.api.security import AuthConfig, issue_token
 from cityops.ingest.config import ConfigError, Settings, load_settings
 from tests.api.authn import TEST_SECRET, bearer, token, with_auth
 from tests.api.testclient import TestClient
+from tests.support.clock import now_utc
 
 BINS = "/api/v1/bins"
 
@@ -65,7 +66,7 @@ def test_expired_token_is_401(app_client: TestClient, auth_settings: Settings) -
         "anna",
         ["dispatcher"],
         ttl=timedelta(minutes=5),
-        now=datetime.now(UTC) - timedelta(hours=1),
+        now=now_utc() - timedelta(hours=1),
     )
     resp = app_client.get(BINS, headers={"Authorization": f"Bearer {old}"})
     assert_401(resp, "token expired")
@@ -86,7 +87,7 @@ def test_wrong_signature_is_401(app_client: TestClient, auth_settings: Settings)
 def test_foreign_issuer_audience_and_alg_none_are_401(
     app_client: TestClient, auth_settings: Settings
 ) -> None:
-    now = datetime.now(UTC)
+    now = now_utc()
     base = {"sub": "x", "roles": ["admin"], "iat": now, "exp": now + timedelta(minutes=5)}
     for claims, fragment in (
         ({**base, "iss": "someone-else", "aud": "cityops-api"}, "issuer"),
@@ -103,7 +104,7 @@ def test_foreign_issuer_audience_and_alg_none_are_401(
 
 
 def test_unknown_roles_give_nothing(app_client: TestClient) -> None:
-    now = datetime.now(UTC)
+    now = now_utc()
     claims = {
         "sub": "x",
         "iss": "cityops",
@@ -121,7 +122,7 @@ def test_unknown_roles_give_nothing(app_client: TestClient) -> None:
 
 
 def _keycloak_claims(roles: list[str]) -> dict[str, Any]:
-    now = datetime.now(UTC)
+    now = now_utc()
     return {
         "sub": "f3a1-uuid",
         "iss": "https://sso.city.example/realms/city",

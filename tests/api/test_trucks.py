@@ -18,6 +18,7 @@ from cityops.ingest.config import Settings
 from cityops.ingest.contract import RouteCommand
 from cityops.routing.repository import next_version, store_route
 from tests.api.testclient import TestClient
+from tests.support.clock import now_utc
 from tests.support.ingest import add_truck
 
 DAY = date(2026, 11, 23)
@@ -65,7 +66,7 @@ def _route(
             "truck_id": truck_id,
             "plan_date": day,
             "version": version,
-            "created_at": datetime.now(UTC),
+            "created_at": now_utc(),
             "reason": reason,
             "engine": "test",
             "distance_m": 2400.0,

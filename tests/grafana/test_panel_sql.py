@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -20,6 +20,7 @@ from psycopg import sql
 from tests.grafana.macros import expand
 from tests.grafana.seed import seed
 from tests.grafana.support import GRAFANA, dashboards
+from tests.support.clock import now_utc
 
 ADMIN_URL = os.environ.get("CITYOPS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -133,7 +134,7 @@ def db(template_db: str) -> Iterator[Db]:
 
 
 def _expand(query: str, interval: str = "15m") -> str:
-    now = datetime.now(UTC)
+    now = now_utc()
     return expand(query, time_from=now - timedelta(days=2), time_to=now + timedelta(minutes=1),
                   interval=interval, variables=VARIABLES)
 

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta, timezone
 
 import pytest
 
 from cityops.ingest.contract import BinTelemetry, SignalEvents, TruckEvent, TruckTelemetry
 from cityops.ingest.decode import Decoded, Limits, Reason, Rejected, decode
+from tests.support.clock import NOW
 
-NOW = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
-TS = "2026-11-21T07:59:00Z"
+# Every time is relative to the suite's now: the live ingest (test_ingest_service.py) sends
+# this corpus too, and judges "too old" and "in the future" by its own clock.
+WHEN = NOW - timedelta(minutes=1)
+TS = WHEN.strftime("%Y-%m-%dT%H:%M:%SZ")
+NAIVE_TS = WHEN.strftime("%Y-%m-%dT%H:%M:%S")
+FUTURE_TS = (NOW + timedelta(hours=16)).strftime("%Y-%m-%dT%H:%M:%SZ")
 P = "city"
 BIN = f"{P}/v1/bin/S-1/telemetry"
 LIMITS = Limits(max_payload_bytes=4096)
@@ -47,9 +52,10 @@ def test_valid_payloads_of_every_kind_decode() -> None:
 
 
 def test_offsets_other_than_utc_are_accepted_and_compare_correctly() -> None:
-    out = decode(P, BIN, j({"ts": "2026-11-21T08:59:00+01:00", "fill_pct": 1}), NOW, LIMITS)
+    in_berlin_winter = WHEN.astimezone(timezone(timedelta(hours=1))).isoformat()
+    out = decode(P, BIN, j({"ts": in_berlin_winter, "fill_pct": 1}), NOW, LIMITS)
     assert isinstance(out, Decoded)
-    assert out.payload.ts == datetime(2026, 11, 21, 7, 59, tzinfo=UTC)  # type: ignore[attr-defined]
+    assert out.payload.ts == WHEN  # type: ignore[attr-defined]
 
 
 MALFORMED: list[tuple[str, str, bytes, Reason, str]] = [
@@ -60,7 +66,7 @@ MALFORMED: list[tuple[str, str, bytes, Reason, str]] = [
     (
         "truncated json",
         BIN,
-        b'{"ts": "2026-11-21T07:59:00Z", "fill_pct": 4',
+        b'{"ts": "' + TS.encode() + b'", "fill_pct": 4',
         Reason.NOT_JSON,
         "JSON",
     ),
@@ -89,7 +95,7 @@ MALFORMED: list[tuple[str, str, bytes, Reason, str]] = [
     (
         "nan fill",
         BIN,
-        b'{"ts": "2026-11-21T07:59:00Z", "fill_pct": NaN}',
+        b'{"ts": "' + TS.encode() + b'", "fill_pct": NaN}',
         Reason.OUT_OF_RANGE,
         "fill_pct",
     ),
@@ -110,7 +116,7 @@ MALFORMED: list[tuple[str, str, bytes, Reason, str]] = [
     (
         "naive timestamp",
         BIN,
-        j({"ts": "2026-11-21T07:59:00", "fill_pct": 4}),
+        j({"ts": NAIVE_TS, "fill_pct": 4}),
         Reason.NAIVE_TIMESTAMP,
         "ts",
     ),
@@ -131,14 +137,14 @@ MALFORMED: list[tuple[str, str, bytes, Reason, str]] = [
     (
         "far future",
         BIN,
-        j({"ts": "2027-01-01T00:00:00Z", "fill_pct": 4}),
+        j({"ts": (NOW + timedelta(days=40)).strftime("%Y-%m-%dT%H:%M:%SZ"), "fill_pct": 4}),
         Reason.TIMESTAMP_IN_FUTURE,
         "device clock",
     ),
     (
         "too old",
         BIN,
-        j({"ts": "2020-01-01T00:00:00Z", "fill_pct": 4}),
+        j({"ts": (NOW - timedelta(days=6 * 365)).strftime("%Y-%m-%dT%H:%M:%SZ"), "fill_pct": 4}),
         Reason.TIMESTAMP_TOO_OLD,
         "older",
     ),
@@ -198,7 +204,7 @@ MALFORMED: list[tuple[str, str, bytes, Reason, str]] = [
             {
                 "events": [
                     {"ts": TS, "code": 1, "param": 1},
-                    {"ts": "2026-11-22T00:00:00Z", "code": 8, "param": 1},
+                    {"ts": FUTURE_TS, "code": 8, "param": 1},
                 ]
             }
         ),

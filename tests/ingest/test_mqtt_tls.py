@@ -26,6 +26,7 @@ from cryptography.x509.oid import NameOID
 from cityops.ingest.config import ConfigError, Settings
 from cityops.ingest.mqttclient import make_client
 from tests.support.brokers import MosquittoProcess, free_port, start_mosquitto
+from tests.support.clock import NOW
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED_TLS_CONF = REPO / "deploy/mosquitto/tls.conf"
@@ -40,21 +41,26 @@ class Pki:
     directory: Path
 
 
+#: Certificates are judged by OpenSSL's clock (Mosquitto's and this process's), which the
+#: suite's date shift (tests/support/run-at.sh) does not move: valid years either side.
+VALIDITY = dt.timedelta(days=3 * 365)
+
+
 def _name(cn: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
 def _ca(cn: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
+    now = NOW
     cert = (
         x509.CertificateBuilder()
         .subject_name(_name(cn))
         .issuer_name(_name(cn))
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
+        .not_valid_before(now - VALIDITY)
+        .not_valid_after(now + VALIDITY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -86,15 +92,15 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     ca_key, ca_cert = _ca("cityops test CA")
     _, other_cert = _ca("some other CA")
     server_key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
+    now = NOW
     server_cert = (
         x509.CertificateBuilder()
         .subject_name(_name("mqtt.cityops.test"))
         .issuer_name(ca_cert.subject)
         .public_key(server_key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
+        .not_valid_before(now - VALIDITY)
+        .not_valid_after(now + VALIDITY)
         .add_extension(
             x509.SubjectAlternativeName(
                 [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]

@@ -27,6 +27,7 @@ from cityops.routing.solver import OrToolsEngine
 from cityops.simulators.city import build_city
 from cityops.simulators.scenario import load_scenario
 from cityops.simulators.seed import seed_registry
+from tests.support.clock import NOW
 
 ENGINE = OrToolsEngine(solution_limit=30)
 #: How long a test waits for something the service does: generous, because on a loaded
@@ -36,14 +37,14 @@ PATIENCE_S = 60.0
 
 
 def _morning() -> datetime:
-    """10:00 Europe/Berlin of the latest day on which that hour has passed (UTC), or the
-    time in CITYOPS_TEST_NOW (ISO 8601 with offset), to run the tests at another time."""
+    """10:00 Europe/Berlin of the latest day on which that hour had passed at the suite's
+    now (UTC), or the time in CITYOPS_TEST_NOW (ISO 8601 with offset), to pin the hour."""
     pinned = os.environ.get("CITYOPS_TEST_NOW")
     if pinned:
         return datetime.fromisoformat(pinned).astimezone(UTC)
-    real = datetime.now(BERLIN)
-    ten = real.replace(hour=10, minute=0, second=0, microsecond=0)
-    return (ten if ten <= real else ten - timedelta(days=1)).astimezone(UTC)
+    today = NOW.astimezone(BERLIN)
+    ten = today.replace(hour=10, minute=0, second=0, microsecond=0)
+    return (ten if ten <= today else ten - timedelta(days=1)).astimezone(UTC)
 
 
 _MORNING, _STARTED = _morning(), time.monotonic()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -12,6 +11,7 @@ from cityops.api.cli import main
 from cityops.ingest.config import Settings
 from cityops.routing.network import default_extract
 from tests.routing.test_daily import _seed
+from tests.support.clock import now_utc
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def test_import_network_refuses_a_file_that_is_not_an_extract(
 def test_plan_prints_the_routes(
     env: Settings, db_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _seed(db_url, now=datetime.now(UTC))  # the command plans today by the real clock
+    _seed(db_url, now=now_utc())  # the command plans today by the real clock
     assert main(["routing", "plan", "--time-limit", "2", "--no-push"]) == 0
     out = capsys.readouterr().out
     assert "3 required" in out and "Europe/Berlin" in out

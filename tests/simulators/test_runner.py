@@ -21,6 +21,7 @@ from cityops.simulators.models import CitySim
 from cityops.simulators.runner import SimClock, _Link, run
 from tests.simulators.factories import network, small_scenario
 from tests.support.brokers import MosquittoProcess
+from tests.support.clock import BERLIN, now_utc
 
 
 def test_clock_runs_fast_then_real_time() -> None:
@@ -191,7 +192,6 @@ def test_devices_reconnect_after_a_broker_restart(own_broker: MosquittoProcess) 
 
 
 def test_trucks_follow_routes_received_on_their_command_topic(settings: Settings) -> None:
-    from datetime import UTC, date
 
     from cityops.ingest.contract import RouteCommand, command_topic
     from tests.support.ingest import Publisher
@@ -202,7 +202,7 @@ def test_trucks_follow_routes_received_on_their_command_topic(settings: Settings
     sim = CitySim(city, scenario, network(), time.time() - 3600)
     truck = city.trucks[0].truck_id
     chosen = [city.bins[-1], city.bins[-2]]
-    now = datetime.now(UTC)
+    now = now_utc()
     stops = [
         {
             "seq": i + 1,
@@ -219,7 +219,7 @@ def test_trucks_follow_routes_received_on_their_command_topic(settings: Settings
     route = RouteCommand.model_validate(
         {
             "truck_id": truck,
-            "plan_date": date.today(),
+            "plan_date": now_utc().astimezone(BERLIN).date(),
             "version": 7,
             "created_at": now,
             "reason": "test",

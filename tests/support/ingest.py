@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -17,8 +17,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from cityops.ingest.config import Settings
 from cityops.ingest.service import IngestService
+from tests.support.clock import NOW
 
-T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+T0 = NOW - timedelta(hours=1)
 
 
 def add_depot(conn: psycopg.Connection[Any], site_id: str = "D1") -> None:
