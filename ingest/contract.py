@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "CONTRACT_VERSION",
@@ -43,6 +43,7 @@ __all__ = [
     "json_schemas",
     "parse_topic",
     "payload_model",
+    "text_problem",
     "utc_iso",
 ]
 
@@ -112,10 +113,53 @@ def parse_topic(prefix: str, topic: str) -> TopicInfo:
     return TopicInfo(kind, device_id, channel)
 
 
+# C0 and C1 control characters other than tab, line feed and carriage return, and lone
+# UTF-16 surrogates (JSON can escape them, UTF-8 cannot carry them): PostgreSQL refuses NUL in
+# text and no surrogate can be encoded for it, and the rest have no business in a device's
+# or an editor's text.
+_BAD_TEXT_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def text_problem(value: str) -> str | None:
+    """Why `value` cannot be stored as text, or None. The one rule for every string in the
+    MQTT contract and in the API's text fields."""
+    bad = _BAD_TEXT_RE.search(value)
+    if bad is None:
+        return None
+    return (
+        f"must not contain control characters or lone surrogates "
+        f"(U+{ord(bad.group()):04X} at position {bad.start()})"
+    )
+
+
+def _check_strings(value: object, path: str) -> None:
+    if isinstance(value, str):
+        problem = text_problem(value)
+        if problem:
+            raise ValueError(f"{path}: {problem}")
+    elif isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            _check_strings(getattr(value, name), f"{path}.{name}" if path else name)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_strings(key, f"{path} key")
+            _check_strings(item, f"{path}.{key}")
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            _check_strings(item, f"{path}.{i}")
+
+
 class _Payload(BaseModel):
     # Unknown fields are refused so that a typo ("fil_pct") is not silently dropped. Raw
     # device JSON is validated with strict=True (decode.py): "42" is not a number there.
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _storable_text(self) -> _Payload:
+        # every string of every payload, nested ones included, under one rule
+        for name in type(self).model_fields:
+            _check_strings(getattr(self, name), name)
+        return self
 
 
 Percent = Annotated[float, Field(ge=0.0, le=100.0)]

@@ -44,6 +44,7 @@ class Reason(StrEnum):
     TIMESTAMP_IN_FUTURE = "timestamp_in_future"
     TIMESTAMP_TOO_OLD = "timestamp_too_old"
     UNKNOWN_DEVICE = "unknown_device"
+    UNSTORABLE = "unstorable"  # valid by the contract, refused by the database (its reason)
 
 
 @dataclass(frozen=True, slots=True)

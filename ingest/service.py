@@ -6,6 +6,10 @@
   holding its row (or its dead letter) committed. If the database is down the batch is
   retried with backoff and nothing is acknowledged; the broker stops sending once Receive
   Maximum messages are unacknowledged and keeps the rest queued (backpressure).
+* A message the contract accepts but the database refuses for its data (a poison message)
+  never blocks the others: the batch is halved until the refused messages are found; they
+  are dead-lettered as `unstorable` with the database's reason, the rest are stored, and
+  all of them are acknowledged. Only failures of the database itself are retried.
 * After a reconnect, acknowledgements for messages of the old connection are dropped: the
   broker redelivers them and the idempotent writer stores them once.
 
@@ -37,7 +41,7 @@ from cityops.ingest.contract import ingest_subscription
 from cityops.ingest.decode import Decoded, Limits, Reason, Rejected, decode
 from cityops.ingest.metrics import IngestMetrics
 from cityops.ingest.mqttclient import make_client
-from cityops.ingest.writer import DeadLetter, Writer
+from cityops.ingest.writer import DeadLetter, Writer, WriteResult, is_poison
 
 __all__ = ["IngestService", "run_ingest"]
 
@@ -47,6 +51,9 @@ _REGISTRY_REFRESH_S = 30.0
 _METRICS_EVERY_S = 10.0
 _KEEPALIVE_S = 120
 _RETENTION_EVERY_S = 6 * 3600.0
+
+#: A decoded message ready for `Writer.write`: payload, registry id, receive time.
+Storable = tuple[Decoded, str, datetime]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +65,11 @@ class Inbound:
     generation: int
     received: datetime
     t_mono: float
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _backoff(attempt: int, cap: float = 30.0) -> float:
@@ -181,7 +193,7 @@ class IngestService:
 
     def _classify(
         self, batch: list[Inbound]
-    ) -> tuple[list[tuple[Decoded, str, datetime]], list[DeadLetter]]:
+    ) -> tuple[list[tuple[Inbound, Storable]], list[DeadLetter]]:
         decoded: list[tuple[Inbound, Decoded]] = []
         dead: list[DeadLetter] = []
         prefix = self.settings.topic_prefix
@@ -196,7 +208,7 @@ class IngestService:
         missing = {(d.kind.value, d.device_id) for _m, d in decoded} - self._registry.keys()
         if missing:
             self._registry.update(self._writer.lookup_devices(sorted(missing)))
-        good: list[tuple[Decoded, str, datetime]] = []
+        good: list[tuple[Inbound, Storable]] = []
         for m, d in decoded:
             entity = self._registry.get((d.kind.value, d.device_id))
             if entity is None:
@@ -210,8 +222,33 @@ class IngestService:
                     )
                 )
             else:
-                good.append((d, entity, m.received))
+                good.append((m, (d, entity, m.received)))
         return good, dead
+
+    def _store(
+        self, good: list[tuple[Inbound, Storable]], dead: list[DeadLetter]
+    ) -> tuple[WriteResult, list[DeadLetter]]:
+        """Write in one transaction; if the database refuses the data, halve the good
+        messages until the refused ones are found and dead-letter those (`unstorable`, with
+        the database's reason). Returns what was written and every dead letter written.
+        Failures of the database itself propagate to be retried."""
+        try:
+            return self._writer.write([g for _m, g in good], dead), dead
+        except psycopg.Error as exc:
+            if not is_poison(exc) or not good:
+                raise
+            if len(good) > 1:
+                half = len(good) // 2
+                first, dead_first = self._store(good[:half], dead)
+                second, dead_second = self._store(good[half:], [])
+                return first.add(second), dead_first + dead_second
+            m = good[0][0]
+            why = _first_line(exc)
+            logger.warning("database refused the message on %s (%s); dead letter", m.topic, why)
+            letter = DeadLetter(
+                m.topic, m.payload, Reason.UNSTORABLE.value, f"the database refused it: {why}"
+            )
+            return self._writer.write([], [*dead, letter]), [*dead, letter]
 
     def _process(self, batch: list[Inbound]) -> bool:
         """Write and acknowledge one batch, retrying until it is stored. False if stopped."""
@@ -221,15 +258,16 @@ class IngestService:
                 self._refresh_registry()
                 good, dead = self._classify(batch)
                 started = time.monotonic()
-                result = self._writer.write(good, dead)
+                result, dead = self._store(good, dead)
                 break
             except psycopg.Error as exc:
                 self._writer.close()
                 self.metrics.db_errors.inc()
                 if self._stopping.is_set() and attempt >= 3:
                     logger.error(
-                        "database still unavailable while stopping; %d messages stay "
+                        "database write still failing while stopping (%s); %d messages stay "
                         "unacknowledged and will be redelivered by the broker",
+                        _first_line(exc),
                         len(batch),
                     )
                     return False
@@ -237,7 +275,7 @@ class IngestService:
                 attempt += 1
                 logger.warning(
                     "database write failed (%s); retrying batch of %d in %.1f s (attempt %d)",
-                    str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                    _first_line(exc),
                     len(batch),
                     delay,
                     attempt,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,11 +28,32 @@ from cityops.ingest.contract import (
 )
 from cityops.ingest.decode import Decoded
 
-__all__ = ["DeadLetter", "WriteResult", "Writer", "rows_for"]
+__all__ = ["DeadLetter", "WriteResult", "Writer", "is_poison", "rows_for"]
 
 logger = logging.getLogger(__name__)
 
 _MAX_STORED_PAYLOAD = 256 * 1024
+
+# SQLSTATE classes that a message's own data causes: data exception (22: NUL in text, a value
+# out of a type's range), integrity constraint violation (23), program limit exceeded (54: a
+# value too large for an index row). Every other failure (connection, serialization, disk,
+# a missing table) is the database's, not the message's, and is retried.
+_POISON_CLASSES = frozenset({"22", "23", "54"})
+_UNSTORABLE_RE = re.compile("[\x00\ud800-\udfff]")
+
+
+def is_poison(exc: psycopg.Error) -> bool:
+    """True when the database (or psycopg on its behalf) refused a write for the data in it:
+    retrying the same rows cannot succeed, so the messages behind them must be found."""
+    if isinstance(exc, psycopg.DataError | psycopg.IntegrityError):
+        return True  # also psycopg's own refusals (NUL in text), which carry no SQLSTATE
+    return exc.sqlstate is not None and exc.sqlstate[:2] in _POISON_CLASSES
+
+
+def _storable(text: str) -> str:
+    """Text for a dead letter's topic, reason or detail, which must never be refused: NUL
+    and lone surrogates (which PostgreSQL's text cannot hold) become U+FFFD."""
+    return _UNSTORABLE_RE.sub("\ufffd", text)
 
 # staging table -> (target table, columns)
 _TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -122,6 +144,13 @@ class WriteResult:
     @property
     def total_rows(self) -> int:
         return sum(self.rows.values())
+
+    def add(self, other: WriteResult) -> WriteResult:
+        """The sum of two results (a batch written in parts)."""
+        rows = dict(self.rows)
+        for table, n in other.rows.items():
+            rows[table] = rows.get(table, 0) + n
+        return WriteResult(rows, self.dead_letters + other.dead_letters)
 
 
 Row = tuple[object, ...]
@@ -246,7 +275,13 @@ class Writer:
                         "INSERT INTO dead_letters (topic, payload, payload_sha256, reason, detail)"
                         " VALUES (%s, %s, %s, %s, %s)"
                         " ON CONFLICT (topic, payload_sha256) DO NOTHING",
-                        (d.topic, body, hashlib.sha256(d.payload).digest(), d.reason, d.detail),
+                        (
+                            _storable(d.topic),
+                            body,
+                            hashlib.sha256(d.payload).digest(),
+                            _storable(d.reason),
+                            _storable(d.detail),
+                        ),
                     )
                     result.dead_letters += cur.rowcount
             conn.commit()
