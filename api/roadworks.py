@@ -439,6 +439,10 @@ _SEARCH_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+#: How far from today a search may look, either way (a year 9999 is a typo, not a plan).
+_SEARCH_YEARS = 10
+
+
 @router.get(
     "/api/v1/roadworks",
     summary="Search public roadworks",
@@ -483,7 +487,13 @@ def search_works(
 
     The page is rendered once per state of the registry: repeated searches are answered
     from memory, and with `304 Not Modified` to an `If-None-Match` with its ETag."""
-    first = from_ or ctx.today()
+    today = ctx.today()
+    for name, day in (("from", from_), ("to", to)):
+        if day is not None and abs((day - today).days) > _SEARCH_YEARS * 366:
+            raise InvalidParameterError(
+                name, f"{day.isoformat()} is more than {_SEARCH_YEARS} years from today"
+            )
+    first = from_ or today
     if to is not None and to < first:
         raise InvalidParameterError(
             "to", f"the last day {to.isoformat()} is before the first day {first.isoformat()}"
@@ -589,7 +599,7 @@ def _csp(tile_url: str) -> str:
         parts = urlsplit(tile_url)
         images += f" {parts.scheme}://{parts.netloc.replace('{s}', '*')}"
     return (
-        f"default-src 'self'; img-src {images}; style-src 'self' 'unsafe-inline'; "
+        f"default-src 'self'; img-src {images}; style-src 'self'; "
         "script-src 'self'; connect-src 'self'; frame-ancestors 'self'"
     )
 

@@ -44,6 +44,7 @@ from cityops.roadworks import repository as repo
 from cityops.roadworks.feeds import atom, csv_feed, geojson, ical, wzdx
 from cityops.roadworks.feeds.common import FeedQuery
 from cityops.roadworks.model import Roadwork, Status
+from cityops.roadworks.overview import OVERVIEW_CSP
 from cityops.roadworks.validation import LIMITS
 
 __all__ = ["ATOM_PATH", "FeedFormat", "OverviewFormat", "router"]
@@ -178,19 +179,38 @@ def _etag(tag: str) -> str:
     return f'"{hashlib.sha256(tag.encode()).hexdigest()[:32]}"'
 
 
-def _headers(filename: str | None) -> tuple[tuple[str, str], ...]:
-    headers = [("Cache-Control", _FEED_CACHE)]
+# Feeds are data: a browser that opens one loads nothing and runs nothing from it, and never
+# guesses another type (an HTML-looking title in a CSV file stays CSV).
+_FEED_CSP = "default-src 'none'; frame-ancestors 'none'; sandbox"
+
+
+def _headers(
+    filename: str | None, csp: str = _FEED_CSP
+) -> tuple[tuple[str, str], ...]:
+    headers = [
+        ("Cache-Control", _FEED_CACHE),
+        ("Content-Security-Policy", csp),
+        ("X-Content-Type-Options", "nosniff"),
+    ]
     if filename:
         headers.append(("Content-Disposition", f'inline; filename="{filename}"'))
     return tuple(headers)
 
 
 def _cached(
-    request: Request, data: bytes, media: str, filename: str | None, *, tag: str
+    request: Request,
+    data: bytes,
+    media: str,
+    filename: str | None,
+    *,
+    tag: str,
+    csp: str = _FEED_CSP,
 ) -> Response:
     """A response with an ETag made of `tag`, or `304 Not Modified` when the client has
     that version already."""
-    return respond(request, Rendered(data, media, _etag(tag), "", None, _headers(filename)))
+    return respond(
+        request, Rendered(data, media, _etag(tag), "", None, _headers(filename, csp))
+    )
 
 
 # -- daily overview ---------------------------------------------------------------------
@@ -257,4 +277,5 @@ def get_overview(
         "text/html; charset=utf-8",
         None,
         tag=f"overview-{snapshot.id}.html",
+        csp=OVERVIEW_CSP,
     )

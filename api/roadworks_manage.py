@@ -16,7 +16,6 @@ a refused request leaves nothing behind.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Iterable
@@ -58,6 +57,7 @@ from cityops.roadworks.model import (
 )
 from cityops.roadworks.schemas import (
     RoadworkIn,
+    load_json,
     parse_spec,
     parse_spec_json,
     spec_to_payload,
@@ -168,10 +168,7 @@ def _check_promoter(caller: Principal, spec: RoadworkSpec) -> None:
 
 def _merge(old: RoadworkSpec, body: bytes, ctx: RoadworksApi) -> RoadworkSpec:
     """A JSON merge patch (RFC 7396, top level) over the current payload."""
-    try:
-        patch = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidPayload("body", f"is not valid JSON: {exc}") from None
+    patch = load_json(body)
     if not isinstance(patch, dict):
         raise InvalidPayload("body", f"must be a JSON object, got {type(patch).__name__}")
     if not patch:

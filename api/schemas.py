@@ -27,12 +27,14 @@ from cityops.api.repository import (
     ReadingRow,
     Stats,
 )
+from cityops.ingest.contract import text_problem
 
 __all__ = [
     "BERLIN",
     "BUCKET_WIDTH",
     "MAX_BUCKETS",
     "MAX_SPAN",
+    "STORABLE",
     "BinOut",
     "BinPage",
     "BucketName",
@@ -67,14 +69,17 @@ DeviceState = Literal["online", "offline", "unknown"]
 
 
 
-def _no_nul(value: str) -> str:
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
+def _storable(value: str) -> str:
+    problem = text_problem(value)
+    if problem:
+        raise ValueError(problem)
     return value
 
 
-# Text that PostgreSQL can store: no NUL characters (bin ids, districts in queries).
-Text = Annotated[str, AfterValidator(_no_nul)]
+# Text that PostgreSQL can store, under the MQTT contract's rule: no NUL nor other control
+# characters, no lone surrogates (bin ids, districts in queries, audit reasons).
+STORABLE = AfterValidator(_storable)
+Text = Annotated[str, STORABLE]
 
 DEFAULT_SPAN = timedelta(hours=24)
 MAX_SPAN = timedelta(days=366)

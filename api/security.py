@@ -17,6 +17,7 @@ Issuer, audience and expiry are always checked. Verification failures raise
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -57,7 +58,9 @@ class UnauthenticatedError(ApiError):
         super().__init__(message)
         bearer = f'Bearer realm="{REALM}"'
         if invalid:  # RFC 6750 3.1: the client sent a token and it is not acceptable
-            reason = message.replace('"', "'")
+            # error_description allows printable ASCII but " and \ (RFC 6750 3): the
+            # message may quote a hostile token's header, which must not break the response
+            reason = "".join(c if " " <= c <= "~" and c not in '"\\' else "?" for c in message)
             bearer += f', error="invalid_token", error_description="{reason}"'
         self.headers = {"WWW-Authenticate": f'{bearer}, ApiKey realm="{REALM}"'}
 
@@ -93,6 +96,7 @@ class AuthConfig:
     organisation_claim: str = "organisation"
     truck_claim: str = "truck_id"
     leeway_s: float = 30.0
+    max_lifetime_s: float = 7 * 86400.0
 
     def __post_init__(self) -> None:
         unknown = set(self.algorithms) - _ASYMMETRIC
@@ -121,6 +125,7 @@ class AuthConfig:
             roles_claim=settings.auth_roles_claim,
             role_prefix=settings.auth_role_prefix,
             organisation_claim=settings.auth_organisation_claim,
+            max_lifetime_s=settings.auth_max_token_lifetime_s,
             truck_claim=settings.auth_truck_claim,
             leeway_s=settings.auth_leeway_s,
         )
@@ -223,6 +228,15 @@ class TokenVerifier:
             ) from None
         except jwt.PyJWTError as exc:
             raise UnauthenticatedError(f"invalid token: {exc}", invalid=True) from None
+        # A token that is valid for years is a leaked password: refuse one whose expiry is
+        # further away than the longest lifetime this API issues or accepts.
+        remaining = float(claims["exp"]) - time.time()
+        if remaining > self.config.max_lifetime_s + self.config.leeway_s:
+            raise UnauthenticatedError(
+                f"token expires too far ahead (at most {self.config.max_lifetime_s:.0f} s "
+                "from now are accepted; CITYOPS_AUTH_MAX_TOKEN_LIFETIME_S)",
+                invalid=True,
+            )
         return self.principal(claims)
 
     def _key(self, token: str, alg: object) -> Any:
@@ -281,6 +295,11 @@ def issue_token(
         raise ValueError(f"roles must be among {', '.join(LOGIN_ROLES)}, got {list(roles)}")
     if ttl <= timedelta(0):
         raise ValueError("ttl must be positive")
+    if ttl.total_seconds() > config.max_lifetime_s:
+        raise ValueError(
+            f"ttl is longer than the {config.max_lifetime_s:.0f} s this API accepts "
+            "(CITYOPS_AUTH_MAX_TOKEN_LIFETIME_S)"
+        )
     if "truck" in roles and not truck_id:
         raise ValueError("a truck token must name its truck (--truck)")
     if "roadworks_editor" in roles and not organisation:

@@ -16,11 +16,11 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Request
 from psycopg_pool import ConnectionPool
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from cityops.api.auth import Principal, current_principal
 from cityops.api.errors import ForbiddenError, NotFoundError
-from cityops.api.schemas import Text
+from cityops.api.schemas import STORABLE
 from cityops.ingest.contract import DEVICE_ID_PATTERN
 from cityops.traffic.control_store import ModeRow, get_mode, list_modes, set_mode
 from cityops.traffic.errors import UnknownController
@@ -104,7 +104,10 @@ class ControlModeIn(BaseModel):
     mode: Literal["adaptive", "fixed"] = Field(
         description="adaptive: the control service decides; fixed: the controller's own plan"
     )
-    reason: Text = Field(min_length=1, max_length=500, description="why, for the audit log")
+    # stripped before the length check: "   " is no reason
+    reason: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500), STORABLE
+    ] = Field(description="why, for the audit log")
 
 
 def _not_found(exc: UnknownController) -> NotFoundError:

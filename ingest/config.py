@@ -166,6 +166,12 @@ class Settings(BaseSettings):
         default="truck_id", pattern=r"^[A-Za-z0-9_:\-]+(\.[A-Za-z0-9_:\-]+)*$"
     )
     auth_leeway_s: float = Field(default=30.0, ge=0, le=300, description="clock skew allowed")
+    auth_max_token_lifetime_s: float = Field(
+        default=7 * 86400.0,
+        gt=0,
+        le=366 * 86400.0,
+        description="tokens expiring further ahead than this are refused (and not issued)",
+    )
 
     @field_validator("auth_jwt_secret")
     @classmethod

@@ -9,6 +9,8 @@ a snapshot in the database, so the overview of any past day stays readable as it
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 import json
 import logging
@@ -37,6 +39,7 @@ from cityops.roadworks.labels import (
 from cityops.roadworks.model import PUBLIC_STATUSES, Period, Roadwork, Status
 
 __all__ = [
+    "OVERVIEW_CSP",
     "DistrictGroup",
     "Overview",
     "Published",
@@ -157,6 +160,14 @@ footer { margin-top: 2em; font-size: 9pt; color: #444; }
   a { color: inherit; text-decoration: none; }
 }
 """
+
+#: The overview page's Content-Security-Policy: nothing loads, scripts never run, and only
+#: its own style block (by its hash) applies, so no text from a work can restyle the page.
+OVERVIEW_CSP = (
+    "default-src 'none'; "
+    f"style-src 'sha256-{base64.b64encode(hashlib.sha256(_CSS.encode()).digest()).decode()}'; "
+    "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'self'"
+)
 
 
 def render_html(overview: Overview, ctx: FeedContext) -> str:

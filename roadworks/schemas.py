@@ -22,9 +22,10 @@ import json
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 from pydantic import ValidationError as PydanticValidationError
 
+from cityops.ingest.contract import text_problem
 from cityops.roadworks.errors import InvalidPayload, PayloadTooLarge
 from cityops.roadworks.geometry import CityFrame, parse_geometry, to_geojson
 from cityops.roadworks.model import Category, Measure, RoadworkSpec, Sector, Street
@@ -34,6 +35,7 @@ __all__ = [
     "MAX_PAYLOAD_BYTES",
     "RoadworkIn",
     "StreetIn",
+    "load_json",
     "parse_spec",
     "parse_spec_json",
     "spec_to_payload",
@@ -42,10 +44,22 @@ __all__ = [
 MAX_PAYLOAD_BYTES = 256 * 1024
 _SIZE_ERRORS = frozenset({"string_too_long", "too_long"})
 
-Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=LIMITS.short_text)]
+
+
+def _storable(value: str) -> str:
+    problem = text_problem(value)  # the platform's one rule: no NUL nor control characters
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+Storable = AfterValidator(_storable)
+Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=LIMITS.short_text),
+                 Storable]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
-                                        max_length=LIMITS.short_text)]
-BusLine = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=10)]
+                                        max_length=LIMITS.short_text), Storable]
+BusLine = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=10),
+                    Storable]
 
 
 class StreetIn(BaseModel):
@@ -61,8 +75,8 @@ class RoadworkIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
-                                            max_length=LIMITS.title)]
-    description: Annotated[str, StringConstraints(max_length=LIMITS.text)] = ""
+                                            max_length=LIMITS.title), Storable]
+    description: Annotated[str, StringConstraints(max_length=LIMITS.text), Storable] = ""
     promoter: Name
     sector: Sector
     contractor: Text | None = None
@@ -77,14 +91,16 @@ class RoadworkIn(BaseModel):
     excavation: bool = True
     measures: list[Measure] = Field(default_factory=list, max_length=len(Measure))
     lanes_affected: int = Field(default=0, ge=0, le=LIMITS.lanes)
-    detour_description: Annotated[str, StringConstraints(max_length=LIMITS.public_text)] | None = (
-        None
-    )
+    detour_description: Annotated[
+        str, StringConstraints(max_length=LIMITS.public_text), Storable
+    ] | None = None
     detour: dict[str, Any] | None = Field(default=None, description="GeoJSON LineString")
     bus_lines: list[BusLine] = Field(default_factory=list, max_length=LIMITS.bus_lines)
     waste_collection_affected: bool = False
     is_public: bool = True
-    public_text: Annotated[str, StringConstraints(max_length=LIMITS.public_text)] | None = None
+    public_text: Annotated[
+        str, StringConstraints(max_length=LIMITS.public_text), Storable
+    ] | None = None
 
     def to_spec(self, frame: CityFrame) -> RoadworkSpec:
         """The domain spec, with every geometry parsed and checked against the city."""
@@ -125,11 +141,18 @@ def parse_spec_json(
         raise PayloadTooLarge(
             "body", f"is {size} bytes, more than the limit of {max_bytes} bytes"
         )
+    return parse_spec(load_json(body), frame)
+
+
+def load_json(body: bytes | str) -> object:
+    """A request body as JSON, or `InvalidPayload` saying why (also for nesting so deep that
+    the parser gives up: a roadwork is a few levels deep)."""
     try:
-        data = json.loads(body)
+        return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidPayload("body", f"is not valid JSON: {exc}") from None
-    return parse_spec(data, frame)
+    except RecursionError:
+        raise InvalidPayload("body", "is nested too deeply to be a roadwork") from None
 
 
 def parse_spec(data: object, frame: CityFrame) -> RoadworkSpec:

@@ -2,6 +2,10 @@
 
 Times are ISO 8601 in UTC; lists (streets, measures, bus lines) are joined with `; `.
 `lon`/`lat` is a point inside the footprint, for tools that cannot read geometries.
+
+Text that editors write never starts a cell with `=`, `+`, `-`, `@`, a tab or a carriage
+return: a spreadsheet would read such a cell as a formula (`=HYPERLINK(...)`), so it gets a
+leading apostrophe, which spreadsheets show as text.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import Final
 from cityops.roadworks.feeds.common import FeedContext, public_description, rfc3339
 from cityops.roadworks.model import Roadwork
 
-__all__ = ["CSV_COLUMNS", "to_csv"]
+__all__ = ["CSV_COLUMNS", "neutralise", "to_csv"]
 
 CSV_COLUMNS: Final = (
     "reference", "title", "description", "status", "category", "promoter", "sector",
@@ -23,6 +27,19 @@ CSV_COLUMNS: Final = (
     "lanes_affected", "detour_description", "bus_lines", "waste_collection_affected",
     "area_m2", "lon", "lat", "url", "updated_at",
 )
+
+
+# the columns an editor's text reaches (the others are codes, numbers, times and URLs)
+_TEXT_COLUMNS: Final = frozenset({
+    "title", "description", "promoter", "contractor", "public_contact", "streets", "district",
+    "working_hours", "detour_description", "bus_lines",
+})
+_FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise(text: str) -> str:
+    """A cell that a spreadsheet will not evaluate."""
+    return "'" + text if text.startswith(_FORMULA_START) else text
 
 
 def to_csv(works: Iterable[Roadwork], ctx: FeedContext) -> str:
@@ -58,7 +75,9 @@ def _row(work: Roadwork, ctx: FeedContext) -> list[object]:
         "area_m2": f"{work.area_m2:.1f}", "lon": f"{point.x:.6f}", "lat": f"{point.y:.6f}",
         "url": ctx.work_url(work), "updated_at": rfc3339(work.updated_at),
     }
-    return [row[c] for c in CSV_COLUMNS]
+    return [
+        neutralise(str(row[c])) if c in _TEXT_COLUMNS else row[c] for c in CSV_COLUMNS
+    ]
 
 
 def _bool(value: bool) -> str:

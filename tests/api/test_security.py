@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -101,6 +101,23 @@ def test_foreign_issuer_audience_and_alg_none_are_401(
         app_client.get(BINS, headers={"Authorization": f"Bearer {unsigned}"}),
         "algorithm 'none' not accepted",
     )
+
+
+def test_a_token_valid_for_years_is_401_and_is_not_issued(
+    app_client: TestClient, auth_settings: Settings
+) -> None:
+    """A token whose expiry is in the year 9999 was accepted (issue 14)."""
+    now = now_utc()
+    base = {"sub": "x", "roles": ["admin"], "iss": "cityops", "aud": "cityops-api", "iat": now}
+    for exp in (datetime(9999, 12, 31, tzinfo=UTC), now + timedelta(days=8)):
+        forged = jwt.encode({**base, "exp": exp}, TEST_SECRET, algorithm="HS256")
+        assert_401(
+            app_client.get(BINS, headers={"Authorization": f"Bearer {forged}"}), "too far ahead"
+        )
+    week = jwt.encode({**base, "exp": now + timedelta(days=6)}, TEST_SECRET, algorithm="HS256")
+    assert app_client.get(BINS, headers={"Authorization": f"Bearer {week}"}).status_code == 200
+    with pytest.raises(ValueError, match="longer than"):
+        token(auth_settings, "admin", ttl=timedelta(days=30))
 
 
 def test_unknown_roles_give_nothing(app_client: TestClient) -> None:

@@ -54,6 +54,8 @@ _BAD = [
     ({"mode": "off", "reason": "x"}, "body.mode"),
     ({"mode": "fixed"}, "body.reason"),
     ({"mode": "fixed", "reason": ""}, "body.reason"),
+    ({"mode": "fixed", "reason": "   "}, "body.reason"),  # blank once stripped (issue 14)
+    ({"mode": "fixed", "reason": "Reparatur\x00"}, "body.reason"),
     ({"mode": "fixed", "reason": "x" * 501}, "body.reason"),
     ({"mode": "fixed", "reason": "x", "extra": 1}, "body.extra"),
 ]

@@ -20,6 +20,12 @@
   var PAGE_SIZE = 500;
 
   var el = function (id) { return document.getElementById(id); };
+  // Leaflet inserts a string tooltip or popup as HTML: hand it an element holding text.
+  var textNode = function (text) {
+    var span = document.createElement("span");
+    span.textContent = text;
+    return span;
+  };
   var list = el("liste");
   var statusLine = el("status");
   var detail = el("detail");
@@ -104,7 +110,7 @@
           };
         }
       });
-      shape.bindTooltip(w.streets.join(", ") + ": " + w.title + " (" + impact.label + ")");
+      shape.bindTooltip(textNode(w.streets.join(", ") + ": " + w.title + " (" + impact.label + ")"));
       shape.on("click", function () { openDetail(w.reference, false); });
       shape.addTo(worksLayer);
       state.shapes[w.reference] = shape;
