@@ -36,6 +36,7 @@ from cityops.ingest.contract import (
     device_topic,
 )
 from cityops.ingest.decode import Decoded, Limits, Reason, Rejected, decode
+from tests.support.text import storable_text
 
 NOW = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
 LIMITS = Limits()
@@ -120,13 +121,13 @@ TRUCK_EVENT = _payload(
     },
     bin_id=DEVICE_IDS,
     route_version=st.integers(1, 2**31),
-    reason=st.text(max_size=200),
+    reason=storable_text(max_size=200),
     volume_l=_num(0, 1e5),
 )
 DEVICE_STATUS = _payload(
     {"state": st.sampled_from(["online", "offline"])},
     ts=TS,
-    firmware=st.text(max_size=64),
+    firmware=storable_text(max_size=64),
 )
 
 VALID: dict[type[BaseModel], st.SearchStrategy[Payload]] = {

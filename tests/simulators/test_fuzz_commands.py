@@ -37,6 +37,7 @@ from cityops.simulators.models import CitySim
 from cityops.simulators.runner import RunStats, _Link, _take_routes, _take_timings
 from cityops.simulators.sumo.mqtt import _issued_at
 from tests.simulators.factories import START, network, small_scenario
+from tests.support.text import storable_text
 
 FUZZ = settings(
     max_examples=60,
@@ -69,7 +70,7 @@ def timing_commands(
     return st.builds(
         TimingCommand,
         controller_id=controller_id,
-        issuer=st.text(max_size=64),
+        issuer=storable_text(max_size=64),
         seq=st.integers(1, 2**40),
         issued_at=issued_at,
         valid_for_s=_num(0.001, 300),
@@ -77,7 +78,7 @@ def timing_commands(
         phase=st.none() | phases,
         action=st.none() | st.sampled_from(["hold", "advance"]),
         greens_s=st.none()
-        | st.dictionaries(phases.map(str) | st.text(max_size=3), FLOATS, max_size=4),
+        | st.dictionaries(phases.map(str) | storable_text(max_size=3), FLOATS, max_size=4),
     )
 
 
@@ -86,10 +87,10 @@ STOPS = st.builds(
     seq=st.integers(0, 10_000),
     kind=st.sampled_from(["start", "stop", "unload", "break", "end"]),
     bin_id=st.none() | DEVICE_IDS,
-    site_id=st.none() | st.text(max_size=64),
+    site_id=st.none() | storable_text(max_size=64),
     lat=_num(-90, 90),
     lon=_num(-180, 180),
-    street=st.none() | st.text(max_size=200),
+    street=st.none() | storable_text(max_size=200),
     eta=AWARE,
     etd=AWARE,
     load_after_l=_num(0, 1e6),
@@ -106,8 +107,8 @@ def route_commands(
         plan_date=st.dates(date(2000, 1, 1), date(2100, 1, 1)),
         version=st.integers(1, 2**31),
         created_at=AWARE,
-        reason=st.text(max_size=500),
-        engine=st.text(max_size=40),
+        reason=storable_text(max_size=500),
+        engine=storable_text(max_size=40),
         fraction=st.none() | st.sampled_from(["residual", "paper", "packaging", "organic"]),
         distance_m=_num(0, 1e7),
         duration_s=_num(0, 1e6),
@@ -117,7 +118,8 @@ def route_commands(
             coordinates=st.lists(st.tuples(_num(-180, 180), _num(-90, 90)), max_size=5),
         ),
         unserved=st.lists(
-            st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=2), max_size=2
+            st.dictionaries(storable_text(max_size=8), storable_text(max_size=8), max_size=2),
+            max_size=2,
         ),
     )
 
