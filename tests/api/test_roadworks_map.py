@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import urllib.request
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +22,15 @@ import pytest
 from cityops.api.app import create_app
 from cityops.api.roadworks import roadworks_api
 from cityops.ingest.db import connect
+from cityops.roadworks.feeds.common import FeedContext
+from cityops.roadworks.labels import BERLIN
+from cityops.roadworks.model import Category
+from cityops.roadworks.overview import publish_daily
 from cityops.roadworks.seed import SeedReport, seed_demo
 from cityops.routing.network import load_network
 from tests.api.test_roadworks_api import api_settings, clone, roadworks_context
 from tests.roadworks.conftest import SEED_DAY
-from tests.roadworks.factories import service
+from tests.roadworks.factories import PROMOTER, Clock, make_spec, service
 from tests.support.servers import serving
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -43,6 +47,7 @@ if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.options import Options  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
@@ -221,3 +226,77 @@ def test_map_lists_filters_and_opens_details_with_the_keyboard(
     assert detail_text(d, "kontakt") and detail_text(d, "bis")
 
     assert severe_console_messages(d) == []
+
+
+# -- hostile text from an editor (issue 14) -------------------------------------------------
+
+HOSTILE = {
+    "title": 'Gasleck <b id="pwn-title">fett</b><img src="x" id="pwn-img">',
+    "street": "<style>body { background: rgb(255, 0, 0) }</style>Angriffsweg",
+    "public_text": '<a id="pwn-link" href="https://phish.example">Hier klicken</a>',
+    "contractor": "<script>document.title = 'pwned'</script>Bau GmbH",
+}
+MARKUP_IDS = ("pwn-title", "pwn-img", "pwn-link")
+
+
+def _markup_rendered(d: WebDriver) -> list[str]:
+    """What of the hostile text became elements or styles instead of text."""
+    found = [i for i in MARKUP_IDS if d.find_elements(By.ID, i)]
+    background = d.execute_script(
+        "return getComputedStyle(document.body).backgroundColor"
+    )
+    if background == "rgb(255, 0, 0)":
+        found.append("style")
+    if d.title == "pwned":
+        found.append("script")
+    return found
+
+
+def test_text_from_a_work_reaches_the_pages_only_as_text(
+    seeded: tuple[str, SeedReport], server: str, browser: WebDriver, tmp_path: Path
+) -> None:
+    url, _ = seeded
+    start = datetime.combine(SEED_DAY, time(6), BERLIN)
+    spec = make_spec(
+        street=HOSTILE["street"], start=start, days=2, category=Category.EMERGENCY,
+        title=HOSTILE["title"], public_text=HOSTILE["public_text"],
+        contractor=HOSTILE["contractor"], y=400.0,
+    )
+    svc = service(Clock(start + timedelta(hours=1)))
+    with connect(url, autocommit=True) as conn:
+        work = svc.create(conn, spec, PROMOTER)
+        work = svc.report_start(conn, work.id, PROMOTER, at=start)
+        publish_daily(
+            conn, SEED_DAY, tmp_path,
+            FeedContext(generated_at=start, publisher="Stadt Test",
+                        contact_email="baustellen@example.org", base_url=server),
+        )
+
+    d = browser
+    # the list, the tooltip on the map and the detail panel
+    d.get(f"{server}/roadworks")
+    search = wait(d, lambda x: x.find_element(By.ID, "suche"), "the search field")
+    search.send_keys("Angriffsweg", Keys.ENTER)
+    wait_for_list(d, [work.reference])
+    item = d.find_element(By.CSS_SELECTOR, "#liste li.werk")
+    assert "<b id=" in item.text or "Angriffsweg" in item.text
+    shape = d.find_element(By.CSS_SELECTOR, "#karte path.werk-form")
+    ActionChains(d).move_to_element(shape).perform()
+    tooltip = wait(d, lambda x: x.find_element(By.CSS_SELECTOR, ".leaflet-tooltip"),
+                   "the tooltip")
+    assert '<b id="pwn-title">' in tooltip.text and "<style>" in tooltip.text
+    item.find_element(By.CSS_SELECTOR, "button").click()
+    wait(d, lambda x: x.find_element(By.ID, "detail").is_displayed(), "the detail panel")
+    assert detail_text(d, "titel") == HOSTILE["title"]
+    assert '<a id="pwn-link"' in detail_text(d, "was")
+    assert "<script>" in detail_text(d, "wer")
+    assert _markup_rendered(d) == []
+
+    # the daily overview that was published with it
+    with urllib.request.urlopen(f"{server}/api/v1/roadworks/overview", timeout=WAIT_S) as r:
+        day_url = json.load(r)[0]["html"]
+    d.get(f"{server}{day_url}")
+    wait(d, lambda x: "Baustellenübersicht" in x.title, "the daily overview")
+    assert HOSTILE["title"] in d.find_element(By.TAG_NAME, "body").text
+    assert _markup_rendered(d) == []
+    assert not [m for m in severe_console_messages(d) if "Content Security Policy" in m]
