@@ -209,6 +209,7 @@ def _install_security(app: FastAPI, settings: Settings) -> None:
     """
     config = AuthConfig.from_settings(settings)
     app.state.authenticator = Authenticator(TokenVerifier(config))
+    app.state.stream_recheck_s = settings.api_stream_recheck_s
     if not config.accepts_tokens:
         logger.warning(
             "no CITYOPS_AUTH_JWT_SECRET, CITYOPS_AUTH_JWKS_URL or CITYOPS_AUTH_PUBLIC_KEY: "

@@ -17,7 +17,7 @@ from psycopg_pool import ConnectionPool
 from starlette.concurrency import run_in_threadpool
 
 from cityops.api.auth import Principal, current_principal, require_truck
-from cityops.api.errors import InvalidParameterError, NotFoundError
+from cityops.api.errors import ApiError, InvalidParameterError, NotFoundError
 from cityops.api.mqtt import ApiPublisher
 from cityops.ingest.contract import (
     DEVICE_ID_PATTERN,
@@ -145,17 +145,41 @@ async def stream_route(
 
     Event ids are `plan day:version`: a tablet that reconnects (EventSource resends the
     last id) gets only newer versions, and one that kept yesterday's id gets today's route.
-    Without `date`, the stream follows the day: after midnight it sends the new day's."""
+    Without `date`, the stream follows the day: after midnight it sends the new day's.
+
+    The credentials are checked again every `CITYOPS_API_STREAM_RECHECK_S` (30 s): once the
+    token has expired or the API key was revoked, the stream ends with an
+    `event: unauthorized` that says why (the tablet signs in again)."""
     require_truck(caller, truck_id)
     pool = _pool(request)
     resume_day, resume_version = _resume_after(last_event_id)
+    recheck_s: float = request.app.state.stream_recheck_s
+
+    def still_allowed() -> str | None:
+        """Why the stream's credentials no longer hold (expired, revoked, no longer this
+        truck's), or None: checked like a new request, with the same headers."""
+        try:
+            principal = request.app.state.authenticator.authenticate(request.headers, pool)
+            require_truck(principal, truck_id)
+        except ApiError as exc:
+            return exc.message
+        return None
 
     async def events() -> AsyncIterator[str]:
         plan_day: date | None = None
         seen = 0
         quiet = 0.0
+        since_check = 0.0
         yield "retry: 3000\n\n"
         while not await request.is_disconnected():
+            if since_check >= recheck_s:
+                since_check = 0.0
+                why = await run_in_threadpool(still_allowed)
+                if why is not None:
+                    logger.info("route stream of truck %s closed: %s", truck_id, why)
+                    data = json.dumps({"error": "unauthenticated", "message": why})
+                    yield f"event: unauthorized\ndata: {data}\n\n"
+                    return
             today = day or _today()
             if today != plan_day:  # the first poll, or a new day (a stream without date)
                 resumed = plan_day is None and resume_day in (None, today)
@@ -171,6 +195,7 @@ async def stream_route(
                 yield ": keepalive\n\n"
             await asyncio.sleep(_POLL_S)
             quiet += _POLL_S
+            since_check += _POLL_S
 
     return StreamingResponse(
         events(),

@@ -128,6 +128,12 @@ class Settings(BaseSettings):
     api_rate_limit_burst: int = Field(
         default=100, ge=1, description="public endpoints: requests a client may make at once"
     )
+    api_stream_recheck_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=30.0,
+        description="long-lived streams (SSE) check their credentials again this often",
+    )
     api_rate_limit_exempt: str = Field(
         default="127.0.0.0/8,::1",
         description="comma-separated client networks the public rate limit does not apply to "

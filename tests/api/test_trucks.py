@@ -13,10 +13,13 @@ import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 
+from cityops.api.app import create_app
 from cityops.api.auth import Principal, current_principal
+from cityops.api.credentials import create_key, revoke_key
 from cityops.ingest.config import Settings
 from cityops.ingest.contract import RouteCommand
 from cityops.routing.repository import next_version, store_route
+from tests.api.authn import bearer, with_auth
 from tests.api.testclient import TestClient
 from tests.support.clock import now_utc
 from tests.support.ingest import add_truck
@@ -279,3 +282,58 @@ def test_stop_events_are_published_on_the_trucks_topic(
     sub.loop_stop()
     assert got and got[0][0] == f"{settings.topic_prefix}/v1/truck/T1/events"
     assert json.loads(got[0][1])["reason"] == "blocked access"
+
+
+def _stream_until_closed(client: TestClient, headers: dict[str, str],
+                         on_route: Callable[[], object] = lambda: None) -> list[str]:
+    """Every line of the truck's stream until the server closes it (at most 20 s)."""
+    lines: list[str] = []
+    with client.stream(
+        "GET",
+        "/api/v1/trucks/T1/route/stream",
+        params={"date": DAY.isoformat()},
+        headers=headers,
+    ) as resp:
+        assert resp.status_code == 200
+        deadline = time.monotonic() + 20
+        for line in resp.iter_lines():
+            lines.append(line)
+            if line.startswith("event: route"):
+                on_route()
+            assert time.monotonic() < deadline, f"the stream stayed open: {lines}"
+    return lines
+
+
+def _closing_event(lines: list[str]) -> dict[str, Any]:
+    assert "event: unauthorized" in lines, lines
+    data = lines[lines.index("event: unauthorized") + 1]
+    return dict(json.loads(data.removeprefix("data: ")))
+
+
+def test_a_stream_ends_when_its_token_expires(auth_settings: Settings, db_url: str) -> None:
+    """A token that expired at 33 s still received routes at 47 s (issue 14)."""
+    add_truck(db_url, "T1")
+    _store(db_url, "T1")
+    settings = with_auth(auth_settings, auth_leeway_s=0.0, api_stream_recheck_s=1.0)
+    with TestClient(create_app(settings, db_timeout_s=5.0)) as client:
+        headers = bearer(settings, "truck", sub="tablet-T1", truck="T1", ttl=timedelta(seconds=2))
+        lines = _stream_until_closed(client, headers)
+    assert any(line.startswith("event: route") for line in lines)  # served while valid
+    assert "expired" in _closing_event(lines)["message"]
+
+
+def test_a_stream_ends_when_its_api_key_is_revoked(auth_settings: Settings, db_url: str) -> None:
+    """A stream on a key revoked at 4 s stayed open for over 60 s (issue 14)."""
+    add_truck(db_url, "T1")
+    _store(db_url, "T1")
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        key = create_key(conn, "tablet T1", ["truck"], truck_id="T1")
+
+    def revoke() -> None:
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            assert revoke_key(conn, key.key.key_id)
+
+    settings = with_auth(auth_settings, api_stream_recheck_s=1.0)
+    with TestClient(create_app(settings, db_timeout_s=5.0)) as client:
+        lines = _stream_until_closed(client, {"X-API-Key": key.clear}, on_route=revoke)
+    assert "revoked" in _closing_event(lines)["message"]
