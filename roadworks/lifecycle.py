@@ -25,11 +25,13 @@ from cityops.roadworks.model import TERMINAL_STATUSES, Category, Role, Status
 
 __all__ = [
     "EDITABLE_STATUSES",
+    "REVIEWED_FIELDS",
     "TRANSITIONS",
     "Transition",
     "check_editable",
     "check_transition",
     "next_transitions",
+    "status_after_change",
 ]
 
 _ROLE_NAMES = {Role.PROMOTER: "the promoter", Role.AUTHORITY: "the road authority",
@@ -147,3 +149,40 @@ def check_editable(status: Status, *, reference: str = "") -> None:
     if status not in EDITABLE_STATUSES:
         who = f"roadwork {reference}" if reference else "the roadwork"
         raise NotEditable(f"{who} is {status.value}, a final state: it can no longer be changed")
+
+
+#: What the permit was granted for: when a promoter changes one of these after approval,
+#: the permit no longer covers the work (dates, where, what is closed, what the public
+#: reads). Contacts, contractor and working hours are the promoter's own business.
+REVIEWED_FIELDS = frozenset({
+    "planned_start", "planned_end", "footprint", "streets", "measures", "lanes_affected",
+    "detour", "detour_description", "category", "title", "description", "public_text",
+    "is_public", "night_works", "excavation", "bus_lines", "waste_collection_affected",
+})
+_PERMITTED = frozenset({Status.APPROVED, Status.SCHEDULED})
+
+
+def status_after_change(
+    status: Status, role: Role, changed: Iterable[str], *, reference: str = ""
+) -> Status:
+    """The status a work has after an edit of the fields `changed`.
+
+    Before approval every change is part of the application. After approval (approved,
+    scheduled) a promoter's change to what the permit covers sends the work back to review
+    (submitted), as permit systems do; on site (in progress) the promoter must ask the
+    coordinating office, whose corrections are possible in every open state. Raises
+    NotEditable for what may not be changed at all.
+    """
+    check_editable(status, reference=reference)
+    reviewed = sorted(REVIEWED_FIELDS.intersection(changed))
+    if role is not Role.PROMOTER or not reviewed:
+        return status
+    if status in _PERMITTED:
+        return Status.SUBMITTED
+    if status is Status.IN_PROGRESS:
+        who = f"roadwork {reference}" if reference else "the roadwork"
+        raise NotEditable(
+            f"{who} is in progress under its permit: changes to {', '.join(reviewed)} go "
+            "through the coordinating office (road authority)"
+        )
+    return status

@@ -36,11 +36,12 @@ from cityops.roadworks.coordination import (
 )
 from cityops.roadworks.errors import InvalidPayload, InvalidPeriod, InvalidState, StaleVersion
 from cityops.roadworks.geometry import BBox, CityFrame, check_geometry
-from cityops.roadworks.lifecycle import check_editable, check_transition
+from cityops.roadworks.lifecycle import check_editable, check_transition, status_after_change
 from cityops.roadworks.model import (
     COORDINATED_STATUSES,
     Actor,
     AuditEntry,
+    Category,
     Decision,
     Finding,
     FindingDraft,
@@ -61,6 +62,7 @@ logger = logging.getLogger(__name__)
 Conn = repo.Conn
 #: How far in the future a reported start or end may lie (clock skew of field devices).
 _FUTURE_SKEW = timedelta(minutes=5)
+_EMERGENCY_BACKDATE = timedelta(days=7)
 
 
 def _utcnow() -> datetime:
@@ -184,10 +186,15 @@ class RoadworksService:
             changes = _diff(_jsonable(work.spec), _jsonable(valid.spec))
             if not changes:
                 return work
+            status = status_after_change(work.status, actor.role, changes,
+                                         reference=work.reference)
+            if status is not work.status:
+                note = note or "nach der Genehmigung geändert: erneut zur Prüfung"
             repo.update_work(conn, work_id, spec=valid.spec, area_m2=valid.area_m2,
-                             district=valid.district, at=now)
+                             district=valid.district, at=now,
+                             status=status if status is not work.status else None)
             repo.insert_audit(conn, work_id, actor=actor, at=now, action="updated",
-                              from_status=work.status, to_status=work.status,
+                              from_status=work.status, to_status=status,
                               changes=changes, note=note)
             work = repo.get_work(conn, work_id)
             self._coordinate(conn, work, now)
@@ -372,6 +379,16 @@ class RoadworksService:
         if when > now + _FUTURE_SKEW:
             raise InvalidPeriod("at", f"{when.isoformat()} is in the future; report a start "
                                 "or end when it has happened")
+        # Not before the application: an emergency repair is registered once it has begun,
+        # so it may be reported up to a week back; any other work starts after it applied.
+        earliest = work.created_at - (
+            _EMERGENCY_BACKDATE if work.spec.category is Category.EMERGENCY else timedelta(0)
+        )
+        if when < earliest:
+            raise InvalidPeriod(
+                "at", f"{when.isoformat()} is before the work was registered "
+                f"({work.created_at.isoformat()}); report when it happened on site"
+            )
         if target is Status.COMPLETED and work.actual_start and when < work.actual_start:
             raise InvalidPeriod(
                 "at", f"the end {when.isoformat()} is before the reported start "

@@ -513,10 +513,10 @@ def test_editing_flow_with_coordination_and_a_decision(edit: TestClient) -> None
         assert r.status_code == 200, r.text
         version = r.json()["version"]
         r = edit.post(f"{MANAGE}/works/{gas['reference']}/transitions",
-                      json={"to": "in_progress", "at": "2025-03-03T06:30:00+01:00"},
+                      json={"to": "in_progress", "at": "2025-03-03T08:00:00+01:00"},
                       headers={"If-Match": f'"v{version}"'})
         assert r.status_code == 200, r.text
-        assert r.json()["actual_start"] == "2025-03-03T05:30:00Z"
+        assert r.json()["actual_start"] == "2025-03-03T07:00:00Z"
 
     history = edit.get(f"{MANAGE}/works/{gas['reference']}/history").json()
     assert [h["action"] for h in history] == [
@@ -700,3 +700,38 @@ def test_openapi_documents_the_roadworks_routes(public: TestClient) -> None:
     assert "$defs" not in json.dumps(schema) and "footprint" in schema["properties"]
     assert "413" in spec["paths"][f"{MANAGE}/works"]["post"]["responses"]
 
+
+
+def test_an_editor_cannot_change_a_permitted_work_unreviewed(edit: TestClient) -> None:
+    """An editor PATCHed the title of a work in progress and it stayed public (issue 14)."""
+    ref = create(edit, street="Teststraße")["reference"]
+    for target in ("submitted", "approved"):
+        r = edit.post(f"{MANAGE}/works/{ref}/transitions", json={"to": target})
+        assert r.status_code == 200, r.text
+    # approved: the editor's new title goes back to review and off the public map
+    with acting_as(edit, EDITOR):
+        r = edit.patch(f"{MANAGE}/works/{ref}", json={"title": "Ganz andere Arbeiten"})
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "submitted"
+    assert edit.get(f"{API}/{ref}").status_code == 404
+    r = edit.post(f"{MANAGE}/works/{ref}/transitions", json={"to": "approved"})
+    assert r.status_code == 200, r.text
+    with acting_as(edit, EDITOR):
+        for target in ("scheduled", "in_progress"):
+            r = edit.post(f"{MANAGE}/works/{ref}/transitions", json={"to": target})
+            assert r.status_code == 200, r.text
+        # on site: refused, nothing changed
+        before = state(edit, ref)
+        r = edit.patch(f"{MANAGE}/works/{ref}", json={"title": "<b>Heimlich</b>"})
+        assert r.status_code == 409 and "coordinating office" in r.json()["message"]
+        assert state(edit, ref) == before
+        # a start before the work was registered is implausible
+        r = edit.post(f"{MANAGE}/works/{ref}/transitions",
+                      json={"to": "completed", "at": "1900-01-01T00:00:00Z"})
+        assert r.status_code == 422
+    # the coordinating office corrects it, audited
+    r = edit.patch(f"{MANAGE}/works/{ref}", json={"title": "Berichtigter Titel"})
+    assert r.status_code == 200 and r.json()["status"] == "in_progress"
+    assert edit.get(f"{API}/{ref}").json()["title"] == "Berichtigter Titel"
+    last = edit.get(f"{MANAGE}/works/{ref}/history").json()[-1]
+    assert (last["actor"], last["role"]) == ("operator", "authority")

@@ -284,7 +284,8 @@ def test_text_from_a_work_reaches_the_pages_only_as_text(
     ActionChains(d).move_to_element(shape).perform()
     tooltip = wait(d, lambda x: x.find_element(By.CSS_SELECTOR, ".leaflet-tooltip"),
                    "the tooltip")
-    assert '<b id="pwn-title">' in tooltip.text and "<style>" in tooltip.text
+    shown = str(tooltip.get_attribute("textContent"))  # also while it fades in
+    assert '<b id="pwn-title">' in shown and "<style>" in shown, shown
     item.find_element(By.CSS_SELECTOR, "button").click()
     wait(d, lambda x: x.find_element(By.ID, "detail").is_displayed(), "the detail panel")
     assert detail_text(d, "titel") == HOSTILE["title"]

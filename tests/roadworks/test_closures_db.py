@@ -117,12 +117,14 @@ def test_the_lifecycle_adds_updates_and_removes_the_row(db: Conn) -> None:
 
 
 def test_an_edit_changes_the_row_only_when_the_closure_changes(db: Conn) -> None:
+    # Corrections by the coordinating office: they keep the permit (a promoter's change of
+    # what the permit covers sends the work back to review, tests/roadworks/test_service.py).
     svc = service()
     work_id = _approved(svc, db, M.ROAD_CLOSURE)
     before = next(iter(_rows(db).values()))
     stamp = closures_stamp(db)
     work = svc.get(db, work_id)
-    svc.update(db, work_id, with_(work.spec, description="neu beschrieben"), PROMOTER)
+    svc.update(db, work_id, with_(work.spec, description="neu beschrieben"), AUTHORITY)
     assert _rows(db) == {before.closure_id: before}
     assert closures_stamp(db) == stamp
 
@@ -131,7 +133,7 @@ def test_an_edit_changes_the_row_only_when_the_closure_changes(db: Conn) -> None
         db,
         work_id,
         with_(work.spec, measures=frozenset({M.LANE_CLOSURE}), lanes_affected=1),
-        PROMOTER,
+        AUTHORITY,
     )
     slowed = _rows(db)[before.closure_id]
     assert slowed.slowdown == 1.5 and slowed.updated_at > before.updated_at
@@ -139,7 +141,7 @@ def test_an_edit_changes_the_row_only_when_the_closure_changes(db: Conn) -> None
 
     work = svc.get(db, work_id)
     longer = with_(work.spec, planned_end=work.spec.planned_end + timedelta(days=7))
-    svc.update(db, work_id, longer, PROMOTER)
+    svc.update(db, work_id, longer, AUTHORITY)
     assert _rows(db)[before.closure_id].valid_to == longer.planned_end
 
     work = svc.get(db, work_id)
@@ -147,7 +149,7 @@ def test_an_edit_changes_the_row_only_when_the_closure_changes(db: Conn) -> None
         db,
         work_id,
         with_(work.spec, measures=frozenset({M.SIDEWALK_CLOSURE}), lanes_affected=0),
-        PROMOTER,
+        AUTHORITY,
     )
     assert _rows(db) == {}, "a sidewalk closure does not affect trucks"
 

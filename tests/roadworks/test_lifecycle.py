@@ -14,6 +14,7 @@ from cityops.roadworks.lifecycle import (
     check_editable,
     check_transition,
     next_transitions,
+    status_after_change,
 )
 from cityops.roadworks.model import TERMINAL_STATUSES, Category, Role, Status
 
@@ -113,3 +114,44 @@ def test_editable_states() -> None:
     for status in TERMINAL_STATUSES:
         with pytest.raises(NotEditable, match=f"RW-1 is {status.value}, a final state"):
             check_editable(status, reference="RW-1")
+
+
+# -- edits after approval (issue 14) ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [Status.APPROVED, Status.SCHEDULED])
+def test_a_promoters_change_to_what_the_permit_covers_goes_back_to_review(
+    status: Status,
+) -> None:
+    for fields in (["planned_end"], ["footprint"], ["measures"], ["title"], ["public_text"]):
+        assert status_after_change(status, Role.PROMOTER, fields) is Status.SUBMITTED
+    # the promoter's own business keeps the permit
+    assert status_after_change(status, Role.PROMOTER, ["public_contact"]) is status
+    assert status_after_change(status, Role.PROMOTER, ["contractor", "working_hours"]) is status
+    # the coordinating office corrects without a new review
+    assert status_after_change(status, Role.AUTHORITY, ["planned_end", "title"]) is status
+
+
+def test_on_site_the_promoter_asks_the_office() -> None:
+    with pytest.raises(NotEditable, match="coordinating office"):
+        status_after_change(Status.IN_PROGRESS, Role.PROMOTER, ["title"], reference="RW-1")
+    assert status_after_change(Status.IN_PROGRESS, Role.PROMOTER, ["contractor"]) is (
+        Status.IN_PROGRESS
+    )
+    assert status_after_change(Status.IN_PROGRESS, Role.AUTHORITY, ["planned_end"]) is (
+        Status.IN_PROGRESS
+    )
+
+
+@pytest.mark.parametrize(
+    "status", [Status.DRAFT, Status.SUBMITTED, Status.IN_CONSULTATION,
+               Status.MODIFICATION_REQUESTED]
+)
+def test_before_approval_every_change_is_part_of_the_application(status: Status) -> None:
+    assert status_after_change(status, Role.PROMOTER, ["planned_end", "title"]) is status
+
+
+def test_final_states_stay_unchanged() -> None:
+    for status in (Status.COMPLETED, Status.CANCELLED, Status.REFUSED, Status.REVOKED):
+        with pytest.raises(NotEditable):
+            status_after_change(status, Role.AUTHORITY, ["title"])

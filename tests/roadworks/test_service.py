@@ -3,7 +3,7 @@ decisions, and nothing half-written when something fails."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -299,3 +299,66 @@ def test_a_failure_midway_rolls_everything_back(conn: Conn,
 def test_actor_is_required(conn: Conn) -> None:
     with pytest.raises(InvalidPayload, match="actor: name and organisation"):
         service().create(conn, make_spec(), Actor("", "Stadtwerke", Role.PROMOTER))
+
+
+# -- permits: edits after approval and plausible dates on site (issue 14) ----------------------
+
+
+def _permitted(svc: Any, conn: Conn) -> Any:
+    work = svc.create(conn, make_spec(street="Permitstraße"), PROMOTER)
+    svc.submit(conn, work.id, PROMOTER)
+    return svc.transition(conn, work.id, Status.APPROVED, AUTHORITY)
+
+
+def test_a_promoter_editing_an_approved_work_sends_it_back_to_review(conn: Conn) -> None:
+    svc = service()
+    work = _permitted(svc, conn)
+    assert work.is_public
+    renamed = svc.update(conn, work.id, with_(work.spec, title="Ganz andere Arbeiten"),
+                         PROMOTER)
+    assert renamed.status is Status.SUBMITTED and not renamed.is_public
+    last = svc.history(conn, work.id)[-1]
+    assert (last.action, last.from_status, last.to_status) == (
+        "updated", Status.APPROVED, Status.SUBMITTED
+    )
+    assert last.actor == PROMOTER.name and "title" in last.changes
+    # approved again, the promoter's own contacts keep the permit
+    work = svc.transition(conn, work.id, Status.APPROVED, AUTHORITY)
+    contact = svc.update(conn, work.id, with_(work.spec, public_contact="0800 123"), PROMOTER)
+    assert contact.status is Status.APPROVED
+
+
+def test_on_site_only_the_office_changes_what_the_permit_covers(conn: Conn) -> None:
+    svc = service(Clock(T0 + timedelta(hours=1)))
+    work = _permitted(svc, conn)
+    work = svc.transition(conn, work.id, Status.SCHEDULED, PROMOTER)
+    work = svc.report_start(conn, work.id, PROMOTER)
+    with pytest.raises(NotEditable, match="coordinating office"):
+        svc.update(conn, work.id, with_(work.spec, title="Heimlich geändert"), PROMOTER)
+    assert svc.get(conn, work.id).spec.title == work.spec.title
+    longer = with_(work.spec, planned_end=work.spec.planned_end + timedelta(days=5))
+    corrected = svc.update(conn, work.id, longer, AUTHORITY, note="Verlängerung genehmigt")
+    assert corrected.status is Status.IN_PROGRESS and corrected.is_public
+    last = svc.history(conn, work.id)[-1]
+    assert last.actor == AUTHORITY.name and "planned_end" in last.changes
+
+
+def test_a_start_before_the_work_was_registered_is_refused(conn: Conn) -> None:
+    """An actual start of 1900-01-01 was accepted and shown publicly (issue 14)."""
+    clock = Clock(T0 + timedelta(hours=1))
+    svc = service(clock)
+    work = _permitted(svc, conn)
+    work = svc.transition(conn, work.id, Status.SCHEDULED, PROMOTER)
+    for at in (datetime(1900, 1, 1, tzinfo=UTC), work.created_at - timedelta(minutes=1)):
+        with pytest.raises(InvalidPeriod, match="before the work was registered"):
+            svc.report_start(conn, work.id, PROMOTER, at=at)
+    assert svc.get(conn, work.id).status is Status.SCHEDULED
+    # an emergency repair is registered after it began: up to a week back
+    spec = make_spec(street="Notstraße", x=300.0, category=Category.EMERGENCY,
+                     start=clock.now - timedelta(days=2))
+    emergency = svc.create(conn, spec, PROMOTER)
+    started = svc.report_start(conn, emergency.id, PROMOTER, at=clock.now - timedelta(days=2))
+    assert started.status is Status.IN_PROGRESS
+    other = svc.create(conn, with_(spec, title="Zweite Notmaßnahme"), PROMOTER)
+    with pytest.raises(InvalidPeriod, match="before the work was registered"):
+        svc.report_start(conn, other.id, PROMOTER, at=clock.now - timedelta(days=8))

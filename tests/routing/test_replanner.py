@@ -124,9 +124,14 @@ def test_a_bin_full_again_long_after_its_emptying_is_collected_again(
     devices.truck_event("T01", "stop_done", bin_id=just_emptied, volume_l=200.0)
     # at once: a late reading, or one taken during the emptying
     devices.bin_reading(just_emptied, 99.0)
+    # The low reading must come after the emptying, as the sensor takes it: published in
+    # the same millisecond, or handled before the truck's event, it would not count (that
+    # raced about one run in five).
+    wait_for("the emptyings heard", lambda: {refilled, just_emptied} <= rp._done.keys())
+    time.sleep(0.01)
     devices.bin_reading(refilled, 4.0)  # the sensor saw it emptied
     # The 3 s count from when the service learnt of the emptying, which on a loaded machine
-    # can be a second or two after it was published (0.5 s of margin once flaked).
+    # can be a second or two after it was published: wait well past them.
     time.sleep(6.0)
     # still 99 %, never lower since the emptying: a stuck sensor, not a full bin
     devices.bin_reading(just_emptied, 99.0)
