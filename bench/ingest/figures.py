@@ -126,9 +126,12 @@ def committed_by(
 
 
 def inserted(conn: psycopg.Connection[tuple[object, ...]]) -> int:
-    """Rows ever inserted into bin_readings, from the statistics (cheap, about 1 s behind)."""
+    """Rows ever inserted into bin_readings, from the statistics (cheap, about 1 s behind).
+    In TimescaleDB mode the rows live in the hypertable's chunks: their counts are added."""
     row = conn.execute(
-        "SELECT n_tup_ins FROM pg_stat_user_tables WHERE relname = 'bin_readings'"
+        "SELECT coalesce(sum(n_tup_ins), 0) FROM pg_stat_user_tables WHERE relid = "
+        "'bin_readings'::regclass OR relid IN (SELECT inhrelid FROM pg_inherits "
+        "WHERE inhparent = 'bin_readings'::regclass)"
     ).fetchone()
     return int(str(row[0])) if row else 0
 
