@@ -22,6 +22,7 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from cityops.api.errors import ForbiddenError
+from cityops.roadworks.model import same_organisation
 
 if TYPE_CHECKING:
     from cityops.api.credentials import Authenticator
@@ -147,7 +148,7 @@ def require_roadworks_editor(principal: Principal, organisation: str | None = No
             f"{principal.subject} has the role {ROADWORKS_EDITOR} but no organisation, so "
             "there are no works it may edit"
         )
-    if organisation is not None and own.casefold() != organisation.strip().casefold():
+    if organisation is not None and not same_organisation(own, organisation):
         raise ForbiddenError(
             f"{principal.subject} edits the roadworks of {own!r} only; this one is "
             f"of {organisation!r}"

@@ -42,6 +42,7 @@ from cityops.roadworks.model import (
     Sector,
     Severity,
     Street,
+    same_organisation,
 )
 
 __all__ = [
@@ -187,7 +188,7 @@ def find_dig_once(a: Subject, b: Subject, rules: CoordinationRules) -> FindingDr
     """Two excavations of different promoters on one street within the time window."""
     if not (a.excavation and b.excavation):
         return None
-    if a.promoter.strip().casefold() == b.promoter.strip().casefold():
+    if same_organisation(a.promoter, b.promoter):
         return None
     gap = a.period.gap(b.period)
     if gap > rules.window:

@@ -42,9 +42,18 @@ __all__ = [
     "Severity",
     "Status",
     "Street",
+    "same_organisation",
 ]
 
 Geometry = Any  # shapely geometries (shapely ships no type information)
+
+
+def same_organisation(a: str, b: str) -> bool:
+    """Whether two names denote one organisation: the comparison the repository's SQL
+    makes too (`lower(trim(promoter))`), so that what an editor may see and what it may
+    change never disagree (Python's casefold would match "STRASSE" to "Straße", SQL's
+    lower does not)."""
+    return a.strip().lower() == b.strip().lower()
 
 
 class Sector(StrEnum):

@@ -615,7 +615,7 @@ def _where(f: WorkFilter) -> tuple[str, dict[str, Any]]:
         parts.append(f"{_EFF_START} >= %(starts_from)s AND {_EFF_START} < %(starts_to)s")
         params.update(starts_from=f.starts_in.start, starts_to=f.starts_in.end)
     if f.promoter is not None:
-        parts.append("lower(w.promoter) = lower(%(promoter)s)")
+        parts.append("lower(trim(w.promoter)) = lower(trim(%(promoter)s))")  # same_organisation
         params["promoter"] = f.promoter
     if f.sector is not None:
         parts.append("w.sector = %(sector)s")

@@ -13,11 +13,15 @@ from typing import Any
 
 import pytest
 
+from cityops.api.auth import Principal, require_roadworks_editor
+from cityops.api.errors import ForbiddenError
 from cityops.ingest.config import Settings
 from cityops.roadworks.feeds import csv_feed
+from cityops.roadworks.model import same_organisation
 from cityops.roadworks.overview import OVERVIEW_CSP
 from tests.api.test_roadworks_api import (  # noqa: F401 (fixtures: pytest finds them here)
     MANAGE,
+    acting_as,
     edit,
     edit_app,
     edit_db,
@@ -125,3 +129,19 @@ def test_feeds_and_the_overview_carry_csp_and_nosniff(public: TestClient) -> Non
     style = r.text.split("<style>", 1)[1].split("</style>", 1)[0]
     digest = base64.b64encode(hashlib.sha256(style.encode()).digest()).decode()
     assert f"'sha256-{digest}'" in csp
+
+
+def test_organisations_match_the_same_way_in_python_and_in_sql(edit: TestClient) -> None:  # noqa: F811
+    """The edit check used casefold ("STRASSE" = "Straße"), the listing SQL lower: an editor
+    could change works it could not list (issue 14)."""
+    lookalike = Principal("max", frozenset({"roadworks_editor"}), organisation="STRASSENBAU")
+    with pytest.raises(ForbiddenError):
+        require_roadworks_editor(lookalike, "Straßenbau")
+    require_roadworks_editor(lookalike, " strassenbau ")  # case and spaces only
+    assert same_organisation("Stadtwerke ", "STADTWERKE")
+    ref = edit.post(f"{MANAGE}/works", json=payload(street="Teststraße", promoter="Straßenbau"))
+    assert ref.status_code == 201, ref.text
+    with acting_as(edit, lookalike):
+        assert edit.get(f"{MANAGE}/works").json()["items"] == []
+        r = edit.patch(f"{MANAGE}/works/{ref.json()['reference']}", json={"title": "Fremd"})
+        assert r.status_code in (403, 404)
