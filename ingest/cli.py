@@ -61,14 +61,18 @@ signal controllers, trucks) and for the service accounts (cityops-ingest, -contr
   cityops.passwd            Mosquitto password_file ($7$ PBKDF2-SHA512, as mosquitto_passwd)
   cityops.acl               Mosquitto acl_file: a device publishes only on its own
                             telemetry/events/status topics and reads only its own cmd/#
+  dynamic-security.json     the same users and topics for Mosquitto's dynamic-security
+                            plugin, which also refuses subscriptions: the recommended
+                            set-up (deploy/mosquitto/conf.d/cityops-dynsec.conf.example)
   cityops-passwords.secret  the clear passwords, user:password, mode 0600 (or --secrets)
 
 Existing passwords are kept: re-running after registering devices adds only those, and
 a run without changes rewrites identical files. Devices gone from the registry lose
 their account. --rotate USER gives one user a new password. Passwords are never printed
-unless --show USER asks for them. Reload Mosquitto afterwards (SIGHUP, or
-`systemctl reload mosquitto`): it re-reads both files; connected clients stay connected
-until they reconnect.""",
+unless --show USER asks for them. Afterwards, with password_file and acl_file reload
+Mosquitto (SIGHUP, or `systemctl reload mosquitto`): it re-reads both files; with the
+dynamic-security plugin restart it (the plugin reads its file at start). Connected
+clients stay connected until they reconnect.""",
         epilog="example: cityops mqtt credentials --out /etc/mosquitto/cityops --rotate S-B0042",
     )
     cred.add_argument("--out", required=True, help="folder for the generated files")
@@ -197,6 +201,7 @@ def _cmd_credentials(args: argparse.Namespace) -> int:
         parse_secrets,
         plan_credentials,
         render_acl,
+        render_dynsec,
         render_password_file,
         render_secrets,
         service_accounts,
@@ -210,6 +215,7 @@ def _cmd_credentials(args: argparse.Namespace) -> int:
     prefix = settings.topic_prefix
     out = Path(args.out)
     passwd_path, acl_path = out / "cityops.passwd", out / "cityops.acl"
+    dynsec_path = out / "dynamic-security.json"
     secrets_path = Path(args.secrets) if args.secrets else out / "cityops-passwords.secret"
     try:
         with connect(settings.database_url) as conn:
@@ -242,6 +248,11 @@ def _cmd_credentials(args: argparse.Namespace) -> int:
     _write_file(secrets_path, render_secrets(plan.passwords), 0o600, keep_mode=False)
     _write_file(passwd_path, render_password_file(plan.hashes), 0o640)
     _write_file(acl_path, acl, 0o644)
+    _write_file(
+        dynsec_path,
+        render_dynsec(prefix, devices, plan.hashes, simulator=args.simulator),
+        0o640,
+    )
     kinds = {k: sum(d.kind is k for d in devices) for k in DeviceKind}
     print(
         f"{len(devices)} devices ("
@@ -256,7 +267,7 @@ def _cmd_credentials(args: argparse.Namespace) -> int:
         print(f"  removed (no longer in the registry): {', '.join(plan.removed)}")
     if args.simulator:
         print("  cityops-simulator may publish as every device: use it for the demo only")
-    print(f"wrote {passwd_path}, {acl_path}, {secrets_path} (0600)")
+    print(f"wrote {passwd_path}, {acl_path}, {dynsec_path}, {secrets_path} (0600)")
     for user in args.show:
         print(f"{user}:{plan.passwords[user]}")
     if plan.added or plan.rotated or plan.removed:

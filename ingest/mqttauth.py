@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import re
 import secrets
 from collections.abc import Callable, Iterable, Mapping
@@ -48,6 +49,7 @@ __all__ = [
     "parse_secrets",
     "plan_credentials",
     "render_acl",
+    "render_dynsec",
     "render_password_file",
     "render_secrets",
     "service_accounts",
@@ -266,6 +268,73 @@ def parse_password_file(text: str) -> dict[str, str]:
 def parse_secrets(text: str) -> dict[str, str]:
     """User -> clear password from the provisioning file this module writes."""
     return _parse_user_lines(text, "secrets file")
+
+
+def render_dynsec(
+    prefix: str,
+    devices: Iterable[Device],
+    hashes: Mapping[str, str],
+    *,
+    simulator: bool = False,
+) -> str:
+    """The configuration file of Mosquitto's dynamic-security plugin: the same users,
+    passwords and topics as `render_acl`, plus what `acl_file` cannot say: which SUBSCRIBE
+    packets are allowed. Everything not granted is refused, subscriptions included: a
+    device may subscribe only to its own commands, never to another device's topics nor to
+    a shared subscription (`$share/<group>/...`), so it cannot take a share of the
+    ingest's messages. The services that read device topics may also subscribe to them
+    shared (`$share/+/...`), so several instances split the load.
+
+    Passwords are the `$7$` hashes of the password file (the plugin uses the same
+    PBKDF2-SHA512), so both files accept the same passwords.
+    """
+    accounts = service_accounts(prefix, simulator=simulator)
+    service_names = {a.user for a in accounts}
+    device_list = sorted(devices, key=lambda d: (d.kind.value, d.device_id))
+    _check_unique(device_list, service_names)
+    clients: list[dict[str, object]] = []
+    roles: list[dict[str, object]] = []
+    for account in accounts + [acl_for_device(prefix, d) for d in device_list]:
+        encoded = hashes.get(account.user)
+        if encoded is None:
+            raise CredentialError(f"no password hash for user {account.user!r}")
+        parts = encoded.split("$")
+        if len(parts) != 5 or parts[1] != "7":
+            raise CredentialError(f"the hash of {account.user!r} is not a $7$ (PBKDF2) hash")
+        _, _, iterations, salt_b64, digest_b64 = parts
+        clients.append({
+            "username": account.user,
+            "textName": account.comment or account.user,
+            "password": digest_b64,
+            "salt": salt_b64,
+            "iterations": int(iterations),
+            "roles": [{"rolename": account.user}],
+        })
+        acls: list[dict[str, object]] = []
+        for topic in account.write:
+            acls.append({"acltype": "publishClientSend", "topic": topic, "allow": True})
+        for topic in account.read:
+            acls.append({"acltype": "publishClientReceive", "topic": topic, "allow": True})
+            acls.append({"acltype": "subscribePattern", "topic": topic, "allow": True})
+            if account.user in service_names:
+                acls.append(
+                    {"acltype": "subscribePattern", "topic": f"$share/+/{topic}", "allow": True}
+                )
+            acls.append({"acltype": "unsubscribePattern", "topic": topic, "allow": True})
+        roles.append({"rolename": account.user, "textdescription": account.comment,
+                      "acls": acls})
+    config = {
+        "defaultACLAccess": {
+            "publishClientSend": False,
+            "publishClientReceive": False,
+            "subscribe": False,
+            "unsubscribe": True,
+        },
+        "clients": clients,
+        "groups": [],
+        "roles": roles,
+    }
+    return json.dumps(config, indent=1, ensure_ascii=False) + "\n"
 
 
 def render_password_file(hashes: Mapping[str, str]) -> str:

@@ -35,14 +35,15 @@ from cityops.ingest.mqttauth import (
     acl_for_device,
     hash_password,
     parse_password_file,
-    parse_secrets,
     plan_credentials,
     render_acl,
     verify_password,
 )
 from cityops.ingest.mqttclient import make_client
-from tests.api.factories import add_bin, add_controller, add_depot, add_truck
+from tests.api.factories import add_truck
 from tests.support.brokers import MosquittoProcess, free_port, start_mosquitto
+from tests.support.mqttauth import Registry
+from tests.support.mqttauth import generate as _generate
 
 REPO = Path(__file__).resolve().parents[2]
 MOSQUITTO_PASSWD = "/usr/bin/mosquitto_passwd"
@@ -150,36 +151,6 @@ def test_a_hash_that_no_longer_matches_is_rebuilt() -> None:
 
 
 # --- the command line ----------------------------------------------------------------------
-
-
-@dataclass
-class Registry:
-    prefix: str
-    out: Path
-
-    @property
-    def secrets(self) -> dict[str, str]:
-        return parse_secrets((self.out / "cityops-passwords.secret").read_text())
-
-
-@pytest.fixture
-def registry(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Registry:
-    """Two bin sensors, a signal controller and a truck; CITYOPS_* pointing at them."""
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        add_bin(conn, "B1", sensor_id="S-B1")
-        add_bin(conn, "B2", sensor_id="S-B2")
-        add_bin(conn, "B3")  # no sensor: no account
-        add_controller(conn, "K1")
-        add_depot(conn)
-        add_truck(conn, "T1")
-    prefix = f"sec-{uuid.uuid4().hex[:8]}"
-    monkeypatch.setenv("CITYOPS_DATABASE_URL", db_url)
-    monkeypatch.setenv("CITYOPS_TOPIC_PREFIX", prefix)
-    return Registry(prefix, tmp_path / "auth")
-
-
-def _generate(registry: Registry, *args: str) -> int:
-    return main(["mqtt", "credentials", "--out", str(registry.out), *args])
 
 
 def test_cli_writes_files_keeps_passwords_and_rotates(
