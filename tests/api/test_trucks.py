@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -150,19 +151,28 @@ def test_a_truck_sees_only_its_own_route(db_url: str, client: TestClient) -> Non
         app.dependency_overrides.clear()
 
 
+@contextmanager
+def _route_stream(
+    client: TestClient, headers: dict[str, str], day: date = DAY
+) -> Iterator[Any]:
+    """Truck T1's route stream for `day`, open (200)."""
+    with client.stream(
+        "GET",
+        "/api/v1/trucks/T1/route/stream",
+        params={"date": day.isoformat()},
+        headers=headers,
+    ) as resp:
+        assert resp.status_code == 200
+        yield resp
+
+
 def test_stream_sends_the_newest_version_first(db_url: str, client: TestClient) -> None:
     add_truck(db_url, "T1")
     _store(db_url, "T1")
     _store(db_url, "T1", reason="re-plan")
 
     def first_route_event(headers: dict[str, str]) -> dict[str, Any] | None:
-        with client.stream(
-            "GET",
-            "/api/v1/trucks/T1/route/stream",
-            params={"date": DAY.isoformat()},
-            headers=headers,
-        ) as resp:
-            assert resp.status_code == 200
+        with _route_stream(client, headers) as resp:
             assert resp.headers["content-type"].startswith("text/event-stream")
             deadline = time.monotonic() + 5
             for line in resp.iter_lines():
@@ -227,13 +237,7 @@ def _first_route_event(
     """(id, route) of the first route event of the truck's stream, or None within 10 s;
     `on_open` runs once the stream is open (its first line, the retry hint, arrived)."""
     headers = {} if last_id is None else {"Last-Event-ID": last_id}
-    with client.stream(
-        "GET",
-        "/api/v1/trucks/T1/route/stream",
-        params={"date": day.isoformat()},
-        headers=headers,
-    ) as resp:
-        assert resp.status_code == 200
+    with _route_stream(client, headers, day) as resp:
         event_id = ""
         deadline = time.monotonic() + 10
         for line in resp.iter_lines():
@@ -288,13 +292,7 @@ def _stream_until_closed(client: TestClient, headers: dict[str, str],
                          on_route: Callable[[], object] = lambda: None) -> list[str]:
     """Every line of the truck's stream until the server closes it (at most 20 s)."""
     lines: list[str] = []
-    with client.stream(
-        "GET",
-        "/api/v1/trucks/T1/route/stream",
-        params={"date": DAY.isoformat()},
-        headers=headers,
-    ) as resp:
-        assert resp.status_code == 200
+    with _route_stream(client, headers) as resp:
         deadline = time.monotonic() + 20
         for line in resp.iter_lines():
             lines.append(line)
