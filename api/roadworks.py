@@ -44,7 +44,7 @@ from cityops.api.roadworks_schemas import (
     PublicWork,
     public_work_json,
 )
-from cityops.api.schemas import ErrorBody, decode_cursor, encode_cursor, parse_bbox
+from cityops.api.schemas import ErrorBody, Text, decode_cursor, encode_cursor, parse_bbox
 from cityops.ingest.config import ConfigError
 from cityops.roadworks import repository as repo
 from cityops.roadworks.config import RoadworksSettings, load_roadworks_settings
@@ -176,7 +176,7 @@ BBoxParam = Annotated[
     ),
 ]
 StreetParam = Annotated[
-    str | None,
+    Text | None,
     Query(
         min_length=1,
         max_length=LIMITS.short_text,
@@ -462,7 +462,7 @@ def search_works(
     ] = None,
     street: StreetParam = None,
     q: Annotated[
-        str | None,
+        Text | None,
         Query(
             min_length=2,
             max_length=100,

@@ -41,7 +41,7 @@ from cityops.api.roadworks_schemas import (
     WorkOut,
     WorkPage,
 )
-from cityops.api.schemas import ErrorBody, decode_cursor, encode_cursor
+from cityops.api.schemas import ErrorBody, Text, decode_cursor, encode_cursor
 from cityops.roadworks import repository as repo
 from cityops.roadworks.errors import InvalidPayload, PayloadTooLarge
 from cityops.roadworks.lifecycle import Transition, next_transitions
@@ -185,10 +185,10 @@ def list_works(
     pool: Pool,
     caller: Caller,
     status: Annotated[list[Status] | None, Query(description="one or more states")] = None,
-    promoter: Annotated[str | None, Query(max_length=LIMITS.short_text,
-                                          description="city staff only")] = None,
+    promoter: Annotated[Text | None, Query(max_length=LIMITS.short_text,
+                                           description="city staff only")] = None,
     sector: Sector | None = None,
-    street: Annotated[str | None, Query(max_length=LIMITS.short_text)] = None,
+    street: Annotated[Text | None, Query(max_length=LIMITS.short_text)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
 ) -> WorkPage:

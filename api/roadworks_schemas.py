@@ -18,7 +18,7 @@ from typing import Annotated, Any, Final
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
-from cityops.api.schemas import local_iso
+from cityops.api.schemas import STORABLE, local_iso
 from cityops.roadworks.feeds.common import FeedContext, rfc3339
 from cityops.roadworks.feeds.geojson import work_properties
 from cityops.roadworks.feeds.wzdx import VEHICLE_IMPACTS, vehicle_impact
@@ -411,7 +411,11 @@ class TransitionIn(BaseModel):
 
     to: Status = Field(description="the target state")
     note: (
-        Annotated[str, StringConstraints(strip_whitespace=True, max_length=LIMITS.public_text)]
+        Annotated[
+            str,
+            StringConstraints(strip_whitespace=True, max_length=LIMITS.public_text),
+            STORABLE,
+        ]
         | None
     ) = None
     at: AwareDatetime | None = Field(
@@ -427,7 +431,9 @@ class DecisionIn(BaseModel):
 
     decision: Decision
     note: Annotated[
-        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=LIMITS.public_text)
+        str,
+        StringConstraints(strip_whitespace=True, min_length=1, max_length=LIMITS.public_text),
+        STORABLE,
     ]
 
 

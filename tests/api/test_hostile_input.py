@@ -145,3 +145,15 @@ def test_organisations_match_the_same_way_in_python_and_in_sql(edit: TestClient)
         assert edit.get(f"{MANAGE}/works").json()["items"] == []
         r = edit.patch(f"{MANAGE}/works/{ref.json()['reference']}", json={"title": "Fremd"})
         assert r.status_code in (403, 404)
+
+
+def test_a_nul_in_a_transition_note_is_refused_not_stored(edit: TestClient) -> None:  # noqa: F811
+    ref = edit.post(f"{MANAGE}/works", json=payload(street="Notizstraße")).json()["reference"]
+    for note in ("Abstimmung\x00", "x\ud800"):
+        r = edit.post(
+            f"{MANAGE}/works/{ref}/transitions",
+            content=json.dumps({"to": "submitted", "note": note}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        assert r.status_code == 422, r.text
+    assert edit.get(f"{MANAGE}/works/{ref}").json()["status"] == "draft"

@@ -244,3 +244,70 @@ def test_the_fuzzer_reports_server_errors_and_schema_violations() -> None:
         failures = _fuzz(url, {})
     assert any(f.startswith("GET /fragile: Server error") for f in failures), failures
     assert any(f.startswith("GET /liar: Response violates schema") for f in failures), failures
+
+
+# -- hostile values on every route (issue 14) --------------------------------------------------
+
+#: What devices, tablets and editors send: NUL and other control characters, a lone
+#: surrogate's UTF-8 bytes (invalid UTF-8), markup, absurd dates and numbers.
+HOSTILE_VALUES = (
+    "a\x00b", "\x07\x1b[31m", "%ED%A0%80", "<b>x</b>", "9999-12-31", "0001-01-01",
+    "9999-12-31T23:59:59Z", "-1", "1e308", "x" * 5000,
+)
+#: JSON bodies that no operation can take: deep nesting, NUL in keys and values.
+HOSTILE_BODIES = (
+    "[" * 100_000 + "]" * 100_000,
+    '{"a": ' * 50_000 + "1" + "}" * 50_000,
+    '{"title\\u0000": "x\\u0000", "reason": "\\ud800", "mode": "fixed"}',
+    # well-formed but for one text: each endpoint's own fields, with NUL or a surrogate
+    '{"to": "submitted", "note": "Abstimmung\\u0000"}',
+    '{"decision": "accepted", "note": "\\ud800"}',
+    '{"mode": "fixed", "reason": "Reparatur\\u0000"}',
+    '{"ts": "2026-01-01T00:00:00Z", "kind": "stop_skipped", "bin_id": "B-001", '
+    '"reason": "Zufahrt\\u0000blockiert"}',
+)
+
+
+def _hostile_requests(url: str) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(method, path, requests keywords) with one hostile value at a time in each path or
+    query parameter of every operation, and each hostile body for those that take one."""
+    doc = requests.get(f"{url}/openapi.json", timeout=10).json()
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            params = op.get("parameters", [])
+            base_path = path
+            for p in params:
+                if p["in"] == "path":
+                    base_path = base_path.replace(f"{{{p['name']}}}", KNOWN.get(p["name"], "x"))
+            for p in params:
+                if p["in"] not in ("path", "query"):
+                    continue
+                for value in HOSTILE_VALUES:
+                    if p["in"] == "path":
+                        quoted = requests.utils.quote(value, safe="%")
+                        yield method, path.replace(f"{{{p['name']}}}", quoted), {}
+                    else:
+                        yield method, base_path, {"params": {p["name"]: value}}
+            if method in ("post", "put", "patch"):
+                for body in HOSTILE_BODIES:
+                    yield method, base_path, {
+                        "data": body.encode(), "headers": {"Content-Type": "application/json"}
+                    }
+
+
+def test_hostile_values_on_every_route_get_no_server_error(server: Server) -> None:
+    auth = bearer(server.settings, "admin", "dispatcher", sub="fuzz")
+    failures = []
+    sent = 0
+    with _session() as session:
+        for method, path, kwargs in _hostile_requests(server.url):
+            if path.endswith("/stream"):
+                continue  # never ends; its parameters are checked before it opens
+            headers = {**auth, **kwargs.pop("headers", {}), "Connection": "close"}
+            r = session.request(method.upper(), f"{server.url}{path}", headers=headers,
+                                timeout=REQUEST_TIMEOUT_S, **kwargs)
+            sent += 1
+            if r.status_code >= 500:
+                failures.append(f"{method.upper()} {path} {kwargs}: {r.status_code} {r.text[:200]}")
+    assert sent > 300, f"only {sent} requests: the sweep missed operations"
+    assert not failures, "\n".join(failures)
