@@ -47,7 +47,6 @@ if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.options import Options  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
@@ -281,9 +280,19 @@ def test_text_from_a_work_reaches_the_pages_only_as_text(
     item = d.find_element(By.CSS_SELECTOR, "#liste li.werk")
     assert "<b id=" in item.text or "Angriffsweg" in item.text
     shape = d.find_element(By.CSS_SELECTOR, "#karte path.werk-form")
-    ActionChains(d).move_to_element(shape).perform()
-    tooltip = wait(d, lambda x: x.find_element(By.CSS_SELECTOR, ".leaflet-tooltip"),
-                   "the tooltip")
+
+    def hovered(x: WebDriver) -> Any:
+        # the pointer over the shape, as Leaflet hears it (a real mouse move can miss a
+        # shape that the map is still moving on a busy machine)
+        x.execute_script(
+            "const r = arguments[0].getBoundingClientRect();"
+            "arguments[0].dispatchEvent(new MouseEvent('mouseover', {bubbles: true,"
+            " clientX: r.x + r.width / 2, clientY: r.y + r.height / 2}));",
+            shape,
+        )
+        return x.find_elements(By.CSS_SELECTOR, ".leaflet-tooltip")
+
+    (tooltip,) = wait(d, hovered, "the tooltip")
     shown = str(tooltip.get_attribute("textContent"))  # also while it fades in
     assert '<b id="pwn-title">' in shown and "<style>" in shown, shown
     item.find_element(By.CSS_SELECTOR, "button").click()
