@@ -13,10 +13,10 @@ import json
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal
+from typing import Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from cityops.api.errors import InvalidParameterError
 from cityops.api.repository import (
@@ -27,7 +27,7 @@ from cityops.api.repository import (
     ReadingRow,
     Stats,
 )
-from cityops.ingest.contract import text_problem
+from cityops.ingest.contract import STORABLE, Text
 
 __all__ = [
     "BERLIN",
@@ -69,17 +69,9 @@ DeviceState = Literal["online", "offline", "unknown"]
 
 
 
-def _storable(value: str) -> str:
-    problem = text_problem(value)
-    if problem:
-        raise ValueError(problem)
-    return value
-
-
-# Text that PostgreSQL can store, under the MQTT contract's rule: no NUL nor other control
-# characters, no lone surrogates (bin ids, districts in queries, audit reasons).
-STORABLE = AfterValidator(_storable)
-Text = Annotated[str, STORABLE]
+# `Text` (and `STORABLE` for constrained strings): text PostgreSQL can store, under the MQTT
+# contract's rule (no NUL nor other control characters, no lone surrogates); re-exported
+# for the API's parameters and bodies (bin ids, districts, audit reasons).
 
 DEFAULT_SPAN = timedelta(hours=24)
 MAX_SPAN = timedelta(days=366)

@@ -17,11 +17,12 @@ from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 __all__ = [
     "CONTRACT_VERSION",
     "DEVICE_ID_PATTERN",
+    "STORABLE",
     "BinTelemetry",
     "Channel",
     "DeviceKind",
@@ -31,6 +32,7 @@ __all__ = [
     "RouteStop",
     "SignalEvent",
     "SignalEvents",
+    "Text",
     "TimingCommand",
     "TopicError",
     "TopicInfo",
@@ -132,34 +134,24 @@ def text_problem(value: str) -> str | None:
     )
 
 
-def _check_strings(value: object, path: str) -> None:
-    if isinstance(value, str):
-        problem = text_problem(value)
-        if problem:
-            raise ValueError(f"{path}: {problem}")
-    elif isinstance(value, BaseModel):
-        for name in type(value).model_fields:
-            _check_strings(getattr(value, name), f"{path}.{name}" if path else name)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _check_strings(key, f"{path} key")
-            _check_strings(item, f"{path}.{key}")
-    elif isinstance(value, list | tuple):
-        for i, item in enumerate(value):
-            _check_strings(item, f"{path}.{i}")
+def _storable(value: str) -> str:
+    problem = text_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+#: The check as pydantic metadata, for types with constraints of their own (after them).
+STORABLE = AfterValidator(_storable)
+#: Every free-text string of the contract (and of the API): checked where it is, so that
+#: payloads without text (bin telemetry, controller events) pay nothing for it.
+Text = Annotated[str, STORABLE]
 
 
 class _Payload(BaseModel):
     # Unknown fields are refused so that a typo ("fil_pct") is not silently dropped. Raw
     # device JSON is validated with strict=True (decode.py): "42" is not a number there.
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-    @model_validator(mode="after")
-    def _storable_text(self) -> _Payload:
-        # every string of every payload, nested ones included, under one rule
-        for name in type(self).model_fields:
-            _check_strings(getattr(self, name), name)
-        return self
 
 
 Percent = Annotated[float, Field(ge=0.0, le=100.0)]
@@ -216,7 +208,7 @@ class TruckEvent(_Payload):
     kind: Literal["stop_done", "stop_skipped", "unloaded", "shift_start", "shift_end", "breakdown"]
     bin_id: str | None = Field(default=None, pattern=DEVICE_ID_PATTERN)
     route_version: int | None = Field(default=None, ge=1)
-    reason: str | None = Field(default=None, max_length=200, description="why a stop was skipped")
+    reason: Text | None = Field(default=None, max_length=200, description="why a stop was skipped")
     volume_l: float | None = Field(default=None, ge=0.0, description="volume emptied in litres")
 
 
@@ -225,7 +217,7 @@ class DeviceStatus(_Payload):
 
     state: Literal["online", "offline"]
     ts: AwareDatetime | None = Field(default=None, description="absent in a last will")
-    firmware: str | None = Field(default=None, max_length=64)
+    firmware: Text | None = Field(default=None, max_length=64)
 
 
 class RouteStop(_Payload):
@@ -234,10 +226,10 @@ class RouteStop(_Payload):
     seq: int = Field(ge=0)
     kind: Literal["start", "stop", "unload", "break", "end"]
     bin_id: str | None = Field(default=None, pattern=DEVICE_ID_PATTERN)
-    site_id: str | None = Field(default=None, max_length=64)
+    site_id: Text | None = Field(default=None, max_length=64)
     lat: float = Field(ge=-90.0, le=90.0)
     lon: float = Field(ge=-180.0, le=180.0)
-    street: str | None = Field(default=None, max_length=200)
+    street: Text | None = Field(default=None, max_length=200)
     eta: AwareDatetime = Field(description="planned arrival")
     etd: AwareDatetime = Field(description="planned departure")
     load_after_l: float = Field(ge=0.0, description="load on board after this visit, litres")
@@ -255,8 +247,8 @@ class RouteCommand(_Payload):
     plan_date: date
     version: int = Field(ge=1, description="grows with every change; the newest one counts")
     created_at: AwareDatetime
-    reason: str = Field(max_length=500, description="why this version exists")
-    engine: str = Field(max_length=40)
+    reason: Text = Field(max_length=500, description="why this version exists")
+    engine: Text = Field(max_length=40)
     fraction: Literal["residual", "paper", "packaging", "organic", "glass"] | None = Field(
         default=None, description="the waste fraction this truck collects on this route"
     )
@@ -264,7 +256,7 @@ class RouteCommand(_Payload):
     duration_s: float = Field(ge=0.0)
     stops: list[RouteStop]
     geometry: RouteGeometry
-    unserved: list[dict[str, str]] = Field(
+    unserved: list[dict[Text, Text]] = Field(
         default_factory=list, description="stops this plan could not serve, with the reason"
     )
 
@@ -293,7 +285,7 @@ class TimingCommand(_Payload):
     """
 
     controller_id: str = Field(pattern=DEVICE_ID_PATTERN)
-    issuer: str = Field(
+    issuer: Text = Field(
         max_length=64, description="instance of the control service (seq restarts per issuer)"
     )
     seq: int = Field(ge=1, description="grows with every command of this issuer")
@@ -308,7 +300,7 @@ class TimingCommand(_Payload):
     action: Literal["hold", "advance"] | None = Field(
         default=None, description="adaptive: keep the phase green, or end it"
     )
-    greens_s: dict[str, float] | None = Field(
+    greens_s: dict[Text, float] | None = Field(
         default=None, description="plan: green seconds per phase number (as a string key)"
     )
 

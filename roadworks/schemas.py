@@ -22,10 +22,10 @@ import json
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 from pydantic import ValidationError as PydanticValidationError
 
-from cityops.ingest.contract import text_problem
+from cityops.ingest.contract import STORABLE
 from cityops.roadworks.errors import InvalidPayload, PayloadTooLarge
 from cityops.roadworks.geometry import CityFrame, parse_geometry, to_geojson
 from cityops.roadworks.model import Category, Measure, RoadworkSpec, Sector, Street
@@ -46,14 +46,7 @@ _SIZE_ERRORS = frozenset({"string_too_long", "too_long"})
 
 
 
-def _storable(value: str) -> str:
-    problem = text_problem(value)  # the platform's one rule: no NUL nor control characters
-    if problem:
-        raise ValueError(problem)
-    return value
-
-
-Storable = AfterValidator(_storable)
+Storable = STORABLE  # the platform's one text rule: no NUL nor control characters
 Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=LIMITS.short_text),
                  Storable]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,

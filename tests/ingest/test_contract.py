@@ -46,3 +46,54 @@ def test_published_schemas_are_current() -> None:
         assert json.loads(path.read_text()) == schema, (
             f"{path} is stale: run 'cityops mqtt schemas'"
         )
+
+
+def _free_text_fields() -> list[tuple[str, str, object]]:
+    """(model, field, annotation) of every string field of the contract that is neither a
+    literal nor held to a pattern (device ids): free text from a device or a service."""
+    from typing import Annotated
+
+    from pydantic import BaseModel
+
+    import cityops.ingest.contract as contract
+
+    found = []
+    for name in dir(contract):
+        model = getattr(contract, name)
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or model is BaseModel:
+            continue
+        for field_name, field in model.model_fields.items():
+            if any(getattr(m, "pattern", None) for m in field.metadata):
+                continue
+            text = str(field.annotation)
+            if "str" in text and "Literal" not in text:
+                # a top-level Annotated comes apart into annotation and metadata
+                whole = (
+                    Annotated[(field.annotation, *field.metadata)]  # type: ignore[valid-type]
+                    if field.metadata
+                    else field.annotation
+                )
+                found.append((name, field_name, whole))
+    return found
+
+
+def test_every_free_text_field_of_the_contract_refuses_control_characters() -> None:
+    """One rule for every string a device or a service sends (issue 14: a NUL in a truck
+    event's reason stalled the ingest)."""
+    from pydantic import TypeAdapter, ValidationError
+
+    fields = _free_text_fields()
+    names = {f"{m}.{f}" for m, f, _ in fields}
+    assert {"TruckEvent.reason", "DeviceStatus.firmware", "RouteCommand.reason",
+            "TimingCommand.issuer"} <= names, names
+    for model, field, annotation in fields:
+        adapter: TypeAdapter[object] = TypeAdapter(annotation)
+        for bad in ("a\x00b", "\x1b[31m", "x\ud800"):
+            value: object = bad
+            if "dict" in str(annotation):
+                value = {bad: 1.0} if "float" in str(annotation) else [{bad: "x"}]
+            with pytest.raises(ValidationError, match="control characters|unicode"):
+                adapter.validate_python(value)
+        good = "Zufahrt zugeparkt\tseit 7 Uhr"
+        if "dict" not in str(annotation):
+            assert adapter.validate_python(good) == good, f"{model}.{field}"
