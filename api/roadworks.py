@@ -32,7 +32,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, Response
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, StringConstraints, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cityops.api.errors import InvalidParameterError
@@ -44,7 +44,7 @@ from cityops.api.roadworks_schemas import (
     PublicWork,
     public_work_json,
 )
-from cityops.api.schemas import ErrorBody, Text, decode_cursor, encode_cursor, parse_bbox
+from cityops.api.schemas import STORABLE, ErrorBody, decode_cursor, encode_cursor, parse_bbox
 from cityops.ingest.config import ConfigError
 from cityops.roadworks import repository as repo
 from cityops.roadworks.config import RoadworksSettings, load_roadworks_settings
@@ -176,12 +176,9 @@ BBoxParam = Annotated[
     ),
 ]
 StreetParam = Annotated[
-    Text | None,
-    Query(
-        min_length=1,
-        max_length=LIMITS.short_text,
-        description="an affected street (case, spaces, 'Str.'/'Straße' do not matter)",
-    ),
+    Annotated[str, StringConstraints(min_length=1, max_length=LIMITS.short_text), STORABLE]
+    | None,
+    Query(description="an affected street (case, spaces, 'Str.'/'Straße' do not matter)"),
 ]
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -462,12 +459,8 @@ def search_works(
     ] = None,
     street: StreetParam = None,
     q: Annotated[
-        Text | None,
-        Query(
-            min_length=2,
-            max_length=100,
-            description="text in a street name, the title, the reference or the public text",
-        ),
+        Annotated[str, StringConstraints(min_length=2, max_length=100), STORABLE] | None,
+        Query(description="text in a street name, the title, the reference or the public text"),
     ] = None,
     sector: Annotated[list[Sector] | None, Query(description="one or more sectors")] = None,
     impact: Annotated[

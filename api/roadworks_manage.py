@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from pydantic import StringConstraints
 
 from cityops.api.auth import (
     Principal,
@@ -41,7 +42,7 @@ from cityops.api.roadworks_schemas import (
     WorkOut,
     WorkPage,
 )
-from cityops.api.schemas import ErrorBody, Text, decode_cursor, encode_cursor
+from cityops.api.schemas import STORABLE, ErrorBody, decode_cursor, encode_cursor
 from cityops.roadworks import repository as repo
 from cityops.roadworks.errors import InvalidPayload, PayloadTooLarge
 from cityops.roadworks.lifecycle import Transition, next_transitions
@@ -82,6 +83,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 router = APIRouter(prefix=PREFIX, tags=["roadworks (editing)"], responses=_RESPONSES)
 
 Caller = Annotated[Principal, Depends(current_principal)]
+ShortText = Annotated[str, StringConstraints(max_length=LIMITS.short_text), STORABLE]
 IfMatch = Annotated[str | None, Header(
     description='the ETag of the version you edited, e.g. "v3"; refused with 409 when the '
     "work changed meanwhile")]
@@ -185,10 +187,9 @@ def list_works(
     pool: Pool,
     caller: Caller,
     status: Annotated[list[Status] | None, Query(description="one or more states")] = None,
-    promoter: Annotated[Text | None, Query(max_length=LIMITS.short_text,
-                                           description="city staff only")] = None,
+    promoter: Annotated[ShortText | None, Query(description="city staff only")] = None,
     sector: Sector | None = None,
-    street: Annotated[Text | None, Query(max_length=LIMITS.short_text)] = None,
+    street: Annotated[ShortText | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
 ) -> WorkPage:

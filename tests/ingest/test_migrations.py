@@ -34,10 +34,17 @@ def test_migrations_apply_on_an_empty_database_and_are_idempotent(
             assert conn.execute("SELECT to_regclass(%s)", (view,)).fetchone() != (None,)
 
 
-def test_timescale_is_refused_where_the_server_cannot(
-    empty_db_url: str, db_mode: StorageMode
-) -> None:
-    if db_mode is StorageMode.TIMESCALE:
+def _server_runs_timescaledb(url: str) -> bool:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT current_setting('shared_preload_libraries') LIKE '%timescaledb%' "
+            "AND EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')"
+        ).fetchone()
+    return bool(row and row[0])
+
+
+def test_timescale_is_refused_where_the_server_cannot(empty_db_url: str) -> None:
+    if _server_runs_timescaledb(empty_db_url):
         pytest.skip("this server has TimescaleDB preloaded: nothing to refuse")
     with pytest.raises(MigrationError, match=r"not installed|not preloaded|not usable"):
         migrate(empty_db_url, mode="timescale")
@@ -70,7 +77,7 @@ def test_the_plain_mode_stays_plain_on_a_server_with_timescaledb(
 
 def _timescale_only(db_mode: StorageMode) -> None:
     if db_mode is not StorageMode.TIMESCALE:
-        pytest.skip("plain mode: TimescaleDB is not preloaded on this server")
+        pytest.skip("this run's databases are in plain mode (CITYOPS_TEST_DB_MODE, docs/testing.md)")
 
 
 def test_timescale_mode_has_hypertables_policies_and_continuous_aggregates(
