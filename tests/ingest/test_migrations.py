@@ -77,7 +77,7 @@ def test_the_plain_mode_stays_plain_on_a_server_with_timescaledb(
 
 def _timescale_only(db_mode: StorageMode) -> None:
     if db_mode is not StorageMode.TIMESCALE:
-        pytest.skip("this run's databases are in plain mode (CITYOPS_TEST_DB_MODE, docs/testing.md)")
+        pytest.skip("this run's databases are in plain mode (CITYOPS_TEST_DB_MODE)")
 
 
 def test_timescale_mode_has_hypertables_policies_and_continuous_aggregates(
