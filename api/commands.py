@@ -53,5 +53,14 @@ def _cmd_api(args: argparse.Namespace) -> int:
     app = create_app(settings, device_stale_after=timedelta(minutes=args.device_stale_minutes))
     logger.info("serving the API on http://%s:%d (docs at /docs)", host, port)
     # log_config=None: keep the logging that `cityops` configured.
-    uvicorn.run(app, host=host, port=port, log_config=None)
+    # Behind the city's reverse proxy the client address comes from X-Forwarded-For, which
+    # uvicorn believes only from these addresses (else all clients share one rate limit).
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.api_forwarded_allow_ips,
+    )
     return 0

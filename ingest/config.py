@@ -128,6 +128,12 @@ class Settings(BaseSettings):
     api_rate_limit_burst: int = Field(
         default=100, ge=1, description="public endpoints: requests a client may make at once"
     )
+    api_forwarded_allow_ips: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description="addresses (comma-separated, or *) of the reverse proxies whose "
+        "X-Forwarded-For gives the client address (rate limits, logs)",
+    )
     api_stream_recheck_s: float = Field(
         default=30.0,
         gt=0,

@@ -10,6 +10,9 @@ import os
 import subprocess
 import sys
 import threading
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,6 +31,7 @@ from cityops.api.security import AuthConfig, issue_token
 from cityops.ingest.config import ConfigError, Settings, load_settings
 from tests.api.authn import TEST_SECRET, bearer, token, with_auth
 from tests.api.testclient import TestClient
+from tests.support.brokers import free_port
 from tests.support.clock import now_utc
 
 BINS = "/api/v1/bins"
@@ -392,3 +396,53 @@ def test_unreachable_jwks_is_503_not_401(settings: Settings) -> None:
     with TestClient(create_app(s)) as c:
         resp = c.get(BINS, headers={"Authorization": f"Bearer {t}"})
     assert resp.status_code == 503 and resp.json()["error"] == "auth_provider_unavailable"
+
+
+@pytest.mark.parametrize(("trusted", "limited"), [("*", True), ("10.9.8.7", False)])
+def test_behind_a_trusted_proxy_each_client_has_its_own_bucket(
+    auth_settings: Settings, trusted: str, limited: bool
+) -> None:
+    """`cityops api` believes X-Forwarded-For from CITYOPS_API_FORWARDED_ALLOW_IPS only.
+    Compose and k8s set it, because there the proxy is not 127.0.0.1: without it every
+    citizen shared one rate-limit bucket (issue 15)."""
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("CITYOPS_")},
+        "CITYOPS_DATABASE_URL": auth_settings.database_url,
+        "CITYOPS_MQTT_URL": auth_settings.mqtt_url,
+        "CITYOPS_AUTH_JWT_SECRET": TEST_SECRET,
+        "CITYOPS_API_RATE_LIMIT_PER_S": "0.01",
+        "CITYOPS_API_RATE_LIMIT_BURST": "1",
+        "CITYOPS_API_FORWARDED_ALLOW_IPS": trusted,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cityops.api.cli", "api", "--port", str(port)], env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/health"
+
+    def get(client: str) -> int:
+        request = urllib.request.Request(url, headers={"X-Forwarded-For": client})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as r:
+                return int(r.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                first = get("203.0.113.5")
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "no API"
+                time.sleep(0.2)
+        assert first == 200
+        second, other = get("203.0.113.5"), get("198.51.100.7")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    # believed: the same citizen is limited, another one is not; not believed: all the
+    # requests come from the proxy's loopback address, which is exempt
+    assert (second, other) == ((429, 200) if limited else (200, 200))

@@ -654,3 +654,21 @@ def test_every_setting_is_documented_in_operations() -> None:
             if name not in text and f"`_{suffix}`" not in text and f"_{suffix}`" not in text:
                 missing.append(name)
     assert not missing, f"docs/operations.md does not mention {missing}"
+
+
+def test_the_api_believes_its_proxy_and_the_daily_overview_is_scheduled(
+    k8s: list[tuple[Path, dict[str, Any]]], rendered: dict[str, Any]
+) -> None:
+    """Two production gaps of issue 15: behind the proxy every citizen shared one rate
+    limit (uvicorn trusts only 127.0.0.1), and `roadworks publish-daily` never ran."""
+    api = _by_component(k8s, "api")
+    env = _container_env(k8s, pod_spec(api)["containers"][0], "cityops-api-0")  # type: ignore[index]
+    assert env["CITYOPS_API_FORWARDED_ALLOW_IPS"] == "*"
+    compose_env = service_env(rendered["services"]["api"])
+    assert compose_env["CITYOPS_API_FORWARDED_ALLOW_IPS"] == "*"
+    overview = _by_component(k8s, "roadworks-overview")
+    assert overview["kind"] == "CronJob"
+    assert overview["spec"]["timeZone"] == "Europe/Berlin"
+    assert overview["spec"]["schedule"] == "30 5 * * *"
+    (container,) = pod_spec(overview)["containers"]  # type: ignore[index]
+    assert container["args"][:2] == ["roadworks", "publish-daily"]
