@@ -11,14 +11,16 @@ from datetime import date, datetime
 from typing import Annotated
 from zoneinfo import ZoneInfo
 
+import psycopg
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 from starlette.concurrency import run_in_threadpool
 
 from cityops.api.auth import Principal, current_principal, require_truck
 from cityops.api.errors import ApiError, InvalidParameterError, NotFoundError
 from cityops.api.mqtt import ApiPublisher
+from cityops.api.security import AuthProviderUnavailableError
 from cityops.ingest.contract import (
     DEVICE_ID_PATTERN,
     Channel,
@@ -157,10 +159,17 @@ async def stream_route(
 
     def still_allowed() -> str | None:
         """Why the stream's credentials no longer hold (expired, revoked, no longer this
-        truck's), or None: checked like a new request, with the same headers."""
+        truck's), or None: checked like a new request, with the same headers. When the
+        check itself cannot be made (the identity provider or the database is away), the
+        stream goes on and the next check decides: an outage must not sign out every
+        truck on the road."""
         try:
             principal = request.app.state.authenticator.authenticate(request.headers, pool)
             require_truck(principal, truck_id)
+        except (AuthProviderUnavailableError, psycopg.OperationalError, PoolTimeout) as exc:
+            logger.warning("route stream of truck %s: credentials not re-checked (%s)",
+                           truck_id, exc)
+            return None
         except ApiError as exc:
             return exc.message
         return None

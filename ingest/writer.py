@@ -55,6 +55,7 @@ def _storable(text: str) -> str:
     and lone surrogates (which PostgreSQL's text cannot hold) become U+FFFD."""
     return _UNSTORABLE_RE.sub("\ufffd", text)
 
+
 # staging table -> (target table, columns)
 _TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "bin_readings": (

@@ -46,13 +46,14 @@ _SIZE_ERRORS = frozenset({"string_too_long", "too_long"})
 
 
 
-Storable = STORABLE  # the platform's one text rule: no NUL nor control characters
+# STORABLE: the platform's one text rule (no NUL nor control characters), after the
+# constraints of each type.
 Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=LIMITS.short_text),
-                 Storable]
+                 STORABLE]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
-                                        max_length=LIMITS.short_text), Storable]
+                                        max_length=LIMITS.short_text), STORABLE]
 BusLine = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=10),
-                    Storable]
+                    STORABLE]
 
 
 class StreetIn(BaseModel):
@@ -68,8 +69,8 @@ class RoadworkIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
-                                            max_length=LIMITS.title), Storable]
-    description: Annotated[str, StringConstraints(max_length=LIMITS.text), Storable] = ""
+                                            max_length=LIMITS.title), STORABLE]
+    description: Annotated[str, StringConstraints(max_length=LIMITS.text), STORABLE] = ""
     promoter: Name
     sector: Sector
     contractor: Text | None = None
@@ -85,14 +86,14 @@ class RoadworkIn(BaseModel):
     measures: list[Measure] = Field(default_factory=list, max_length=len(Measure))
     lanes_affected: int = Field(default=0, ge=0, le=LIMITS.lanes)
     detour_description: Annotated[
-        str, StringConstraints(max_length=LIMITS.public_text), Storable
+        str, StringConstraints(max_length=LIMITS.public_text), STORABLE
     ] | None = None
     detour: dict[str, Any] | None = Field(default=None, description="GeoJSON LineString")
     bus_lines: list[BusLine] = Field(default_factory=list, max_length=LIMITS.bus_lines)
     waste_collection_affected: bool = False
     is_public: bool = True
     public_text: Annotated[
-        str, StringConstraints(max_length=LIMITS.public_text), Storable
+        str, StringConstraints(max_length=LIMITS.public_text), STORABLE
     ] | None = None
 
     def to_spec(self, frame: CityFrame) -> RoadworkSpec:

@@ -17,6 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from cityops.api.app import create_app
 from cityops.api.auth import Principal, current_principal
 from cityops.api.credentials import create_key, revoke_key
+from cityops.api.security import AuthProviderUnavailableError
 from cityops.ingest.config import Settings
 from cityops.ingest.contract import RouteCommand
 from cityops.routing.repository import next_version, store_route
@@ -335,3 +336,32 @@ def test_a_stream_ends_when_its_api_key_is_revoked(auth_settings: Settings, db_u
     with TestClient(create_app(settings, db_timeout_s=5.0)) as client:
         lines = _stream_until_closed(client, {"X-API-Key": key.clear}, on_route=revoke)
     assert "revoked" in _closing_event(lines)["message"]
+
+
+def test_a_stream_survives_an_identity_provider_outage(
+    auth_settings: Settings, db_url: str
+) -> None:
+    """A re-check that cannot be made (the identity provider away) keeps the stream open:
+    an outage must not sign out every truck; the next check that can be made decides."""
+    add_truck(db_url, "T1")
+    _store(db_url, "T1")
+    settings = with_auth(auth_settings, auth_leeway_s=0.0, api_stream_recheck_s=1.0)
+    app = create_app(settings, db_timeout_s=5.0)
+    with TestClient(app) as client:
+        real = app.state.authenticator
+        outages = [0]
+
+        class Flaky:
+            def authenticate(self, headers: Any, pool: Any) -> Principal:
+                if outages[0] < 2:
+                    outages[0] += 1
+                    raise AuthProviderUnavailableError("the identity provider is away")
+                return real.authenticate(headers, pool)  # type: ignore[no-any-return]
+
+        def break_provider() -> None:  # after the stream opened with valid credentials
+            app.state.authenticator = Flaky()
+
+        headers = bearer(settings, "truck", sub="tablet-T1", truck="T1", ttl=timedelta(seconds=3))
+        lines = _stream_until_closed(client, headers, on_route=break_provider)
+    assert outages[0] == 2, "the re-checks during the outage were made"
+    assert "expired" in _closing_event(lines)["message"]
