@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from cityops.api import roadworks, roadworks_feeds, roadworks_manage, routes, traffic, trucks
 from cityops.api.auth import current_principal, require_roles
 from cityops.api.credentials import Authenticator
+from cityops.api.docs import install_docs
 from cityops.api.errors import (
     ApiError,
     BrokerUnavailableError,
@@ -168,6 +169,9 @@ def create_app(
         "`cursor`: pass the `next_cursor` of one page to get the next.",
         lifespan=lifespan,
         responses=_ERROR_RESPONSES,
+        # /docs and /redoc with their assets served by the app itself (api/docs.py)
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.device_stale_after = device_stale_after
     app.state.topic_prefix = settings.topic_prefix
@@ -198,6 +202,7 @@ def create_app(
     app.mount(
         "/static/roadworks", StaticFiles(directory=roadworks.STATIC_DIR), name="roadworks-static"
     )
+    install_docs(app)
     return app
 
 

@@ -35,7 +35,7 @@ from cityops.api.credentials import create_key
 from cityops.api.roadworks import MapSettings, RoadworksApi, roadworks_api
 from cityops.ingest.config import Settings
 from cityops.ingest.contract import RouteCommand
-from cityops.roadworks.config import RoadworksSettings
+from cityops.roadworks.config import load_roadworks_settings
 from cityops.roadworks.schemas import spec_to_payload
 from cityops.routing.repository import next_version, store_route
 from tests.api.authn import bearer, operator_headers, with_auth
@@ -103,7 +103,6 @@ MATRIX: Final[dict[tuple[str, str], Row]] = {
     ("GET", "/openapi.json"): one("/openapi.json", EVERYONE),
     ("GET", "/docs"): one("/docs", EVERYONE),
     ("GET", "/docs/oauth2-redirect"): one("/docs/oauth2-redirect", EVERYONE),
-    ("GET", "/redoc"): one("/redoc", EVERYONE),
     ("GET", "/health"): one("/health", EVERYONE),
     ("GET", "/api/v1/roadworks"): one("/api/v1/roadworks", EVERYONE),
     ("GET", "/api/v1/roadworks/{reference}"): one("/api/v1/roadworks/{x}", EVERYONE),
@@ -116,6 +115,7 @@ MATRIX: Final[dict[tuple[str, str], Row]] = {
     ("GET", "/roadworks/{reference}"): one("/roadworks/{x}", EVERYONE),
     ("MOUNT", "/static/leaflet"): one("/static/leaflet/leaflet.js", EVERYONE),
     ("MOUNT", "/static/roadworks"): one("/static/roadworks/map.js", EVERYONE),
+    ("MOUNT", "/static/docs"): one("/static/docs/swagger-ui-bundle.js", EVERYONE),
     # the data plane: bins for dispatchers; devices and counts also for traffic engineers
     ("GET", "/api/v1/bins"): one("/api/v1/bins", DISPATCH),
     ("GET", "/api/v1/bins/{bin_id}"): one("/api/v1/bins/B1", DISPATCH),
@@ -303,7 +303,7 @@ def world(template_db: str) -> Iterator[World]:
         }
         app = create_app(settings, db_timeout_s=5.0)
         ctx = RoadworksApi(
-            RoadworksSettings(public_base_url="https://baustellen.example.org"),
+            load_roadworks_settings(public_base_url="https://baustellen.example.org"),
             MapSettings(),
             service(Clock(NOW)),
         )
