@@ -169,7 +169,7 @@ def create_app(
         "`cursor`: pass the `next_cursor` of one page to get the next.",
         lifespan=lifespan,
         responses=_ERROR_RESPONSES,
-        # /docs and /redoc with their assets served by the app itself (api/docs.py)
+        # no CDN: /docs with its assets from the app itself, no ReDoc (api/docs.py)
         docs_url=None,
         redoc_url=None,
     )
