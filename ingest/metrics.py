@@ -7,7 +7,9 @@ import threading
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from cityops.ingest.health import Endpoint
 
 __all__ = ["IngestMetrics"]
 
@@ -59,7 +61,7 @@ class IngestMetrics:
         self._lock = threading.Lock()
         self.totals = {"received": 0, "rows": 0, "dead": 0, "batches": 0}
         self._last_batch_ms: float | None = None
-        self._server: Any = None
+        self._endpoint = Endpoint(self.registry)
 
     def observe_batch(
         self,
@@ -98,15 +100,7 @@ class IngestMetrics:
         )
 
     def serve(self, port: int) -> None:
-        try:
-            server, _thread = start_http_server(port, addr="0.0.0.0", registry=self.registry)
-        except OSError as exc:
-            logger.error("metrics endpoint not started on port %d: %s", port, exc)
-            return
-        self._server = server
-        logger.info("Prometheus metrics at http://0.0.0.0:%d/metrics", port)
+        self._endpoint.serve(port)
 
     def shutdown(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server = None
+        self._endpoint.shutdown()
