@@ -105,6 +105,20 @@ class Settings(BaseSettings):
     ingest_receive_maximum: int = Field(default=10_000, ge=10, le=65_535)
     ingest_session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0)
     ingest_metrics_port: int = Field(default=9108, ge=0, le=65_535)
+    # liveness (/healthz) and Prometheus (/metrics) of the other long-running services
+    # (docs/operations.md, "Liveness and metrics of the services"); port 0: no endpoint
+    replanner_metrics_port: int = Field(default=9109, ge=0, le=65_535)
+    replanner_liveness_limit_s: float = Field(
+        default=120.0, gt=0, description="the re-planner's worker silent this long: 503"
+    )
+    traffic_control_metrics_port: int = Field(default=9110, ge=0, le=65_535)
+    traffic_control_liveness_limit_s: float = Field(
+        default=30.0, gt=0, description="traffic control's worker silent this long: 503"
+    )
+    traffic_measures_metrics_port: int = Field(default=9111, ge=0, le=65_535)
+    traffic_measures_liveness_limit_s: float = Field(
+        default=300.0, gt=0, description="the measures service silent this long: 503"
+    )
     ingest_max_payload_bytes: int = Field(default=64 * 1024, ge=256)
     ingest_max_future_s: float = Field(default=300.0, ge=0)
     ingest_max_age_days: float = Field(default=30.0, gt=0)

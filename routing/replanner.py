@@ -13,7 +13,10 @@ pushed on ``{prefix}/v1/truck/{id}/cmd/route``) whose reason lists the triggers.
 
 Threads: paho's network loop parses messages and queues triggers; one worker thread
 coalesces, re-plans, stores and publishes, and polls closures and current routes when
-idle; the caller's thread waits for SIGINT/SIGTERM or the `stop` event.
+idle; the caller's thread waits for SIGINT/SIGTERM or the `stop` event. The worker beats
+a heartbeat as it goes: on CITYOPS_REPLANNER_METRICS_PORT, `/healthz` turns 503 when it
+stays silent longer than CITYOPS_REPLANNER_LIVENESS_LIMIT_S (plus the solve's time
+limit while it solves), and `/metrics` serves `replanner_metrics`.
 """
 
 from __future__ import annotations
@@ -86,6 +89,7 @@ from cityops.routing.replan import (
     unfold,
     with_fraction,
 )
+from cityops.routing.replanner_metrics import ReplannerMetrics
 from cityops.routing.repository import (
     TruckEventRow,
     TruckStateRow,
@@ -205,6 +209,10 @@ class Replanner:
         self._node_at: dict[tuple[float, float], int] | None = None
 
         self._conn: psycopg.Connection[Any] | None = None
+        # Prometheus metrics and the worker's heartbeat (served by start() on the port of
+        # CITYOPS_REPLANNER_METRICS_PORT): a worker stuck in a call turns /healthz 503.
+        self.metrics = ReplannerMetrics(settings.replanner_liveness_limit_s)
+        self._heartbeat = self.metrics.liveness.loop("worker")
         # the cold solve's process (see replan.solve_replan), made in start()
         self._pool: ColdPool | None = None
         self._ready = threading.Event()
@@ -248,11 +256,13 @@ class Replanner:
             logger.error("subscription refused: %s", codes)
             return
         self._ready.set()
+        self.metrics.connected.set(1)
 
     def _on_disconnect(
         self, _client: mqtt.Client, _ud: Any, _flags: Any, reason: Any, _props: Any
     ) -> None:
         self._ready.clear()
+        self.metrics.connected.set(0)
         if not self._stopping.is_set():
             logger.warning("replanner disconnected from broker (%s); reconnecting", reason)
 
@@ -279,6 +289,7 @@ class Replanner:
             trigger = self._truck_position(info.device_id, payload)
         if trigger is not None:
             logger.info("trigger: %s (from %s)", trigger, msg.topic)
+            self.metrics.triggers.labels(trigger.kind.value).inc()
             self._queue.put(_Queued(trigger, received))
 
     def _bin_reading(self, sensor_id: str, reading: BinTelemetry) -> Trigger | None:
@@ -434,6 +445,7 @@ class Replanner:
         ]
         for t in triggers:
             logger.info("trigger: %s", t)
+            self.metrics.triggers.labels(t.kind.value).inc()
             self._queue.put(_Queued(t, time.monotonic()))
 
     def _load(self, now: datetime) -> tuple[DayState, list[Closure]]:
@@ -485,19 +497,26 @@ class Replanner:
 
     def _worker(self) -> None:
         next_poll = next_refresh = time.monotonic()
+        beat = self._heartbeat.beat
         try:
             while not self._stopping.is_set():
                 now = time.monotonic()
+                self.metrics.queued.set(self._queue.qsize())
                 try:
                     if now >= next_poll:
                         next_poll = now + self._closure_poll_s
+                        beat("polling street closures")
                         self._poll_closures()
+                        self.metrics.last_poll.set(time.time())
                     if now >= next_refresh:
                         next_refresh = now + ROUTES_REFRESH_S
+                        beat("reloading sensors, routes and emptyings")
                         self._refresh()
                 except psycopg.Error as exc:
                     self._drop_connection()
+                    self.metrics.errors.labels("poll").inc()
                     logger.warning("replanner: database unavailable (%s); retrying", exc)
+                beat("waiting for triggers", grace_s=self.coalesce_s)
                 wait = max(0.05, min(next_poll, next_refresh, now + 0.5) - time.monotonic())
                 try:
                     first = self._queue.get(timeout=wait)
@@ -516,6 +535,7 @@ class Replanner:
                 if self._stopping.is_set():
                     logger.warning("stopping: %d triggers not handled", len(batch))
                     break
+                beat(f"re-planning for {_shorten(describe([q.trigger for q in batch]))}")
                 self._handle(batch)
         except Exception:
             logger.exception("replanner worker crashed; stopping so a supervisor restarts it")
@@ -541,9 +561,11 @@ class Replanner:
                 reports.append(self._replan(state, fraction, group, network, first, load_ms))
         except (psycopg.Error, OSError) as exc:
             self._drop_connection()
+            self.metrics.errors.labels("replan").inc()
             logger.error("re-plan of %s failed: %s", describe(triggers), exc)
             self._unflag(triggers)
         except Exception:
+            self.metrics.errors.labels("replan").inc()
             logger.exception("re-plan of %s failed", describe(triggers))
             self._unflag(triggers)
         return reports
@@ -566,11 +588,12 @@ class Replanner:
         phases = {"load": load_ms}
         clock = time.monotonic()
 
-        def lap(name: str) -> None:
+        def lap(name: str, then: str, grace_s: float = 0.0) -> None:
             nonlocal clock
             now = time.monotonic()
             phases[name] = (now - clock) * 1000
             clock = now
+            self._heartbeat.beat(f"re-plan of {fraction}: {then}", grace_s=grace_s)
 
         replan = build_replan(
             state,
@@ -579,7 +602,8 @@ class Replanner:
             network=network,
             options=self.options,
         )
-        lap("build")
+        # the solve may run twice (see relax_urgent), each up to the time limit
+        lap("build", "solving", grace_s=2 * self.time_limit_s)
         solved = solve_replan(
             self.engine, replan, time_limit_s=self.time_limit_s, seed=self.seed, pool=self._pool
         )
@@ -607,7 +631,7 @@ class Replanner:
             closed = self._on_closed_streets(replan.axis.day, planned)
         stable, kept = stabilize(replan, plan, self.options, forced=closed)
         whole = unfold(replan, stable)
-        lap("solve")
+        lap("solve", "checking")
         reason = replan.reason
         violations = tuple(str(v) for v in check_plan(replan.whole, whole))
         if violations and kept:
@@ -622,7 +646,7 @@ class Replanner:
             violations = tuple(str(v) for v in check_plan(replan.whole, whole))
         else:
             plan = stable
-        lap("check")
+        lap("check", "storing")
         if violations:
             logger.error(
                 "re-plan of %s (%s) fails the feasibility check, not sent: %s",
@@ -637,9 +661,9 @@ class Replanner:
         changed = changed_trucks(replan, whole, eta_tolerance_s=self.options.eta_tolerance_s)
         changed.extend(t for t in closed if t not in changed)
         routes = self._store(replan, whole, changed, network, reason)
-        lap("store")
+        lap("store", "pushing")
         pushed = self._push(routes)
-        lap("push")
+        lap("push", "done")
         with self._lock:
             self._routes.update({r.truck_id: r for r in routes})
             for r in routes:
@@ -727,6 +751,13 @@ class Replanner:
             kept=tuple(kept),
             solved=solved,
         )
+        self.metrics.observe_replan(
+            sent=len(routes),
+            pushed=pushed,
+            rejected=bool(violations),
+            phases_ms=phases,
+            event_to_push_s=report.published_mono - first,
+        )
         if self._on_replan is not None:
             self._on_replan(report)
         return report
@@ -790,6 +821,7 @@ class Replanner:
             infos.append((r, self._client.publish(topic, r.model_dump_json(), qos=1)))
         acked = 0
         for r, info in infos:
+            self._heartbeat.beat(f"pushing {r.truck_id} v{r.version}", grace_s=_PUBLISH_TIMEOUT_S)
             try:
                 info.wait_for_publish(timeout=_PUBLISH_TIMEOUT_S)
             except (RuntimeError, ValueError) as exc:
@@ -821,17 +853,26 @@ class Replanner:
             self.time_limit_s,
             self.coalesce_s,
         )
+        beat = self._heartbeat.beat
+        if s.replanner_metrics_port:
+            self.metrics.endpoint.serve(s.replanner_metrics_port)
         if self._base_network is None:
+            beat("loading the road network")
             # The same network the daily plan uses: CITYOPS_OSM_FILE, else the one
             # `cityops routing import-network` made active, else the bundled extract.
             from cityops.routing.ops_cli import network_for
 
             self._base_network = load_network(network_for(s))
+        beat("loading today's routes")
         self._refresh()
+        beat("starting the cold-solve process", grace_s=_POOL_START_S)
         self._start_pool()
+        beat("reading street closures")
         self._closures = closures_stamp(self._connection())
         self._active_closures = closures_active_at(self._connection(), self._clock())
+        beat("warming up the network")
         self._warm_up()
+        beat("starting the worker")
         self._thread = threading.Thread(target=self._worker, name="replanner", daemon=True)
         self._thread.start()
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -901,6 +942,7 @@ class Replanner:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+        self.metrics.endpoint.shutdown()
         logger.info("replanner %s stopped", self.client_id)
 
 
@@ -954,6 +996,10 @@ def _load_solver() -> str:
     return OrToolsEngine().name
 
 
+def _shorten(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _edge_codes(base: RoadNetwork, network: RoadNetwork) -> np.ndarray[Any, np.dtype[np.int64]]:
     """The directed edges of `network` (same nodes as `base`) as src * n_nodes + dst."""
     return network.src.astype(np.int64) * base.n_nodes + network.dst.astype(np.int64)
@@ -988,6 +1034,7 @@ def run_replanner(
             service.start()
         except (psycopg.Error, OSError) as exc:
             logger.error("replanner cannot start: %s", exc)
+            service.metrics.endpoint.shutdown()
             return 1
         while not stop.is_set() and service.running:
             if ready is not None and not ready.is_set() and service.wait_ready(0):

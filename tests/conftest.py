@@ -156,6 +156,8 @@ def settings(db_url: str, topic_prefix: str) -> Settings:
         topic_prefix=topic_prefix,
         ingest_client_id=f"ingest-{uuid.uuid4().hex[:8]}",
         ingest_metrics_port=0,
+        replanner_metrics_port=0,
+        traffic_control_metrics_port=0,
         ingest_flush_ms=50,
         ingest_session_expiry_s=120,
     )
