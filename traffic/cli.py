@@ -139,13 +139,16 @@ def _refresh(args: argparse.Namespace) -> int:
 def _service(args: argparse.Namespace) -> int:
     from cityops.ingest.config import load_settings
 
+    from .service_metrics import MeasuresMetrics
     from .store import StoreOptions, run_service
 
     if args.interval <= 0:
         print("cityops traffic measures-service: --interval must be positive", file=sys.stderr)
         return 2
-    run_service(load_settings().database_url, args.interval,
-                StoreOptions(speed_kmh=args.speed_kmh))
+    settings = load_settings()
+    run_service(settings.database_url, args.interval, StoreOptions(speed_kmh=args.speed_kmh),
+                metrics=MeasuresMetrics(settings.traffic_measures_liveness_limit_s),
+                metrics_port=settings.traffic_measures_metrics_port)
     return 0
 
 

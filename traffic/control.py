@@ -26,7 +26,10 @@ stop every controller under adaptive control gets `fallback`; if the service die
 controllers revert on their own once `valid_for_s` passes without a valid command.
 
 Threads: paho's network loop puts messages on a queue; one worker thread owns all state,
-reads the database and publishes; the main thread waits for a signal.
+reads the database and publishes; the main thread waits for a signal. The worker beats a
+heartbeat every iteration: on CITYOPS_TRAFFIC_CONTROL_METRICS_PORT, `/healthz` turns 503
+when it stays silent longer than CITYOPS_TRAFFIC_CONTROL_LIVENESS_LIMIT_S, and `/metrics`
+serves `service_metrics.ControlMetrics`.
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ from .control_store import ControlMode, controller_ids, list_modes, load_links
 from .events import Event
 from .maxpressure import ControllerState, ControlParams, Decision, LaneKey, LaneQueue, Link, decide
 from .repository import load_config
+from .service_metrics import ControlMetrics
 
 __all__ = [
     "ControlOptions",
@@ -199,6 +203,8 @@ class ControlService:
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
         self._conn: psycopg.Connection[Any] | None = None
+        self.metrics = ControlMetrics(settings.traffic_control_liveness_limit_s)
+        self._heartbeat = self.metrics.liveness.loop("worker")
         self._client = make_client(settings, self.issuer)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
@@ -217,6 +223,7 @@ class ControlService:
             topics.append((clock_topic(prefix), SubscribeOptions(qos=1)))
         client.subscribe(topics)
         self._connected.set()
+        self.metrics.connected.set(1)
         logger.info(
             "control %s connected to %s:%s, subscribed to %s",
             self.issuer,
@@ -229,8 +236,10 @@ class ControlService:
         self, _client: mqtt.Client, _ud: Any, _flags: Any, reason: Any, _props: Any
     ) -> None:
         self._connected.clear()
+        self.metrics.connected.set(0)
         if not self._stopping.is_set():
             self.stats["disconnects"] += 1
+            self.metrics.disconnects.inc()
             logger.warning("disconnected from broker (%s); reconnecting with backoff", reason)
 
     def _on_message(self, _client: mqtt.Client, _ud: Any, msg: mqtt.MQTTMessage) -> None:
@@ -257,7 +266,9 @@ class ControlService:
             topic, cmd.model_dump_json(exclude_none=True), qos=1, retain=False
         )
         self.stats["commands"] += 1
-        self._decisions[mode if mode != "adaptive" or decision is None else decision.action] += 1
+        kind = mode if mode != "adaptive" or decision is None else decision.action
+        self._decisions[kind] += 1
+        self.metrics.commands.labels(kind).inc()
         return info
 
     # ------------------------------------------------------------------ database side
@@ -311,6 +322,7 @@ class ControlService:
             if self._conn is not None:
                 self._conn.close()
             self.stats["db_errors"] += 1
+            self.metrics.db_errors.inc()
             logger.warning("%s refresh failed, keeping the last one: %s", what, exc)
 
     # ------------------------------------------------------------------ messages
@@ -321,6 +333,7 @@ class ControlService:
                 tick = Tick.model_validate_json(m.payload)
             except ValidationError as exc:
                 self.stats["bad_ticks"] += 1
+                self.metrics.ignored.labels("bad_tick").inc()
                 logger.warning("bad clock tick %r: %s", m.payload[:200], exc.errors()[:1])
                 return
             self.stats["ticks"] += 1
@@ -331,11 +344,13 @@ class ControlService:
             batch = SignalEvents.model_validate_json(m.payload, strict=True)
         except (TopicError, ValidationError) as exc:
             self.stats["bad_messages"] += 1
+            self.metrics.ignored.labels("bad_message").inc()
             logger.warning("ignored message on %s: %s", m.topic, str(exc).splitlines()[0])
             return
         state = self._states.get(info.device_id)
         if state is None:
             self.stats["unknown_controller"] += 1
+            self.metrics.ignored.labels("unknown_controller").inc()
             if self.stats["unknown_controller"] == 1:
                 logger.warning("events of unregistered controller %s ignored", info.device_id)
             return
@@ -345,6 +360,7 @@ class ControlService:
         before = state.ignored
         state.observe(events)
         self.stats["events"] += len(events)
+        self.metrics.events.inc(len(events))
         self.stats["events_ignored"] += state.ignored - before
         newest, mono = max(e.ts for e in batch.events), time.monotonic()
         clock = self._clocks.get(info.device_id)
@@ -398,6 +414,18 @@ class ControlService:
                     keys[(did, lk.to_channel)] = key
         for cid, ctl in self._controlled.items():
             self._decide_one(cid, ctl, tick, now_of.get(cid), mono, downstream, keys)
+        self._observe_step(mono)
+
+    def _observe_step(self, started: float) -> None:
+        m = self.metrics
+        m.decision_steps.inc()
+        m.decision_seconds.observe(time.monotonic() - started)
+        m.last_decision.set(time.time())
+        ctl = self._controlled.values()
+        m.controllers.labels("controlled").set(len(self._controlled))
+        m.controllers.labels("degraded").set(sum(1 for c in ctl if c.degraded))
+        m.controllers.labels("fixed").set(sum(1 for c in ctl if c.switched_off))
+        m.controllers.labels("silent").set(sum(1 for c in ctl if c.silent))
 
     def _decide_one(
         self,
@@ -440,6 +468,7 @@ class ControlService:
             if ctl.degraded is None:
                 logger.warning("%s degraded to fallback: %s", cid, d.reason)
                 self.stats["degradations"] += 1
+                self.metrics.degradations.inc()
             if ctl.degraded is None or lockstep:
                 self._publish(cid, issued_at, "fallback", None)
             ctl.degraded = d.reason
@@ -473,21 +502,29 @@ class ControlService:
             "decide": now + o.decision_interval_s,
             "summary": now + o.summary_every_s,
         }
+        beat = self._heartbeat.beat
         try:
             while not self._stopping.is_set():
+                beat("waiting for messages")
+                self.metrics.backlog.set(self._queue.qsize())
                 timeout = max(0.0, min(due.values()) - time.monotonic())
                 with contextlib.suppress(queue.Empty):
-                    self._handle(self._queue.get(timeout=min(timeout, 0.25)))
+                    m = self._queue.get(timeout=min(timeout, 0.25))
+                    beat(f"handling a message on {m.topic}")
+                    self._handle(m)
                 now = time.monotonic()
                 if now >= due["modes"]:
                     due["modes"] = now + o.modes_refresh_s
+                    beat("reading the control modes")
                     self._refresh("modes")
                 if now >= due["registry"]:
                     due["registry"] = now + o.registry_refresh_s
+                    beat("reading the signal registry")
                     self._refresh("registry")
                 if now >= due["decide"]:
                     due["decide"] = now + o.decision_interval_s
                     if o.clock == "wall":
+                        beat("deciding")
                         self._decide_all(None)
                 if now >= due["summary"]:
                     due["summary"] = now + o.summary_every_s
@@ -502,8 +539,15 @@ class ControlService:
     def start(self) -> None:
         """Load the registry and modes, connect, start deciding. Raises on a database error."""
         o = self.options
-        self._load_registry()
-        self._load_modes()
+        if self.settings.traffic_control_metrics_port:
+            self.metrics.endpoint.serve(self.settings.traffic_control_metrics_port)
+        self._heartbeat.beat("reading the signal registry")
+        try:
+            self._load_registry()
+            self._load_modes()
+        except psycopg.Error:
+            self.metrics.endpoint.shutdown()
+            raise
         logger.info(
             "control %s starting: %d controllers (%s), clock %s, interval %g s, valid %g s, "
             "%d links, broker %s:%s, prefix %r",
@@ -574,6 +618,7 @@ class ControlService:
         self._client.loop_stop()
         if self._conn is not None:
             self._conn.close()
+        self.metrics.endpoint.shutdown()
 
 
 def run_control(settings: Settings, options: ControlOptions) -> int:

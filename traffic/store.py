@@ -28,8 +28,9 @@ import logging
 import math
 import signal
 import threading
+import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -46,6 +47,7 @@ from .events import (
     mode_changes,
 )
 from .measures import BIN_S, DEFAULT_SPEED_KMH, detector_health, phase_measures
+from .service_metrics import MeasuresMetrics
 
 __all__ = [
     "ControllerRun",
@@ -233,15 +235,19 @@ def refresh_controller(
 def refresh(
     conn: Connection, options: StoreOptions = StoreOptions(), *,
     controllers: Sequence[str] | None = None, recompute_from: datetime | None = None,
-    until_caught_up: bool = False,
+    until_caught_up: bool = False, on_controller: Callable[[str], None] | None = None,
 ) -> list[ControllerRun]:
     """One run over `controllers` (default: every registered one).
 
     `until_caught_up`: repeat each controller until no new bin is complete (a backlog
     longer than `max_span_s`); the service leaves that to its next runs instead.
+    `on_controller`: called with each controller's id before its turn (the service's
+    heartbeat).
     """
     out = []
     for cid in controllers if controllers is not None else repo.controller_ids(conn):
+        if on_controller is not None:
+            on_controller(cid)
         run = refresh_controller(conn, cid, options, recompute_from=recompute_from)
         while until_caught_up and not run.caught_up:
             more = refresh_controller(conn, cid, options)
@@ -269,13 +275,22 @@ def _log(run: ControllerRun) -> None:
     )
 
 
+#: The liveness limit when no `metrics` are given (as CITYOPS_TRAFFIC_MEASURES_LIVENESS_LIMIT_S).
+DEFAULT_LIVENESS_LIMIT_S = 300.0
+
+
 def run_service(
     database_url: str, interval_s: float = 60.0, options: StoreOptions = StoreOptions(),
     *, stop: threading.Event | None = None, max_runs: int | None = None,
+    metrics: MeasuresMetrics | None = None, metrics_port: int = 0,
 ) -> int:
     """Refresh every controller every `interval_s` seconds until `stop` is set (or SIGTERM
     / Ctrl-C in the main thread). A failing run is logged and retried at the next tick.
-    Returns the number of runs."""
+    Returns the number of runs.
+
+    The loop beats `metrics.liveness` before each controller and before each pause (which
+    may last `interval_s` on top of the liveness limit); with `metrics_port`, `/healthz`
+    and `/metrics` are served there while the service runs."""
     from cityops.ingest.db import connect
 
     if interval_s <= 0:
@@ -283,20 +298,37 @@ def run_service(
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    metrics = metrics or MeasuresMetrics(DEFAULT_LIVENESS_LIMIT_S)
+    heartbeat = metrics.liveness.loop("runs")
+    if metrics_port:
+        metrics.endpoint.serve(metrics_port)
     runs = 0
     logger.info("traffic measures service: every %g s", interval_s)
-    while not stop.is_set():
-        try:
-            with connect(database_url, autocommit=True,
-                         application_name="cityops-traffic-measures") as conn:
-                done = refresh(conn, options)
-            logger.info("run %d: %d controllers, %d with new bins", runs + 1, len(done),
-                        sum(1 for r in done if r.changed))
-        except psycopg.Error as exc:
-            logger.warning("traffic measures run failed, retrying in %g s: %s",
-                           interval_s, exc)
-        runs += 1
-        if max_runs is not None and runs >= max_runs:
-            break
-        stop.wait(interval_s)
+
+    def beat_for(cid: str) -> None:
+        heartbeat.beat(f"run {runs + 1}: controller {cid}")
+
+    try:
+        while not stop.is_set():
+            run = runs + 1
+            heartbeat.beat(f"run {run}: connecting")
+            started = time.monotonic()
+            try:
+                with connect(database_url, autocommit=True,
+                             application_name="cityops-traffic-measures") as conn:
+                    done = refresh(conn, options, on_controller=beat_for)
+                metrics.observe_run(done, time.monotonic() - started)
+                logger.info("run %d: %d controllers, %d with new bins", run, len(done),
+                            sum(1 for r in done if r.changed))
+            except psycopg.Error as exc:
+                metrics.runs.labels("failed").inc()
+                logger.warning("traffic measures run failed, retrying in %g s: %s",
+                               interval_s, exc)
+            runs = run
+            if max_runs is not None and runs >= max_runs:
+                break
+            heartbeat.beat("waiting for the next run", grace_s=interval_s)
+            stop.wait(interval_s)
+    finally:
+        metrics.endpoint.shutdown()
     return runs
