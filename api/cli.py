@@ -19,6 +19,7 @@ __all__ = ["build_parser", "main"]
 # Modules whose `register(subparsers)` adds commands, in the order they appear in --help.
 _COMMAND_MODULES = (
     "cityops.ingest.cli",
+    "cityops.ingest.registry_cli",
     "cityops.simulators.cli",
     "cityops.roadworks.cli",
     "cityops.api.commands",

@@ -40,8 +40,10 @@ def _cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
     from cityops.api.app import create_app
+    from cityops.ingest.city import announce_city
 
     settings = load_settings()
+    announce_city(settings, "API")
     host: str = args.host or settings.api_host
     port: int = args.port if args.port is not None else settings.api_port
     if not 0 < port < 65_536:

@@ -362,15 +362,30 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     )
     # Register the devices before the ingest subscribes: retained status messages (from an
     # earlier run on the same broker) then belong to known devices instead of dead letters.
+    # The demo city is set up as any city is (docs/city.md): its profile applied (sites,
+    # street network), its registry written as files and imported from them.
+    from cityops.ingest.city import load_city
+    from cityops.ingest.registry_cli import apply_profile, import_files
     from cityops.routing.network import load_network
     from cityops.simulators.city import build_city
     from cityops.simulators.scenario import load_scenario
-    from cityops.simulators.seed import seed_registry
+    from cityops.simulators.seed import write_registry_files
 
+    settings = settings.model_copy(
+        update={"city_profile": settings.city_profile or "demo", "allow_demo_city": True}
+    )
+    profile = load_city(settings)
     scenario = load_scenario(args.scenario or settings.scenario)
     network = load_network(settings.osm_file or scenario.osm_file)
     city = build_city(scenario, network)
-    seed_registry(settings.database_url, city)
+    registry_dir = Path(args.log_dir).parent / "registry"
+    files = write_registry_files(city, registry_dir)
+    print(f"city profile {profile.source}: {profile.name}")
+    if apply_profile(settings.database_url, profile, actor="cityops demo") != 0 or import_files(
+        settings, profile, files, actor="cityops demo", snap=False
+    ) != 0:
+        print("cityops demo: the demo city could not be set up (see above)", file=sys.stderr)
+        return 1
     traffic, history = _setup_traffic(settings, args)
     if not _port_free(settings.api_host, settings.api_port):
         print(
@@ -463,6 +478,9 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, _handle)
     signal.signal(signal.SIGTERM, _handle)
     env = dict(os.environ)
+    # The children run the demo city on purpose: they may start with its profile.
+    env["CITYOPS_CITY_PROFILE"] = str(settings.city_profile)
+    env["CITYOPS_ALLOW_DEMO_CITY"] = "1"
     token, secret_note = _demo_token(settings, env)
     engineer = _engineer_token(settings, env)
     try:

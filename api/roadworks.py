@@ -45,7 +45,8 @@ from cityops.api.roadworks_schemas import (
     public_work_json,
 )
 from cityops.api.schemas import STORABLE, ErrorBody, decode_cursor, encode_cursor, parse_bbox
-from cityops.ingest.config import ConfigError
+from cityops.ingest.city import load_city
+from cityops.ingest.config import ConfigError, load_settings
 from cityops.roadworks import repository as repo
 from cityops.roadworks.config import RoadworksSettings, load_roadworks_settings
 from cityops.roadworks.errors import RoadworkNotFound
@@ -91,8 +92,9 @@ _REFERENCE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
 
 class MapSettings(BaseSettings):
-    """The map page's base layer, from `CITYOPS_ROADWORKS_MAP_*`. Without a tile URL the
-    page draws the works on a plain background (it needs no internet access)."""
+    """The map page's base layer and search hint: the city profile's `map`, unless
+    `CITYOPS_ROADWORKS_MAP_*` names another tile server. Without a tile URL the page draws
+    the works on a plain background (it needs no internet access)."""
 
     model_config = SettingsConfigDict(
         env_prefix="CITYOPS_ROADWORKS_MAP_", extra="ignore", frozen=True
@@ -103,6 +105,7 @@ class MapSettings(BaseSettings):
     )
     tile_attribution: str = Field(default="", description="shown on the map (licence!)")
     tile_max_zoom: int = Field(default=19, ge=1, le=22)
+    search_example: str = Field(default="", max_length=80, description="a street of the city")
 
     @field_validator("tile_url")
     @classmethod
@@ -127,7 +130,8 @@ class RoadworksApi:
     @classmethod
     def from_env(cls) -> RoadworksApi:
         """From `CITYOPS_ROADWORKS_*`; raises ConfigError naming each bad variable."""
-        settings = load_roadworks_settings()
+        city = load_city(load_settings())
+        settings = load_roadworks_settings(city)
         try:
             map_settings = MapSettings()
         except ValidationError as exc:
@@ -136,6 +140,12 @@ class RoadworksApi:
                 for e in exc.errors()
             ]
             raise ConfigError("invalid map configuration:\n" + "\n".join(lines)) from None
+        updates: dict[str, object] = {}
+        if not map_settings.tile_url and city.tile_url:  # no other tile server set here
+            updates |= {"tile_url": city.tile_url, "tile_attribution": city.tile_attribution}
+        if not map_settings.search_example:
+            updates["search_example"] = city.search_example
+        map_settings = map_settings.model_copy(update=updates)
         logger.info(
             "roadworks API for bounds %s, public base %s, base map %s",
             settings.bounds,
@@ -568,9 +578,11 @@ def _page(ctx: RoadworksApi, selected: str | None) -> HTMLResponse:
         "publisher": ctx.settings.publisher,
         "selected": selected,
     }
+    example = ctx.map.search_example
+    placeholder = f"z. B. {example}" if example else "Straßenname oder Aktenzeichen"
     text = _template().replace(
         "{{config}}", html.escape(json.dumps(config, ensure_ascii=False), quote=True)
-    )
+    ).replace("{{search_placeholder}}", html.escape(placeholder, quote=True))
     return HTMLResponse(
         text,
         headers={

@@ -173,7 +173,11 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         overrides["ingest_client_id"] = args.instance
     if args.metrics_port is not None:
         overrides["ingest_metrics_port"] = args.metrics_port
-    return run_ingest(load_settings(**overrides))
+    from cityops.ingest.city import announce_city
+
+    settings = load_settings(**overrides)
+    announce_city(settings, "ingest")
+    return run_ingest(settings)
 
 
 def _cmd_schemas(args: argparse.Namespace) -> int:

@@ -89,7 +89,15 @@ class Settings(BaseSettings):
     topic_prefix: str = Field(default="cityops", description="first level(s) of every topic")
     scenario: str = Field(default="demo", description="scenario name or path to a YAML file")
     osm_file: Path | None = Field(
-        default=None, description="OpenStreetMap .osm.pbf extract; default: the bundled one"
+        default=None,
+        description="OpenStreetMap extract overriding the city profile's and the imported one",
+    )
+    city_profile: str | None = Field(
+        default=None,
+        description="the city profile (docs/city.md): a YAML path, or `demo` for the demo city",
+    )
+    allow_demo_city: bool = Field(
+        default=False, description="let a service start with the demo city's profile"
     )
 
     # ingest tuning

@@ -1,42 +1,38 @@
-"""Settings of the roadworks registry, from `CITYOPS_ROADWORKS_*` environment variables.
+"""Settings of the roadworks registry, from `CITYOPS_ROADWORKS_*` environment variables and
+the city profile.
 
 Built in each entry point next to `cityops.ingest.config.Settings` (which holds the
 database URL) and passed down; `frame()` and `rules()` turn it into the domain's objects.
-The defaults describe the demo city: the street network bundled with the platform (see
-`cityops.routing.network.default_extract`) with a 1 km margin, districts as 500 m grid
-cells named like the simulators' (`A1`, `B3`, ...). For Offenbach am Main one would set
-e.g. `CITYOPS_ROADWORKS_BOUNDS='[8.70, 50.06, 8.84, 50.13]'` and the district grid's corner.
+Where the city is (bounds, metric CRS, districts) and who publishes its feeds come from the
+city profile (`cityops.ingest.city`, docs/city.md), never from a default: a city's own
+bounds and Stadtteile, not the demo's.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Final
+from typing import Any
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from cityops.ingest.config import ConfigError
+from cityops.ingest.city import City, load_city
+from cityops.ingest.config import ConfigError, load_settings
+from cityops.ingest.districts import Districts
 from cityops.roadworks.coordination import CoordinationRules
-from cityops.roadworks.geometry import BBox, CityFrame, DistrictGrid
+from cityops.roadworks.geometry import BBox, CityFrame
 
-__all__ = ["DEMO_EXTRACT_BBOX", "RoadworksSettings", "load_roadworks_settings"]
-
-#: (min_lat, min_lon, max_lat, max_lon) of the bundled street network (RoadNetwork.bbox).
-DEMO_EXTRACT_BBOX: Final = (60.1641581, 24.9352471, 60.1790146, 24.9534053)
-_DEMO = BBox(DEMO_EXTRACT_BBOX[1], DEMO_EXTRACT_BBOX[0], DEMO_EXTRACT_BBOX[3],
-             DEMO_EXTRACT_BBOX[2]).expanded(1000)
+__all__ = ["RoadworksSettings", "load_roadworks_settings"]
 
 
 class RoadworksSettings(BaseSettings):
     """Runtime configuration of the roadworks registry."""
 
     model_config = SettingsConfigDict(env_prefix="CITYOPS_ROADWORKS_", extra="ignore",
-                                      frozen=True)
+                                      frozen=True, arbitrary_types_allowed=True)
 
+    # From the city profile (`for_city`): no defaults, so no city runs on another's.
     bounds: tuple[float, float, float, float] = Field(
-        default=(round(_DEMO.min_lon, 4), round(_DEMO.min_lat, 4), round(_DEMO.max_lon, 4),
-                 round(_DEMO.max_lat, 4)),
         description="city bounds min_lon, min_lat, max_lon, max_lat: geometries outside "
         "are refused",
     )
@@ -44,10 +40,11 @@ class RoadworksSettings(BaseSettings):
         default=None, description="metric CRS for distances and areas; default: the ETRS89 "
         "/ UTM zone of the city (EPSG:25832 in Offenbach)",
     )
-    district_north: float = DEMO_EXTRACT_BBOX[2]
-    district_west: float = DEMO_EXTRACT_BBOX[1]
-    district_ref_lat: float | None = (DEMO_EXTRACT_BBOX[0] + DEMO_EXTRACT_BBOX[2]) / 2
-    district_cell_m: float = Field(default=500.0, gt=0)
+    districts: Any = Field(description="the city's districts (`Districts`)", exclude=True)
+    publisher: str = Field(min_length=1)
+    contact_name: str = Field(min_length=1)
+    contact_email: str = Field(min_length=3)
+    city_name: str = ""
 
     buffer_m: float = Field(default=10.0, ge=0, description="clash buffer between footprints")
     dig_once_window_days: int = Field(default=180, ge=0)
@@ -60,9 +57,6 @@ class RoadworksSettings(BaseSettings):
     horizon_days: int = Field(default=14, ge=1, le=90, description="daily overview look-ahead")
     overview_dir: Path = Field(default=Path("var/roadworks/overviews"))
 
-    publisher: str = "Stadtverwaltung – Baustellenkoordination (cityops Demo)"
-    contact_name: str = "Baustellenkoordination"
-    contact_email: str = "baustellen@example.org"
     data_source_id: str = "cityops-roadworks"
     public_base_url: str = Field(
         default="http://127.0.0.1:8000",
@@ -83,9 +77,8 @@ class RoadworksSettings(BaseSettings):
         return value.rstrip("/")
 
     def frame(self) -> CityFrame:
-        grid = DistrictGrid(self.district_north, self.district_west, self.district_cell_m,
-                            self.district_ref_lat)
-        return CityFrame(BBox(*self.bounds), grid, self.metric_epsg)
+        districts: Districts = self.districts
+        return CityFrame(BBox(*self.bounds), districts, self.metric_epsg)
 
     def rules(self) -> CoordinationRules:
         return CoordinationRules(
@@ -98,10 +91,26 @@ class RoadworksSettings(BaseSettings):
         )
 
 
-def load_roadworks_settings(**overrides: object) -> RoadworksSettings:
-    """Build settings from the environment (plus overrides) or raise `ConfigError`."""
+def city_fields(city: City) -> dict[str, object]:
+    """What the roadworks registry takes from the city profile."""
+    return {
+        "bounds": city.bounds,
+        "metric_epsg": city.metric_epsg,
+        "districts": city.districts,
+        "publisher": city.publisher.name,
+        "contact_name": city.publisher.contact_name,
+        "contact_email": city.publisher.contact_email,
+        "city_name": city.name,
+    }
+
+
+def load_roadworks_settings(city: City | None = None, **overrides: object) -> RoadworksSettings:
+    """Settings for `city` (default: the profile of CITYOPS_CITY_PROFILE) from the
+    environment, plus overrides; raise `ConfigError`."""
+    if city is None:
+        city = load_city(load_settings())
     try:
-        return RoadworksSettings(**overrides)  # type: ignore[arg-type]
+        return RoadworksSettings(**{**city_fields(city), **overrides})  # type: ignore[arg-type]
     except ValidationError as exc:
         lines = []
         for err in exc.errors():

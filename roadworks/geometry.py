@@ -26,6 +26,7 @@ import shapely
 from pyproj import Transformer
 from shapely.geometry import shape
 
+from cityops.ingest.districts import DistrictGrid, Districts
 from cityops.roadworks.errors import InvalidGeometry, PayloadTooLarge
 
 __all__ = [
@@ -122,35 +123,12 @@ class Projector:
         return fn
 
 
-@dataclass(frozen=True, slots=True)
-class DistrictGrid:
-    """Districts as map grid cells (Planquadrate), named as in `cityops.simulators.city`:
-    columns lettered west to east from `west`, rows numbered north to south from `north`."""
-
-    north: float
-    west: float
-    cell_m: float = 500.0
-    ref_lat: float | None = None  # latitude of the east-west scale; default `north`
-
-    def district_of(self, lon: float, lat: float) -> str:
-        ref = self.north if self.ref_lat is None else self.ref_lat
-        cos_lat = math.cos(math.radians(ref))
-        col = max(0, int((lon - self.west) * _M_PER_DEG * cos_lat // self.cell_m))
-        row = max(0, int((self.north - lat) * _M_PER_DEG // self.cell_m))
-        letters = ""
-        col += 1
-        while col:
-            col, rem = divmod(col - 1, 26)
-            letters = chr(ord("A") + rem) + letters
-        return f"{letters}{row + 1}"
-
-
 @dataclass(frozen=True)
 class CityFrame:
-    """Where the city is: accepted bounds, metric CRS, district grid."""
+    """Where the city is: accepted bounds, metric CRS, districts (real or grid cells)."""
 
     bounds: BBox
-    districts: DistrictGrid
+    districts: Districts
     epsg: int | None = None  # None: the UTM zone of the bounds' centre
     max_vertices: int = DEFAULT_MAX_VERTICES
     projector: Projector = field(init=False)

@@ -2,7 +2,7 @@
 `import-network` (a city's OpenStreetMap extract becomes the active road network).
 
 The network used by planning is, in order: `CITYOPS_OSM_FILE`, the network last imported
-with `import-network`, the bundled extract.
+(`import-network`, `cityops city apply`), the city profile's extract.
 """
 
 from __future__ import annotations
@@ -27,15 +27,20 @@ Subparsers = Any
 
 
 def network_for(settings: Settings) -> Path | None:
-    """The extract planning should use (None: the bundled one)."""
+    """The extract planning should use (None: the bundled one): CITYOPS_OSM_FILE, else the
+    network last imported (`cityops city apply`, `routing import-network`), else the city
+    profile's extract."""
     if settings.osm_file is not None:
         return settings.osm_file
+    from cityops.ingest.city import load_city
     from cityops.ingest.db import connect
     from cityops.routing.repository import active_network_source
 
     with connect(settings.database_url) as conn:
         source = active_network_source(conn)
-    return Path(source) if source else None
+    if source:
+        return Path(source)
+    return load_city(settings).osm_extract
 
 
 def _add_plan(sub: Subparsers) -> None:
@@ -120,7 +125,10 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     if args.time_limit <= 0:
         print("cityops routing plan: --time-limit must be positive", file=sys.stderr)
         return 2
+    from cityops.ingest.city import announce_city
+
     settings = load_settings()
+    announce_city(settings, "route planning")
     day = args.date or datetime.now(BERLIN).date()
     try:
         dispatch = replace(
@@ -185,6 +193,7 @@ def _add_replan(sub: Subparsers) -> None:
 
 
 def _cmd_replan(args: argparse.Namespace) -> int:
+    from cityops.ingest.city import announce_city
     from cityops.routing.replanner import run_replanner
 
     if args.time_limit <= 0 or args.coalesce < 0:
@@ -192,7 +201,9 @@ def _cmd_replan(args: argparse.Namespace) -> int:
             "cityops routing replan: --time-limit must be > 0 and --coalesce >= 0", file=sys.stderr
         )
         return 2
-    return run_replanner(load_settings(), time_limit_s=args.time_limit, coalesce_s=args.coalesce)
+    settings = load_settings()
+    announce_city(settings, "re-planner")
+    return run_replanner(settings, time_limit_s=args.time_limit, coalesce_s=args.coalesce)
 
 
 def _add_import_network(sub: Subparsers) -> None:

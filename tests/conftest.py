@@ -25,6 +25,11 @@ from cityops.ingest.db import MigrationError, StorageMode, migrate
 from tests.support.brokers import MosquittoProcess, start_mosquitto
 from tests.support.clock import NOW
 
+# Every service reads a city profile (docs/city.md); the suite runs the demo city's, which
+# services refuse unless allowed. A test of another city or of the refusal sets its own.
+os.environ.setdefault("CITYOPS_CITY_PROFILE", "demo")
+os.environ.setdefault("CITYOPS_ALLOW_DEMO_CITY", "1")
+
 ADMIN_URL = os.environ.get("CITYOPS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 MQTT_URL = os.environ.get("CITYOPS_TEST_MQTT", "mqtt://127.0.0.1:1883")
 DB_MODE = os.environ.get("CITYOPS_TEST_DB_MODE", "auto")

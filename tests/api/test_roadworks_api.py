@@ -29,7 +29,7 @@ from cityops.api.auth import OPERATOR, Principal, current_principal
 from cityops.api.roadworks import MapSettings, RoadworksApi, roadworks_api
 from cityops.ingest.config import Settings
 from cityops.ingest.db import connect
-from cityops.roadworks.config import RoadworksSettings
+from cityops.roadworks.config import load_roadworks_settings
 from cityops.roadworks.feeds.common import FeedContext
 from cityops.roadworks.model import PUBLIC_STATUSES, Measure, Sector
 from cityops.roadworks.overview import publish_daily
@@ -84,7 +84,7 @@ def api_settings(url: str) -> Settings:
 
 def roadworks_context(**settings: Any) -> RoadworksApi:
     """The app's roadworks context with the clock at SEED_DAY 08:00 (Berlin)."""
-    rw = RoadworksSettings(public_base_url=BASE_URL, **settings)
+    rw = load_roadworks_settings(public_base_url=BASE_URL, **settings)
     return RoadworksApi(rw, MapSettings(), service(Clock(NOW)))
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from shapely.geometry import LineString, box
 
-from cityops.roadworks.config import RoadworksSettings
+from cityops.roadworks.config import load_roadworks_settings
 from cityops.roadworks.coordination import CoordinationRules, Segment, Subject
 from cityops.roadworks.geometry import CityFrame
 from cityops.roadworks.labels import BERLIN
@@ -31,7 +31,7 @@ from cityops.roadworks.model import (
 )
 from cityops.roadworks.service import RoadworksService
 
-FRAME: CityFrame = RoadworksSettings().frame()
+FRAME: CityFrame = load_roadworks_settings().frame()
 ORIGIN = (386000.0, 6671900.0)  # metres in EPSG:25835, central Helsinki (the demo city)
 #: "Now" in service tests: Monday 3 March 2025, 08:00 in Berlin.
 NOW = datetime(2025, 3, 3, 8, 0, tzinfo=BERLIN)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from shapely.geometry import Polygon
 
-from cityops.roadworks.config import DEMO_EXTRACT_BBOX, RoadworksSettings
+from cityops.roadworks.config import load_roadworks_settings
 from cityops.roadworks.errors import InvalidGeometry, PayloadTooLarge
 from cityops.roadworks.geometry import (
     BBox,
@@ -131,7 +131,8 @@ def test_utm_zones() -> None:
     assert utm_epsg(24.94, 60.17) == 25835  # the demo extract
     assert utm_epsg(-74.0, 40.7) == 32618  # outside Europe: WGS84 / UTM
     assert FRAME.projector.epsg == 25835
-    assert RoadworksSettings(bounds=(8.70, 50.06, 8.84, 50.13)).frame().projector.epsg == 25832
+    offenbach = load_roadworks_settings(bounds=(8.70, 50.06, 8.84, 50.13), metric_epsg=None)
+    assert offenbach.frame().projector.epsg == 25832  # no EPSG given: the UTM zone
 
 
 def test_bbox_checks_its_corners() -> None:
@@ -142,13 +143,14 @@ def test_bbox_checks_its_corners() -> None:
 
 
 def test_districts_match_the_simulators_grid(network: Any) -> None:
-    assert network.bbox == DEMO_EXTRACT_BBOX  # the defaults describe the bundled extract
+    # the demo profile's grid is laid over the bundled extract as the simulators lay theirs
+    box = network.bbox
     grid = FRAME.districts
     rng = random.Random(5)
     for _ in range(200):
-        lat = rng.uniform(DEMO_EXTRACT_BBOX[0], DEMO_EXTRACT_BBOX[2])
-        lon = rng.uniform(DEMO_EXTRACT_BBOX[1], DEMO_EXTRACT_BBOX[3])
-        assert grid.district_of(lon, lat) == district_of(lat, lon, DEMO_EXTRACT_BBOX, 500.0)
+        lat = rng.uniform(box[0], box[2])
+        lon = rng.uniform(box[1], box[3])
+        assert grid.district_of(lon, lat) == district_of(lat, lon, box, 500.0)
     assert DistrictGrid(50.13, 8.70, 1000).district_of(8.70 + 0.03, 50.13 - 0.02) == "C3"
 
 

@@ -17,7 +17,7 @@ from shapely.geometry import LineString
 from cityops.ingest.config import Settings
 from cityops.ingest.contract import RouteCommand
 from cityops.ingest.db import connect
-from cityops.roadworks.config import RoadworksSettings
+from cityops.roadworks.config import load_roadworks_settings
 from cityops.roadworks.model import (
     Actor,
     Category,
@@ -111,7 +111,7 @@ def _close_today(
 ) -> str:
     """Register a road closure on `line` and approve it (by default from an hour ago to
     tomorrow), through the registry."""
-    rw = RoadworksSettings()
+    rw = load_roadworks_settings()
     svc = RoadworksService.from_settings(rw)
     projector = rw.frame().projector
     now = clock()
