@@ -24,7 +24,15 @@ from fastapi.staticfiles import StaticFiles
 from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cityops.api import roadworks, roadworks_feeds, roadworks_manage, routes, traffic, trucks
+from cityops.api import (
+    registry,
+    roadworks,
+    roadworks_feeds,
+    roadworks_manage,
+    routes,
+    traffic,
+    trucks,
+)
 from cityops.api.auth import current_principal, require_roles
 from cityops.api.credentials import Authenticator
 from cityops.api.docs import install_docs
@@ -35,6 +43,9 @@ from cityops.api.errors import (
     ForbiddenError,
     InvalidParameterError,
     NotFoundError,
+    PreconditionFailedError,
+    PreconditionRequiredError,
+    RecordInvalidError,
 )
 from cityops.api.limits import (
     BodySizeLimit,
@@ -74,6 +85,7 @@ from cityops.api.security import (
     UnauthenticatedError,
 )
 from cityops.api.traffic_control import router as traffic_control_router
+from cityops.ingest.city import load_city
 from cityops.ingest.config import Settings
 from cityops.roadworks.errors import (
     DuplicateReference,
@@ -100,6 +112,9 @@ _STATUS: tuple[tuple[type[ApiError] | type[RoadworksError], int], ...] = (
     (RateLimitedError, 429),
     (AuthProviderUnavailableError, 503),
     (InvalidParameterError, 422),
+    (RecordInvalidError, 422),
+    (PreconditionFailedError, 412),
+    (PreconditionRequiredError, 428),
     (DatabaseUnavailableError, 503),
     (BrokerUnavailableError, 503),
     (RoadworksNotFound, 404),
@@ -187,6 +202,9 @@ def create_app(
     app.include_router(trucks.router, dependencies=login, responses=_AUTH_RESPONSES)
     app.include_router(routes.router, dependencies=dispatch, responses=_AUTH_RESPONSES)
     app.state.roadworks = roadworks.RoadworksApi.from_env()
+    app.state.city = load_city(settings)
+    admins = [Depends(require_roles("admin"))]
+    app.include_router(registry.router, dependencies=admins, responses=_AUTH_RESPONSES)
     # first: "overview" is no work's reference
     app.include_router(roadworks_feeds.router, dependencies=public, responses=_PUBLIC_RESPONSES)
     app.include_router(roadworks.router, dependencies=public, responses=_PUBLIC_RESPONSES)

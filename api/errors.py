@@ -17,6 +17,9 @@ __all__ = [
     "ForbiddenError",
     "InvalidParameterError",
     "NotFoundError",
+    "PreconditionFailedError",
+    "PreconditionRequiredError",
+    "RecordInvalidError",
 ]
 
 
@@ -72,3 +75,21 @@ class BrokerUnavailableError(ApiError):
     """The MQTT broker did not accept a message in time."""
 
     code = "broker_unavailable"
+
+
+class PreconditionFailedError(ApiError):
+    """`If-Match` names another version than the stored one: someone changed it meanwhile."""
+
+    code = "precondition_failed"
+
+
+class PreconditionRequiredError(ApiError):
+    """A change of an existing resource without `If-Match` (a lost update waiting to happen)."""
+
+    code = "precondition_required"
+
+
+class RecordInvalidError(ApiError):
+    """A registry record that does not pass the registry's checks, one detail per problem."""
+
+    code = "validation_error"

@@ -64,6 +64,7 @@ CALLERS: Final = (
 EVERYONE: Final = frozenset(CALLERS)
 STAFF: Final = frozenset({"dispatcher", "traffic_engineer", "admin"})  # city staff
 DISPATCH: Final = frozenset({"dispatcher", "admin"})
+ADMIN: Final = frozenset({"admin"})
 FLEET: Final = DISPATCH | {"traffic_engineer"}
 EDITORS: Final = STAFF | {"editor_x", "editor_y"}
 OF_X: Final = STAFF | {"editor_x"}  # a work (or payload) whose promoter is X
@@ -121,6 +122,14 @@ MATRIX: Final[dict[tuple[str, str], Row]] = {
     ("GET", "/api/v1/bins/{bin_id}"): one("/api/v1/bins/B1", DISPATCH),
     ("GET", "/api/v1/bins/{bin_id}/readings"): one("/api/v1/bins/B1/readings", DISPATCH),
     ("GET", "/api/v1/devices"): one("/api/v1/devices", FLEET),
+    # the device registry: admins only
+    ("GET", "/api/v1/registry/{kind}"): one("/api/v1/registry/bins", ADMIN),
+    ("GET", "/api/v1/registry/{kind}/{record_id}"): one("/api/v1/registry/sites/D1", ADMIN),
+    ("PUT", "/api/v1/registry/{kind}/{record_id}"): one(
+        "/api/v1/registry/sites/D9", ADMIN,
+        json={"name": "Wertstoffhof", "kind": "disposal", "lon": 24.945, "lat": 60.17},
+    ),
+    ("DELETE", "/api/v1/registry/{kind}/{record_id}"): one("/api/v1/registry/bins/B404", ADMIN),
     ("GET", "/api/v1/stats"): one("/api/v1/stats", FLEET),
     # trucks: each truck only itself; dispatchers every truck
     ("GET", "/api/v1/trucks/{truck_id}/route"): Row(
