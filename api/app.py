@@ -201,8 +201,8 @@ def create_app(
     public = [Depends(public_rate_limit)]
     app.include_router(trucks.router, dependencies=login, responses=_AUTH_RESPONSES)
     app.include_router(routes.router, dependencies=dispatch, responses=_AUTH_RESPONSES)
-    app.state.roadworks = roadworks.RoadworksApi.from_env()
     app.state.city = load_city(settings)
+    app.state.roadworks = roadworks.RoadworksApi.for_city(app.state.city)
     admins = [Depends(require_roles("admin"))]
     app.include_router(registry.router, dependencies=admins, responses=_AUTH_RESPONSES)
     # first: "overview" is no work's reference

@@ -45,8 +45,8 @@ from cityops.api.roadworks_schemas import (
     public_work_json,
 )
 from cityops.api.schemas import STORABLE, ErrorBody, decode_cursor, encode_cursor, parse_bbox
-from cityops.ingest.city import load_city
-from cityops.ingest.config import ConfigError, load_settings
+from cityops.ingest.city import City
+from cityops.ingest.config import ConfigError
 from cityops.roadworks import repository as repo
 from cityops.roadworks.config import RoadworksSettings, load_roadworks_settings
 from cityops.roadworks.errors import RoadworkNotFound
@@ -128,9 +128,9 @@ class RoadworksApi:
     cache: RoadworksCache = field(default_factory=RoadworksCache, compare=False)
 
     @classmethod
-    def from_env(cls) -> RoadworksApi:
-        """From `CITYOPS_ROADWORKS_*`; raises ConfigError naming each bad variable."""
-        city = load_city(load_settings())
+    def for_city(cls, city: City) -> RoadworksApi:
+        """For the city of its profile, with `CITYOPS_ROADWORKS_*`; raises ConfigError
+        naming each bad variable."""
         settings = load_roadworks_settings(city)
         try:
             map_settings = MapSettings()

@@ -10,6 +10,7 @@ bounds and Stadtteile, not the demo's.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,12 @@ class RoadworksSettings(BaseSettings):
         )
 
 
+#: Former variables and fields of the city profile: refused, so that none is set in vain.
+_FROM_PROFILE = frozenset(f"CITYOPS_ROADWORKS_{n}" for n in (
+    "BOUNDS", "METRIC_EPSG", "DISTRICTS", "CITY_NAME", "PUBLISHER", "CONTACT_NAME",
+    "CONTACT_EMAIL", "DISTRICT_NORTH", "DISTRICT_WEST", "DISTRICT_REF_LAT", "DISTRICT_CELL_M"))
+
+
 def city_fields(city: City) -> dict[str, object]:
     """What the roadworks registry takes from the city profile."""
     return {
@@ -109,6 +116,13 @@ def load_roadworks_settings(city: City | None = None, **overrides: object) -> Ro
     environment, plus overrides; raise `ConfigError`."""
     if city is None:
         city = load_city(load_settings())
+    moved = sorted(k for k in os.environ if k.upper() in _FROM_PROFILE)
+    if moved:
+        raise ConfigError(
+            f"{', '.join(moved)}: the city's bounds, districts and publisher are set in the "
+            f"city profile ({city.source}), not in the environment (docs/city.md); remove "
+            "the variable"
+        )
     try:
         return RoadworksSettings(**{**city_fields(city), **overrides})  # type: ignore[arg-type]
     except ValidationError as exc:

@@ -126,7 +126,10 @@ def plan_day(
     now = now or datetime.now(UTC)
     axis = DayAxis(day)
     report = DailyPlanReport(day)
-    network = network or load_network(settings.osm_file)
+    if network is None:
+        from cityops.routing.ops_cli import network_for
+
+        network = load_network(network_for(settings))
     with connect(settings.database_url) as conn:
         bins = {b.bin_id: b for b in load_bins(conn)}
         sites = load_sites(conn)

@@ -414,6 +414,8 @@ def test_behind_a_trusted_proxy_each_client_has_its_own_bucket(
         "CITYOPS_API_RATE_LIMIT_PER_S": "0.01",
         "CITYOPS_API_RATE_LIMIT_BURST": "1",
         "CITYOPS_API_FORWARDED_ALLOW_IPS": trusted,
+        "CITYOPS_CITY_PROFILE": "demo",
+        "CITYOPS_ALLOW_DEMO_CITY": "1",
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "cityops.api.cli", "api", "--port", str(port)], env=env,

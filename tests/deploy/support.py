@@ -137,7 +137,9 @@ def sample_env(compose: Mapping[str, Any]) -> dict[str, str]:
     return {
         name: hashlib.sha256(name.encode()).hexdigest()[:40]
         if SECRET_NAME.search(name)
-        else ("https://cityops.example.org" if name.endswith("_URL") else f"v-{name.lower()}")
+        else "https://cityops.example.org" if name.endswith("_URL")
+        else f"/srv/cityops/{name.lower()}" if name.endswith("_DIR")  # a host folder
+        else f"v-{name.lower()}"
         for name, refs in compose_variables(compose).items()
         if any(r.required for r in refs)
     }

@@ -29,6 +29,8 @@ from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
 from cityops.api.cli import build_parser
+from cityops.ingest.city import City, bundled_profile, read_profile
+from cityops.roadworks.config import RoadworksSettings, city_fields
 from tests.deploy.support import (
     COMPOSE_DIR,
     DOCKERFILE,
@@ -115,6 +117,12 @@ def _parse_command(parser: argparse.ArgumentParser, argv: list[str]) -> argparse
         pytest.fail(f"`cityops {' '.join(argv)}` is not a valid cityops command")
 
 
+def _demo_city() -> City:
+    path = bundled_profile("demo")
+    assert path is not None
+    return read_profile(path)
+
+
 def _settings_from(
     env: Mapping[str, str], monkeypatch: pytest.MonkeyPatch, classes: set[type[BaseSettings]]
 ) -> None:
@@ -126,8 +134,10 @@ def _settings_from(
         for key, value in env.items():
             m.setenv(key, value)
         for cls in classes:
+            # where the city is comes from its profile (mounted, checked apart), not the env
+            kwargs = city_fields(_demo_city()) if cls is RoadworksSettings else {}
             try:
-                cls()
+                cls(**kwargs)
             except ValidationError as exc:
                 pytest.fail(f"{cls.__name__} refuses {dict(env)}: {exc}")
 
@@ -265,6 +275,8 @@ def test_compose_mounts_exist(rendered: dict[str, Any]) -> None:
                 continue
             if source.startswith("./") and f"{Path(source).parts[0]}/" in ignored:
                 continue  # created on the host at install time (secrets/, backups/)
+            if source.startswith("/srv/cityops/"):
+                continue  # a host folder from .env (CITY_DIR), made at install time
             assert (COMPOSE_DIR / source).exists(), f"{sname}: {source} does not exist"
 
 
@@ -672,3 +684,30 @@ def test_the_api_believes_its_proxy_and_the_daily_overview_is_scheduled(
     assert overview["spec"]["schedule"] == "30 5 * * *"
     (container,) = pod_spec(overview)["containers"]  # type: ignore[index]
     assert container["args"][:2] == ["roadworks", "publish-daily"]
+
+
+def test_every_service_reads_the_city_profile_from_its_mounted_folder(
+    rendered: dict[str, Any], k8s: list[tuple[Path, dict[str, Any]]]
+) -> None:
+    """Every cityops container has the city's folder (profile, districts, extract) mounted
+    read-only, and CITYOPS_CITY_PROFILE lies in it: no service falls back to a demo value,
+    and the planners find the extract the profile names (issue 15)."""
+    for name, svc in _cityops_services(rendered):
+        profile = service_env(svc)["CITYOPS_CITY_PROFILE"]
+        mounts = [v.split(":") for v in svc.get("volumes", [])]
+        assert any(t == "/etc/cityops/city" and mode == "ro" and profile.startswith(t + "/")
+                   for _src, t, mode in mounts), f"{name}: city folder not mounted ({mounts})"
+    config = next(doc for _p, doc in k8s if doc["kind"] == "ConfigMap"
+                  and doc["metadata"]["name"] == "cityops-config")
+    assert config["data"]["CITYOPS_CITY_PROFILE"].startswith("/etc/cityops/city/")
+    claims = {doc["metadata"]["name"] for _p, doc in k8s
+              if doc["kind"] == "PersistentVolumeClaim"}
+    pods = [(p, spec) for p, doc in k8s if (spec := pod_spec(doc)) is not None]
+    assert pods
+    for path, spec in pods:
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        claim = volumes.get("city", {}).get("persistentVolumeClaim", {})
+        assert claim.get("claimName") in claims and claim.get("readOnly"), path.name
+        for container in spec["containers"]:
+            assert {"name": "city", "mountPath": "/etc/cityops/city", "readOnly": True} in (
+                container.get("volumeMounts", [])), f"{path.name}: {container['name']}"

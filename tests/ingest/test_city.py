@@ -177,3 +177,13 @@ def test_city_check_prints_problems_and_exits_1(tmp_path: Path, capsys: pytest.C
     assert main(["city", "check", str(tmp_path / "city.yaml")]) == 1
     out = capsys.readouterr().out
     assert f"{tmp_path / 'city.yaml'}:1:1: bounds: Field required" in out
+
+
+def test_a_city_setting_left_in_the_environment_stops_the_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cityops.roadworks.config import load_roadworks_settings
+
+    monkeypatch.setenv("CITYOPS_ROADWORKS_BOUNDS", "[8.70, 50.06, 8.84, 50.13]")
+    with pytest.raises(ConfigError, match=r"CITYOPS_ROADWORKS_BOUNDS: .* set in the city profile"):
+        load_roadworks_settings()
