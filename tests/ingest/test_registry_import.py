@@ -231,3 +231,17 @@ def test_retire_needs_the_expected_version(city_files: dict[str, Path], db_url: 
             retire(conn, "truck", "MS-NOPE", actor="t", source="t")
         assert retire(conn, "truck", "MS-EB-101", actor="t", source="t",
                       expected_version=1) == 2
+
+
+def test_an_import_can_update_the_broker_accounts_at_once(
+    city_files: dict[str, Path], tmp_path: Path
+) -> None:
+    auth = tmp_path / "mosquitto"
+    assert _import(city_files["trucks"], city_files["bins"],
+                   extra=("--credentials", str(auth))) == 0
+    acl = (auth / "cityops.acl").read_text(encoding="utf-8")
+    assert "user MS-S001" in acl and "user MS-EB-102" in acl
+    assert main(["registry", "retire", "bin", "MS-B001"]) == 0
+    assert main(["mqtt", "credentials", "--out", str(auth)]) == 0
+    acl = (auth / "cityops.acl").read_text(encoding="utf-8")
+    assert "user MS-S001" not in acl and "user MS-S002" in acl  # the retired sensor is gone
