@@ -9,6 +9,10 @@ DURATION ?= 0
 export CITYOPS_DATABASE_URL ?= postgresql://cityops:cityops@127.0.0.1:5432/cityops
 export CITYOPS_TEST_PG ?= postgresql://cityops:cityops@127.0.0.1:5432/postgres
 export CITYOPS_MQTT_URL ?= mqtt://127.0.0.1:1883
+# The demo, the tests and the benchmarks run the bundled demo city (docs/city.md); a real
+# city sets CITYOPS_CITY_PROFILE to its own profile, which needs no ALLOW.
+export CITYOPS_CITY_PROFILE ?= demo
+export CITYOPS_ALLOW_DEMO_CITY ?= 1
 
 .PHONY: help setup services venv migrate demo test test-at lint bench bench-ingest bench-routing bench-forecast bench-replan bench-traffic bench-savings bench-api clean
 
