@@ -124,13 +124,15 @@ def load_records(conn: Conn, kind: str, *, include_retired: bool = False,
             " fraction, capacity_l, collection_days, access_from, access_to, sensor_height_mm,"
             f" {retired}, version FROM {table}{clause} ORDER BY 1", params).fetchall()
         for r in rows:
-            out[r[0]] = (BinRecord(*r[:9], tuple(r[9]), *r[10:13]), r[13], r[14])
+            out[r[0]] = (BinRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8],
+                                   tuple(r[9]), r[10], r[11], r[12]), r[13], r[14])
     elif kind == "truck":
         rows = conn.execute(
             "SELECT truck_id, name, capacity_l, capacity_kg, depot_id, fractions, shift_start,"
             f" shift_end, {retired}, version FROM {table}{clause} ORDER BY 1", params).fetchall()
         for r in rows:
-            out[r[0]] = (TruckRecord(*r[:5], tuple(r[5]), r[6], r[7]), r[8], r[9])
+            out[r[0]] = (TruckRecord(r[0], r[1], r[2], r[3], r[4], tuple(r[5]), r[6], r[7]),
+                         r[8], r[9])
     else:
         rows = conn.execute(
             f"SELECT controller_id, name, ST_X(geom), ST_Y(geom), cycle_s, {retired}, version "

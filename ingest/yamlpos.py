@@ -66,5 +66,5 @@ def _child(node: yaml.Node, part: str | int) -> yaml.Node | None:
         return None
     if isinstance(node, yaml.SequenceNode) and isinstance(part, int):
         items = node.value
-        return items[part] if 0 <= part < len(items) else None  # type: ignore[no-any-return]
+        return items[part] if 0 <= part < len(items) else None
     return None
