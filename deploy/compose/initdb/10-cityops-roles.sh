@@ -12,6 +12,10 @@ set -euo pipefail
 psql -v ON_ERROR_STOP=1 --username "${POSTGRES_USER:-postgres}" --dbname postgres \
      -v owner_pw="$DB_OWNER_PASSWORD" -v grafana_pw="$GRAFANA_DB_PASSWORD" <<'SQL'
 CREATE ROLE cityops LOGIN PASSWORD :'owner_pw';
+-- `cityops db migrate` reads shared_preload_libraries to choose the storage mode; without
+-- this a non-superuser's first migration stops ("must be superuser or have privileges of
+-- pg_read_all_settings").
+GRANT pg_read_all_settings TO cityops;
 CREATE ROLE cityops_grafana LOGIN PASSWORD :'grafana_pw'
     NOSUPERUSER NOCREATEDB NOCREATEROLE CONNECTION LIMIT 20;
 ALTER ROLE cityops_grafana SET default_transaction_read_only = on;
