@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     ingest_receive_maximum: int = Field(default=10_000, ge=10, le=65_535)
     ingest_session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0)
     ingest_metrics_port: int = Field(default=9108, ge=0, le=65_535)
+    ingest_liveness_limit_s: float = Field(
+        default=60.0, gt=0, description="the ingest's writer loop silent this long: 503"
+    )
     # liveness (/healthz) and Prometheus (/metrics) of the other long-running services
     # (docs/operations.md, "Liveness and metrics of the services"); port 0: no endpoint
     replanner_metrics_port: int = Field(default=9109, ge=0, le=65_535)

@@ -1,4 +1,9 @@
-"""The ingest's own metrics: Prometheus (own registry per instance) and a summary line."""
+"""The ingest's own metrics: Prometheus (own registry per instance), a summary line and
+the liveness of its writer loop.
+
+Served by `cityops.ingest.health.Endpoint` on `CITYOPS_INGEST_METRICS_PORT`: `/metrics`
+and `/healthz` (503 once the writer has not beaten for `CITYOPS_INGEST_LIVENESS_LIMIT_S`).
+"""
 
 from __future__ import annotations
 
@@ -9,11 +14,13 @@ from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from cityops.ingest.health import Endpoint
+from cityops.ingest.health import Endpoint, Liveness
 
-__all__ = ["IngestMetrics"]
+__all__ = ["NAMESPACE", "IngestMetrics"]
 
 logger = logging.getLogger(__name__)
+
+NAMESPACE = "cityops_ingest"
 
 
 class _HasTimes(Protocol):
@@ -22,12 +29,14 @@ class _HasTimes(Protocol):
 
 
 class IngestMetrics:
-    """Counters and histograms of one ingest instance."""
+    """Counters, histograms and the writer's heartbeat of one ingest instance."""
 
-    def __init__(self, instance: str) -> None:
+    def __init__(self, instance: str, liveness_limit_s: float) -> None:
         self.instance = instance
         self.registry = CollectorRegistry()
         r = self.registry
+        self.liveness = Liveness("ingest", liveness_limit_s)
+        self.liveness.register(r, NAMESPACE)
         self.received = Counter(
             "cityops_ingest_messages_received", "MQTT messages received", registry=r
         )
@@ -61,7 +70,7 @@ class IngestMetrics:
         self._lock = threading.Lock()
         self.totals = {"received": 0, "rows": 0, "dead": 0, "batches": 0}
         self._last_batch_ms: float | None = None
-        self._endpoint = Endpoint(self.registry)
+        self.endpoint = Endpoint(self.registry, self.liveness)
 
     def observe_batch(
         self,
@@ -100,7 +109,7 @@ class IngestMetrics:
         )
 
     def serve(self, port: int) -> None:
-        self._endpoint.serve(port)
+        self.endpoint.serve(port)
 
     def shutdown(self) -> None:
-        self._endpoint.shutdown()
+        self.endpoint.shutdown()

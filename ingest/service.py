@@ -15,6 +15,11 @@
 
 Threads: paho's network loop puts messages on a queue; one writer thread batches (by size
 or time), decodes, writes, commits and acknowledges; the main thread waits for a signal.
+
+Liveness: the writer beats its heartbeat (`cityops.ingest.health`) every turn, before every
+database write and before every retry pause, so `/healthz` on the metrics port turns 503
+only when it is stuck inside a call for longer than `CITYOPS_INGEST_LIVENESS_LIMIT_S`; a
+database outage keeps it retrying and beating.
 """
 
 from __future__ import annotations
@@ -51,6 +56,9 @@ _REGISTRY_REFRESH_S = 30.0
 _METRICS_EVERY_S = 10.0
 _KEEPALIVE_S = 120
 _RETENTION_EVERY_S = 6 * 3600.0
+#: How much longer than the liveness limit a retention run may take: in plain PostgreSQL it
+#: deletes six hours of raw rows in one statement.
+_RETENTION_GRACE_S = 900.0
 
 #: A decoded message ready for `Writer.write`: payload, registry id, receive time.
 Storable = tuple[Decoded, str, datetime]
@@ -83,7 +91,8 @@ class IngestService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.instance = settings.ingest_client_id
-        self.metrics = IngestMetrics(self.instance)
+        self.metrics = IngestMetrics(self.instance, settings.ingest_liveness_limit_s)
+        self._heartbeat = self.metrics.liveness.loop("writer")
         self._limits = Limits(
             max_payload_bytes=settings.ingest_max_payload_bytes,
             max_future=timedelta(seconds=settings.ingest_max_future_s),
@@ -232,6 +241,7 @@ class IngestService:
         messages until the refused ones are found and dead-letter those (`unstorable`, with
         the database's reason). Returns what was written and every dead letter written.
         Failures of the database itself propagate to be retried."""
+        self._heartbeat.beat(f"writing to the database: {len(good)} good, {len(dead)} dead")
         try:
             return self._writer.write([g for _m, g in good], dead), dead
         except psycopg.Error as exc:
@@ -254,6 +264,7 @@ class IngestService:
         """Write and acknowledge one batch, retrying until it is stored. False if stopped."""
         attempt = 0
         while True:
+            self._heartbeat.beat(f"storing a batch of {len(batch)}, attempt {attempt + 1}")
             try:
                 self._refresh_registry()
                 good, dead = self._classify(batch)
@@ -280,6 +291,7 @@ class IngestService:
                     delay,
                     attempt,
                 )
+                self._heartbeat.beat(f"waiting {delay:.1f} s to retry the database", grace_s=delay)
                 time.sleep(delay)
         done = time.monotonic()
         self._ack(batch)
@@ -293,12 +305,14 @@ class IngestService:
         try:
             if now - clock["metrics"] >= _METRICS_EVERY_S:
                 clock["metrics"] = now
+                self._heartbeat.beat("recording the ingest metrics")
                 self._writer.record_metrics(
                     self.instance, self.metrics.snapshot(self._queue.qsize())
                 )
                 logger.info("%s", self.metrics.summary(self._queue.qsize()))
             if now - clock["retention"] >= _RETENTION_EVERY_S:
                 clock["retention"] = now
+                self._heartbeat.beat("applying the retention", grace_s=_RETENTION_GRACE_S)
                 self._writer.apply_retention(self.settings.retention_days)
         except psycopg.Error as exc:
             self._writer.close()
@@ -306,8 +320,11 @@ class IngestService:
 
     def _writer_loop(self) -> None:
         clock = {"metrics": time.monotonic(), "retention": time.monotonic()}
+        # collecting a batch may wait up to the flush time after its first message
+        collect_s = self.settings.ingest_flush_ms / 1000.0
         try:
             while True:
+                self._heartbeat.beat("waiting for messages", grace_s=collect_s)
                 batch = self._collect()
                 self.metrics.backlog.set(self._queue.qsize())
                 if batch:
