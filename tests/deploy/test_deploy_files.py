@@ -322,7 +322,7 @@ def test_depends_on_conditions_are_meaningful(rendered: dict[str, Any]) -> None:
 def test_health_checks_use_the_configured_ports(rendered: dict[str, Any]) -> None:
     ingest = rendered["services"]["ingest"]
     port = service_env(ingest)["CITYOPS_INGEST_METRICS_PORT"]
-    assert f"127.0.0.1:{port}/metrics" in " ".join(ingest["healthcheck"]["test"])
+    assert f"127.0.0.1:{port}/healthz" in " ".join(ingest["healthcheck"]["test"])
     api = rendered["services"]["api"]
     argv = command_args(api["command"])
     api_port = argv[argv.index("--port") + 1]
@@ -525,7 +525,7 @@ def test_probe_ports_are_the_configured_ones(k8s: list[tuple[Path, dict[str, Any
     env = {e["name"]: e.get("value") for e in ingest["env"]}
     metrics = {p["name"]: p["containerPort"] for p in ingest["ports"]}["metrics"]
     assert env["CITYOPS_INGEST_METRICS_PORT"] == str(metrics)
-    assert ingest["livenessProbe"]["httpGet"]["path"] == "/metrics"
+    assert ingest["livenessProbe"]["httpGet"]["path"] == "/healthz"
 
 
 def test_k8s_commands_are_cityops_commands(

@@ -1,6 +1,6 @@
-"""The re-planner, traffic control and the measures service are probed on their heartbeat
-endpoint (`cityops.ingest.health`): in Kubernetes a liveness probe on `/healthz` of the
-port their settings name, scraped by Prometheus; in compose a health check on it."""
+"""The ingest, the re-planner, traffic control and the measures service are probed on their
+heartbeat endpoint (`cityops.ingest.health`): in Kubernetes a liveness probe on `/healthz`
+of the port their settings name, scraped by Prometheus; in compose a health check on it."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from tests.deploy.support import (
 
 #: component / compose service -> the setting of its endpoint's port
 SERVICES = {
+    "ingest": "CITYOPS_INGEST_METRICS_PORT",
     "replanner": "CITYOPS_REPLANNER_METRICS_PORT",
     "traffic-control": "CITYOPS_TRAFFIC_CONTROL_METRICS_PORT",
     "traffic-measures": "CITYOPS_TRAFFIC_MEASURES_METRICS_PORT",
@@ -34,7 +35,7 @@ def _default(variable: str) -> int:
 
 
 def test_the_ports_are_distinct_and_on_by_default() -> None:
-    ports = [_default(v) for v in SERVICES.values()] + [_default("CITYOPS_INGEST_METRICS_PORT")]
+    ports = [_default(v) for v in SERVICES.values()]
     assert all(ports) and len(set(ports)) == len(ports)
 
 
@@ -68,4 +69,4 @@ def test_compose_health_checks_ask_the_heartbeat(name: str) -> None:
     port = service_env(svc)[SERVICES[name]]
     assert f"http://127.0.0.1:{port}/healthz" in " ".join(svc["healthcheck"]["test"])
     assert svc["expose"] == [port]
-    assert command_args(svc["command"])[0] in ("routing", "traffic")
+    assert command_args(svc["command"])[0] in ("ingest", "routing", "traffic")
