@@ -65,7 +65,8 @@ audited (registry_audit). What a file holds is told by its id column:
 
   sites.csv        site_id,name,kind,lon,lat                   (kind: depot|disposal)
   bins.csv         bin_id,sensor_id,lon,lat,street,house_number,district,fraction,
-                   capacity_l,collection_days,access_from,access_to,sensor_height_mm
+                   capacity_l,collection_days,access_from,access_to,dev_eui,
+                   sensor_model,empty_distance_mm,full_distance_mm
   bins.geojson     Point features with the bin columns as properties
   trucks.csv       truck_id,name,capacity_l,capacity_kg,depot_id,fractions,
                    shift_start,shift_end

@@ -51,7 +51,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "site": ("site_id", "name", "kind", "lon", "lat"),
     "bin": ("bin_id", "sensor_id", "lon", "lat", "street", "house_number", "district",
             "fraction", "capacity_l", "collection_days", "access_from", "access_to",
-            "sensor_height_mm"),
+            "dev_eui", "sensor_model", "empty_distance_mm", "full_distance_mm"),
     "truck": ("truck_id", "name", "capacity_l", "capacity_kg", "depot_id", "fractions",
               "shift_start", "shift_end"),
 }
@@ -60,7 +60,7 @@ _REQUIRED = {
     "bin": {"bin_id", "lon", "lat", "street", "fraction", "capacity_l"},
     "truck": {"truck_id", "name", "capacity_l", "depot_id", "fractions"},
 }
-_NUMERIC = {"lon", "lat", "capacity_l", "capacity_kg", "sensor_height_mm"}
+_NUMERIC = {"lon", "lat", "capacity_l", "capacity_kg", "empty_distance_mm", "full_distance_mm"}
 _DECIMAL_COMMA = re.compile(r"^-?\d+,\d+$")
 MAX_FILE_BYTES = 50 * 1024 * 1024
 

@@ -20,6 +20,7 @@ from cityops.ingest.contract import DEVICE_ID_PATTERN, Text
 __all__ = [
     "FRACTIONS",
     "KINDS",
+    "SENSOR_MODELS",
     "WEEKDAYS",
     "BinIn",
     "BinRecord",
@@ -40,6 +41,8 @@ FRACTIONS = ("residual", "paper", "packaging", "organic", "glass")
 Fraction = Literal["residual", "paper", "packaging", "organic", "glass"]
 #: Record kinds, as in the audit and on the command line.
 KINDS = ("site", "bin", "truck", "signal_controller")
+#: Distance sensors with a built-in payload codec (`cityops.ingest.codecs`).
+SENSOR_MODELS = ("milesight-em310-udl", "dragino-ldds75")
 #: Monday = 0, as Python and the planner count; German abbreviations in files.
 WEEKDAYS = ("Mo", "Di", "Mi", "Do", "Fr", "Sa", "So")
 _ALIASES = {
@@ -79,6 +82,14 @@ def format_days(days: tuple[int, ...]) -> str:
 
 def _blank_is_none(value: object) -> object:
     return None if isinstance(value, str) and not value.strip() else value
+
+
+def _eui(value: object) -> object:
+    """`70-B3-D5-7E-D0-05-A1-B2`, `70:b3:...` or `70B3D57ED005A1B2` -> lowercase hex."""
+    if isinstance(value, str):
+        value = value.strip().replace("-", "").replace(":", "").lower()
+        return value or None
+    return value
 
 
 Id = Annotated[str, Field(pattern=DEVICE_ID_PATTERN)]
@@ -121,7 +132,10 @@ class BinRecord:
     collection_days: tuple[int, ...]
     access_from: time | None
     access_to: time | None
-    sensor_height_mm: int | None
+    dev_eui: str | None = None  # LoRaWAN sensors: as the network server names them
+    sensor_model: str | None = None  # its codec (SENSOR_MODELS)
+    empty_distance_mm: int | None = None  # calibration: sensor to floor, empty bin
+    full_distance_mm: int | None = None  # sensor to fill line, full bin
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,9 +221,18 @@ class BinIn(_In):
     collection_days: Days = ()
     access_from: OptTime = None
     access_to: OptTime = None
-    sensor_height_mm: Annotated[
+    dev_eui: Annotated[
+        Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")] | None, BeforeValidator(_eui)
+    ] = Field(default=None, description="LoRaWAN DevEUI, 16 hex digits")
+    sensor_model: Annotated[
+        Literal["milesight-em310-udl", "dragino-ldds75"] | None, BeforeValidator(_blank_is_none)
+    ] = Field(default=None, description="the distance sensor's model (its payload codec)")
+    empty_distance_mm: Annotated[
         Annotated[int, Field(ge=100, le=5000)] | None, BeforeValidator(_blank_is_none)
-    ] = Field(default=None, description="distance sensors: from the sensor to the bin's floor")
+    ] = Field(default=None, description="from the sensor to the bin's floor, bin empty")
+    full_distance_mm: Annotated[
+        Annotated[int, Field(ge=0, le=5000)] | None, BeforeValidator(_blank_is_none)
+    ] = Field(default=None, description="from the sensor to the fill line, bin full")
 
     @model_validator(mode="after")
     def _window(self) -> Self:
@@ -219,11 +242,26 @@ class BinIn(_In):
             raise ValueError("access_from and access_to are the same time")
         return self
 
+    @model_validator(mode="after")
+    def _calibrated(self) -> Self:
+        if self.dev_eui is not None and self.sensor_model is None:
+            raise ValueError("a bin with a dev_eui needs its sensor_model")
+        if self.sensor_model is not None and (
+            self.empty_distance_mm is None or self.full_distance_mm is None
+        ):
+            raise ValueError("a distance sensor needs empty_distance_mm and full_distance_mm")
+        if (self.empty_distance_mm is not None and self.full_distance_mm is not None
+                and self.full_distance_mm >= self.empty_distance_mm):
+            raise ValueError("full_distance_mm must be less than empty_distance_mm (the "
+                             "sensor looks down: a fuller bin is nearer)")
+        return self
+
     def to_record(self) -> BinRecord:
         return BinRecord(
             self.bin_id, self.sensor_id, self.lon, self.lat, self.street, self.house_number,
             self.district, self.fraction, self.capacity_l, self.collection_days,
-            self.access_from, self.access_to, self.sensor_height_mm,
+            self.access_from, self.access_to, self.dev_eui, self.sensor_model,
+            self.empty_distance_mm, self.full_distance_mm,
         )
 
 

@@ -121,11 +121,13 @@ def load_records(conn: Conn, kind: str, *, include_retired: bool = False,
     elif kind == "bin":
         rows = conn.execute(
             "SELECT bin_id, sensor_id, ST_X(geom), ST_Y(geom), street, house_number, district,"
-            " fraction, capacity_l, collection_days, access_from, access_to, sensor_height_mm,"
+            " fraction, capacity_l, collection_days, access_from, access_to, dev_eui,"
+            " sensor_model, empty_distance_mm, full_distance_mm,"
             f" {retired}, version FROM {table}{clause} ORDER BY 1", params).fetchall()
         for r in rows:
             out[r[0]] = (BinRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8],
-                                   tuple(r[9]), r[10], r[11], r[12]), r[13], r[14])
+                                   tuple(r[9]), r[10], r[11], r[12], r[13], r[14], r[15]),
+                         r[16], r[17])
     elif kind == "truck":
         rows = conn.execute(
             "SELECT truck_id, name, capacity_l, capacity_kg, depot_id, fractions, shift_start,"
@@ -201,10 +203,10 @@ def _check(conn: Conn, files: Sequence[ParsedFile], city: City) -> list[RowProbl
         for rid, (rec, _, _) in load_records(conn, "signal_controller").items()
         if isinstance(rec, ControllerRecord)
     }
-    sensor_owner = {
-        rec.sensor_id: rid for rid, (rec, _, _) in load_records(conn, "bin").items()
-        if isinstance(rec, BinRecord) and rec.sensor_id
-    }
+    active_bins = [(rid, rec) for rid, (rec, _, _) in load_records(conn, "bin").items()
+                   if isinstance(rec, BinRecord)]
+    sensor_owner = {rec.sensor_id: rid for rid, rec in active_bins if rec.sensor_id}
+    eui_owner = {rec.dev_eui: rid for rid, rec in active_bins if rec.dev_eui}
     for f in files:
         for _, rec in f.records:
             if isinstance(rec, SiteRecord):
@@ -217,6 +219,7 @@ def _check(conn: Conn, files: Sequence[ParsedFile], city: City) -> list[RowProbl
     imported_bins = {rec.bin_id for f in files for _, rec in f.records
                      if isinstance(rec, BinRecord)}
     sensor_owner = {s: b for s, b in sensor_owner.items() if b not in imported_bins}
+    eui_owner = {s: b for s, b in eui_owner.items() if b not in imported_bins}
     for f in files:
         for line, rec in f.records:
             def bad(column: str, reason: str, *, _f: ParsedFile = f, _line: int | None = line
@@ -235,6 +238,11 @@ def _check(conn: Conn, files: Sequence[ParsedFile], city: City) -> list[RowProbl
                 if owner != rec.bin_id:
                     bad("sensor_id", f"sensor {rec.sensor_id} is on bin {owner}; retire that "
                         "bin or move the sensor in the same import")
+            if isinstance(rec, BinRecord) and rec.dev_eui:
+                owner = eui_owner.setdefault(rec.dev_eui, rec.bin_id)
+                if owner != rec.bin_id:
+                    bad("dev_eui", f"DevEUI {rec.dev_eui} is on bin {owner}; retire that bin "
+                        "or move the sensor in the same import")
             if isinstance(rec, ControllerRecord):
                 for link in rec.links:
                     target = controllers.get(link.to_controller_id)
@@ -331,15 +339,19 @@ def write(conn: Conn, rec: Record) -> None:
     elif isinstance(rec, BinRecord):
         conn.execute(
             "INSERT INTO bin_registry (bin_id, sensor_id, geom, street, house_number, district,"
-            " fraction, capacity_l, collection_days, access_from, access_to, sensor_height_mm)"
+            " fraction, capacity_l, collection_days, access_from, access_to, dev_eui,"
+            " sensor_model, empty_distance_mm, full_distance_mm)"
             f" VALUES (%(bin_id)s, %(sensor_id)s, {_POINT}, %(street)s, %(house_number)s, "
             "%(district)s, %(fraction)s, %(capacity_l)s, %(collection_days)s, %(access_from)s,"
-            " %(access_to)s, %(sensor_height_mm)s) ON CONFLICT (bin_id) DO UPDATE SET "
+            " %(access_to)s, %(dev_eui)s, %(sensor_model)s, %(empty_distance_mm)s,"
+            " %(full_distance_mm)s) ON CONFLICT (bin_id) DO UPDATE SET "
             "sensor_id = EXCLUDED.sensor_id, geom = EXCLUDED.geom, street = EXCLUDED.street, "
             "house_number = EXCLUDED.house_number, district = EXCLUDED.district, "
             "fraction = EXCLUDED.fraction, capacity_l = EXCLUDED.capacity_l, "
             "collection_days = EXCLUDED.collection_days, access_from = EXCLUDED.access_from,"
-            " access_to = EXCLUDED.access_to, sensor_height_mm = EXCLUDED.sensor_height_mm, "
+            " access_to = EXCLUDED.access_to, dev_eui = EXCLUDED.dev_eui, "
+            "sensor_model = EXCLUDED.sensor_model, empty_distance_mm = EXCLUDED.empty_distance_mm,"
+            " full_distance_mm = EXCLUDED.full_distance_mm, "
             f"retired_at = NULL, {bump.format(t='bin_registry')}",
             {**asdict(rec), "collection_days": list(rec.collection_days)})
     elif isinstance(rec, TruckRecord):

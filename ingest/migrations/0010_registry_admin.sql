@@ -10,7 +10,14 @@ DROP VIEW devices;
 ALTER TABLE bins RENAME TO bin_registry;
 ALTER TABLE bin_registry
     ADD COLUMN collection_days   smallint[] NOT NULL DEFAULT '{}',
-    ADD COLUMN sensor_height_mm  integer CHECK (sensor_height_mm BETWEEN 100 AND 5000),
+    -- LoRaWAN distance sensors (docs/devices.md): the DevEUI the network server names,
+    -- the sensor model (its codec) and the calibration: distance from the sensor to the
+    -- bin's floor when empty, and to the fill line when full.
+    ADD COLUMN dev_eui           text CHECK (dev_eui ~ '^[0-9a-f]{16}$'),
+    ADD COLUMN sensor_model      text,
+    ADD COLUMN empty_distance_mm integer CHECK (empty_distance_mm BETWEEN 100 AND 5000),
+    ADD COLUMN full_distance_mm  integer CHECK (full_distance_mm BETWEEN 0 AND 5000),
+    ADD CONSTRAINT bin_registry_calibration CHECK (full_distance_mm < empty_distance_mm),
     ADD COLUMN version           integer NOT NULL DEFAULT 1 CHECK (version >= 1),
     ADD COLUMN updated_at        timestamptz NOT NULL DEFAULT now(),
     ADD COLUMN retired_at        timestamptz,
@@ -22,10 +29,12 @@ ALTER TABLE bin_registry DROP COLUMN collection_weekday;
 ALTER TABLE bin_registry DROP CONSTRAINT bins_sensor_id_key;
 CREATE UNIQUE INDEX bin_registry_active_sensor ON bin_registry (sensor_id)
     WHERE retired_at IS NULL;
+CREATE UNIQUE INDEX bin_registry_active_dev_eui ON bin_registry (dev_eui)
+    WHERE retired_at IS NULL;
 CREATE VIEW bins AS
     SELECT bin_id, sensor_id, geom, street, house_number, district, capacity_l, fraction,
-           collection_days, access_from, access_to, sensor_height_mm, created_at, version,
-           updated_at
+           collection_days, access_from, access_to, dev_eui, sensor_model,
+           empty_distance_mm, full_distance_mm, created_at, version, updated_at
     FROM bin_registry WHERE retired_at IS NULL;
 
 ALTER TABLE trucks RENAME TO truck_registry;

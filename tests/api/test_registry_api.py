@@ -88,6 +88,13 @@ def test_a_retired_bin_leaves_the_dispatchers_view_and_the_plans(
         ({**BIN, "bin_id": "B-OTHER"}, "bin_id", "must be 'B-API-1'"),
         ({**BIN, "access_to": None}, "body", "give both access_from and access_to"),
         ({**BIN, "colour": "blau"}, "colour", "unknown field"),
+        ({**BIN, "dev_eui": "70b3d57ed005a1b2"}, "body", "needs its sensor_model"),
+        ({**BIN, "dev_eui": "70b3d57ed005a1b2", "sensor_model": "dragino-ldds75",
+          "empty_distance_mm": 900, "full_distance_mm": 900}, "body",
+         "full_distance_mm must be less"),
+        ({**BIN, "dev_eui": "70b3d57ed005zzzz", "sensor_model": "dragino-ldds75"}, "dev_eui",
+         "should match pattern"),
+        ({**BIN, "sensor_model": "acme-9000"}, "sensor_model", "Input should be"),
     ],
 )
 def test_bad_records_get_a_422_naming_the_field(
@@ -127,3 +134,14 @@ def test_controllers_and_trucks_through_the_api(client: TestClient) -> None:
     ok = client.put("/api/v1/registry/trucks/T-API", json={**truck, "depot_id": "D-API"})
     assert ok.status_code == 201, ok.text
     assert client.delete("/api/v1/registry/sites/D-API").status_code == 422  # not a kind
+
+
+def test_a_lorawan_bin_is_registered_by_its_dev_eui(client: TestClient) -> None:
+    lora = {**BIN, "sensor_id": None, "dev_eui": "70-B3-D5-7E-D0-05-A1-B2",
+            "sensor_model": "dragino-ldds75", "empty_distance_mm": 1150, "full_distance_mm": 200}
+    resp = client.put(URL, json=lora)
+    assert resp.status_code == 201, resp.text
+    assert resp.json()["record"]["dev_eui"] == "70b3d57ed005a1b2"
+    other = client.put("/api/v1/registry/bins/B-API-2", json=lora)
+    assert other.status_code == 422
+    assert "DevEUI 70b3d57ed005a1b2 is on bin B-API-1" in other.text

@@ -61,8 +61,9 @@ def test_a_city_imports_once_and_a_second_import_changes_nothing(
     with psycopg.connect(db_url) as conn:
         bins = conn.execute(
             "SELECT bin_id, street, district, collection_days, access_from::text, "
-            "access_to::text, sensor_height_mm, ST_X(geom) FROM bins ORDER BY bin_id").fetchall()
-    assert bins[0] == ("MS-B001", "Schloßstraße", "Altstadt", [1], None, None, 1200, 8.749)
+            "access_to::text, dev_eui, ST_X(geom) FROM bins ORDER BY bin_id").fetchall()
+    assert bins[0] == ("MS-B001", "Schloßstraße", "Altstadt", [1], None, None,
+                       "70b3d57ed0050001", 8.749)
     assert bins[3][4:6] == ("07:00:00", "18:00:00")
     assert {b[2] for b in bins} == {"Altstadt", "Bürgerviertel", "Hafenäcker"}  # real ones
     assert all(b[2] == musterstadt.district_of(b[7]) for b in bins)

@@ -104,7 +104,8 @@ def bins_csv() -> str:
     """Twelve bins along the streets, semicolon separated with decimal commas (as a German
     spreadsheet saves them), districts left to the profile."""
     rows = ["bin_id;sensor_id;lon;lat;street;house_number;district;fraction;capacity_l;"
-            "collection_days;access_from;access_to;sensor_height_mm"]
+            "collection_days;access_from;access_to;dev_eui;sensor_model;empty_distance_mm;"
+            "full_distance_mm"]
     fractions = ("residual", "paper", "organic")
     for i in range(12):
         lat = LATS[i % 5]
@@ -117,7 +118,8 @@ def bins_csv() -> str:
             f"MS-B{i + 1:03d};MS-S{i + 1:03d};{lon:.4f}".replace(".", ",")
             + f";{lat:.4f}".replace(".", ",")
             + f";{street};{i + 1}a;;{fraction};{(240, 660, 1100)[i % 3]};{days};{access};"
-            + ("1200" if i % 4 == 0 else "")
+            + (f"70-B3-D5-7E-D0-05-{i:02X}-01;milesight-em310-udl;1200;150" if i % 4 == 0
+               else ";;;")
         )
     return "\n".join(rows) + "\n"
 
