@@ -82,7 +82,7 @@ class Loop:
 @pytest.fixture
 def served() -> Iterator[tuple[str, Loop, CollectorRegistry]]:
     registry = CollectorRegistry()
-    liveness = Liveness("svc", 0.3)
+    liveness = Liveness("svc", 1.0)  # a busy CI machine can stall a thread for 0.3 s
     liveness.register(registry, "cityops_svc")
     Counter("cityops_svc_things", "things done", registry=registry).inc(3)
     endpoint = Endpoint(registry, liveness)
@@ -108,7 +108,7 @@ def test_the_probe_is_200_while_the_loop_beats_and_503_once_it_hangs(
     body = wait_status(f"{base}/healthz", 503)
     assert body["status"] == "stale"
     (worker,) = body["loops"]
-    assert worker["stale"] and worker["age_s"] > 0.3 and worker["doing"].startswith("step ")
+    assert worker["stale"] and worker["age_s"] > 1.0 and worker["doing"].startswith("step ")
     assert body["reason"].startswith("svc: worker: no heartbeat for ")
     assert wait_status(f"{base}/livez", 503)["status"] == "stale"
     loop.release.set()
@@ -122,8 +122,8 @@ def test_metrics_parse_and_carry_the_heartbeat(
     wait_status(f"{base}/healthz", 200)
     samples = scrape(base)
     assert sample(samples, "cityops_svc_things_total") == 3
-    assert 0 <= sample(samples, "cityops_svc_heartbeat_age_seconds", loop="worker") < 0.3
-    assert sample(samples, "cityops_svc_heartbeat_limit_seconds", loop="worker") == 0.3
+    assert 0 <= sample(samples, "cityops_svc_heartbeat_age_seconds", loop="worker") < 1.0
+    assert sample(samples, "cityops_svc_heartbeat_limit_seconds", loop="worker") == 1.0
     assert sample(samples, "cityops_svc_heartbeats_total", loop="worker") >= 1
 
 
