@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -53,6 +54,7 @@ logger = logging.getLogger(__name__)
 
 #: `osm_extract: bundled`: the small extract shipped with the platform (the demo's).
 BUNDLED = "bundled"
+_MODEL = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _Name = Annotated[str, Field(min_length=1, max_length=120)]
 
@@ -113,6 +115,8 @@ class City:
     search_example: str
     demo: bool
     source: str
+    #: sensor models the network server decodes: model -> FieldMapping.parse spec
+    lorawan_mappings: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     def contains(self, lon: float, lat: float) -> bool:
         min_lon, min_lat, max_lon, max_lat = self.bounds
@@ -186,6 +190,33 @@ class _MapIn(_Section):
         return self
 
 
+class _LorawanIn(_Section):
+    mappings: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description="sensor models decoded by the network server: per model, where each "
+        "reading field sits in the server's decoded object (docs/devices.md)",
+    )
+
+    @field_validator("mappings")
+    @classmethod
+    def _mappings(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        from cityops.ingest.codecs import CODECS, FieldMapping
+
+        for model, spec in value.items():
+            if not _MODEL.match(model):
+                raise ValueError(f"model name {model[:40]!r}: lowercase letters, digits, "
+                                 "'.', '_', '-'")
+            if model in CODECS:
+                raise ValueError(f"{model} is a built-in codec; name the mapping otherwise")
+            try:
+                mapping = FieldMapping.parse(spec)
+            except ValueError as exc:
+                raise ValueError(f"{model}: {exc}") from None
+            if "distance_mm" not in {target for target, _steps, _f in mapping.fields}:
+                raise ValueError(f"{model}: the mapping needs distance_mm")
+        return value
+
+
 class _Profile(_Section):
     name: _Name
     demo: bool = False
@@ -199,6 +230,7 @@ class _Profile(_Section):
     sites: list[_SiteIn] = Field(min_length=1)
     publisher: _PublisherIn
     map: _MapIn = Field(default_factory=_MapIn)
+    lorawan: _LorawanIn = Field(default_factory=_LorawanIn)
 
     @field_validator("timezone")
     @classmethod
@@ -359,6 +391,7 @@ def _city(profile: _Profile, districts: Districts, path: Path) -> City:
         search_example=m.search_example,
         demo=profile.demo,
         source=str(path),
+        lorawan_mappings=profile.lorawan.mappings,
     )
 
 

@@ -176,8 +176,8 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     from cityops.ingest.city import announce_city
 
     settings = load_settings(**overrides)
-    announce_city(settings, "ingest")
-    return run_ingest(settings)
+    city = announce_city(settings, "ingest")
+    return run_ingest(settings, city.lorawan_mappings)
 
 
 def _cmd_schemas(args: argparse.Namespace) -> int:

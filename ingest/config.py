@@ -108,6 +108,17 @@ class Settings(BaseSettings):
         description="MQTT v5 shared-subscription group for several ingest instances; empty: one "
         "instance with an exclusive subscription (see docs/operations.md for the trade-off)",
     )
+    ingest_sources: str = Field(
+        default="cityops",
+        description="what this ingest instance subscribes to, comma-separated: cityops (the "
+        "MQTT contract), chirpstack (ChirpStack v4 uplinks), tts (The Things Stack v3 uplinks)",
+    )
+    ingest_lorawan_root: str = Field(
+        default="",
+        pattern=r"^([A-Za-z0-9_\-]+(/[A-Za-z0-9_\-]+)*)?$",
+        description="topic levels in front of the network servers' own topics, where a "
+        "broker bridge puts them (e.g. `lorawan`); empty: as the servers publish them",
+    )
     ingest_batch_size: int = Field(default=2000, ge=1, le=50_000)
     ingest_flush_ms: int = Field(default=200, ge=5, le=60_000)
     ingest_receive_maximum: int = Field(default=10_000, ge=10, le=65_535)
@@ -248,6 +259,21 @@ class Settings(BaseSettings):
         if not parts.hostname:
             raise ValueError(f"has no host: {value!r}")
         return value
+
+    @field_validator("ingest_sources")
+    @classmethod
+    def _check_sources(cls, value: str) -> str:
+        names = [p.strip() for p in value.split(",") if p.strip()]
+        unknown = sorted(set(names) - {"cityops", "chirpstack", "tts"})
+        if not names or unknown:
+            raise ValueError(
+                f"must name one or more of cityops, chirpstack, tts; got {value!r}"
+            )
+        return ",".join(dict.fromkeys(names))
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return tuple(self.ingest_sources.split(","))
 
     @field_validator("topic_prefix")
     @classmethod

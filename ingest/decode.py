@@ -21,7 +21,16 @@ from cityops.ingest.contract import (
     payload_model,
 )
 
-__all__ = ["Decoded", "Limits", "Reason", "Rejected", "decode", "payload_times"]
+__all__ = [
+    "Decoded",
+    "Frame",
+    "Limits",
+    "Reason",
+    "Rejected",
+    "check_times",
+    "decode",
+    "payload_times",
+]
 
 
 class Reason(StrEnum):
@@ -44,6 +53,11 @@ class Reason(StrEnum):
     TIMESTAMP_IN_FUTURE = "timestamp_in_future"
     TIMESTAMP_TOO_OLD = "timestamp_too_old"
     UNKNOWN_DEVICE = "unknown_device"
+    # LoRaWAN uplinks through a network server (cityops.ingest.lorawan, docs/devices.md)
+    NOT_AN_UPLINK = "not_an_uplink"
+    UNDECODABLE = "undecodable_payload"
+    IMPLAUSIBLE = "implausible_reading"
+    NO_READING = "no_reading"  # a valid uplink without a measurement (device information)
     UNSTORABLE = "unstorable"  # valid by the contract, refused by the database (its reason)
 
 
@@ -55,11 +69,22 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class Frame:
+    """The LoRaWAN frame a reading came in: deduplicated by (DevEUI, frame counter)."""
+
+    dev_eui: str
+    f_cnt: int
+    network: str
+    gateways: int
+
+
+@dataclass(frozen=True, slots=True)
 class Decoded:
     kind: DeviceKind
     device_id: str
     channel: Channel
     payload: BaseModel
+    frame: Frame | None = None  # set for a reading that came through a LoRaWAN server
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +167,14 @@ def decode(
         payload = model.model_validate_json(raw, strict=True)
     except ValidationError as exc:
         return _classify(exc)
+    late = check_times(payload, now, limits)
+    if late is not None:
+        return late
+    return Decoded(info.kind, info.device_id, info.channel, payload)
+
+
+def check_times(payload: BaseModel, now: datetime, limits: Limits) -> Rejected | None:
+    """The payload's device times against the receive time `now`, or None when fine."""
     for i, ts in enumerate(payload_times(payload)):
         where = f"events.{i}.ts" if isinstance(payload, SignalEvents) else "ts"
         if ts - now > limits.max_future:
@@ -155,4 +188,4 @@ def decode(
                 Reason.TIMESTAMP_TOO_OLD,
                 f"{where} {ts.isoformat()} is older than {limits.max_age.days} days",
             )
-    return Decoded(info.kind, info.device_id, info.channel, payload)
+    return None

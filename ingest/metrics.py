@@ -67,6 +67,11 @@ class IngestMetrics:
         self.db_errors = Counter(
             "cityops_ingest_db_errors", "failed database writes (retried)", registry=r
         )
+        self.lorawan_duplicates = Counter(
+            "cityops_ingest_lorawan_duplicates",
+            "LoRaWAN frames received again (another gateway, a redelivery) and stored once",
+            registry=r,
+        )
         self._lock = threading.Lock()
         self.totals = {"received": 0, "rows": 0, "dead": 0, "batches": 0}
         self._last_batch_ms: float | None = None
@@ -86,6 +91,7 @@ class IngestMetrics:
             self.rows.labels(table).inc(n)
         for d in dead:
             self.dead.labels(d.reason).inc()
+        self.lorawan_duplicates.inc(getattr(result, "duplicates", 0))
         self.batch_seconds.observe(write_s)
         self.receive_to_commit.observe(done_mono - batch[0].t_mono)
         with self._lock:

@@ -225,8 +225,10 @@ class BinIn(_In):
         Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")] | None, BeforeValidator(_eui)
     ] = Field(default=None, description="LoRaWAN DevEUI, 16 hex digits")
     sensor_model: Annotated[
-        Literal["milesight-em310-udl", "dragino-ldds75"] | None, BeforeValidator(_blank_is_none)
-    ] = Field(default=None, description="the distance sensor's model (its payload codec)")
+        Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")] | None,
+        BeforeValidator(_blank_is_none),
+    ] = Field(default=None, description="the distance sensor's model: a built-in codec "
+              "(SENSOR_MODELS) or a mapping of the city profile's lorawan section")
     empty_distance_mm: Annotated[
         Annotated[int, Field(ge=100, le=5000)] | None, BeforeValidator(_blank_is_none)
     ] = Field(default=None, description="from the sensor to the bin's floor, bin empty")

@@ -22,6 +22,7 @@ from psycopg.types.json import Jsonb
 
 from cityops.ingest.registry_files import ParsedFile, RowProblem
 from cityops.ingest.registry_model import (
+    SENSOR_MODELS,
     BinRecord,
     ControllerRecord,
     DetectorRecord,
@@ -238,6 +239,13 @@ def _check(conn: Conn, files: Sequence[ParsedFile], city: City) -> list[RowProbl
                 if owner != rec.bin_id:
                     bad("sensor_id", f"sensor {rec.sensor_id} is on bin {owner}; retire that "
                         "bin or move the sensor in the same import")
+            if isinstance(rec, BinRecord) and rec.sensor_model and (
+                rec.sensor_model not in SENSOR_MODELS
+                and rec.sensor_model not in city.lorawan_mappings
+            ):
+                bad("sensor_model", f"unknown sensor model {rec.sensor_model!r}: a built-in "
+                    f"codec ({', '.join(SENSOR_MODELS)}) or a mapping of the city profile's "
+                    "lorawan section")
             if isinstance(rec, BinRecord) and rec.dev_eui:
                 owner = eui_owner.setdefault(rec.dev_eui, rec.bin_id)
                 if owner != rec.bin_id:

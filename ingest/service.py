@@ -30,6 +30,7 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import FrameType
@@ -41,9 +42,19 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from cityops.ingest import lorawan
+from cityops.ingest.codecs import (
+    CODECS,
+    CodecError,
+    CodecReason,
+    FieldMapping,
+    SensorReading,
+    from_decoded,
+)
 from cityops.ingest.config import Settings
-from cityops.ingest.contract import ingest_subscription
-from cityops.ingest.decode import Decoded, Limits, Reason, Rejected, decode
+from cityops.ingest.contract import CONTRACT_VERSION, ingest_subscription
+from cityops.ingest.decode import Decoded, Frame, Limits, Reason, Rejected, decode
+from cityops.ingest.lorawan_readings import LoraSensor, reading_from
 from cityops.ingest.metrics import IngestMetrics
 from cityops.ingest.mqttclient import make_client
 from cityops.ingest.writer import DeadLetter, Writer, WriteResult, is_poison
@@ -88,8 +99,15 @@ def _backoff(attempt: int, cap: float = 30.0) -> float:
 class IngestService:
     """One ingest instance. `start()` returns at once; `stop()` flushes and disconnects."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, lorawan_mappings: Mapping[str, Mapping[str, str]] | None = None
+    ) -> None:
+        """`lorawan_mappings`: the city profile's sensor models decoded by the network
+        server (model -> `FieldMapping` spec)."""
         self.settings = settings
+        self._mappings = {
+            model: FieldMapping.parse(spec) for model, spec in (lorawan_mappings or {}).items()
+        }
         self.instance = settings.ingest_client_id
         self.metrics = IngestMetrics(self.instance, settings.ingest_liveness_limit_s)
         self._heartbeat = self.metrics.liveness.loop("writer")
@@ -101,6 +119,11 @@ class IngestService:
         self._queue: queue.SimpleQueue[Inbound] = queue.SimpleQueue()
         self._writer = Writer(settings.database_url, application_name=f"cityops-{self.instance}")
         self._registry: dict[tuple[str, str], str] = {}
+        # topic root of the network servers' uplinks ("" none), None: no LoRaWAN source
+        self._lorawan_root: str | None = (
+            (f"{settings.ingest_lorawan_root}/" if settings.ingest_lorawan_root else "")
+            if set(settings.sources) - {"cityops"} else None
+        )
         self._registry_at = 0.0
         self._ack_lock = threading.Lock()
         self._generation = 0
@@ -127,10 +150,8 @@ class IngestService:
             return
         with self._ack_lock:
             self._generation += 1
-        topic = ingest_subscription(
-            self.settings.topic_prefix, self.settings.ingest_share_group or None
-        )
-        client.subscribe(topic, options=SubscribeOptions(qos=1))
+        topics = self._subscriptions()
+        client.subscribe([(t, SubscribeOptions(qos=1)) for t in topics])
         self._connected.set()
         logger.info(
             "connected to %s:%s as %s (session present: %s), subscribed to %s",
@@ -138,8 +159,23 @@ class IngestService:
             self.settings.mqtt_port,
             self.instance,
             flags.session_present,
-            topic,
+            ", ".join(topics),
         )
+
+    def _subscriptions(self) -> list[str]:
+        """The filters of this instance's sources (`CITYOPS_INGEST_SOURCES`), shared when
+        a share group is set."""
+        s = self.settings
+        share = s.ingest_share_group or None
+        topics = []
+        for source in s.sources:
+            if source == "cityops":
+                topics.append(ingest_subscription(s.topic_prefix, share))
+                continue
+            root = f"{s.ingest_lorawan_root}/" if s.ingest_lorawan_root else ""
+            topic = f"{root}{lorawan.SUBSCRIPTIONS[source]}"
+            topics.append(f"$share/{share}/{topic}" if share else topic)
+        return topics
 
     def _on_disconnect(
         self, _client: mqtt.Client, _ud: Any, _flags: Any, reason: Any, _props: Any
@@ -205,13 +241,24 @@ class IngestService:
     ) -> tuple[list[tuple[Inbound, Storable]], list[DeadLetter]]:
         decoded: list[tuple[Inbound, Decoded]] = []
         dead: list[DeadLetter] = []
+        uplinks: list[tuple[Inbound, lorawan.Uplink]] = []
         prefix = self.settings.topic_prefix
+        contract = f"{prefix}/{CONTRACT_VERSION}/"
         for m in batch:
+            if self._lorawan_root is not None and not m.topic.startswith(contract):
+                up = self._parse_uplink(m)
+                if isinstance(up, lorawan.UplinkRejected):
+                    dead.append(DeadLetter(m.topic, m.payload, up.reason.value, up.detail))
+                else:
+                    uplinks.append((m, up))
+                continue
             result = decode(prefix, m.topic, m.payload, m.received, self._limits)
             if isinstance(result, Rejected):
                 dead.append(DeadLetter(m.topic, m.payload, result.reason.value, result.detail))
             else:
                 decoded.append((m, result))
+        lora_good, lora_dead = self._uplink_readings(uplinks)
+        dead.extend(lora_dead)
         # Devices missing from the cached registry are looked up once per batch, so a device
         # registered a moment ago is never dead-lettered as unknown.
         missing = {(d.kind.value, d.device_id) for _m, d in decoded} - self._registry.keys()
@@ -232,7 +279,78 @@ class IngestService:
                 )
             else:
                 good.append((m, (d, entity, m.received)))
+        return good + lora_good, dead
+
+    # ------------------------------------------------------------ LoRaWAN uplinks
+    def _parse_uplink(self, m: Inbound) -> lorawan.Uplink | lorawan.UplinkRejected:
+        root = self._lorawan_root or ""
+        topic = m.topic
+        if root:
+            if not topic.startswith(root):
+                return lorawan.UplinkRejected(
+                    lorawan.UplinkReason.BAD_TOPIC,
+                    f"topic is not under CITYOPS_INGEST_LORAWAN_ROOT {root[:-1]!r}")
+            topic = topic[len(root):]
+        return lorawan.parse_uplink(
+            topic, m.payload, m.received, max_bytes=self._limits.max_payload_bytes
+        )
+
+    def _uplink_readings(
+        self, uplinks: list[tuple[Inbound, lorawan.Uplink]]
+    ) -> tuple[list[tuple[Inbound, Storable]], list[DeadLetter]]:
+        """Uplinks to readings: the bin by DevEUI, the sensor model's codec, calibration.
+        Copies of one frame in the batch (another gateway's) are stored once; the writer
+        drops copies of frames stored before."""
+        if not uplinks:
+            return [], []
+        euis = sorted({u.dev_eui for _m, u in uplinks})
+        sensors = self._writer.lookup_lorawan(euis)
+        good: list[tuple[Inbound, Storable]] = []
+        dead: list[DeadLetter] = []
+        seen: dict[tuple[str, int], datetime] = {}
+        for m, up in uplinks:
+            def letter(reason: str, detail: str, *, _m: Inbound = m) -> None:
+                dead.append(DeadLetter(_m.topic, _m.payload, reason, detail))
+
+            sensor = sensors.get(up.dev_eui)
+            if sensor is None:
+                letter(Reason.UNKNOWN_DEVICE.value,
+                       f"no bin with DevEUI {up.dev_eui} and a sensor model in the registry; "
+                       "register it, then 'cityops deadletters replay --reason unknown_device'")
+                continue
+            f_cnt = up.f_cnt or 0
+            first = seen.setdefault((up.dev_eui, f_cnt), up.time)
+            if first != up.time and abs((first - up.time).total_seconds()) < 300:
+                self.metrics.lorawan_duplicates.inc()
+                continue  # the same frame through another path: stored once
+            reading = self._decode_sensor(up, sensor)
+            if isinstance(reading, CodecError):
+                letter(Reason.UNDECODABLE.value,
+                       f"{sensor.model} payload of {up.dev_eui} (fPort {up.f_port}): "
+                       f"{reading.reason.value}: {reading.detail}")
+                continue
+            frame = Frame(up.dev_eui, f_cnt, up.network, up.gateways)
+            result = reading_from(reading, sensor, up.time, frame, m.received, self._limits)
+            if isinstance(result, Rejected):
+                letter(result.reason.value, result.detail)
+            else:
+                good.append((m, (result, sensor.bin_id, m.received)))
         return good, dead
+
+    def _decode_sensor(self, up: lorawan.Uplink, sensor: LoraSensor
+                       ) -> SensorReading | CodecError:
+        """The model's mapping of the server's decoded object, else its built-in codec."""
+        mapping = self._mappings.get(sensor.model)
+        if mapping is not None:
+            return from_decoded(up.decoded, mapping)
+        codec = CODECS.get(sensor.model)
+        if codec is None:
+            return CodecError(
+                CodecReason.NO_FIELDS,
+                f"sensor model {sensor.model!r} has no built-in codec and no mapping in the "
+                "city profile's lorawan section",
+            )
+        return codec.decode(up.payload, up.f_port)
 
     def _store(
         self, good: list[tuple[Inbound, Storable]], dead: list[DeadLetter]
@@ -391,9 +509,11 @@ class IngestService:
         )
 
 
-def run_ingest(settings: Settings) -> int:
+def run_ingest(
+    settings: Settings, lorawan_mappings: Mapping[str, Mapping[str, str]] | None = None
+) -> int:
     """Entry point of `cityops ingest`: run until SIGINT or SIGTERM."""
-    service = IngestService(settings)
+    service = IngestService(settings, lorawan_mappings)
     stop = threading.Event()
 
     def _handle(signum: int, _frame: FrameType | None) -> None:

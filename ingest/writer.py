@@ -27,6 +27,7 @@ from cityops.ingest.contract import (
     TruckTelemetry,
 )
 from cityops.ingest.decode import Decoded
+from cityops.ingest.lorawan_readings import LoraSensor
 
 __all__ = ["DeadLetter", "WriteResult", "Writer", "is_poison", "rows_for"]
 
@@ -72,7 +73,30 @@ _TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
         ("truck_id", "ts", "kind", "bin_id", "route_version", "reason", "volume_l"),
     ),
     "device_seen": ("device_status", ("kind", "device_id", "state", "state_ts", "last_seen")),
+    "lorawan_frames": (
+        "lorawan_frames", ("dev_eui", "f_cnt", "ts", "bin_id", "network", "gateways"),
+    ),
 }
+
+#: A LoRaWAN frame seen before with the same counter a few minutes apart (another gateway's
+#: copy, a network server's redelivery after its restart) is a duplicate: its reading and
+#: frame leave the stage before the merge. A counter reset (rejoin) repeats a counter only
+#: after far longer. Exact redeliveries (same time) are merged away by the primary keys.
+_DEDUP_WINDOW = "5 minutes"
+_DEDUP_SQL = (
+    f"""
+    INSERT INTO dup_frames
+    SELECT f.dev_eui, f.ts FROM stage_lorawan_frames f
+    WHERE EXISTS (
+        SELECT 1 FROM lorawan_frames o
+        WHERE o.dev_eui = f.dev_eui AND o.f_cnt = f.f_cnt AND o.ts <> f.ts
+          AND o.ts BETWEEN f.ts - interval '{_DEDUP_WINDOW}' AND f.ts + interval '{_DEDUP_WINDOW}');
+    DELETE FROM stage_bin_readings r USING dup_frames d
+        WHERE r.sensor_id = d.dev_eui AND r.ts = d.ts;
+    DELETE FROM stage_lorawan_frames f USING dup_frames d
+        WHERE f.dev_eui = d.dev_eui AND f.ts = d.ts
+    """
+)
 
 # ingested_at is the time of the merge, moments before COMMIT (not the transaction start).
 _MERGE_SQL = {
@@ -88,6 +112,9 @@ _MERGE_SQL = {
     "truck_events": """
         INSERT INTO truck_events ({cols}, ingested_at) SELECT {cols}, clock_timestamp()
         FROM stage_truck_events ON CONFLICT DO NOTHING""",
+    "lorawan_frames": """
+        INSERT INTO lorawan_frames ({cols}, ingested_at) SELECT {cols}, clock_timestamp()
+        FROM stage_lorawan_frames ON CONFLICT DO NOTHING""",
 }
 
 _STATE_SQL = (
@@ -141,6 +168,7 @@ class DeadLetter:
 class WriteResult:
     rows: dict[str, int] = field(default_factory=dict)
     dead_letters: int = 0
+    duplicates: int = 0  # LoRaWAN frames already stored (another gateway, a redelivery)
 
     @property
     def total_rows(self) -> int:
@@ -151,7 +179,8 @@ class WriteResult:
         rows = dict(self.rows)
         for table, n in other.rows.items():
             rows[table] = rows.get(table, 0) + n
-        return WriteResult(rows, self.dead_letters + other.dead_letters)
+        return WriteResult(rows, self.dead_letters + other.dead_letters,
+                           self.duplicates + other.duplicates)
 
 
 Row = tuple[object, ...]
@@ -191,6 +220,9 @@ def rows_for(msg: Decoded, entity_id: str, received: datetime) -> dict[str, list
         )
     else:
         out["device_seen"].append((msg.kind.value, msg.device_id, None, None, seen_ts))
+    if msg.frame is not None and isinstance(p, BinTelemetry):
+        f = msg.frame
+        out["lorawan_frames"].append((f.dev_eui, f.f_cnt, p.ts, entity_id, f.network, f.gateways))
     return out
 
 
@@ -213,6 +245,10 @@ class Writer:
                     f"CREATE TEMP TABLE IF NOT EXISTS stage_{stage} "
                     f"(LIKE {target} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
                 )
+            conn.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS dup_frames (dev_eui text, ts timestamptz) "
+                "ON COMMIT DELETE ROWS"
+            )
             conn.commit()
             self._conn = conn
             logger.info("ingest writer connected to the database")
@@ -245,6 +281,22 @@ class Writer:
         conn.commit()
         return {(str(k), str(d)): str(e) for k, d, e in rows}
 
+    def lookup_lorawan(self, dev_euis: Sequence[str]) -> dict[str, LoraSensor]:
+        """The active bins' LoRaWAN sensors with these DevEUIs (calibration included)."""
+        if not dev_euis:
+            return {}
+        conn = self._connection()
+        rows = conn.execute(
+            "SELECT bin_id, dev_eui, sensor_model, empty_distance_mm, full_distance_mm "
+            "FROM bins WHERE dev_eui = ANY(%s) AND sensor_model IS NOT NULL",
+            (list(dev_euis),),
+        ).fetchall()
+        conn.commit()
+        return {
+            str(eui): LoraSensor(str(bin_id), str(eui), str(model), int(str(empty)), int(str(full)))
+            for bin_id, eui, model, empty, full in rows
+        }
+
     def write(
         self,
         decoded: Sequence[tuple[Decoded, str, datetime]],
@@ -264,6 +316,12 @@ class Writer:
                     with cur.copy(f"COPY stage_{table} ({', '.join(cols)}) FROM STDIN") as copy:
                         for row in rows:
                             copy.write_row(row)
+                if staged.get("lorawan_frames"):
+                    for stmt in _DEDUP_SQL.split(";"):
+                        cur.execute(stmt.encode())
+                    cur.execute("SELECT count(*) FROM dup_frames")
+                    counted = cur.fetchone()
+                    result.duplicates = int(str(counted[0])) if counted else 0
                 for table, stmt in _MERGE_SQL.items():
                     if staged.get(table):
                         cur.execute(stmt.format(cols=", ".join(_TABLES[table][1])).encode())

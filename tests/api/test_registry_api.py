@@ -94,7 +94,9 @@ def test_a_retired_bin_leaves_the_dispatchers_view_and_the_plans(
          "full_distance_mm must be less"),
         ({**BIN, "dev_eui": "70b3d57ed005zzzz", "sensor_model": "dragino-ldds75"}, "dev_eui",
          "should match pattern"),
-        ({**BIN, "sensor_model": "acme-9000"}, "sensor_model", "Input should be"),
+        ({**BIN, "dev_eui": "70b3d57ed005a1b3", "sensor_model": "acme-9000",
+          "empty_distance_mm": 900, "full_distance_mm": 100}, "sensor_model",
+         "unknown sensor model 'acme-9000'"),
     ],
 )
 def test_bad_records_get_a_422_naming_the_field(

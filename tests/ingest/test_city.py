@@ -187,3 +187,16 @@ def test_a_city_setting_left_in_the_environment_stops_the_start(
     monkeypatch.setenv("CITYOPS_ROADWORKS_BOUNDS", "[8.70, 50.06, 8.84, 50.13]")
     with pytest.raises(ConfigError, match=r"CITYOPS_ROADWORKS_BOUNDS: .* set in the city profile"):
         load_roadworks_settings()
+
+
+def test_lorawan_mappings_are_checked(tmp_path: Path) -> None:
+    musterstadt.write_city(tmp_path)
+    profile = tmp_path / "city.yaml"
+    text = profile.read_text(encoding="utf-8")
+    profile.write_text(text + "lorawan:\n  mappings:\n    acme-level: {distance_mm: level.cm*10}\n",
+                       encoding="utf-8")
+    assert read_profile(profile).lorawan_mappings == {"acme-level": {"distance_mm": "level.cm*10"}}
+    profile.write_text(text + "lorawan:\n  mappings:\n    dragino-ldds75: {distance_mm: d}\n"
+                       "    acme: {battery_pct: bat}\n", encoding="utf-8")
+    (problem,) = _problems(profile)
+    assert "lorawan.mappings: dragino-ldds75 is a built-in codec" in problem
