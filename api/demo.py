@@ -481,6 +481,10 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     # The children run the demo city on purpose: they may start with its profile.
     env["CITYOPS_CITY_PROFILE"] = str(settings.city_profile)
     env["CITYOPS_ALLOW_DEMO_CITY"] = "1"
+    # A quarter of the bins report through LoRaWAN network servers (docs/devices.md): the
+    # simulators publish their uplinks under this root, the ingest takes them from there.
+    env["CITYOPS_INGEST_SOURCES"] = "cityops,chirpstack,tts"
+    env["CITYOPS_INGEST_LORAWAN_ROOT"] = f"{settings.topic_prefix}/lorawan"
     token, secret_note = _demo_token(settings, env)
     engineer = _engineer_token(settings, env)
     try:

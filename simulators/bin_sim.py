@@ -23,6 +23,7 @@ import numpy as np
 from cityops.ingest.contract import BinTelemetry, Channel, DeviceKind
 from cityops.simulators.city import Bin
 from cityops.simulators.emission import WASTE_PROFILE, Emission, LocalClock, to_datetime
+from cityops.simulators.lorawan import chirpstack_uplink, em310_udl, ldds75, tts_uplink
 from cityops.simulators.scenario import BinsConfig
 
 __all__ = ["BinSim"]
@@ -66,10 +67,16 @@ class BinSim:
         self._fire: tuple[float, float, float] | None = None  # start, peak degC, duration s
         self.tilt = False
         self.emptied = 0
+        self._f_cnt = 0  # LoRaWAN frame counter
+
+    @property
+    def lorawan(self) -> bool:
+        """Reports through a LoRaWAN network server, not on the MQTT contract."""
+        return self.spec.lora is not None
 
     @property
     def device_id(self) -> str:
-        return self.spec.sensor_id
+        return self.spec.lora.dev_eui if self.spec.lora else self.spec.sensor_id
 
     @property
     def next_time(self) -> float:
@@ -119,7 +126,25 @@ class BinSim:
             tilt=self.tilt,
             fault=fault,
         )
-        return [Emission(DeviceKind.BIN, self.device_id, Channel.TELEMETRY, payload)]
+        uplink = self._uplink(payload) if self.spec.lora else None
+        return [Emission(DeviceKind.BIN, self.device_id, Channel.TELEMETRY, payload, uplink)]
+
+    def _uplink(self, reading: BinTelemetry) -> tuple[str, bytes]:
+        """The reading as the sensor measures it (a distance) and its network server
+        publishes it: the bin's calibration, the model's payload, the server's JSON."""
+        lora = self.spec.lora
+        assert lora is not None
+        span = lora.empty_distance_mm - lora.full_distance_mm
+        distance = round(lora.empty_distance_mm - reading.fill_pct / 100.0 * span)
+        battery = reading.battery_pct or 0.0
+        if lora.model == "dragino-ldds75":
+            payload = ldds75(distance, round(3000 + 6 * battery),
+                             reading.temperature_c or 0.0)
+        else:
+            payload = em310_udl(distance, round(battery), reading.tilt)
+        self._f_cnt += 1
+        build = chirpstack_uplink if lora.network == "chirpstack" else tts_uplink
+        return build(lora.dev_eui, payload, self._f_cnt, reading.ts)
 
     def empty(self, t: float) -> float:
         """A truck empties the bin at `t`; returns the litres taken."""

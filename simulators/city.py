@@ -26,7 +26,7 @@ import logging
 import math
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, TypeVar
 
 import numpy as np
@@ -57,7 +57,10 @@ K = TypeVar("K")
 _M_PER_DEG = math.pi / 180 * 6_371_008.8
 
 # Random streams of build_city, one per part of the city.
-_STREAM_BINS, _STREAM_SIGNALS, _STREAM_SITES = 1, 2, 3
+_STREAM_BINS, _STREAM_SIGNALS, _STREAM_SITES, _STREAM_LORA = 1, 2, 3, 4
+#: Sensor to floor of an empty bin by size (litres), and to the fill line of a full one.
+_EMPTY_DISTANCE_MM = {120: 950, 240: 1050, 660: 1150, 1100: 1300}
+_FULL_DISTANCE_MM = 300  # above the LDDS75 blind zone (280 mm)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +71,17 @@ class Site:
     lat: float
     lon: float
     node: int
+
+
+@dataclass(frozen=True, slots=True)
+class LoraSpec:
+    """A bin's LoRaWAN distance sensor: what the registry knows, and its network server."""
+
+    dev_eui: str
+    model: str
+    network: str
+    empty_distance_mm: int
+    full_distance_mm: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +97,7 @@ class Bin:
     fraction: Fraction
     house_number: str | None = None
     collection_weekday: int | None = None
+    lora: LoraSpec | None = None  # reports through a LoRaWAN network server
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,7 +276,31 @@ def _place_bins(scenario: Scenario, network: RoadNetwork) -> tuple[Bin, ...]:
             capacity_l=size,
             fraction=fraction,
         ))
-    return tuple(bins)
+    return _with_lora(scenario, bins)
+
+
+def _with_lora(scenario: Scenario, bins: list[Bin]) -> tuple[Bin, ...]:
+    """Give `lorawan.share` of the bins a LoRaWAN sensor (their own random stream, so the
+    rest of the city stays as it was)."""
+    cfg = scenario.bins.lorawan
+    n = round(cfg.share * len(bins))
+    if n == 0:
+        return tuple(bins)
+    rng = _rng(scenario, _STREAM_LORA)
+    chosen = sorted(int(i) for i in rng.choice(len(bins), size=n, replace=False))
+    out = list(bins)
+    for k, i in enumerate(chosen):
+        b = bins[i]
+        empty = _EMPTY_DISTANCE_MM.get(b.capacity_l, 100 + round(b.capacity_l ** (1 / 3) * 100))
+        spec = LoraSpec(
+            dev_eui=f"70b3d5e75e{i + 1:06x}",
+            model=cfg.models[k % len(cfg.models)],
+            network=cfg.networks[k % len(cfg.networks)],
+            empty_distance_mm=min(empty, 5000),
+            full_distance_mm=_FULL_DISTANCE_MM,
+        )
+        out[i] = replace(b, lora=spec)
+    return tuple(out)
 
 
 def _junctions(network: RoadNetwork) -> list[tuple[tuple[int, int, int], int, str, str]]:

@@ -63,6 +63,8 @@ class Emission:
     device_id: str
     channel: Channel
     payload: Payload
+    #: sent instead as this (topic under the LoRaWAN root, body): a network server's uplink
+    uplink: tuple[str, bytes] | None = None
 
     def to_json(self) -> str:
         return self.payload.model_dump_json(exclude_none=True)

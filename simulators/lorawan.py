@@ -1,5 +1,7 @@
-"""Uplinks as the network servers publish them, and sensor payloads as the vendors document
-them, for the LoRaWAN tests and the simulators' tests."""
+"""LoRaWAN bin sensors as a network server publishes them: the vendors' payload layouts
+(Milesight EM310-UDL, Dragino LDDS75) and the uplink messages of ChirpStack v4 and The
+Things Stack v3, so that the simulated city can send part of its bins through the ingest's
+LoRaWAN sources as real sensors would (`cityops.ingest.lorawan`, docs/devices.md)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ import json
 import struct
 from datetime import UTC, datetime
 from typing import Any
+
+__all__ = ["chirpstack_uplink", "em310_udl", "ldds75", "tts_uplink"]
 
 
 def em310_udl(distance_mm: int, battery_pct: int = 90, tilted: bool = False) -> bytes:

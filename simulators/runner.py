@@ -121,8 +121,13 @@ class _Link:
         device_id: str,
         client_id: str,
         sim_now: Callable[[], float],
+        *,
+        status: bool = True,
     ) -> None:
+        """`status`: publish online/offline on the contract's status topic (not for a
+        LoRaWAN sensor, whose network server speaks for it)."""
         self.kind = kind
+        self.status = status
         self.device_id = device_id
         self.status_topic = device_topic(settings.topic_prefix, kind, device_id, Channel.STATUS)
         self._settings = settings
@@ -139,8 +144,9 @@ class _Link:
         if settings.mqtt_tls:
             ca = str(settings.mqtt_ca_file) if settings.mqtt_ca_file else None
             client.tls_set(ca_certs=ca)
-        will = DeviceStatus(state="offline").model_dump_json(exclude_none=True)
-        client.will_set(self.status_topic, will, qos=1, retain=True)
+        if status:
+            will = DeviceStatus(state="offline").model_dump_json(exclude_none=True)
+            client.will_set(self.status_topic, will, qos=1, retain=True)
         client.max_inflight_messages_set(20)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -198,7 +204,8 @@ class _Link:
             return
         self.connected = True
         self.attempts = 0
-        self.publish_status("online")
+        if self.status:
+            self.publish_status("online")
         if self.command_topic is not None:
             client.subscribe(self.command_topic, qos=1)
 
@@ -320,7 +327,8 @@ def run(
         return clock.now(time.time()) if started else sim.time
 
     links = {
-        d.device_id: _Link(settings, d.kind, d.device_id, client_id_prefix + d.device_id, sim_now)
+        d.device_id: _Link(settings, d.kind, d.device_id, client_id_prefix + d.device_id, sim_now,
+                           status=not getattr(d, "lorawan", False))
         for d in sim.devices
     }
     loop = _Loop(list(links.values()), tls=settings.mqtt_tls)
@@ -357,7 +365,8 @@ def run(
                 _span(clock.caught_up_at() - wall0),
             )
         try:
-            _publish_loop(sim, loop, links, clock, stats, prefix, stop, duration_s)
+            _publish_loop(sim, loop, links, clock, stats, prefix, stop, duration_s,
+                          settings.ingest_lorawan_root)
         finally:
             _shutdown(loop, links, clock)
             loop.close()
@@ -380,9 +389,11 @@ def _publish_loop(
     prefix: str,
     stop: threading.Event,
     duration_s: float | None,
+    lorawan: str = "",
 ) -> None:
     wall0 = clock.wall0
     end = wall0 + duration_s if duration_s is not None else math.inf
+    lorawan_root = f"{lorawan}/" if lorawan else ""
     next_tick = next_misc = wall0
     next_progress = wall0 + _PROGRESS_S
     last_progress = wall0
@@ -396,6 +407,12 @@ def _publish_loop(
             _take_routes(sim, links)
             _take_timings(sim, links, now, stats)
             for emission in sim.advance(now):
+                if emission.uplink is not None:  # through a LoRaWAN network server
+                    topic, body = emission.uplink
+                    links[emission.device_id].client.publish(
+                        f"{lorawan_root}{topic}", body, qos=1)
+                    stats.published["bin/lorawan"] += 1
+                    continue
                 topic = device_topic(prefix, emission.kind, emission.device_id, emission.channel)
                 links[emission.device_id].client.publish(topic, emission.to_json(), qos=1)
                 stats.published[f"{emission.kind.value}/{emission.channel.value}"] += 1
@@ -476,7 +493,7 @@ def _shutdown(loop: _Loop, links: dict[str, _Link], clock: SimClock) -> None:
     pending: list[mqtt.MQTTMessageInfo] = []
     for link in links.values():
         link.stopping = True
-        if link.connected:
+        if link.connected and link.status:
             pending.append(link.publish_status("offline"))
     deadline = time.monotonic() + _DRAIN_WAIT_S
     while time.monotonic() < deadline and not all(p.is_published() for p in pending):

@@ -90,6 +90,20 @@ class BinFaults(_Section):
     tilt: Probability = Field(default=0.0005, description="bin tipped over until next emptying")
 
 
+class LorawanConfig(_Section):
+    """Bins whose sensors report through a LoRaWAN network server (docs/devices.md)."""
+
+    share: float = Field(default=0.0, ge=0.0, le=1.0, description="share of the bins")
+    networks: list[Literal["chirpstack", "tts"]] = Field(
+        default_factory=lambda: ["chirpstack", "tts"], min_length=1,
+        description="network servers, assigned in turn",
+    )
+    models: list[Literal["milesight-em310-udl", "dragino-ldds75"]] = Field(
+        default_factory=lambda: ["milesight-em310-udl", "dragino-ldds75"], min_length=1,
+        description="sensor models, assigned in turn",
+    )
+
+
 class BinsConfig(_Section):
     """Waste bins with fill-level sensors."""
 
@@ -123,6 +137,7 @@ class BinsConfig(_Section):
         description="OSM highway classes bins stand on (default: residential streets)",
     )
     faults: BinFaults = Field(default_factory=BinFaults)
+    lorawan: LorawanConfig = Field(default_factory=LorawanConfig)
 
     @field_validator("capacities")
     @classmethod

@@ -66,11 +66,15 @@ def registry_rows(city: City) -> dict[str, list[dict[str, Any]]]:
             for t in city.trucks
         ],
         "bin": [
-            {"bin_id": b.bin_id, "sensor_id": b.sensor_id, "lon": b.lon, "lat": b.lat,
+            {"bin_id": b.bin_id, "lon": b.lon, "lat": b.lat,
              "street": b.street, "house_number": b.house_number, "district": b.district,
              "fraction": b.fraction, "capacity_l": b.capacity_l,
              "collection_days": format_days(
-                 () if b.collection_weekday is None else (b.collection_weekday,))}
+                 () if b.collection_weekday is None else (b.collection_weekday,)),
+             **({"sensor_id": b.sensor_id} if b.lora is None else {
+                 "dev_eui": b.lora.dev_eui, "sensor_model": b.lora.model,
+                 "empty_distance_mm": b.lora.empty_distance_mm,
+                 "full_distance_mm": b.lora.full_distance_mm})}
             for b in city.bins
         ],
         "signal_controller": [
