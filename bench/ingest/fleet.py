@@ -14,6 +14,7 @@ every PUBACK, which is quadratic once a backlog forms.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import multiprocessing as mp
 import os
@@ -47,6 +48,7 @@ class WorkerConfig:
     seconds: float
     client_id: str
     client: str  # "raw" or "paho"
+    lorawan: bool = False  # sensors are DevEUIs; uplinks as ChirpStack / The Things Stack
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,8 +217,12 @@ def _worker(
         while time.time() < t0:
             time.sleep(min(0.005, max(0.0, t0 - time.time())))
 
-        topics = [f"{cfg.prefix}/v1/bin/{s}/telemetry" for s in cfg.sensors]
+        if cfg.lorawan:
+            topics = [_uplink_topic(cfg.prefix, eui, k) for k, eui in enumerate(cfg.sensors)]
+        else:
+            topics = [f"{cfg.prefix}/v1/bin/{s}/telemetry" for s in cfg.sensors]
         n_sensors = len(topics)
+        f_cnt = [0] * n_sensors
         last_ms = [0] * n_sensors
         total = int(cfg.rate * cfg.seconds)
         catch_up = max(1, int(cfg.rate * _MAX_CATCH_UP_S))
@@ -240,10 +246,15 @@ def _worker(
                     cached_s = sec
                     cached_head = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
                 fill = (published * 7919) % 1000 / 10.0
-                payload = (
-                    f'{{"ts":"{cached_head}.{ms % 1000:03d}Z","fill_pct":{fill},'
-                    f'"temperature_c":{12.0 + k % 20},"battery_pct":{90.0 - k % 50}}}'
-                )
+                if cfg.lorawan:
+                    f_cnt[k] += 1
+                    payload = _uplink(cfg.sensors[k], k, f_cnt[k],
+                                      f"{cached_head}.{ms % 1000:03d}Z", fill)
+                else:
+                    payload = (
+                        f'{{"ts":"{cached_head}.{ms % 1000:03d}Z","fill_pct":{fill},'
+                        f'"temperature_c":{12.0 + k % 20},"battery_pct":{90.0 - k % 50}}}'
+                    )
                 sender.send(topics[k], payload.encode())
                 if published == 0:
                     first = time.time()
@@ -296,6 +307,32 @@ def _worker(
     )
 
 
+#: The bench's LoRaWAN sensors: Milesight EM310-UDL, empty at 1200 mm, full at 200 mm
+#: (bench/ingest/stack.py registers them so); even ones through ChirpStack, odd through TTS.
+LORA_EMPTY_MM, LORA_FULL_MM = 1200, 200
+
+
+def _uplink_topic(prefix: str, dev_eui: str, k: int) -> str:
+    if k % 2 == 0:
+        return f"{prefix}/application/bench/device/{dev_eui}/event/up"
+    return f"{prefix}/v3/bench@city/devices/s-{dev_eui}/up"
+
+
+def _uplink(dev_eui: str, k: int, f_cnt: int, ts: str, fill: float) -> str:
+    """A network server's uplink of an EM310-UDL measuring `fill` percent at `ts`."""
+    distance = round(LORA_EMPTY_MM - fill / 100 * (LORA_EMPTY_MM - LORA_FULL_MM))
+    frame = bytes([0x01, 0x75, 90, 0x03, 0x82, distance & 0xFF, distance >> 8, 0x04, 0x00, 0])
+    data = base64.b64encode(frame).decode()
+    if k % 2 == 0:
+        return (f'{{"time":"{ts}","deviceInfo":{{"applicationId":"bench","devEui":"{dev_eui}",'
+                f'"deviceName":"s"}},"fCnt":{f_cnt},"fPort":85,"data":"{data}",'
+                f'"rxInfo":[{{"gatewayId":"0080000000000001","rssi":-90}}]}}')
+    return (f'{{"end_device_ids":{{"device_id":"s-{dev_eui}","application_ids":'
+            f'{{"application_id":"bench"}},"dev_eui":"{dev_eui.upper()}"}},'
+            f'"received_at":"{ts}","uplink_message":{{"f_port":85,"f_cnt":{f_cnt},'
+            f'"frm_payload":"{data}","rx_metadata":[{{"gateway_ids":{{"gateway_id":"g"}}}}]}}}}')
+
+
 class Fleet:
     """`processes` publishers sharing `rate` and the sensors; start(), go(), progress, join()."""
 
@@ -311,6 +348,7 @@ class Fleet:
         processes: int,
         tag: str,
         client: str = "raw",
+        lorawan: bool = False,
     ) -> None:
         processes = max(1, min(processes, len(sensors)))
         self._ctx = mp.get_context("spawn")
@@ -333,6 +371,7 @@ class Fleet:
                 seconds=seconds,
                 client_id=f"{tag}-pub{k}-{os.getpid()}",
                 client=client,
+                lorawan=lorawan,
             )
             self._procs.append(
                 self._ctx.Process(

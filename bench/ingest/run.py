@@ -56,7 +56,7 @@ from figures import (
     wait_drained,
     worst_seconds,
 )
-from fleet import Fleet, FleetResult
+from fleet import LORA_EMPTY_MM, LORA_FULL_MM, Fleet, FleetResult
 from stack import Broker, Database, IngestProcess, IngestSummary, NaiveProcess
 
 from cityops.ingest.config import Settings
@@ -65,6 +65,7 @@ ISSUE_RATE = 10_000
 ISSUE_P99_MS = 500.0
 ISSUE_BURST_RATE = 20_000
 ISSUE_BURST_S = 60.0
+ISSUE_LORAWAN_RATE = 2_000
 _PROGRESS_S = 2.0
 
 _QUICK = {
@@ -140,6 +141,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--skip-baseline", action="store_true", help="no naive baseline phase")
     parser.add_argument(
+        "--skip-lorawan", action="store_true",
+        help="no LoRaWAN phase (the sustained rate as ChirpStack/The Things Stack uplinks)",
+    )
+    parser.add_argument(
         "--batch-size", type=int, help="CITYOPS_INGEST_BATCH_SIZE for the ingest [its default]"
     )
     parser.add_argument(
@@ -183,6 +188,8 @@ class Phase:
     summary: IngestSummary | None = None
     worst: list[tuple[float, float, int]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: rows the ingest writes per message: a LoRaWAN uplink is a reading and a frame
+    rows_per_message: int = 1
 
     @property
     def rows(self) -> int:
@@ -197,7 +204,8 @@ class Phase:
         """Deliveries the ingest received beyond one per stored row or dead letter."""
         if self.summary is None:
             return None
-        return self.summary.received - self.summary.rows - self.summary.dead_letters
+        stored = self.summary.rows // self.rows_per_message
+        return self.summary.received - stored - self.summary.dead_letters
 
     @property
     def rate(self) -> float:
@@ -230,6 +238,7 @@ class Bench:
         self.broker = Broker(self.workdir / "broker")
         self.conn: psycopg.Connection[tuple[object, ...]] | None = None
         self.sensors: list[str] = []
+        self.lora: list[str] = []
         self.mode = ""
         self.ours: set[int] = {os.getpid()}
 
@@ -240,7 +249,9 @@ class Bench:
         self.stack.callback(self._drop_db)
         self.mode = self.db.create()
         self.sensors = self.db.register_bins(a.sensors)
-        say(f"database {self.db.name}: storage mode {self.mode}, {len(self.sensors)} bins")
+        self.lora = self.db.register_lora_bins(a.sensors, LORA_EMPTY_MM, LORA_FULL_MM)
+        say(f"database {self.db.name}: storage mode {self.mode}, {len(self.sensors)} bins, "
+            f"{len(self.lora)} with LoRaWAN sensors")
         self.stack.callback(self.broker.stop)
         self.broker.start()
         self.ours.add(self.broker.pid)
@@ -291,6 +302,7 @@ class Bench:
         rate: float,
         seconds: float,
         pids: Callable[[], dict[str, list[int | None]]],
+        lorawan: bool = False,
     ) -> tuple[FleetResult, CpuSnapshot, int]:
         """Run the publishers with progress lines; returns their result, CPU before, rows before."""
         assert self.conn is not None
@@ -299,12 +311,13 @@ class Bench:
             host="127.0.0.1",
             port=self.broker.port,
             prefix=prefix,
-            sensors=self.sensors,
+            sensors=self.lora if lorawan else self.sensors,
             rate=rate,
             seconds=seconds,
             processes=n,
             tag=f"bench-{self.tag}-{name}",
             client=self.args.publisher,
+            lorawan=lorawan,
         )
         self.stack.callback(fleet.terminate)
         say(
@@ -372,10 +385,17 @@ class Bench:
         phase.worst = worst_seconds(self.conn, fleet.min_ts_ms, fleet.max_ts_ms)
         return phase
 
-    def run_ingest_phase(self, name: str, rate: float, seconds: float) -> Phase:
+    def run_ingest_phase(
+        self, name: str, rate: float, seconds: float, *, lorawan: bool = False
+    ) -> Phase:
+        """One phase through `cityops ingest`: the MQTT contract, or (`lorawan`) uplinks of
+        ChirpStack and The Things Stack through its LoRaWAN sources, decoded and calibrated."""
         assert self.conn is not None
         n = self.args.ingest_instances
         tuning = self.tuning()
+        if lorawan:
+            tuning["CITYOPS_INGEST_SOURCES"] = "chirpstack,tts"
+            tuning["CITYOPS_INGEST_LORAWAN_ROOT"] = f"bench{self.tag}"
         if n > 1:
             tuning["CITYOPS_INGEST_SHARE_GROUP"] = "bench"
         ingests = [
@@ -411,7 +431,8 @@ class Bench:
 
         say(f"[{name}] cityops ingest pid {', '.join(str(i.pid) for i in ingests)} subscribed")
         fleet, cpu0, ins0 = self.publish(
-            name, prefix=f"bench{self.tag}", rate=rate, seconds=seconds, pids=pids
+            name, prefix=f"bench{self.tag}", rate=rate, seconds=seconds, pids=pids,
+            lorawan=lorawan,
         )
         phase = self.settle(
             name, rate=rate, seconds=seconds, fleet=fleet, cpu0=cpu0, ins0=ins0, pids=pids
@@ -419,13 +440,14 @@ class Bench:
         if not all(i.alive() for i in ingests):
             phase.notes.append("an ingest process exited during the phase")
         phase.summary = IngestSummary.total([i.stop() for i in ingests])
+        phase.rows_per_message = 2 if lorawan else 1
         if self.mode == "plain":  # TimescaleDB: real-time continuous aggregates, no repair
             took, rows = time_rollup_refresh(conn, fleet.min_ts_ms)
             phase.notes.append(
                 f"a full rollup repair (cityops_refresh_rollups, not on the write path: "
                 f"triggers keep the rollups current) took {took:.2f} s for {rows:,} readings"
             )
-        if phase.summary.rows != phase.rows:
+        if phase.summary.rows != phase.rows * phase.rows_per_message:
             phase.notes.append(
                 f"ingest counted {phase.summary.rows:,} new rows, the table has {phase.rows:,}"
             )
@@ -649,6 +671,22 @@ def verdicts(phases: list[Phase], args: argparse.Namespace) -> list[str]:
             f"{b.fleet.last_publish - b.fleet.first_publish:.0f} s, lost {b.lost:,}, "
             f"drained {b.drain_s:.1f} s after the last publish)"
         )
+    lo = by.get("lorawan")
+    if lo is not None and s is not None:
+        ratio = lo.rate / s.rate if s.rate else 0.0
+        ok = (
+            lo.target_rate >= ISSUE_LORAWAN_RATE
+            and lo.complete_offer
+            and lo.lost == 0
+            and lo.stats.p99_ms <= ISSUE_P99_MS
+            and ratio >= 0.5
+        )
+        out.append(
+            f"    LoRaWAN {ISSUE_LORAWAN_RATE:,} uplinks/s, no loss, p99 <= {ISSUE_P99_MS:.0f} ms,"
+            f" at least half the direct rate: {'MET' if ok else 'MISSED'} (offered "
+            f"{lo.fleet.offered_rate:,.0f}/s, e2e {lo.rate:,.0f}/s = {ratio:.2f} of the direct "
+            f"path's {s.rate:,.0f}/s, lost {lo.lost:,}, p99 {lo.stats.p99_ms:,.0f} ms)"
+        )
     if args.quick:
         out.append("    (a --quick run does not offer the issue's rates: targets cannot be met)")
     return out
@@ -678,6 +716,14 @@ def figures_json(phases: list[Phase]) -> dict[str, Any]:
         "baseline_p50_ms": r(n.stats.p50_ms) if n else None,
         "baseline_p99_ms": r(n.stats.p99_ms) if n else None,
     }
+    lo = by.get("lorawan")
+    out |= {
+        "lorawan_rate": r(lo.rate, 0) if lo else None,
+        "lorawan_lost": lo.lost if lo else None,
+        "lorawan_duplicates": lo.duplicates if lo else None,
+        "lorawan_p99_ms": r(lo.stats.p99_ms) if lo else None,
+        "lorawan_ratio": r(lo.rate / s.rate, 2) if lo and s and s.rate else None,
+    }
     return out
 
 
@@ -701,6 +747,10 @@ def main(argv: list[str] | None = None) -> int:
             bench.setup()
             phases.append(bench.run_ingest_phase("sustained", args.rate, args.seconds))
             phases.append(bench.run_ingest_phase("burst", args.burst_rate, args.burst_seconds))
+            if not args.skip_lorawan:
+                # the sustained phase's rate, through the LoRaWAN sources (issue 16)
+                phases.append(bench.run_ingest_phase("lorawan", args.rate, args.seconds,
+                                                     lorawan=True))
             if not args.skip_baseline:
                 base, baseline_log = bench.run_baseline()
                 if base is not None:

@@ -159,8 +159,9 @@ class Database:
         with (
             psycopg.connect(self.url) as conn,
             conn.cursor() as cur,
-            cur.copy(
-                "COPY bins (bin_id, sensor_id, geom, street, capacity_l, fraction) FROM STDIN"
+            cur.copy(  # bins is a view of the active rows (migration 0010)
+                "COPY bin_registry (bin_id, sensor_id, geom, street, capacity_l, fraction) "
+                "FROM STDIN"
             ) as copy,
         ):
             for i, sensor in enumerate(sensors, start=1):
@@ -176,6 +177,24 @@ class Database:
                     )
                 )
         return sensors
+
+    def register_lora_bins(self, n: int, empty_mm: int, full_mm: int) -> list[str]:
+        """Bins BENCH-L0001.. with Milesight EM310-UDL sensors; returns their DevEUIs."""
+        euis = [f"be0c{i:012x}" for i in range(1, n + 1)]
+        with (
+            psycopg.connect(self.url) as conn,
+            conn.cursor() as cur,
+            cur.copy(
+                "COPY bin_registry (bin_id, dev_eui, sensor_model, empty_distance_mm, "
+                "full_distance_mm, geom, street, capacity_l, fraction) FROM STDIN"
+            ) as copy,
+        ):
+            for i, eui in enumerate(euis, start=1):
+                lon, lat = 8.60 + (i % 100) * 1e-3, 50.15 + (i // 100) * 1e-3
+                copy.write_row((f"BENCH-L{i:04d}", eui, "milesight-em310-udl", empty_mm,
+                                full_mm, f"SRID=4326;POINT({lon} {lat})", "Funkweg", 1100,
+                                "residual"))
+        return euis
 
     def drop(self) -> None:
         if not self.created:
@@ -251,6 +270,9 @@ class IngestProcess:
             CITYOPS_TOPIC_PREFIX=self.prefix,
             CITYOPS_INGEST_CLIENT_ID=self.client_id,
             CITYOPS_INGEST_METRICS_PORT="0",
+            # the benchmark's bins stand in no real city: the demo city's profile, on purpose
+            CITYOPS_CITY_PROFILE="demo",
+            CITYOPS_ALLOW_DEMO_CITY="1",
             **self.tuning,
         )
         self.log.write_text("")
