@@ -8,7 +8,8 @@ the peak 15-minute volume of each phase in the period. Times are ISO 8601; witho
 offset they are UTC. Exit 0 on success, 2 for an unknown controller or a bad period.
 ``refresh`` and ``measures-service`` store the measures (`cityops.traffic.store`),
 ``control`` runs the max-pressure service (`cityops.traffic.control`) and ``sumo`` the
-SUMO simulator (`cityops.simulators.sumo.cli`).
+SUMO simulator (`cityops.simulators.sumo.cli`); ``import-events`` and ``follow-log`` bring
+controller event log files in (`cityops.traffic.eventlog_cli`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .errors import UnknownController
+from .eventlog_cli import register as register_event_logs
 from .events import Cleaned, ControllerConfig, clean
 from .measures import (
     BIN_S,
@@ -54,12 +56,13 @@ def register(sub: Subparsers) -> None:
     parser = sub.add_parser(
         "traffic",
         help="traffic signals: SUMO simulator, adaptive control, measures (print, store "
-        "once or continuously), Webster plans",
+        "once or continuously), Webster plans, controller event log files",
         description="Traffic signals: the SUMO simulator whose lights are cityops "
         "controllers (sumo), the adaptive max-pressure control service (control), "
         "ATSPM-style performance measures from the stored high-resolution events, printed "
-        "(measures) or stored once (refresh) or continuously (measures-service), and "
-        "Webster fixed-time plans from measured flows (webster).",
+        "(measures) or stored once (refresh) or continuously (measures-service), "
+        "Webster fixed-time plans from measured flows (webster), and controllers' event "
+        "log files imported (import-events) or followed over MQTT (follow-log).",
     )
     traffic_sub = parser.add_subparsers(
         dest="traffic_command", metavar="TRAFFIC_COMMAND", required=True
@@ -87,6 +90,7 @@ def register(sub: Subparsers) -> None:
         p.set_defaults(func=func)
     _register_store(traffic_sub)
     _register_control(traffic_sub)
+    register_event_logs(traffic_sub)
     from cityops.simulators.sumo.cli import add_parser as add_sumo_parser
 
     add_sumo_parser(traffic_sub)
