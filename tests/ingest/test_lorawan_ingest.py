@@ -97,6 +97,14 @@ def test_uplinks_of_both_servers_become_calibrated_readings(
                                      (LDDS75, 7, "tts", 1, "L2"),
                                      (EM310, 42, "chirpstack", 2, "L1")])
     assert state == (100.0,)  # the newest reading is the bin's state: API, forecast, plan
+    from cityops.api.app import create_app
+    from tests.api.authn import operator_headers, with_auth
+    from tests.api.testclient import TestClient
+
+    api = with_auth(lora_settings)
+    with TestClient(create_app(api, db_timeout_s=5.0), headers=operator_headers(api)) as client:
+        shown = client.get("/api/v1/bins/L1").json()
+    assert shown["fill_pct"] == 100.0 and shown["tilt"] is True, shown
 
 
 def test_copies_of_a_frame_are_stored_once_and_a_counter_reset_is_new(
