@@ -18,14 +18,17 @@ from cityops.ingest.db import connect
 from cityops.traffic import repository as repo
 from cityops.traffic.event_import import (
     EventLogError,
+    FileReport,
     ImportOptions,
     Progress,
     import_file,
 )
 from cityops.traffic.event_watch import WatchState, poll_once, watch
+from cityops.traffic.eventlog import file_sha256
 from cityops.traffic.events import clean
 from cityops.traffic.measures import phase_measures
 from cityops.traffic.store import StoreOptions
+from tests.support.ingest import wait_for
 from tests.traffic.eventlog_support import (
     csv_lines,
     sim_events,
@@ -341,6 +344,27 @@ def test_watch_runs_until_stopped(
     assert again == ["already_imported"]
     with pytest.raises(ValueError, match="positive"):
         watch(db_url, [tmp_path], ImportOptions(), 0, stop=stop, on_report=print)
+
+
+def test_a_concurrent_import_of_the_same_file_waits_and_stores_nothing(
+    conn: Conn, db_url: str, tmp_path: Path, events: list[tuple[datetime, int, int]],
+) -> None:
+    path = write_csv(tmp_path / "twice.csv", events[:20])
+    result: list[FileReport] = []
+    with connect(db_url) as other, connect(db_url, autocommit=True) as watcher:
+        # another import of the same file, its transaction still open
+        other.execute("INSERT INTO signal_event_imports (sha256, file_name, time_zone) "
+                      "VALUES (%s, 'twice.csv', 'UTC')", (file_sha256(path),))
+        thread = threading.Thread(target=lambda: result.append(import_file(conn, path)))
+        thread.start()
+        pid = conn.info.backend_pid
+        wait_for(lambda: watcher.execute(
+            "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,)
+        ).fetchone() == ("Lock",), what="the import to wait for the other one")
+        other.commit()
+        thread.join(10)
+    assert [r.status for r in result] == ["already_imported"]
+    assert _count(conn, "SELECT count(*) FROM signal_events") == 0
 
 
 def test_only_registered_controllers_after_retiring(
