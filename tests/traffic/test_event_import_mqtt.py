@@ -67,7 +67,7 @@ def test_csv_and_mqtt_give_the_same_events_and_measures(
 ) -> None:
     start = _morning()
     events = sim_events(start, SECONDS)
-    assert len(events) > 5000
+    assert len(events) > 3000  # a weekend morning has fewer vehicles, never this few
     for url in (db_url, second_db_url):
         with connect(url, autocommit=True) as conn:
             seed_controller(conn)
