@@ -276,7 +276,7 @@ def follow(
     client = make_client(settings, f"cityops-follow-{cid}-{uuid.uuid4().hex[:6]}"[:64])
     client.on_publish = acks.on_publish
     client.on_connect = lambda *_a: logger.info("follow-log %s: connected to the broker", cid)
-    client.on_disconnect = lambda *_a: logger.warning(
+    client.on_disconnect = lambda *_a: None if stop.is_set() else logger.warning(
         "follow-log %s: disconnected from the broker, reconnecting", cid)
     client.connect_async(settings.mqtt_host, settings.mqtt_port)
     client.loop_start()
