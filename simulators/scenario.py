@@ -95,11 +95,14 @@ class LorawanConfig(_Section):
 
     share: float = Field(default=0.0, ge=0.0, le=1.0, description="share of the bins")
     networks: list[Literal["chirpstack", "tts"]] = Field(
-        default_factory=lambda: ["chirpstack", "tts"], min_length=1,
+        default_factory=lambda: list[Literal["chirpstack", "tts"]](["chirpstack", "tts"]),
+        min_length=1,
         description="network servers, assigned in turn",
     )
     models: list[Literal["milesight-em310-udl", "dragino-ldds75"]] = Field(
-        default_factory=lambda: ["milesight-em310-udl", "dragino-ldds75"], min_length=1,
+        default_factory=lambda: list[Literal["milesight-em310-udl", "dragino-ldds75"]](
+            ["milesight-em310-udl", "dragino-ldds75"]),
+        min_length=1,
         description="sensor models, assigned in turn",
     )
 
