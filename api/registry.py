@@ -18,7 +18,6 @@ import logging
 import re
 from typing import Annotated, Any, Literal
 
-import psycopg
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -34,7 +33,14 @@ from cityops.ingest.city import City
 from cityops.ingest.contract import DEVICE_ID_PATTERN
 from cityops.ingest.registry_files import RowProblem, parse_rows
 from cityops.ingest.registry_model import ID_FIELD, as_json
-from cityops.ingest.registry_store import ImportReport, import_records, load_records, retire
+from cityops.ingest.registry_store import (
+    ImportReport,
+    RegistryConflictError,
+    import_records,
+    load_records,
+    lock,
+    retire,
+)
 
 __all__ = ["router"]
 
@@ -115,7 +121,8 @@ def list_records(
     k = _KIND[kind]
     with _pool(request).connection() as conn:
         stored = load_records(conn, k, include_retired=include_retired)
-    ids = [rid for rid in stored if cursor is None or rid > cursor]
+    # the order of Python's string comparison, the same one the cursor is compared in
+    ids = sorted(rid for rid in stored if cursor is None or rid > cursor)
     page = ids[:limit]
     return RecordPage(items=[_out(k, rid, stored[rid]) for rid in page],
                       next_cursor=page[-1] if len(ids) > limit else None)
@@ -191,7 +198,7 @@ def put_record(
     expected = _expected(if_match)
     city = _city(request)
     with _pool(request).connection() as conn, conn.transaction():
-        _lock(conn, k, record_id)
+        lock(conn, k, record_id)
         row = load_records(conn, k, include_retired=True, ids=[record_id]).get(record_id)
         if row is not None:
             if if_none_match is not None and if_none_match.strip() == "*":
@@ -216,11 +223,6 @@ def put_record(
     return _out(k, record_id, stored)
 
 
-def _lock(conn: psycopg.Connection[Any], kind: str, record_id: str) -> None:
-    """Serialise writers of one record (also of one not yet created)."""
-    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"registry:{kind}:{record_id}",))
-
-
 @router.delete(
     "/{kind}/{record_id}",
     summary="Retire a device",
@@ -231,8 +233,6 @@ def _lock(conn: psycopg.Connection[Any], kind: str, record_id: str) -> None:
 def retire_record(kind: Literal["bins", "trucks", "signal-controllers"], record_id: Id,
                   request: Request, caller: Caller, if_match: IfMatch = None) -> Response:
     """Takes the device out of service: out of the next plans and of the MQTT accounts."""
-    from cityops.ingest.registry_store import RegistryConflictError
-
     k = _KIND[kind]
     expected = _expected(if_match)
     with _pool(request).connection() as conn:

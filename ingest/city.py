@@ -35,6 +35,7 @@ from pydantic import (
 )
 
 from cityops.ingest.config import ConfigError, Settings
+from cityops.ingest.contract import DEVICE_ID_PATTERN
 from cityops.ingest.districts import DistrictGrid, Districts, DistrictsError, read_districts
 from cityops.ingest.yamlpos import YamlError, locate, parse_located
 
@@ -150,7 +151,7 @@ class _Districts(_Section):
 
 
 class _SiteIn(_Section):
-    id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    id: str = Field(pattern=DEVICE_ID_PATTERN, description="as the registry's site_id")
     name: _Name
     kind: Literal["depot", "disposal"]
     lon: float = Field(ge=-180, le=180)

@@ -70,12 +70,14 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """The LoRaWAN frame a reading came in: deduplicated by (DevEUI, frame counter)."""
+    """The LoRaWAN frame a reading came in: deduplicated by (DevEUI, frame counter,
+    payload)."""
 
     dev_eui: str
     f_cnt: int
     network: str
     gateways: int
+    payload_sha256: bytes  # copies of one frame carry the same payload
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,16 +11,34 @@ reason, for the dead letters.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
 from pydantic import ValidationError
 
+from cityops.ingest.codecs import (
+    CODECS,
+    CodecError,
+    CodecReason,
+    FieldMapping,
+    SensorReading,
+    from_decoded,
+)
 from cityops.ingest.contract import BinTelemetry, Channel, DeviceKind
 from cityops.ingest.decode import Decoded, Frame, Limits, Reason, Rejected, check_times
+from cityops.ingest.lorawan import Uplink
 
-__all__ = ["LoraSensor", "battery_percent", "fill_percent", "reading_from"]
+__all__ = [
+    "LoraSensor",
+    "battery_percent",
+    "decode_sensor",
+    "fill_percent",
+    "reading_from",
+    "uplink_reading",
+]
 
 #: A distance this much beyond the empty bin's floor is no echo from the bin (the sensor
 #: came loose, the lid is open and it sees the ground): implausible, not "empty".
@@ -112,3 +130,36 @@ def reading_from(
     if late is not None:
         return late
     return Decoded(DeviceKind.BIN, sensor.dev_eui, Channel.TELEMETRY, payload, frame)
+
+
+def decode_sensor(
+    up: Uplink, sensor: LoraSensor, mappings: Mapping[str, FieldMapping]
+) -> SensorReading | CodecError:
+    """The model's mapping of the server's decoded object (city profile), else its
+    built-in codec."""
+    mapping = mappings.get(sensor.model)
+    if mapping is not None:
+        return from_decoded(up.decoded, mapping)
+    codec = CODECS.get(sensor.model)
+    if codec is None:
+        return CodecError(
+            CodecReason.NO_FIELDS,
+            f"sensor model {sensor.model!r} has no built-in codec and no mapping in the city "
+            "profile's lorawan section",
+        )
+    return codec.decode(up.payload, up.f_port)
+
+
+def uplink_reading(
+    up: Uplink, sensor: LoraSensor, mappings: Mapping[str, FieldMapping], received: datetime,
+    limits: Limits,
+) -> Decoded | Rejected:
+    """One uplink of a registered sensor as the contract's reading, or why not: what the
+    ingest stores and what the re-planner reacts to."""
+    reading = decode_sensor(up, sensor, mappings)
+    if isinstance(reading, CodecError):
+        return Rejected(Reason.UNDECODABLE, f"{sensor.model} payload of {up.dev_eui} (fPort "
+                        f"{up.f_port}): {reading.reason.value}: {reading.detail}")
+    frame = Frame(up.dev_eui, up.f_cnt or 0, up.network, up.gateways,
+                  hashlib.sha256(up.payload).digest())
+    return reading_from(reading, sensor, up.time, frame, received, limits)

@@ -13,7 +13,14 @@ from dataclasses import dataclass
 from datetime import time
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 
 from cityops.ingest.contract import DEVICE_ID_PATTERN, Text
 
@@ -84,6 +91,12 @@ def _blank_is_none(value: object) -> object:
     return None if isinstance(value, str) and not value.strip() else value
 
 
+def _no_offset(value: time) -> time:
+    if value.tzinfo is not None:
+        raise ValueError("a local time of day without an offset, such as 06:30")
+    return value
+
+
 def _eui(value: object) -> object:
     """`70-B3-D5-7E-D0-05-A1-B2`, `70:b3:...` or `70B3D57ED005A1B2` -> lowercase hex."""
     if isinstance(value, str):
@@ -98,7 +111,8 @@ Name = Annotated[Text, Field(min_length=1, max_length=200)]
 OptText = Annotated[Annotated[Text, Field(max_length=40)] | None, BeforeValidator(_blank_is_none)]
 Lon = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)]
 Lat = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)]
-OptTime = Annotated[time | None, BeforeValidator(_blank_is_none)]
+LocalTime = Annotated[time, AfterValidator(_no_offset)]
+OptTime = Annotated[LocalTime | None, BeforeValidator(_blank_is_none)]
 Days = Annotated[tuple[int, ...], BeforeValidator(parse_days)]
 
 
@@ -282,8 +296,8 @@ class TruckIn(_In):
     ] = None
     depot_id: Id
     fractions: Annotated[tuple[Fraction, ...], BeforeValidator(_fractions)] = Field(min_length=1)
-    shift_start: time = time(6, 0)
-    shift_end: time = time(14, 30)
+    shift_start: LocalTime = time(6, 0)
+    shift_end: LocalTime = time(14, 30)
 
     @model_validator(mode="after")
     def _shift(self) -> Self:

@@ -79,13 +79,16 @@ class ImportReport:
     far_from_street: list[FarBin] = field(default_factory=list)
     problems: list[RowProblem] = field(default_factory=list)
     written: bool = False
+    accounts_changed: bool = False  # a device's MQTT identity (a bin's sensor) changed
 
     @property
     def devices_changed(self) -> bool:
-        """Whether the set of MQTT accounts changes (new, revived devices; `cityops mqtt
-        credentials` then has to run)."""
+        """Whether the set of MQTT accounts changes (new, revived devices, a bin with
+        another sensor; `cityops mqtt credentials` then has to run)."""
         devices = ("bin", "truck", "signal_controller")
-        return any(self.created.get(k) or self.revived.get(k) for k in devices)
+        return self.accounts_changed or any(
+            self.created.get(k) or self.revived.get(k) for k in devices
+        )
 
     def summary(self) -> str:
         parts = []
@@ -172,6 +175,11 @@ def _group(rows: Iterable[tuple[Any, ...]], make: Callable[[tuple[Any, ...]], An
     return out
 
 
+def _account(rec: Record) -> str | None:
+    """The MQTT user a record's device connects as (bins: their sensor)."""
+    return rec.sensor_id if isinstance(rec, BinRecord) else record_id(rec)
+
+
 def _same(a: Any, b: Any) -> bool:
     """Equal as stored: `real` columns keep about 7 digits."""
     if isinstance(a, float) and isinstance(b, float):
@@ -199,10 +207,12 @@ def _check(conn: Conn, files: Sequence[ParsedFile], city: City) -> list[RowProbl
     problems: list[RowProblem] = []
     depots = {rid for rid, (rec, _, _) in load_records(conn, "site").items()
               if isinstance(rec, SiteRecord) and rec.kind == "depot"}
-    controllers: dict[str, set[int]] = {
-        rid: {d.channel for d in rec.detectors}
-        for rid, (rec, _, _) in load_records(conn, "signal_controller").items()
+    stored_controllers = {
+        rid: rec for rid, (rec, _, _) in load_records(conn, "signal_controller").items()
         if isinstance(rec, ControllerRecord)
+    }
+    controllers: dict[str, set[int]] = {
+        rid: {d.channel for d in rec.detectors} for rid, rec in stored_controllers.items()
     }
     active_bins = [(rid, rec) for rid, (rec, _, _) in load_records(conn, "bin").items()
                    if isinstance(rec, BinRecord)]
@@ -221,6 +231,13 @@ def _check(conn: Conn, files: Sequence[ParsedFile], city: City) -> list[RowProbl
                      if isinstance(rec, BinRecord)}
     sensor_owner = {s: b for s, b in sensor_owner.items() if b not in imported_bins}
     eui_owner = {s: b for s, b in eui_owner.items() if b not in imported_bins}
+    # links of every junction as they will be: a detector another junction links to must stay
+    incoming: dict[str, set[tuple[str, int]]] = {}
+    imported = {rec.controller_id: rec for f in files for _, rec in f.records
+                if isinstance(rec, ControllerRecord)}
+    for rid, rec in {**stored_controllers, **imported}.items():
+        for link in rec.links:
+            incoming.setdefault(link.to_controller_id, set()).add((rid, link.to_channel))
     for f in files:
         for line, rec in f.records:
             def bad(column: str, reason: str, *, _f: ParsedFile = f, _line: int | None = line
@@ -252,6 +269,11 @@ def _check(conn: Conn, files: Sequence[ParsedFile], city: City) -> list[RowProbl
                     bad("dev_eui", f"DevEUI {rec.dev_eui} is on bin {owner}; retire that bin "
                         "or move the sensor in the same import")
             if isinstance(rec, ControllerRecord):
+                kept = {d.channel for d in rec.detectors}
+                for source, channel in sorted(incoming.get(rec.controller_id, set())):
+                    if channel not in kept:
+                        bad("detectors", f"channel {channel} goes, but {source} links to it; "
+                            f"change {source}'s links in the same import")
                 for link in rec.links:
                     target = controllers.get(link.to_controller_id)
                     if target is None:
@@ -290,10 +312,21 @@ def import_records(
                 if isinstance(rec, BinRecord) and rec.district is None:
                     rec = replace(rec, district=city.districts.district_of(rec.lon, rec.lat))
                 by_kind.setdefault(record_kind(rec), []).append((f.path, rec))
-        for kind in _ORDER:
-            items = by_kind.get(kind, [])
-            if items:
-                _upsert_kind(conn, kind, items, actor, report, dry_run)
+        try:
+            with conn.transaction():  # a savepoint: a refused row leaves a clean transaction
+                for kind in _ORDER:
+                    items = by_kind.get(kind, [])
+                    if items:
+                        _upsert_kind(conn, kind, items, actor, report, dry_run)
+        except psycopg.errors.UniqueViolation as exc:
+            # another writer claimed the same sensor or DevEUI since the check above
+            detail = exc.diag.message_detail or str(exc).splitlines()[0]
+            report.problems.append(RowProblem(files[0].path if files else "", None, "",
+                                              f"changed meanwhile by another writer: {detail}"))
+            report.created.clear()
+            report.updated.clear()
+            report.revived.clear()
+            return report
         if not dry_run:
             for _, rec in by_kind.get("signal_controller", []):
                 assert isinstance(rec, ControllerRecord)
@@ -312,6 +345,8 @@ def import_records(
 
 def _upsert_kind(conn: Conn, kind: str, items: list[tuple[str, Record]], actor: str,
                  report: ImportReport, dry_run: bool) -> None:
+    for rid in sorted({record_id(r) for _, r in items}):  # in one order: no deadlock
+        lock(conn, kind, rid)
     stored = load_records(conn, kind, include_retired=True, ids=[record_id(r) for _, r in items])
     for source, rec in items:
         rid = record_id(rec)
@@ -325,6 +360,8 @@ def _upsert_kind(conn: Conn, kind: str, items: list[tuple[str, Record]], actor: 
             continue
         else:
             action = "update"
+        if action == "update" and old is not None and _account(old[0]) != _account(rec):
+            report.accounts_changed = True
         target = {"create": report.created, "update": report.updated,
                   "revive": report.revived}[action]
         target.setdefault(kind, []).append(rid)
@@ -333,6 +370,12 @@ def _upsert_kind(conn: Conn, kind: str, items: list[tuple[str, Record]], actor: 
         write(conn, rec)
         audit(conn, actor=actor, source=source, action=action, kind=kind, entity_id=rid,
               before=as_json(old[0]) if old else None, after=as_json(rec))
+
+
+def lock(conn: Conn, kind: str, entity_id: str) -> None:
+    """Serialise the writers of one record (also of one not yet created) until the end of
+    the transaction: the API's check of If-Match and its write, a retirement, an import."""
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"registry:{kind}:{entity_id}",))
 
 
 def write(conn: Conn, rec: Record) -> None:
@@ -387,15 +430,8 @@ def _write_controller(conn: Conn, rec: ControllerRecord) -> None:
         "updated_at = now()",
         {"controller_id": cid, "name": rec.name, "lon": rec.lon, "lat": rec.lat,
          "cycle_s": rec.cycle_s})
-    channels = [d.channel for d in rec.detectors]
-    phases = [p.phase for p in rec.phases]
-    conn.execute("DELETE FROM signal_detectors WHERE controller_id = %s AND channel <> ALL(%s)",
-                 (cid, channels))
-    # Detectors whose phase changes point at a phase that may go: re-point them first.
-    conn.execute("DELETE FROM signal_detectors WHERE controller_id = %s AND phase <> ALL(%s)",
-                 (cid, phases))
-    conn.execute("DELETE FROM signal_phases WHERE controller_id = %s AND phase <> ALL(%s)",
-                 (cid, phases))
+    # Upsert first, delete what is gone last: a detector that moves to another phase keeps
+    # its row, so the links of other junctions to it survive (they cascade on delete).
     with conn.cursor() as cur:
         cur.executemany(
             "INSERT INTO signal_phases (controller_id, phase, seq, movement, min_green_s, "
@@ -413,6 +449,10 @@ def _write_controller(conn: Conn, rec: ControllerRecord) -> None:
             "ON CONFLICT (controller_id, channel) DO UPDATE SET phase = EXCLUDED.phase, "
             "kind = EXCLUDED.kind, lane = EXCLUDED.lane, distance_m = EXCLUDED.distance_m",
             [{"cid": cid, **asdict(d)} for d in rec.detectors])
+    conn.execute("DELETE FROM signal_detectors WHERE controller_id = %s AND channel <> ALL(%s)",
+                 (cid, [d.channel for d in rec.detectors]))
+    conn.execute("DELETE FROM signal_phases WHERE controller_id = %s AND phase <> ALL(%s)",
+                 (cid, [p.phase for p in rec.phases]))
 
 
 def _write_links(conn: Conn, rec: ControllerRecord) -> None:
@@ -442,6 +482,7 @@ def retire(conn: Conn, kind: str, entity_id: str, *, actor: str, source: str,
         raise RegistryConflictError("sites are not retired; trucks and plans refer to them")
     table, id_col = _TABLE[kind], _ID[kind]
     with conn.transaction():
+        lock(conn, kind, entity_id)
         row = conn.execute(
             f"SELECT version FROM {table} WHERE {id_col} = %s AND retired_at IS NULL "
             "FOR UPDATE", (entity_id,)).fetchone()

@@ -24,6 +24,7 @@ database outage keeps it retrying and beating.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import queue
 import random
@@ -43,18 +44,11 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from cityops.ingest import lorawan
-from cityops.ingest.codecs import (
-    CODECS,
-    CodecError,
-    CodecReason,
-    FieldMapping,
-    SensorReading,
-    from_decoded,
-)
+from cityops.ingest.codecs import FieldMapping
 from cityops.ingest.config import Settings
 from cityops.ingest.contract import CONTRACT_VERSION, ingest_subscription
-from cityops.ingest.decode import Decoded, Frame, Limits, Reason, Rejected, decode
-from cityops.ingest.lorawan_readings import LoraSensor, reading_from
+from cityops.ingest.decode import Decoded, Limits, Reason, Rejected, decode
+from cityops.ingest.lorawan_readings import uplink_reading
 from cityops.ingest.metrics import IngestMetrics
 from cityops.ingest.mqttclient import make_client
 from cityops.ingest.writer import DeadLetter, Writer, WriteResult, is_poison
@@ -307,7 +301,7 @@ class IngestService:
         sensors = self._writer.lookup_lorawan(euis)
         good: list[tuple[Inbound, Storable]] = []
         dead: list[DeadLetter] = []
-        seen: dict[tuple[str, int], datetime] = {}
+        seen: dict[tuple[str, int, bytes], datetime] = {}
         for m, up in uplinks:
             def letter(reason: str, detail: str, *, _m: Inbound = m) -> None:
                 dead.append(DeadLetter(_m.topic, _m.payload, reason, detail))
@@ -318,39 +312,17 @@ class IngestService:
                        f"no bin with DevEUI {up.dev_eui} and a sensor model in the registry; "
                        "register it, then 'cityops deadletters replay --reason unknown_device'")
                 continue
-            f_cnt = up.f_cnt or 0
-            first = seen.setdefault((up.dev_eui, f_cnt), up.time)
+            digest = hashlib.sha256(up.payload).digest()
+            first = seen.setdefault((up.dev_eui, up.f_cnt or 0, digest), up.time)
             if first != up.time and abs((first - up.time).total_seconds()) < 300:
                 self.metrics.lorawan_duplicates.inc()
                 continue  # the same frame through another path: stored once
-            reading = self._decode_sensor(up, sensor)
-            if isinstance(reading, CodecError):
-                letter(Reason.UNDECODABLE.value,
-                       f"{sensor.model} payload of {up.dev_eui} (fPort {up.f_port}): "
-                       f"{reading.reason.value}: {reading.detail}")
-                continue
-            frame = Frame(up.dev_eui, f_cnt, up.network, up.gateways)
-            result = reading_from(reading, sensor, up.time, frame, m.received, self._limits)
+            result = uplink_reading(up, sensor, self._mappings, m.received, self._limits)
             if isinstance(result, Rejected):
                 letter(result.reason.value, result.detail)
             else:
                 good.append((m, (result, sensor.bin_id, m.received)))
         return good, dead
-
-    def _decode_sensor(self, up: lorawan.Uplink, sensor: LoraSensor
-                       ) -> SensorReading | CodecError:
-        """The model's mapping of the server's decoded object, else its built-in codec."""
-        mapping = self._mappings.get(sensor.model)
-        if mapping is not None:
-            return from_decoded(up.decoded, mapping)
-        codec = CODECS.get(sensor.model)
-        if codec is None:
-            return CodecError(
-                CodecReason.NO_FIELDS,
-                f"sensor model {sensor.model!r} has no built-in codec and no mapping in the "
-                "city profile's lorawan section",
-            )
-        return codec.decode(up.payload, up.f_port)
 
     def _store(
         self, good: list[tuple[Inbound, Storable]], dead: list[DeadLetter]

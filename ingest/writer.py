@@ -74,14 +74,17 @@ _TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "device_seen": ("device_status", ("kind", "device_id", "state", "state_ts", "last_seen")),
     "lorawan_frames": (
-        "lorawan_frames", ("dev_eui", "f_cnt", "ts", "bin_id", "network", "gateways"),
+        "lorawan_frames",
+        ("dev_eui", "f_cnt", "ts", "bin_id", "network", "gateways", "payload_sha256"),
     ),
 }
 
-#: A LoRaWAN frame seen before with the same counter a few minutes apart (another gateway's
-#: copy, a network server's redelivery after its restart) is a duplicate: its reading and
-#: frame leave the stage before the merge. A counter reset (rejoin) repeats a counter only
-#: after far longer. Exact redeliveries (same time) are merged away by the primary keys.
+#: A LoRaWAN frame seen before with the same counter and payload a few minutes apart
+#: (another gateway's copy, a network server's redelivery after its restart) is a duplicate:
+#: its reading and frame leave the stage before the merge. After a rejoin the counter starts
+#: again: a frame with a reused counter but another payload is new (the same measurement
+#: repeated within minutes of a rejoin is the one thing taken for a copy). Exact
+#: redeliveries (same time) are merged away by the primary keys.
 _DEDUP_WINDOW = "5 minutes"
 _DEDUP_SQL = (
     f"""
@@ -90,6 +93,7 @@ _DEDUP_SQL = (
     WHERE EXISTS (
         SELECT 1 FROM lorawan_frames o
         WHERE o.dev_eui = f.dev_eui AND o.f_cnt = f.f_cnt AND o.ts <> f.ts
+          AND o.payload_sha256 = f.payload_sha256
           AND o.ts BETWEEN f.ts - interval '{_DEDUP_WINDOW}' AND f.ts + interval '{_DEDUP_WINDOW}');
     DELETE FROM stage_bin_readings r USING dup_frames d
         WHERE r.sensor_id = d.dev_eui AND r.ts = d.ts;
@@ -222,7 +226,9 @@ def rows_for(msg: Decoded, entity_id: str, received: datetime) -> dict[str, list
         out["device_seen"].append((msg.kind.value, msg.device_id, None, None, seen_ts))
     if msg.frame is not None and isinstance(p, BinTelemetry):
         f = msg.frame
-        out["lorawan_frames"].append((f.dev_eui, f.f_cnt, p.ts, entity_id, f.network, f.gateways))
+        out["lorawan_frames"].append(
+            (f.dev_eui, f.f_cnt, p.ts, entity_id, f.network, f.gateways, f.payload_sha256)
+        )
     return out
 
 
@@ -371,6 +377,12 @@ class Writer:
         ).fetchone()
         conn.commit()
         deleted = int(str(row[0])) if row else 0
+        # LoRaWAN frames serve deduplication (minutes) and diagnosis: a week is plenty
+        frames = conn.execute(
+            "DELETE FROM lorawan_frames WHERE ts < now() - interval '7 days'"
+        ).rowcount
+        conn.commit()
+        deleted += frames
         if deleted:
             logger.info("retention: deleted %d raw rows older than %d days", deleted, days)
         return deleted

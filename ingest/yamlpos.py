@@ -42,6 +42,8 @@ def parse_located(text: str) -> Located:
         raise YamlError(f"not valid YAML: {exc.problem or exc}", line, column) from None
     except yaml.YAMLError as exc:
         raise YamlError(f"not valid YAML: {exc}") from None
+    except RecursionError:
+        raise YamlError("not valid YAML: nested too deeply") from None
     return Located(data, root)
 
 

@@ -290,6 +290,10 @@ class ControlService:
             missing = sorted(set(wanted) - set(registered))
             if missing:
                 logger.error("controllers not registered (ignored): %s", ", ".join(missing))
+        for gone in set(self._states) - set(registered):  # retired (or deleted) controllers
+            logger.info("%s: no longer in the registry, no longer controlled", gone)
+            self._states.pop(gone, None)
+            self._controlled.pop(gone, None)
         for cid in registered:
             config = load_config(conn, cid)
             old = self._states.get(cid)

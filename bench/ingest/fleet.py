@@ -49,6 +49,7 @@ class WorkerConfig:
     client_id: str
     client: str  # "raw" or "paho"
     lorawan: bool = False  # sensors are DevEUIs; uplinks as ChirpStack / The Things Stack
+    f_cnt_base: int = 0  # frame counters go on from here (a later phase, the same devices)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,7 +223,7 @@ def _worker(
         else:
             topics = [f"{cfg.prefix}/v1/bin/{s}/telemetry" for s in cfg.sensors]
         n_sensors = len(topics)
-        f_cnt = [0] * n_sensors
+        f_cnt = [cfg.f_cnt_base] * n_sensors
         last_ms = [0] * n_sensors
         total = int(cfg.rate * cfg.seconds)
         catch_up = max(1, int(cfg.rate * _MAX_CATCH_UP_S))
@@ -349,6 +350,7 @@ class Fleet:
         tag: str,
         client: str = "raw",
         lorawan: bool = False,
+        f_cnt_base: int = 0,
     ) -> None:
         processes = max(1, min(processes, len(sensors)))
         self._ctx = mp.get_context("spawn")
@@ -372,6 +374,7 @@ class Fleet:
                 client_id=f"{tag}-pub{k}-{os.getpid()}",
                 client=client,
                 lorawan=lorawan,
+                f_cnt_base=f_cnt_base,
             )
             self._procs.append(
                 self._ctx.Process(

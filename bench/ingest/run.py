@@ -142,7 +142,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-baseline", action="store_true", help="no naive baseline phase")
     parser.add_argument(
         "--skip-lorawan", action="store_true",
-        help="no LoRaWAN phase (the sustained rate as ChirpStack/The Things Stack uplinks)",
+        help="no LoRaWAN phases (ChirpStack/The Things Stack uplinks at the sustained rate "
+        "and at --lorawan-rate)",
+    )
+    parser.add_argument(
+        "--lorawan-rate", type=int, default=ISSUE_LORAWAN_RATE,
+        help=f"uplinks/s of the second LoRaWAN phase [{ISSUE_LORAWAN_RATE}]",
     )
     parser.add_argument(
         "--batch-size", type=int, help="CITYOPS_INGEST_BATCH_SIZE for the ingest [its default]"
@@ -239,6 +244,7 @@ class Bench:
         self.conn: psycopg.Connection[tuple[object, ...]] | None = None
         self.sensors: list[str] = []
         self.lora: list[str] = []
+        self._f_cnt_base = 0
         self.mode = ""
         self.ours: set[int] = {os.getpid()}
 
@@ -318,7 +324,11 @@ class Bench:
             tag=f"bench-{self.tag}-{name}",
             client=self.args.publisher,
             lorawan=lorawan,
+            # the devices of an earlier LoRaWAN phase go on counting, as real ones would
+            f_cnt_base=self._f_cnt_base,
         )
+        if lorawan:
+            self._f_cnt_base += int(rate * seconds) + 1
         self.stack.callback(fleet.terminate)
         say(
             f"[{name}] {n} {self.args.publisher} publisher processes, {rate:,.0f} msgs/s "
@@ -671,21 +681,25 @@ def verdicts(phases: list[Phase], args: argparse.Namespace) -> list[str]:
             f"{b.fleet.last_publish - b.fleet.first_publish:.0f} s, lost {b.lost:,}, "
             f"drained {b.drain_s:.1f} s after the last publish)"
         )
-    lo = by.get("lorawan")
-    if lo is not None and s is not None:
+    lo, lo2 = by.get("lorawan"), by.get("lorawan-2k")
+    if lo is not None and lo2 is not None and s is not None:
         ratio = lo.rate / s.rate if s.rate else 0.0
         ok = (
-            lo.target_rate >= ISSUE_LORAWAN_RATE
+            lo2.target_rate >= ISSUE_LORAWAN_RATE
+            and lo2.complete_offer
+            and lo2.lost == 0
+            and lo2.stats.p99_ms <= ISSUE_P99_MS
             and lo.complete_offer
             and lo.lost == 0
-            and lo.stats.p99_ms <= ISSUE_P99_MS
             and ratio >= 0.5
         )
         out.append(
-            f"    LoRaWAN {ISSUE_LORAWAN_RATE:,} uplinks/s, no loss, p99 <= {ISSUE_P99_MS:.0f} ms,"
-            f" at least half the direct rate: {'MET' if ok else 'MISSED'} (offered "
-            f"{lo.fleet.offered_rate:,.0f}/s, e2e {lo.rate:,.0f}/s = {ratio:.2f} of the direct "
-            f"path's {s.rate:,.0f}/s, lost {lo.lost:,}, p99 {lo.stats.p99_ms:,.0f} ms)"
+            f"    LoRaWAN: no loss, p99 <= {ISSUE_P99_MS:.0f} ms at {ISSUE_LORAWAN_RATE:,} "
+            f"uplinks/s, at least half the direct path's rate: {'MET' if ok else 'MISSED'} "
+            f"(at {lo2.fleet.offered_rate:,.0f}/s: p99 {lo2.stats.p99_ms:,.0f} ms, lost "
+            f"{lo2.lost:,}; at {lo.fleet.offered_rate:,.0f}/s: e2e {lo.rate:,.0f}/s = "
+            f"{ratio:.2f} of the direct path's {s.rate:,.0f}/s, lost {lo.lost:,}, p99 "
+            f"{lo.stats.p99_ms:,.0f} ms)"
         )
     if args.quick:
         out.append("    (a --quick run does not offer the issue's rates: targets cannot be met)")
@@ -716,8 +730,10 @@ def figures_json(phases: list[Phase]) -> dict[str, Any]:
         "baseline_p50_ms": r(n.stats.p50_ms) if n else None,
         "baseline_p99_ms": r(n.stats.p99_ms) if n else None,
     }
-    lo = by.get("lorawan")
+    lo, lo2 = by.get("lorawan"), by.get("lorawan-2k")
     out |= {
+        "lorawan_2k_p99_ms": r(lo2.stats.p99_ms) if lo2 else None,
+        "lorawan_2k_lost": lo2.lost if lo2 else None,
         "lorawan_rate": r(lo.rate, 0) if lo else None,
         "lorawan_lost": lo.lost if lo else None,
         "lorawan_duplicates": lo.duplicates if lo else None,
@@ -748,9 +764,12 @@ def main(argv: list[str] | None = None) -> int:
             phases.append(bench.run_ingest_phase("sustained", args.rate, args.seconds))
             phases.append(bench.run_ingest_phase("burst", args.burst_rate, args.burst_seconds))
             if not args.skip_lorawan:
-                # the sustained phase's rate, through the LoRaWAN sources (issue 16)
+                # through the LoRaWAN sources (issue 16): the sustained phase's rate, for the
+                # ratio to the direct path, and the issue's uplink rate, for its latency
                 phases.append(bench.run_ingest_phase("lorawan", args.rate, args.seconds,
                                                      lorawan=True))
+                phases.append(bench.run_ingest_phase(
+                    "lorawan-2k", args.lorawan_rate, args.seconds, lorawan=True))
             if not args.skip_baseline:
                 base, baseline_log = bench.run_baseline()
                 if base is not None:

@@ -147,3 +147,21 @@ def test_a_lorawan_bin_is_registered_by_its_dev_eui(client: TestClient) -> None:
     other = client.put("/api/v1/registry/bins/B-API-2", json=lora)
     assert other.status_code == 422
     assert "DevEUI 70b3d57ed005a1b2 is on bin B-API-1" in other.text
+
+
+def test_the_registry_pages_through_every_record_once(client: TestClient) -> None:
+    ids = ["b-z", "B-a", "B-A", "B-10", "B-9"]
+    for i, bin_id in enumerate(ids):
+        body = {**BIN, "sensor_id": f"S-P{i}", "lon": 24.945 + i * 1e-4}
+        assert client.put(f"/api/v1/registry/bins/{bin_id}", json=body).status_code == 201
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = client.get("/api/v1/registry/bins", params={
+            "limit": 2, **({"cursor": cursor} if cursor else {})}).json()
+        seen += [item["id"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    mine = [s for s in seen if s in ids]
+    assert sorted(mine) == sorted(ids) and len(mine) == len(set(mine))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import yaml
 
 from cityops.api.cli import main
 from cityops.ingest.city import City, read_profile
@@ -246,3 +247,31 @@ def test_an_import_can_update_the_broker_accounts_at_once(
     assert main(["mqtt", "credentials", "--out", str(auth)]) == 0
     acl = (auth / "cityops.acl").read_text(encoding="utf-8")
     assert "user MS-S001" not in acl and "user MS-S002" in acl  # the retired sensor is gone
+
+
+def test_changing_a_junction_keeps_the_links_of_the_others_to_it(
+    city_files: dict[str, Path], db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _import(city_files["controllers"]) == 0
+    data = yaml.safe_load(city_files["controllers"].read_text(encoding="utf-8"))
+    second = data["controllers"][1]
+    assert second["id"] == "MS-LSA-02"
+    # MS-LSA-02's detector 1, which MS-LSA-01 links to, now serves phase 4
+    second["detectors"][0]["phase"] = 4
+    moved = city_files["controllers"].parent / "lsa-neu.yaml"
+    moved.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    assert _import(moved) == 0
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT controller_id, to_controller_id, to_channel "
+                            "FROM signal_links").fetchall() == [("MS-LSA-01", "MS-LSA-02", 1)]
+        assert conn.execute("SELECT phase FROM signal_detectors WHERE controller_id = "
+                            "'MS-LSA-02' AND channel = 1").fetchone() == (4,)
+    # taking that detector away is refused while MS-LSA-01 links to it
+    second["detectors"] = []
+    gone = city_files["controllers"].parent / "lsa-ohne.yaml"
+    gone.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    capsys.readouterr()
+    assert _import(gone) == 1
+    assert "channel 1 goes, but MS-LSA-01 links to it" in capsys.readouterr().out
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT count(*) FROM signal_links").fetchone() == (1,)
