@@ -46,8 +46,11 @@ __all__ = [
     "CityProfileError",
     "Publisher",
     "Site",
+    "announce_city",
     "bundled_profile",
+    "describe",
     "load_city",
+    "profile_path",
     "read_profile",
 ]
 

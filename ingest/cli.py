@@ -201,6 +201,7 @@ def _cmd_credentials(args: argparse.Namespace) -> int:
     from cityops.ingest.mqttauth import (
         CredentialError,
         Device,
+        lorawan_filters,
         parse_password_file,
         parse_secrets,
         plan_credentials,
@@ -232,7 +233,9 @@ def _cmd_credentials(args: argparse.Namespace) -> int:
         )
         return 1
     try:
-        acl = render_acl(prefix, devices, simulator=args.simulator)
+        # the network servers' uplinks, when the ingest takes them (CITYOPS_INGEST_SOURCES)
+        lora = lorawan_filters(settings.sources, settings.ingest_lorawan_root)
+        acl = render_acl(prefix, devices, simulator=args.simulator, lorawan=lora)
         users = [a.user for a in service_accounts(prefix, simulator=args.simulator)]
         users += [d.device_id for d in devices]
         plan = plan_credentials(
@@ -254,7 +257,7 @@ def _cmd_credentials(args: argparse.Namespace) -> int:
     _write_file(acl_path, acl, 0o644)
     _write_file(
         dynsec_path,
-        render_dynsec(prefix, devices, plan.hashes, simulator=args.simulator),
+        render_dynsec(prefix, devices, plan.hashes, simulator=args.simulator, lorawan=lora),
         0o640,
     )
     kinds = {k: sum(d.kind is k for d in devices) for k in DeviceKind}

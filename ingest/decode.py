@@ -54,7 +54,6 @@ class Reason(StrEnum):
     TIMESTAMP_TOO_OLD = "timestamp_too_old"
     UNKNOWN_DEVICE = "unknown_device"
     # LoRaWAN uplinks through a network server (cityops.ingest.lorawan, docs/devices.md)
-    NOT_AN_UPLINK = "not_an_uplink"
     UNDECODABLE = "undecodable_payload"
     IMPLAUSIBLE = "implausible_reading"
     NO_READING = "no_reading"  # a valid uplink without a measurement (device information)

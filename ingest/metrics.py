@@ -91,7 +91,7 @@ class IngestMetrics:
             self.rows.labels(table).inc(n)
         for d in dead:
             self.dead.labels(d.reason).inc()
-        self.lorawan_duplicates.inc(getattr(result, "duplicates", 0))
+        self.lorawan_duplicates.inc(result.duplicates)
         self.batch_seconds.observe(write_s)
         self.receive_to_commit.observe(done_mono - batch[0].t_mono)
         with self._lock:

@@ -114,17 +114,20 @@ def acl_for_device(prefix: str, device: Device) -> AccountAcl:
     )
 
 
-def service_accounts(prefix: str, *, simulator: bool = False) -> list[AccountAcl]:
+def service_accounts(
+    prefix: str, *, simulator: bool = False, lorawan: tuple[str, ...] = ()
+) -> list[AccountAcl]:
     """The platform's own MQTT users, each limited to what its service does.
 
     `simulator` adds `cityops-simulator`, which may publish as *every* device: for the demo
-    only, never on a broker that real devices use.
+    only, never on a broker that real devices use. `lorawan`: the LoRaWAN network servers'
+    uplink filters (`lorawan_filters`), which the ingest and the re-planner read.
     """
     h = _head(prefix)
     accounts = [
         AccountAcl(
             "cityops-ingest",
-            read=(f"{h}/+/+/+",),
+            read=(f"{h}/+/+/+", *lorawan),
             comment="ingest: everything devices publish, never commands",
         ),
         AccountAcl(
@@ -135,7 +138,7 @@ def service_accounts(prefix: str, *, simulator: bool = False) -> list[AccountAcl
         ),
         AccountAcl(
             "cityops-planner",
-            read=(f"{h}/bin/+/telemetry", f"{h}/truck/+/+"),
+            read=(f"{h}/bin/+/telemetry", f"{h}/truck/+/+", *lorawan),
             write=(f"{h}/truck/+/cmd/#",),
             comment="routing plan and re-planner: fill levels and trucks in, routes out",
         ),
@@ -146,7 +149,7 @@ def service_accounts(prefix: str, *, simulator: bool = False) -> list[AccountAcl
         ),
         AccountAcl(
             "cityops-replay",
-            write=(f"{h}/+/+/+",),
+            write=(f"{h}/+/+/+", *lorawan),
             comment="operators: cityops deadletters replay re-publishes device messages",
         ),
     ]
@@ -155,19 +158,30 @@ def service_accounts(prefix: str, *, simulator: bool = False) -> list[AccountAcl
             AccountAcl(
                 SIMULATOR_ACCOUNT,
                 read=(f"{h}/+/+/cmd/#",),
-                write=(f"{h}/+/+/+", f"{h}/sim/clock"),
+                write=(f"{h}/+/+/+", f"{h}/sim/clock", *lorawan),
                 comment="DEMO ONLY: the simulators publish as every device",
             )
         )
     return accounts
 
 
-def render_acl(prefix: str, devices: Iterable[Device], *, simulator: bool = False) -> str:
+def lorawan_filters(sources: Iterable[str], root: str) -> tuple[str, ...]:
+    """The uplink topic filters of the LoRaWAN sources among `sources`, under `root`."""
+    from cityops.ingest.lorawan import SUBSCRIPTIONS
+
+    head = f"{root}/" if root else ""
+    return tuple(f"{head}{SUBSCRIPTIONS[s]}" for s in sources if s in SUBSCRIPTIONS)
+
+
+def render_acl(
+    prefix: str, devices: Iterable[Device], *, simulator: bool = False,
+    lorawan: tuple[str, ...] = (),
+) -> str:
     """The Mosquitto `acl_file`: service accounts first, then one block per device.
 
     No line applies to anonymous clients; the shipped configuration refuses them anyway.
     """
-    accounts = service_accounts(prefix, simulator=simulator)
+    accounts = service_accounts(prefix, simulator=simulator, lorawan=lorawan)
     service_names = {a.user for a in accounts}
     device_list = sorted(devices, key=lambda d: (d.kind.value, d.device_id))
     _check_unique(device_list, service_names)
@@ -276,6 +290,7 @@ def render_dynsec(
     hashes: Mapping[str, str],
     *,
     simulator: bool = False,
+    lorawan: tuple[str, ...] = (),
 ) -> str:
     """The configuration file of Mosquitto's dynamic-security plugin: the same users,
     passwords and topics as `render_acl`, plus what `acl_file` cannot say: which SUBSCRIBE
@@ -288,7 +303,7 @@ def render_dynsec(
     Passwords are the `$7$` hashes of the password file (the plugin uses the same
     PBKDF2-SHA512), so both files accept the same passwords.
     """
-    accounts = service_accounts(prefix, simulator=simulator)
+    accounts = service_accounts(prefix, simulator=simulator, lorawan=lorawan)
     service_names = {a.user for a in accounts}
     device_list = sorted(devices, key=lambda d: (d.kind.value, d.device_id))
     _check_unique(device_list, service_names)

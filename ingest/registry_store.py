@@ -60,7 +60,7 @@ _ID = {"site": "site_id", "bin": "bin_id", "truck": "truck_id",
 
 
 class RegistryConflictError(Exception):
-    """A write that lost a race or names something that is not there (API: 409/412)."""
+    """A write against another version than the stored one (the API answers 412)."""
 
 
 @dataclass(frozen=True, slots=True)

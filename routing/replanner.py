@@ -43,6 +43,9 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from pydantic import ValidationError
 
+from cityops.ingest import lorawan
+from cityops.ingest.city import load_city
+from cityops.ingest.codecs import FieldMapping
 from cityops.ingest.config import Settings
 from cityops.ingest.contract import (
     CONTRACT_VERSION,
@@ -57,6 +60,8 @@ from cityops.ingest.contract import (
     payload_model,
 )
 from cityops.ingest.db import connect
+from cityops.ingest.decode import Decoded, Limits
+from cityops.ingest.lorawan_readings import LoraSensor, uplink_reading
 from cityops.ingest.mqttclient import make_client
 from cityops.routing.check import check_plan
 from cityops.routing.closures import Closure, apply_closures, closure_key
@@ -101,6 +106,7 @@ from cityops.routing.repository import (
     load_bins,
     load_break_ends,
     load_closures,
+    load_lora_sensors,
     load_sites,
     load_truck_events,
     load_truck_states,
@@ -190,6 +196,18 @@ class Replanner:
         self._lock = threading.Lock()
         # What the listener needs without the database, refreshed by the worker.
         self._sensors: dict[str, str] = {}
+        # Bins reporting through LoRaWAN network servers (docs/devices.md): their uplinks
+        # are decoded as the ingest decodes them, the city profile's mappings included.
+        lorawan_on = bool(set(settings.sources) - {"cityops"})
+        root = settings.ingest_lorawan_root
+        self._lora_root: str | None = (f"{root}/" if root else "") if lorawan_on else None
+        self._lora: dict[str, LoraSensor] = {}
+        self._lora_mappings: dict[str, FieldMapping] = {}
+        if lorawan_on:
+            self._lora_mappings = {
+                model: FieldMapping.parse(spec)
+                for model, spec in load_city(settings).lorawan_mappings.items()
+            }
         self._routes: dict[str, RouteCommand] = {}
         self._done: dict[str, Emptying] = {}  # bin -> its last emptying today
         # Sensors of bins emptied today that have not reported a level below overflow_pct
@@ -233,7 +251,11 @@ class Replanner:
     @property
     def subscriptions(self) -> list[str]:
         head = f"{self.settings.topic_prefix}/{CONTRACT_VERSION}"
-        return [f"{head}/bin/+/telemetry", f"{head}/truck/+/+"]
+        topics = [f"{head}/bin/+/telemetry", f"{head}/truck/+/+"]
+        if self._lora_root is not None:
+            topics += [f"{self._lora_root}{lorawan.SUBSCRIPTIONS[s]}"
+                       for s in self.settings.sources if s != "cityops"]
+        return topics
 
     def _on_connect(
         self, client: mqtt.Client, _ud: Any, flags: Any, reason: Any, _props: Any
@@ -268,6 +290,11 @@ class Replanner:
 
     def _on_message(self, _client: mqtt.Client, _ud: Any, msg: mqtt.MQTTMessage) -> None:
         received = time.monotonic()
+        if self._lora_root is not None and not msg.topic.startswith(
+            f"{self.settings.topic_prefix}/{CONTRACT_VERSION}/"
+        ):
+            self._on_uplink(msg, received)
+            return
         try:
             info = parse_topic(self.settings.topic_prefix, msg.topic)
         except TopicError:
@@ -287,6 +314,27 @@ class Replanner:
             trigger = self._truck_event(info.device_id, payload)
         elif isinstance(payload, TruckTelemetry):
             trigger = self._truck_position(info.device_id, payload)
+        if trigger is not None:
+            logger.info("trigger: %s (from %s)", trigger, msg.topic)
+            self.metrics.triggers.labels(trigger.kind.value).inc()
+            self._queue.put(_Queued(trigger, received))
+
+    def _on_uplink(self, msg: mqtt.MQTTMessage, received: float) -> None:
+        """A LoRaWAN uplink: the same reading the ingest stores, then as any bin reading."""
+        root = self._lora_root or ""
+        if not msg.topic.startswith(root):
+            return
+        now = datetime.now(UTC)
+        up = lorawan.parse_uplink(msg.topic[len(root):], bytes(msg.payload), now)
+        if not isinstance(up, lorawan.Uplink):
+            return  # the ingest dead-letters it
+        sensor = self._lora.get(up.dev_eui)
+        if sensor is None:
+            return
+        result = uplink_reading(up, sensor, self._lora_mappings, now, Limits())
+        if not isinstance(result, Decoded) or not isinstance(result.payload, BinTelemetry):
+            return
+        trigger = self._bin_reading(up.dev_eui, result.payload)
         if trigger is not None:
             logger.info("trigger: %s (from %s)", trigger, msg.topic)
             self.metrics.triggers.labels(trigger.kind.value).inc()
@@ -393,6 +441,7 @@ class Replanner:
         axis = DayAxis(now.astimezone(BERLIN).date())
         conn = self._connection()
         sensors = load_bin_sensors(conn)
+        lora = load_lora_sensors(conn) if self._lora_root is not None else {}
         routes = current_routes_on(conn, axis.day, geometry=False)
         events = load_truck_events(conn, axis.midnight)
         with self._lock:
@@ -405,6 +454,7 @@ class Replanner:
                 self._awaiting_low.clear()
                 self._events = [e for e in self._events if e.ts >= axis.midnight]
             self._sensors = sensors
+            self._lora = lora
             self._routes = routes
             for e in events:
                 if e.kind == "stop_done" and e.bin_id:

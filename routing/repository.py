@@ -17,6 +17,7 @@ from psycopg.types.json import Jsonb
 from shapely import from_wkb
 
 from cityops.ingest.contract import RouteCommand
+from cityops.ingest.lorawan_readings import LoraSensor
 from cityops.routing.closures import Closure
 
 __all__ = [
@@ -366,11 +367,22 @@ def closures_active_at(conn: Conn, at: datetime) -> frozenset[str]:
 
 
 def load_bin_sensors(conn: Conn) -> dict[str, str]:
-    """Sensor id (the device id in a bin's topics) -> bin id."""
+    """Sensor id (the device id in a bin's topics), or a LoRaWAN sensor's DevEUI -> bin id."""
     rows = conn.execute(
-        "SELECT sensor_id, bin_id FROM bins WHERE sensor_id IS NOT NULL ORDER BY bin_id"
+        "SELECT sensor_id, bin_id FROM bins WHERE sensor_id IS NOT NULL "
+        "UNION ALL SELECT dev_eui, bin_id FROM bins WHERE dev_eui IS NOT NULL ORDER BY 2"
     ).fetchall()
     return {str(s): str(b) for s, b in rows}
+
+
+def load_lora_sensors(conn: Conn) -> dict[str, LoraSensor]:
+    """DevEUI -> the bin's LoRaWAN sensor (model and calibration)."""
+    rows = conn.execute(
+        "SELECT bin_id, dev_eui, sensor_model, empty_distance_mm, full_distance_mm FROM bins "
+        "WHERE dev_eui IS NOT NULL AND sensor_model IS NOT NULL"
+    ).fetchall()
+    return {str(e): LoraSensor(str(b), str(e), str(m), int(str(lo)), int(str(hi)))
+            for b, e, m, lo, hi in rows}
 
 
 def record_network(

@@ -275,3 +275,18 @@ def test_changing_a_junction_keeps_the_links_of_the_others_to_it(
     assert "channel 1 goes, but MS-LSA-01 links to it" in capsys.readouterr().out
     with psycopg.connect(db_url) as conn:
         assert conn.execute("SELECT count(*) FROM signal_links").fetchone() == (1,)
+
+
+def test_the_broker_accounts_let_the_ingest_read_the_network_servers_uplinks(
+    city_files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CITYOPS_INGEST_SOURCES", "cityops,chirpstack,tts")
+    monkeypatch.setenv("CITYOPS_INGEST_LORAWAN_ROOT", "lorawan")
+    auth = tmp_path / "mosquitto"
+    assert main(["mqtt", "credentials", "--out", str(auth)]) == 0
+    acl = (auth / "cityops.acl").read_text(encoding="utf-8")
+    ingest = acl.split("user cityops-ingest", 1)[1].split("\nuser ", 1)[0]
+    assert "topic read lorawan/application/+/device/+/event/up" in ingest
+    assert "topic read lorawan/v3/+/devices/+/up" in ingest
+    planner = acl.split("user cityops-planner", 1)[1].split("\nuser ", 1)[0]
+    assert "topic read lorawan/application/+/device/+/event/up" in planner

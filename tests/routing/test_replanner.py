@@ -248,3 +248,34 @@ def test_a_late_truck_is_re_planned_from_where_it_is(
     devices.publish("truck/T01/telemetry", {"ts": now, "lat": lat, "lon": lon, "load_l": 120.0})
     time.sleep(1.5)
     assert len(devices.new_versions()) == 1
+
+
+def test_an_overflow_reported_through_a_lorawan_server_re_plans_as_any_other(
+    settings: Settings, network: RoadNetwork, devices: Devices
+) -> None:
+    from cityops.simulators.lorawan import chirpstack_uplink, em310_udl
+
+    planned = seed_city(settings, network)
+    extra = next(f"B{i:04d}" for i in range(1, 13) if f"B{i:04d}" not in planned)
+    eui = "24e1247100000042"
+    with psycopg.connect(settings.database_url) as conn:  # its sensor is a LoRaWAN one now
+        conn.execute(
+            "UPDATE bins SET sensor_id = NULL, dev_eui = %s, sensor_model = "
+            "'milesight-em310-udl', empty_distance_mm = 1200, full_distance_mm = 200 "
+            "WHERE bin_id = %s", (eui, extra))
+    lora = settings.model_copy(update={"ingest_sources": "cityops,chirpstack",
+                                       "ingest_lorawan_root": settings.topic_prefix})
+    stop, ready = threading.Event(), threading.Event()
+    thread = threading.Thread(target=lambda: run_replanner(
+        lora, time_limit_s=1.0, coalesce_s=0.5, stop=stop, ready=ready, clock=clock))
+    thread.start()
+    try:
+        assert ready.wait(PATIENCE_S), "the replanner subscribed"
+        topic, body = chirpstack_uplink(eui, em310_udl(220), 77, clock())  # 98 % full
+        assert devices.pub is not None
+        devices.pub.publish(f"{settings.topic_prefix}/{topic}", body, qos=1).wait_for_publish(5)
+        route = devices.wait_route(lambda r: extra in route_bins(r))
+        assert route["reason"] == f"bin {extra} overflow"
+    finally:
+        stop.set()
+        thread.join(30)

@@ -41,8 +41,8 @@ def test_a_share_of_the_bins_report_through_both_network_servers_and_read_back()
         assert isinstance(reading, SensorReading), reading
         sensor = LoraSensor(b.bin_id, b.lora.dev_eui, b.lora.model, b.lora.empty_distance_mm,
                             b.lora.full_distance_mm)
-        decoded = reading_from(reading, sensor, up.time, Frame(up.dev_eui, 1, up.network, 1, b"\0" * 32),
-                               up.time, Limits())
+        frame = Frame(up.dev_eui, 1, up.network, 1, b"\0" * 32)
+        decoded = reading_from(reading, sensor, up.time, frame, up.time, Limits())
         payload = getattr(decoded, "payload", None)
         assert payload is not None, decoded
         sent = emission.payload
