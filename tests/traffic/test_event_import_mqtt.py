@@ -4,9 +4,9 @@ through the real ingest, give the same stored events and the same measures.
 Two fresh databases (both copies of the migrated template): CSV into one with `cityops
 traffic import-events`, MQTT into the other through `IngestService` and the machine's
 Mosquitto, then `traffic.store.refresh` there; the tables are compared row by row. The
-events are two and a half hours of the lightweight simulator's controller, on a morning
-two days before the suite's NOW (the ingest refuses events older than 30 days), between
-07:00 and 09:30 Europe/Berlin, which no clock change touches.
+events are a whole day of the lightweight simulator's controller (about 90,000 events),
+midnight to midnight Europe/Berlin, on the latest day at least two days before the suite's
+NOW (the ingest refuses events older than 30 days) that has no clock change.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from tests.support.ingest import Publisher, count, running_ingest, wait_for
 from tests.traffic.eventlog_support import BERLIN, sim_events, stored_events, table, write_csv
 from tests.traffic.store_support import CID, seed_controller
 
-SECONDS = 9000.0  # 2.5 h
+SECONDS = 86400.0  # a day without a clock change
 BATCH_S = 30.0  # seconds of events per MQTT message
 
 
@@ -56,18 +56,24 @@ def second_db_url(template_db: str) -> Iterator[str]:
                 sql.Identifier(name)))
 
 
-def _morning() -> datetime:
+def _day_start() -> datetime:
+    """Midnight (Berlin) of the latest day two or more days back that has 24 hours."""
     day = (NOW.astimezone(BERLIN) - timedelta(days=2)).date()
-    return datetime.combine(day, time(7, 0), tzinfo=BERLIN).astimezone(UTC)
+    while True:
+        start = datetime.combine(day, time(0, 0), tzinfo=BERLIN)
+        end = datetime.combine(day + timedelta(days=1), time(0, 0), tzinfo=BERLIN)
+        if (end - start).total_seconds() == SECONDS and start.utcoffset() == end.utcoffset():
+            return start.astimezone(UTC)
+        day -= timedelta(days=1)
 
 
 def test_csv_and_mqtt_give_the_same_events_and_measures(
     db_url: str, second_db_url: str, settings: Settings, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    start = _morning()
+    start = _day_start()
     events = sim_events(start, SECONDS)
-    assert len(events) > 3000  # a weekend morning has fewer vehicles, never this few
+    assert len(events) > 50_000  # a weekend day has fewer vehicles, never this few
     for url in (db_url, second_db_url):
         with connect(url, autocommit=True) as conn:
             seed_controller(conn)
@@ -91,12 +97,13 @@ def test_csv_and_mqtt_give_the_same_events_and_measures(
                 pub.publish(topic, SignalEvents(events=batch).model_dump_json().encode())
             pub.wait_all()
             wait_for(lambda: count(second_db_url, "SELECT count(*) FROM signal_events")
-                     == len(events), timeout=60, what="every event through the ingest")
+                     == len(events), timeout=120, what="every event through the ingest")
     finally:
         pub.close()
     with connect(second_db_url, autocommit=True) as conn:
         (run,) = refresh(conn, StoreOptions(), until_caught_up=True)
-        assert run.new_bins == 9  # 07:00-09:15 Berlin: complete 300 s before the last event
+        # every 15-minute bin of the day but the last (complete 300 s before the last event)
+        assert run.new_bins == 95
 
     # 3. row by row
     with connect(db_url) as a, connect(second_db_url) as b:
@@ -105,7 +112,7 @@ def test_csv_and_mqtt_give_the_same_events_and_measures(
             rows = table(a, name)
             assert rows, name
             assert rows == table(b, name), name
-        assert len(table(a, "signal_measures")) == 9 * 2
+        assert len(table(a, "signal_measures")) == 95 * 2
         assert [r[3] for r in table(a, "signal_mode_history")] == ["fixed", "adaptive", "fixed"]
         progress = "SELECT computed_until FROM signal_measures_progress"
         assert a.execute(progress).fetchall() == b.execute(progress).fetchall()
