@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
@@ -23,12 +22,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cityops.api.auth import Principal, current_principal
 from cityops.api.errors import (
-    InvalidParameterError,
     NotFoundError,
     PreconditionFailedError,
     PreconditionRequiredError,
     RecordInvalidError,
 )
+from cityops.api.etags import etag, if_match_version
 from cityops.ingest.city import City
 from cityops.ingest.contract import DEVICE_ID_PATTERN
 from cityops.ingest.registry_files import RowProblem, parse_rows
@@ -51,7 +50,6 @@ router = APIRouter(prefix=PREFIX, tags=["registry"])
 KindPath = Literal["bins", "trucks", "sites", "signal-controllers"]
 _KIND = {"bins": "bin", "trucks": "truck", "sites": "site",
          "signal-controllers": "signal_controller"}
-_ETAG_RE = re.compile(r'^\s*(?:W/)?"v(\d{1,9})"\s*$')
 MAX_BODY_BYTES = 256 * 1024
 
 Id = Annotated[str, Path(pattern=DEVICE_ID_PATTERN, description="the city's own id")]
@@ -92,19 +90,12 @@ def _out(kind: str, rid: str, stored: tuple[Any, bool, int]) -> RecordOut:
 
 
 def _etag(response: Response, version: int) -> None:
-    response.headers["ETag"] = f'"v{version}"'
+    response.headers["ETag"] = etag(version)
     response.headers["Cache-Control"] = "no-store"
 
 
 def _expected(if_match: str | None) -> int | None:
-    if if_match is None or if_match.strip() == "*":
-        return None
-    m = _ETAG_RE.match(if_match)
-    if m is None:
-        raise InvalidParameterError(
-            "If-Match", f'expected an ETag such as "v3", got {if_match[:40]!r}',
-            location="header")
-    return int(m[1])
+    return if_match_version(if_match, "record")
 
 
 @router.get("/{kind}", summary="Registry records of one kind")
@@ -200,6 +191,9 @@ def put_record(
     with _pool(request).connection() as conn, conn.transaction():
         lock(conn, k, record_id)
         row = load_records(conn, k, include_retired=True, ids=[record_id]).get(record_id)
+        if row is None and expected is not None:
+            raise PreconditionFailedError(
+                f"{k} {record_id!r} does not exist; If-Match names a version of it")
         if row is not None:
             if if_none_match is not None and if_none_match.strip() == "*":
                 raise PreconditionFailedError(f"{k} {record_id!r} exists (If-None-Match: *)")

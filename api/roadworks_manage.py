@@ -17,7 +17,6 @@ a refused request leaves nothing behind.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable
 from typing import Annotated, Any, Final
 
@@ -32,6 +31,7 @@ from cityops.api.auth import (
     require_roadworks_staff,
 )
 from cityops.api.errors import InvalidParameterError
+from cityops.api.etags import if_match_version
 from cityops.api.roadworks import Ctx, Pool, Reference, RoadworksApi, roadworks_api
 from cityops.api.roadworks_schemas import (
     AuditOut,
@@ -70,7 +70,6 @@ __all__ = ["router"]
 logger = logging.getLogger(__name__)
 
 PREFIX: Final = "/api/v1/roadworks/manage"
-_ETAG_RE = re.compile(r'^\s*(?:W/)?"?v?(\d{1,9})"?\s*$')
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorBody, "description": "the caller may not do this (to this work)"},
@@ -141,14 +140,9 @@ def _out(work: Roadwork, caller: Principal, response: Response) -> WorkOut:
 
 
 def _version(if_match: str | None, body_version: int | None = None) -> int | None:
-    if if_match is None or if_match.strip() == "*":
+    version = if_match_version(if_match, "work")
+    if version is None:
         return body_version
-    m = _ETAG_RE.match(if_match)
-    if m is None:
-        raise InvalidParameterError(
-            "If-Match", f'expected the ETag of the work, such as "v3", got {if_match!r}',
-            location="header")
-    version = int(m[1])
     if body_version is not None and body_version != version:
         raise InvalidParameterError(
             "expected_version", f"{body_version} contradicts If-Match {if_match}",

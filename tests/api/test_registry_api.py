@@ -165,3 +165,9 @@ def test_the_registry_pages_through_every_record_once(client: TestClient) -> Non
             break
     mine = [s for s in seen if s in ids]
     assert sorted(mine) == sorted(ids) and len(mine) == len(set(mine))
+
+
+def test_if_match_on_a_record_that_does_not_exist_is_refused(client: TestClient) -> None:
+    resp = client.put("/api/v1/registry/bins/B-NEU", json=BIN, headers={"If-Match": '"v1"'})
+    assert resp.status_code == 412 and "does not exist" in resp.json()["message"]
+    assert client.get("/api/v1/registry/bins/B-NEU").status_code == 404
