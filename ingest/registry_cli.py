@@ -257,8 +257,8 @@ def import_files(settings: Any, city: Any, paths: list[Path], *, actor: str,
 
 
 def _network(settings: Any) -> Any:
+    from cityops.routing.extract import network_for
     from cityops.routing.network import NetworkError, load_network
-    from cityops.routing.ops_cli import network_for
 
     try:
         return load_network(network_for(settings))

@@ -26,6 +26,7 @@ from cityops.routing.dispatch import (
     decide,
     reach_from_history,
 )
+from cityops.routing.extract import network_for
 from cityops.routing.forecast import Observation, estimate, rates_by_group
 from cityops.routing.model import Engine, Unserved
 from cityops.routing.network import RoadNetwork, load_network
@@ -127,8 +128,6 @@ def plan_day(
     axis = DayAxis(day)
     report = DailyPlanReport(day)
     if network is None:
-        from cityops.routing.ops_cli import network_for
-
         network = load_network(network_for(settings))
     with connect(settings.database_url) as conn:
         bins = {b.bin_id: b for b in load_bins(conn)}

@@ -1,8 +1,7 @@
 """Operational `cityops routing` commands: `plan` (the day's routes from the database) and
 `import-network` (a city's OpenStreetMap extract becomes the active road network).
 
-The network used by planning is, in order: `CITYOPS_OSM_FILE`, the network last imported
-(`import-network`, `cityops city apply`), the city profile's extract.
+The network used by planning is `cityops.routing.extract.network_for`'s.
 """
 
 from __future__ import annotations
@@ -16,31 +15,15 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from cityops.ingest.config import Settings, load_settings
+from cityops.ingest.config import load_settings
 from cityops.routing.dispatch_params import DEFAULT_DISPATCH
+from cityops.routing.extract import network_for
 
-__all__ = ["SUBCOMMANDS", "network_for"]
+__all__ = ["SUBCOMMANDS"]
 
 logger = logging.getLogger(__name__)
 
 Subparsers = Any
-
-
-def network_for(settings: Settings) -> Path | None:
-    """The extract planning should use (None: the bundled one): CITYOPS_OSM_FILE, else the
-    network last imported (`cityops city apply`, `routing import-network`), else the city
-    profile's extract."""
-    if settings.osm_file is not None:
-        return settings.osm_file
-    from cityops.ingest.city import load_city
-    from cityops.ingest.db import connect
-    from cityops.routing.repository import active_network_source
-
-    with connect(settings.database_url) as conn:
-        source = active_network_source(conn)
-    if source:
-        return Path(source)
-    return load_city(settings).osm_extract
 
 
 def _add_plan(sub: Subparsers) -> None:

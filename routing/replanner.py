@@ -65,6 +65,7 @@ from cityops.ingest.lorawan_readings import LoraSensor, uplink_reading
 from cityops.ingest.mqttclient import make_client
 from cityops.routing.check import check_plan
 from cityops.routing.closures import Closure, apply_closures, closure_key
+from cityops.routing.extract import network_for
 from cityops.routing.model import Engine, Plan
 from cityops.routing.network import RoadNetwork, load_network
 from cityops.routing.planning import BERLIN, DayAxis, plan_to_routes
@@ -908,10 +909,7 @@ class Replanner:
             self.metrics.endpoint.serve(s.replanner_metrics_port)
         if self._base_network is None:
             beat("loading the road network")
-            # The same network the daily plan uses: CITYOPS_OSM_FILE, else the one
-            # `cityops routing import-network` made active, else the bundled extract.
-            from cityops.routing.ops_cli import network_for
-
+            # The same network the daily plan uses (cityops.routing.extract).
             self._base_network = load_network(network_for(s))
         beat("loading today's routes")
         self._refresh()
