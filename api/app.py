@@ -96,6 +96,7 @@ from cityops.roadworks.errors import (
     RoadworksError,
 )
 from cityops.roadworks.errors import NotFound as RoadworksNotFound
+from cityops.traffic.errors import TrafficError, UnknownController
 
 __all__ = ["DEFAULT_DEVICE_STALE_AFTER", "create_app"]
 
@@ -105,7 +106,7 @@ DEFAULT_DEVICE_STALE_AFTER = timedelta(minutes=15)
 
 # The one mapping from error classes to HTTP status codes (most specific first): the API's
 # own errors and the roadworks registry's (which carry the same code/message/details).
-_STATUS: tuple[tuple[type[ApiError] | type[RoadworksError], int], ...] = (
+_STATUS: tuple[tuple[type[ApiError] | type[RoadworksError] | type[TrafficError], int], ...] = (
     (NotFoundError, 404),
     (UnauthenticatedError, 401),
     (ForbiddenError, 403),
@@ -123,6 +124,7 @@ _STATUS: tuple[tuple[type[ApiError] | type[RoadworksError], int], ...] = (
     (NotPermitted, 403),
     (InvalidState, 409),  # IllegalTransition, NotEditable, StaleVersion, obsolete finding
     (DuplicateReference, 409),
+    (UnknownController, 404),
 )
 
 # Added to the endpoints that need a login.
@@ -441,14 +443,14 @@ def _error(
     return JSONResponse(status_code=status, content=body)
 
 
-def _status_of(exc: ApiError | RoadworksError) -> int:
+def _status_of(exc: ApiError | RoadworksError | TrafficError) -> int:
     for cls, status in _STATUS:
         if isinstance(exc, cls):
             return status
     return 500
 
 
-def _error_details(exc: ApiError | RoadworksError) -> list[Mapping[str, object]]:
+def _error_details(exc: ApiError | RoadworksError | TrafficError) -> list[Mapping[str, object]]:
     """`exc.details` in the documented `ErrorDetail` shape: each has a location, a field and
     a message (further keys, such as a refused transition's allowed targets, are kept).
 
@@ -469,7 +471,7 @@ def _error_details(exc: ApiError | RoadworksError) -> list[Mapping[str, object]]
 
 def _install_error_handlers(app: FastAPI) -> None:
     async def api_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, ApiError | RoadworksError)
+        assert isinstance(exc, ApiError | RoadworksError | TrafficError)
         status = _status_of(exc)
         if status >= 500:
             logger.warning("%s %s: %s", request.method, request.url.path, exc.message)
@@ -521,6 +523,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(RoadworksError, api_error)
+    app.add_exception_handler(TrafficError, api_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(PoolTimeout, database_error)
     app.add_exception_handler(psycopg.OperationalError, database_error)

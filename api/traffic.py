@@ -19,7 +19,7 @@ from psycopg_pool import ConnectionPool
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from cityops.api.auth import Principal, current_principal
-from cityops.api.errors import ForbiddenError, InvalidParameterError, NotFoundError
+from cityops.api.errors import ForbiddenError, InvalidParameterError
 from cityops.api.schemas import (
     BERLIN,
     TimeRange,
@@ -29,7 +29,6 @@ from cityops.api.schemas import (
     resolve_range,
 )
 from cityops.traffic import repository as repo
-from cityops.traffic.errors import UnknownController
 from cityops.traffic.events import ControllerConfig, clean
 from cityops.traffic.measures import DEFAULT_SPEED_KMH
 from cityops.traffic.purdue import purdue
@@ -92,10 +91,7 @@ Pool = Annotated[ConnectionPool, Depends(_pool)]
 
 
 def _config(conn: repo.Connection, controller_id: str) -> ControllerConfig:
-    try:
-        return repo.load_config(conn, controller_id)
-    except UnknownController as exc:
-        raise NotFoundError(str(exc)) from None
+    return repo.load_config(conn, controller_id)  # UnknownController: 404 (api/app.py)
 
 
 def _check_phase(config: ControllerConfig, phase: int | None) -> None:

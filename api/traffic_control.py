@@ -19,11 +19,10 @@ from psycopg_pool import ConnectionPool
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from cityops.api.auth import Principal, current_principal
-from cityops.api.errors import ForbiddenError, NotFoundError
+from cityops.api.errors import ForbiddenError
 from cityops.api.schemas import STORABLE
 from cityops.ingest.contract import DEVICE_ID_PATTERN
 from cityops.traffic.control_store import ModeRow, get_mode, list_modes, set_mode
-from cityops.traffic.errors import UnknownController
 
 __all__ = [
     "TRAFFIC_CONTROL_ROLES",
@@ -110,10 +109,6 @@ class ControlModeIn(BaseModel):
     ] = Field(description="why, for the audit log")
 
 
-def _not_found(exc: UnknownController) -> NotFoundError:
-    return NotFoundError(str(exc), [{"location": "path", "field": "controller_id"}])
-
-
 @router.get("/modes")
 def get_modes(pool: Pool, caller: Caller) -> ControlModesOut:
     """Every registered signal controller with its control mode."""
@@ -127,10 +122,7 @@ def get_controller_mode(controller_id: ControllerId, pool: Pool, caller: Caller)
     """One controller's control mode."""
     require_traffic_reader(caller)
     with pool.connection() as conn:
-        try:
-            return ControlModeOut.of(get_mode(conn, controller_id))
-        except UnknownController as exc:
-            raise _not_found(exc) from None
+        return ControlModeOut.of(get_mode(conn, controller_id))  # unknown: 404
 
 
 @router.put("/modes/{controller_id}")
@@ -140,8 +132,5 @@ def put_controller_mode(
     """Switch adaptive control on (`adaptive`) or off (`fixed`) for one controller."""
     require_traffic_engineer(caller)
     with pool.connection() as conn:
-        try:
-            row = set_mode(conn, controller_id, body.mode, caller.subject, body.reason.strip())
-        except UnknownController as exc:
-            raise _not_found(exc) from None
+        row = set_mode(conn, controller_id, body.mode, caller.subject, body.reason.strip())
     return ControlModeOut.of(row)

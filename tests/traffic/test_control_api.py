@@ -95,3 +95,20 @@ def test_only_traffic_engineers_and_admins_may_switch(
     assert client.get(f"{URL}/c1").status_code == 403
     caller["who"] = Principal("root", frozenset({"admin"}))
     assert client.put(f"{URL}/c1", json={"mode": "fixed", "reason": "x"}).status_code == 200
+
+
+def test_an_unknown_controller_is_the_same_404_on_every_route(
+    api: tuple[TestClient, dict[str, Principal]],
+) -> None:
+    """One error table (api/app.py): the same body from the measures and the control
+    routes, naming the path parameter."""
+    client, _ = api
+    bodies = [
+        client.get(f"{URL}/nope").json(),
+        client.get("/api/v1/traffic/controllers/nope/measures").json(),
+    ]
+    for body in bodies:
+        assert body["error"] == "not_found"
+        assert body["message"] == "no signal controller 'nope' in the registry"
+        assert body["details"][0]["location"] == "path"
+        assert body["details"][0]["field"] == "controller_id"
