@@ -204,7 +204,7 @@ def put_record(
                 raise PreconditionFailedError(
                     f"{k} {record_id!r} is at version {row[2]}, not {expected}: reload it")
         report: ImportReport = import_records(
-            conn, [parsed], city, actor=f"api:{caller.subject}")
+            conn, [parsed], city, actor=f"api:{caller.subject}", locked=True)
         if report.problems:
             raise _invalid(report.problems)
         stored = load_records(conn, k, include_retired=True, ids=[record_id])[record_id]

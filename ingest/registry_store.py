@@ -296,8 +296,12 @@ def import_records(
     network: RoadNetwork | None = None,
     max_street_m: float = 50.0,
     dry_run: bool = False,
+    locked: bool = False,
 ) -> ImportReport:
-    """Check and write every record of `files` in one transaction (or none of them)."""
+    """Check and write every record of `files` in one transaction (or none of them).
+
+    An import holds each kind it writes for itself (`lock_kind`) until it commits; a caller
+    that holds the `lock` of the one record it writes (the registry API) says `locked`."""
     report = ImportReport()
     for f in files:
         report.problems.extend(f.problems)
@@ -317,7 +321,7 @@ def import_records(
                 for kind in _ORDER:
                     items = by_kind.get(kind, [])
                     if items:
-                        _upsert_kind(conn, kind, items, actor, report, dry_run)
+                        _upsert_kind(conn, kind, items, actor, report, dry_run, locked)
         except psycopg.errors.UniqueViolation as exc:
             # another writer claimed the same sensor or DevEUI since the check above
             detail = exc.diag.message_detail or str(exc).splitlines()[0]
@@ -344,9 +348,9 @@ def import_records(
 
 
 def _upsert_kind(conn: Conn, kind: str, items: list[tuple[str, Record]], actor: str,
-                 report: ImportReport, dry_run: bool) -> None:
-    for rid in sorted({record_id(r) for _, r in items}):  # in one order: no deadlock
-        lock(conn, kind, rid)
+                 report: ImportReport, dry_run: bool, locked: bool) -> None:
+    if not locked:
+        lock_kind(conn, kind)
     stored = load_records(conn, kind, include_retired=True, ids=[record_id(r) for _, r in items])
     for source, rec in items:
         rid = record_id(rec)
@@ -374,8 +378,18 @@ def _upsert_kind(conn: Conn, kind: str, items: list[tuple[str, Record]], actor: 
 
 def lock(conn: Conn, kind: str, entity_id: str) -> None:
     """Serialise the writers of one record (also of one not yet created) until the end of
-    the transaction: the API's check of If-Match and its write, a retirement, an import."""
-    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"registry:{kind}:{entity_id}",))
+    the transaction: the API's check of If-Match and its write, a retirement. They share
+    their kind with each other and wait for an import of it (two advisory locks, however
+    many records an import has: a city's thousands of bins are one lock, not thousands)."""
+    conn.execute(
+        "SELECT pg_advisory_xact_lock_shared(hashtext(%s)), pg_advisory_xact_lock(hashtext(%s))",
+        (f"registry:{kind}", f"registry:{kind}:{entity_id}"),
+    )
+
+
+def lock_kind(conn: Conn, kind: str) -> None:
+    """An import's hold on a whole kind until it commits (see `lock`)."""
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"registry:{kind}",))
 
 
 def write(conn: Conn, rec: Record) -> None:

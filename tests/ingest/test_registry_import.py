@@ -290,3 +290,23 @@ def test_the_broker_accounts_let_the_ingest_read_the_network_servers_uplinks(
     assert "topic read lorawan/v3/+/devices/+/up" in ingest
     planner = acl.split("user cityops-planner", 1)[1].split("\nuser ", 1)[0]
     assert "topic read lorawan/application/+/device/+/event/up" in planner
+
+
+@pytest.mark.slow
+def test_a_large_city_imports_in_one_transaction(db_url: str) -> None:
+    """13,000 bins in one import: more than PostgreSQL's shared lock table holds by default
+    (64 x 100 connections, exhausted near 12,500 advisory locks here), so an import must not
+    take a lock per record (one per kind it writes)."""
+    from cityops.ingest.city import bundled_profile
+    from cityops.ingest.registry_files import parse_rows
+
+    path = bundled_profile("demo")
+    assert path is not None
+    rows = [{"bin_id": f"X{i:05d}", "sensor_id": f"SX{i:05d}", "street": "Teststraße",
+             "lon": 24.93 + (i % 130) * 2e-4, "lat": 60.16 + (i // 130) * 2e-4,
+             "fraction": "paper", "capacity_l": 240} for i in range(13_000)]
+    with psycopg.connect(db_url) as conn:
+        report = import_records(conn, [parse_rows("bin", rows, "gross.csv")],
+                                read_profile(path), actor="test")
+        assert not report.problems
+        assert conn.execute("SELECT count(*) FROM bins").fetchone() == (13_000,)
