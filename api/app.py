@@ -72,6 +72,7 @@ from cityops.api.schemas import (
     StatsOut,
     Text,
     choose_bucket,
+    cursor_time,
     decode_cursor,
     encode_cursor,
     parse_bbox,
@@ -424,13 +425,7 @@ def _add_routes(app: FastAPI) -> None:
 
 def _reading_cursor(cursor: str) -> datetime:
     (text,) = decode_cursor("readings", cursor, 1)
-    try:
-        ts = datetime.fromisoformat(text)
-    except ValueError:
-        raise InvalidParameterError("cursor", "not a cursor returned by this endpoint") from None
-    if ts.utcoffset() is None:
-        raise InvalidParameterError("cursor", "not a cursor returned by this endpoint")
-    return ts
+    return cursor_time(text)
 
 
 # -- errors ---------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from cityops.api.errors import (
     RecordInvalidError,
 )
 from cityops.api.etags import etag, if_match_version
+from cityops.api.schemas import decode_cursor, encode_cursor
 from cityops.ingest.city import City
 from cityops.ingest.contract import DEVICE_ID_PATTERN
 from cityops.ingest.registry_files import RowProblem, parse_rows
@@ -104,19 +105,21 @@ def list_records(
     request: Request,
     include_retired: Annotated[bool, Query(description="also retired devices")] = False,
     limit: Annotated[int, Query(ge=1, le=1000, description="page size")] = 100,
-    cursor: Annotated[str | None, Query(pattern=DEVICE_ID_PATTERN,
+    cursor: Annotated[str | None, Query(max_length=400,
                                         description="`next_cursor` of the previous page")
                       ] = None,
 ) -> RecordPage:
     """Records in id order, a page at a time."""
     k = _KIND[kind]
+    after = decode_cursor(f"registry-{kind}", cursor, 1)[0] if cursor else None
     with _pool(request).connection() as conn:
         stored = load_records(conn, k, include_retired=include_retired)
     # the order of Python's string comparison, the same one the cursor is compared in
-    ids = sorted(rid for rid in stored if cursor is None or rid > cursor)
+    ids = sorted(rid for rid in stored if after is None or rid > after)
     page = ids[:limit]
+    more = len(ids) > limit
     return RecordPage(items=[_out(k, rid, stored[rid]) for rid in page],
-                      next_cursor=page[-1] if len(ids) > limit else None)
+                      next_cursor=encode_cursor(f"registry-{kind}", [page[-1]]) if more else None)
 
 
 @router.get("/{kind}/{record_id}", summary="One registry record, with its version as ETag")

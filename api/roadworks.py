@@ -44,7 +44,15 @@ from cityops.api.roadworks_schemas import (
     PublicWork,
     public_work_json,
 )
-from cityops.api.schemas import STORABLE, ErrorBody, decode_cursor, encode_cursor, parse_bbox
+from cityops.api.schemas import (
+    STORABLE,
+    ErrorBody,
+    cursor_int,
+    cursor_time,
+    decode_cursor,
+    encode_cursor,
+    parse_bbox,
+)
 from cityops.ingest.city import City
 from cityops.ingest.config import ConfigError
 from cityops.roadworks import repository as repo
@@ -428,13 +436,7 @@ def respond(request: Request, rendered: Rendered) -> Response:
 
 def _after(cursor: str) -> tuple[datetime, int]:
     start, work_id = decode_cursor("roadworks", cursor, 2)
-    try:
-        at, wid = datetime.fromisoformat(start), int(work_id)
-    except ValueError:
-        raise InvalidParameterError("cursor", "not a cursor returned by this endpoint") from None
-    if at.utcoffset() is None:
-        raise InvalidParameterError("cursor", "not a cursor returned by this endpoint")
-    return at, wid
+    return cursor_time(start), cursor_int(work_id)
 
 
 #: Works per page unless `limit` says otherwise (the map asks for 500, the maximum).

@@ -146,6 +146,25 @@ def decode_cursor(kind: str, cursor: str, size: int) -> list[str]:
     return key
 
 
+def cursor_time(text: str) -> datetime:
+    """A time kept in a cursor (`encode_cursor(kind, [ts.isoformat(), ...])`)."""
+    try:
+        ts = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidParameterError("cursor", "not a cursor returned by this endpoint") from None
+    if ts.utcoffset() is None:
+        raise InvalidParameterError("cursor", "not a cursor returned by this endpoint")
+    return ts
+
+
+def cursor_int(text: str) -> int:
+    """A number kept in a cursor."""
+    try:
+        return int(text)
+    except ValueError:
+        raise InvalidParameterError("cursor", "not a cursor returned by this endpoint") from None
+
+
 @dataclass(frozen=True, slots=True)
 class TimeRange:
     start: datetime

@@ -23,6 +23,8 @@ from cityops.api.errors import ForbiddenError, InvalidParameterError
 from cityops.api.schemas import (
     BERLIN,
     TimeRange,
+    cursor_int,
+    cursor_time,
     decode_cursor,
     encode_cursor,
     local_iso,
@@ -285,13 +287,7 @@ def list_controllers(pool: Pool, _caller: Reader) -> ControllerList:
 
 def _measure_cursor(cursor: str) -> tuple[datetime, int]:
     ts_text, phase_text = decode_cursor("traffic-measures", cursor, 2)
-    try:
-        ts, phase = datetime.fromisoformat(ts_text), int(phase_text)
-    except ValueError:
-        raise InvalidParameterError("cursor", "not a cursor returned by this endpoint") from None
-    if ts.utcoffset() is None:
-        raise InvalidParameterError("cursor", "not a cursor returned by this endpoint")
-    return ts, phase
+    return cursor_time(ts_text), cursor_int(phase_text)
 
 
 @router.get("/controllers/{controller_id}/measures")
