@@ -7,7 +7,7 @@ import uuid
 
 from cityops.api.errors import BrokerUnavailableError
 from cityops.ingest.config import Settings
-from cityops.ingest.mqttclient import make_client
+from cityops.ingest.mqttclient import close_client, make_client
 
 __all__ = ["ApiPublisher"]
 
@@ -26,8 +26,7 @@ class ApiPublisher:
         self._client.loop_start()
 
     def stop(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
+        close_client(self._client)
 
     def publish(self, topic: str, payload: bytes, *, timeout_s: float = 5.0) -> None:
         """Publish at QoS 1 and wait for the broker's acknowledgement."""

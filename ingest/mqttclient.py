@@ -13,7 +13,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from cityops.ingest.config import ConfigError, Settings
 
-__all__ = ["make_client"]
+__all__ = ["close_client", "make_client"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,3 +44,14 @@ def make_client(settings: Settings, client_id: str, *, manual_ack: bool = False)
         )
     client.reconnect_delay_set(min_delay=1, max_delay=30)
     return client
+
+
+def close_client(client: mqtt.Client) -> None:
+    """Disconnect, stop the network thread and close its wake-up sockets: paho keeps the
+    socket pair of `loop_start` open after `loop_stop` when the connection never came up
+    (a client stopped while the broker was away), one leaked pair per client."""
+    client.disconnect()
+    client.loop_stop()
+    reset = getattr(client, "_reset_sockets", None)  # paho 2.x; absent: nothing to close
+    if callable(reset):
+        reset()

@@ -50,7 +50,7 @@ from cityops.ingest.contract import CONTRACT_VERSION, ingest_subscription
 from cityops.ingest.decode import Decoded, Limits, Reason, Rejected, decode
 from cityops.ingest.lorawan_readings import uplink_reading
 from cityops.ingest.metrics import IngestMetrics
-from cityops.ingest.mqttclient import make_client
+from cityops.ingest.mqttclient import close_client, make_client
 from cityops.ingest.writer import DeadLetter, Writer, WriteResult, is_poison
 
 __all__ = ["IngestService", "run_ingest"]
@@ -472,8 +472,7 @@ class IngestService:
         self._stopping.set()
         if self._thread is not None:
             self._thread.join(timeout)
-        self._client.disconnect()
-        self._client.loop_stop()
+        close_client(self._client)
         self._writer.close()
         self.metrics.shutdown()
         logger.info(

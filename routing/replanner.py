@@ -62,7 +62,7 @@ from cityops.ingest.contract import (
 from cityops.ingest.db import connect
 from cityops.ingest.decode import Decoded, Limits
 from cityops.ingest.lorawan_readings import LoraSensor, uplink_reading
-from cityops.ingest.mqttclient import make_client
+from cityops.ingest.mqttclient import close_client, make_client
 from cityops.routing.check import check_plan
 from cityops.routing.closures import Closure, apply_closures, closure_key
 from cityops.routing.extract import network_for
@@ -984,8 +984,7 @@ class Replanner:
         self._stopping.set()
         if self._thread is not None:
             self._thread.join(timeout)
-        self._client.disconnect()
-        self._client.loop_stop()
+        close_client(self._client)
         self._drop_connection()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)

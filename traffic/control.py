@@ -66,7 +66,7 @@ from cityops.ingest.contract import (
     parse_topic,
 )
 from cityops.ingest.db import connect
-from cityops.ingest.mqttclient import make_client
+from cityops.ingest.mqttclient import close_client, make_client
 
 from .control_store import ControlMode, controller_ids, list_modes, load_links
 from .events import Event
@@ -618,8 +618,7 @@ class ControlService:
             self.issuer,
             ", ".join(handed_back) or "none",
         )
-        self._client.disconnect()
-        self._client.loop_stop()
+        close_client(self._client)
         if self._conn is not None:
             self._conn.close()
         self.metrics.endpoint.shutdown()
