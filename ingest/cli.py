@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from cityops.ingest.config import ConfigError, load_settings
@@ -194,6 +195,23 @@ def _cmd_schemas(args: argparse.Namespace) -> int:
 
 
 def _cmd_credentials(args: argparse.Namespace) -> int:
+    return write_credentials(
+        Path(args.out), prefix=args.prefix, secrets=args.secrets, rotate=args.rotate,
+        show=args.show, simulator=args.simulator,
+    )
+
+
+def write_credentials(
+    out: Path,
+    *,
+    prefix: str | None = None,
+    secrets: str | None = None,
+    rotate: Sequence[str] = (),
+    show: Sequence[str] = (),
+    simulator: bool = False,
+) -> int:
+    """`cityops mqtt credentials`: write the broker's files for the registry's devices
+    and the service accounts into `out`; prints what changed, returns the exit code."""
     import psycopg
 
     from cityops.ingest.contract import DeviceKind
@@ -213,15 +231,14 @@ def _cmd_credentials(args: argparse.Namespace) -> int:
     )
 
     try:  # the prefix is checked like CITYOPS_TOPIC_PREFIX
-        settings = load_settings(**({"topic_prefix": args.prefix} if args.prefix else {}))
+        settings = load_settings(**({"topic_prefix": prefix} if prefix else {}))
     except ConfigError as exc:
         print(f"cityops mqtt credentials: {exc}", file=sys.stderr)
         return 2
     prefix = settings.topic_prefix
-    out = Path(args.out)
     passwd_path, acl_path = out / "cityops.passwd", out / "cityops.acl"
     dynsec_path = out / "dynamic-security.json"
-    secrets_path = Path(args.secrets) if args.secrets else out / "cityops-passwords.secret"
+    secrets_path = Path(secrets) if secrets else out / "cityops-passwords.secret"
     try:
         with connect(settings.database_url) as conn:
             rows = conn.execute("SELECT kind, device_id FROM devices ORDER BY kind, device_id")
@@ -235,16 +252,16 @@ def _cmd_credentials(args: argparse.Namespace) -> int:
     try:
         # the network servers' uplinks, when the ingest takes them (CITYOPS_INGEST_SOURCES)
         lora = lorawan_filters(settings.sources, settings.ingest_lorawan_root)
-        acl = render_acl(prefix, devices, simulator=args.simulator, lorawan=lora)
-        users = [a.user for a in service_accounts(prefix, simulator=args.simulator)]
+        acl = render_acl(prefix, devices, simulator=simulator, lorawan=lora)
+        users = [a.user for a in service_accounts(prefix, simulator=simulator)]
         users += [d.device_id for d in devices]
         plan = plan_credentials(
             users,
             parse_secrets(_read_text(secrets_path)),
             parse_password_file(_read_text(passwd_path)),
-            rotate=args.rotate,
+            rotate=rotate,
         )
-        unknown_show = sorted(set(args.show) - set(plan.passwords))
+        unknown_show = sorted(set(show) - set(plan.passwords))
         if unknown_show:
             raise CredentialError(f"cannot show unknown user(s): {', '.join(unknown_show)}")
     except CredentialError as exc:
@@ -257,7 +274,7 @@ def _cmd_credentials(args: argparse.Namespace) -> int:
     _write_file(acl_path, acl, 0o644)
     _write_file(
         dynsec_path,
-        render_dynsec(prefix, devices, plan.hashes, simulator=args.simulator, lorawan=lora),
+        render_dynsec(prefix, devices, plan.hashes, simulator=simulator, lorawan=lora),
         0o640,
     )
     kinds = {k: sum(d.kind is k for d in devices) for k in DeviceKind}
@@ -272,10 +289,10 @@ def _cmd_credentials(args: argparse.Namespace) -> int:
             print(f"  {label}: {', '.join(names)}")
     if plan.removed:
         print(f"  removed (no longer in the registry): {', '.join(plan.removed)}")
-    if args.simulator:
+    if simulator:
         print("  cityops-simulator may publish as every device: use it for the demo only")
     print(f"wrote {passwd_path}, {acl_path}, {dynsec_path}, {secrets_path} (0600)")
-    for user in args.show:
+    for user in show:
         print(f"{user}:{plan.passwords[user]}")
     if plan.added or plan.rotated or plan.removed:
         print("reload Mosquitto to apply: systemctl reload mosquitto (or kill -HUP its pid)")

@@ -248,9 +248,9 @@ def import_files(settings: Any, city: Any, paths: list[Path], *, actor: str,
     if dry_run or not report.devices_changed:
         return 0
     if credentials:
-        from cityops.api.cli import main
+        from cityops.ingest.cli import write_credentials
 
-        return main(["mqtt", "credentials", "--out", credentials])
+        return write_credentials(Path(credentials))
     print("devices were added: run `cityops mqtt credentials --out DIR` and reload Mosquitto "
           "so that they can connect")
     return 0
