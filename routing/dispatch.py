@@ -58,7 +58,7 @@ from cityops.routing.dispatch_params import DEFAULT_DISPATCH, DispatchParams
 from cityops.routing.forecast import FillForecast, Selection, select_bins
 from cityops.routing.model import Unserved, UnservedCode
 from cityops.routing.planning import BERLIN, DayAxis
-from cityops.routing.repository import TruckRow
+from cityops.routing.rows import TruckRow
 
 __all__ = [
     "DEFAULT_DISPATCH",

@@ -9,7 +9,7 @@ from datetime import date
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from cityops.routing.repository import TruckRow
+    from cityops.routing.rows import TruckRow
 
 __all__ = ["DEFAULT_DISPATCH", "DispatchParams"]
 

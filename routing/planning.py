@@ -33,7 +33,7 @@ from cityops.routing.model import (
     VisitKind,
 )
 from cityops.routing.network import RoadNetwork
-from cityops.routing.repository import BinRow, SiteRow, TruckRow
+from cityops.routing.rows import BinRow, SiteRow, TruckRow
 
 __all__ = [
     "BERLIN",

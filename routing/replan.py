@@ -67,7 +67,7 @@ from cityops.routing.model import (
 )
 from cityops.routing.network import PathResult, RoadNetwork, haversine_m
 from cityops.routing.planning import BERLIN, DayAxis, Location, PlanningOptions, fraction_of_day
-from cityops.routing.repository import (
+from cityops.routing.rows import (
     BinRow,
     SiteRow,
     TruckEventRow,

@@ -97,8 +97,6 @@ from cityops.routing.replan import (
 )
 from cityops.routing.replanner_metrics import ReplannerMetrics
 from cityops.routing.repository import (
-    TruckEventRow,
-    TruckStateRow,
     closures_active_at,
     closures_changed_since,
     closures_stamp,
@@ -115,6 +113,7 @@ from cityops.routing.repository import (
     next_version,
     store_route,
 )
+from cityops.routing.rows import TruckEventRow, TruckStateRow
 from cityops.routing.solver import OrToolsEngine
 
 __all__ = ["CLIENT_ID", "ColdPool", "ReplanReport", "Replanner", "run_replanner"]

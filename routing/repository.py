@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import date, datetime
 from typing import Any
 
 import psycopg
@@ -19,13 +18,9 @@ from shapely import from_wkb
 from cityops.ingest.contract import RouteCommand
 from cityops.ingest.lorawan_readings import LoraSensor
 from cityops.routing.closures import Closure
+from cityops.routing.rows import BinRow, SiteRow, TruckEventRow, TruckRow, TruckStateRow
 
 __all__ = [
-    "BinRow",
-    "SiteRow",
-    "TruckEventRow",
-    "TruckRow",
-    "TruckStateRow",
     "closures_active_at",
     "closures_changed_since",
     "closures_stamp",
@@ -147,38 +142,6 @@ def current_route(conn: Conn, truck_id: str, plan_date: date) -> RouteCommand | 
     return RouteCommand.model_validate_json(json.dumps(doc, default=str))
 
 
-@dataclass(frozen=True)
-class BinRow:
-    bin_id: str
-    lat: float
-    lon: float
-    street: str
-    fraction: str
-    capacity_l: int
-    access_from_s: int | None
-    access_to_s: int | None
-    fill_pct: float | None
-
-
-@dataclass(frozen=True)
-class SiteRow:
-    site_id: str
-    kind: str
-    lat: float
-    lon: float
-
-
-@dataclass(frozen=True)
-class TruckRow:
-    truck_id: str
-    capacity_l: int
-    capacity_kg: int | None
-    depot_id: str
-    fractions: tuple[str, ...] = ("residual",)
-    shift_start: time = time(6, 0)
-    shift_end: time = time(14, 30)
-
-
 def load_bins(conn: Conn) -> list[BinRow]:
     rows = conn.execute(
         "SELECT b.bin_id, ST_Y(b.geom), ST_X(b.geom), b.street, b.fraction, b.capacity_l, "
@@ -255,25 +218,6 @@ def load_last_stops(conn: Conn, since: date, until: date) -> list[tuple[str, dat
 
 
 # -- re-planning during the day ------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TruckEventRow:
-    truck_id: str
-    ts: datetime  # the truck's clock
-    kind: str
-    bin_id: str | None
-    reason: str | None
-    known_at: datetime | None = None  # the server's: stored by the ingest, or heard
-
-
-@dataclass(frozen=True)
-class TruckStateRow:
-    truck_id: str
-    ts: datetime
-    lat: float
-    lon: float
-    load_l: float | None
 
 
 def current_routes_on(

@@ -17,7 +17,7 @@ from cityops.routing.dispatch import (
 from cityops.routing.forecast import FillForecast
 from cityops.routing.model import UnservedCode
 from cityops.routing.planning import BERLIN
-from cityops.routing.repository import TruckRow
+from cityops.routing.rows import TruckRow
 
 WEDNESDAY = date(2024, 3, 6)
 SATURDAY = date(2024, 3, 9)

@@ -32,7 +32,7 @@ from cityops.routing.replan import (
     relax_urgent,
     triggers_by_fraction,
 )
-from cityops.routing.repository import BinRow, SiteRow, TruckEventRow, TruckRow, TruckStateRow
+from cityops.routing.rows import BinRow, SiteRow, TruckEventRow, TruckRow, TruckStateRow
 from cityops.routing.solver import OrToolsEngine
 
 DAY = date(2026, 11, 23)  # a Monday

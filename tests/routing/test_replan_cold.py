@@ -17,7 +17,7 @@ from cityops.routing.replan import (
     stabilize,
 )
 from cityops.routing.replanner import ColdPool
-from cityops.routing.repository import TruckStateRow
+from cityops.routing.rows import TruckStateRow
 from cityops.routing.solver import OrToolsEngine
 from tests.routing.test_replan import (
     DLON,

@@ -20,7 +20,7 @@ from cityops.routing.replan import (
     stabilize,
     unfold,
 )
-from cityops.routing.repository import TruckEventRow, TruckStateRow
+from cityops.routing.rows import TruckEventRow, TruckStateRow
 from tests.routing.test_replan import (
     AXIS,
     DLON,

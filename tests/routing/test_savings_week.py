@@ -20,7 +20,7 @@ import pytest
 
 from cityops.ingest.contract import BinTelemetry, Channel, DeviceKind
 from cityops.routing.forecast import Observation
-from cityops.routing.repository import TruckRow
+from cityops.routing.rows import TruckRow
 from cityops.simulators.city import Bin
 from cityops.simulators.emission import Emission
 
