@@ -78,7 +78,7 @@ from cityops.routing.forecast import Observation, Selection, estimate, rates_by_
 from cityops.routing.model import Engine, VisitKind
 from cityops.routing.network import RoadNetwork, load_network
 from cityops.routing.planning import DayAxis, build_problem
-from cityops.routing.repository import BinRow, SiteRow, TruckRow
+from cityops.routing.rows import BinRow, SiteRow, TruckRow
 from cityops.routing.solver import OrToolsEngine
 from cityops.simulators.bin_sim import BinSim
 from cityops.simulators.city import Bin, build_city
