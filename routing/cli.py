@@ -18,44 +18,19 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 from .check import check_plan, plan_cost
-from .model import Engine, Plan, Problem, UnsupportedProblem
-from .vrplib import VrplibError, format_solution, read_vrplib
+from .engines import ENGINES, make_engine, solve_with_fallback
+from .errors import VrplibError
+from .ops_cli import SUBCOMMANDS as OPERATIONAL
+from .vrplib import format_solution, read_vrplib
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ENGINES", "make_engine", "register", "solve_with_fallback"]
-
-#: Engine names understood by :func:`make_engine`.
-ENGINES: Final = ("ortools", "ortools-default", "pyvrp")
+__all__ = ["register"]
 
 Subparsers = Any  # argparse's _SubParsersAction, private in typeshed's eyes
-
-
-def make_engine(name: str) -> Engine:
-    """The engine called ``name`` (see :data:`ENGINES`)."""
-    if name in ("ortools", "ortools-default"):
-        from .solver import OrToolsEngine, SearchMode
-
-        return OrToolsEngine(mode=SearchMode.GLS if name == "ortools" else SearchMode.DEFAULTS)
-    if name == "pyvrp":
-        from .pyvrp_engine import PyVrpEngine
-
-        return PyVrpEngine()
-    raise ValueError(f"unknown engine {name!r}; choose from {', '.join(ENGINES)}")
-
-
-def solve_with_fallback(
-    engine: Engine, problem: Problem, *, time_limit_s: float, seed: int
-) -> Plan:
-    """Solve; if the engine cannot represent the problem, fall back to OR-Tools."""
-    try:
-        return engine.solve(problem, time_limit_s=time_limit_s, seed=seed)
-    except UnsupportedProblem as exc:
-        logger.warning("%s: %s; falling back to ortools", engine.name, exc)
-        return make_engine("ortools").solve(problem, time_limit_s=time_limit_s, seed=seed)
 
 
 def register(sub: Subparsers) -> None:
@@ -104,13 +79,7 @@ def _add_solve(sub: Subparsers) -> None:
     p.set_defaults(func=_solve)
 
 
-def _operational() -> tuple[Callable[[Subparsers], None], ...]:
-    from .ops_cli import SUBCOMMANDS
-
-    return SUBCOMMANDS
-
-
-_SUBCOMMANDS: tuple[Callable[[Subparsers], None], ...] = (_add_solve, *_operational())
+_SUBCOMMANDS: tuple[Callable[[Subparsers], None], ...] = (_add_solve, *OPERATIONAL)
 
 
 def _solve(args: argparse.Namespace) -> int:

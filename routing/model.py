@@ -48,7 +48,6 @@ __all__ = [
     "TimeWindow",
     "Unserved",
     "UnservedCode",
-    "UnsupportedProblem",
     "Vehicle",
     "VehicleStart",
     "VehicleType",
@@ -65,10 +64,6 @@ IntMatrix = npt.NDArray[np.int64]
 #: Matrix entry meaning "no road path". Larger inputs and ``inf`` are stored as this value.
 #: 10⁹ s or m is far beyond any city trip and small enough that sums stay exact in int64.
 UNREACHABLE: Final = 1_000_000_000
-
-
-class UnsupportedProblem(Exception):  # noqa: N818 - the name callers know
-    """An engine cannot represent this problem (e.g. breaks for PyVRP); use another engine."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,7 @@ from scipy.sparse import csr_array
 from scipy.sparse.csgraph import connected_components, dijkstra
 from scipy.spatial import cKDTree
 
+from .errors import NetworkError
 from .osm import DrivableWay, read_drivable_ways
 
 logger = logging.getLogger(__name__)
@@ -45,7 +46,6 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "RESIDENTIAL_CLASSES",
     "WEIGHTS",
-    "NetworkError",
     "PathResult",
     "RoadNetwork",
     "SnappedPoint",
@@ -73,10 +73,6 @@ _MIN_EDGE_M: Final = 0.01
 #: batch × nodes floats on large extracts.
 _MATRIX_BATCH: Final = 256
 _NO_PREDECESSOR: Final = -9999
-
-
-class NetworkError(Exception):
-    """An extract could not be turned into a road network (missing, unreadable, empty)."""
 
 
 @dataclass(frozen=True)

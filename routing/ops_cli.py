@@ -17,6 +17,7 @@ from typing import Any
 
 from cityops.ingest.config import load_settings
 from cityops.routing.dispatch_params import DEFAULT_DISPATCH
+from cityops.routing.engines import daily_engine
 from cityops.routing.extract import network_for
 
 __all__ = ["SUBCOMMANDS"]
@@ -99,11 +100,10 @@ def _add_plan(sub: Subparsers) -> None:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from cityops.routing.cli import make_engine
     from cityops.routing.daily import plan_day
-    from cityops.routing.network import NetworkError, load_network
+    from cityops.routing.errors import NetworkError
+    from cityops.routing.network import load_network
     from cityops.routing.planning import BERLIN
-    from cityops.routing.solver import OrToolsEngine
 
     if args.time_limit <= 0:
         print("cityops routing plan: --time-limit must be positive", file=sys.stderr)
@@ -122,14 +122,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             ahead_reward=args.ahead_reward,
             ahead_days=args.ahead_days,
         )
-        # Parallel cheapest insertion as the first solution: with hundreds of bins and
-        # multi-trip the default (path cheapest arc) left most bins unplanned (found by
-        # bench/routing/replan.py at 450 bins).
-        engine = (
-            OrToolsEngine(first_solution="PARALLEL_CHEAPEST_INSERTION")
-            if args.engine == "ortools"
-            else make_engine(args.engine)
-        )
+        engine = daily_engine(args.engine)
         network = load_network(network_for(settings))
     except (ValueError, NetworkError) as exc:
         print(f"cityops routing plan: {exc}", file=sys.stderr)
@@ -205,7 +198,8 @@ def _add_import_network(sub: Subparsers) -> None:
 
 def _cmd_import_network(args: argparse.Namespace) -> int:
     from cityops.ingest.db import connect
-    from cityops.routing.network import NetworkError, load_network
+    from cityops.routing.errors import NetworkError
+    from cityops.routing.network import load_network
     from cityops.routing.repository import record_network
 
     path: Path = args.file.resolve()

@@ -5,8 +5,8 @@ times, shifts, several depots and vehicle types, optional stops (PyVRP prizes),
 re-planning starts (a depot at the truck's position with its initial load) and multi-trip
 via disposal sites (PyVRP reload depots whose service time is the unload time).
 
-Not supported, raising :class:`~cityops.routing.model.UnsupportedProblem` so callers can
-fall back to OR-Tools: driver breaks (when the break rule can bind) and trucks that must
+Not supported, raising :class:`~cityops.routing.errors.UnsupportedProblemError` so callers
+can fall back to OR-Tools: driver breaks (when the break rule can bind) and trucks that must
 return empty (``unload_before_return``: PyVRP's last trip ends at the depot).
 
 PyVRP searches with a seed-driven random stream: deterministic for a seed when stopped
@@ -28,6 +28,7 @@ import numpy as np
 import pyvrp
 from pyvrp import Model
 
+from .errors import UnsupportedProblemError
 from .model import (
     UNREACHABLE,
     Plan,
@@ -37,7 +38,6 @@ from .model import (
     SiteKind,
     Unserved,
     UnservedCode,
-    UnsupportedProblem,
     Vehicle,
     Visit,
     VisitKind,
@@ -47,7 +47,7 @@ from .model import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PyVrpEngine", "UnsupportedProblem", "unsupported_reason"]
+__all__ = ["PyVrpEngine", "unsupported_reason"]
 
 
 def unsupported_reason(problem: Problem) -> str | None:
@@ -95,7 +95,7 @@ class PyVrpEngine:
     ) -> Plan:
         reason = unsupported_reason(problem)
         if reason is not None:
-            raise UnsupportedProblem(reason)
+            raise UnsupportedProblemError(reason)
         if time_limit_s <= 0:
             raise ValueError("time_limit_s must be positive")
         started = time.monotonic()

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from .errors import VrplibError
 from .model import (
     UNREACHABLE,
     IntMatrix,
@@ -50,7 +51,6 @@ from .model import (
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "VrplibError",
     "VrplibMeta",
     "format_solution",
     "read_solution",
@@ -74,10 +74,6 @@ _SECTIONS = frozenset(
 _EXPLICIT_FORMATS = frozenset(
     {"FULL_MATRIX", "LOWER_ROW", "UPPER_ROW", "LOWER_DIAG_ROW", "UPPER_DIAG_ROW"}
 )
-
-
-class VrplibError(ValueError):
-    """A file is missing, unreadable or not a CVRP instance/solution we understand."""
 
 
 @dataclass(frozen=True)

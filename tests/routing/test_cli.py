@@ -9,7 +9,7 @@ import pytest
 
 from cityops.api.cli import build_parser, main
 from cityops.routing import cli as routing_cli
-from cityops.routing.cli import ENGINES, make_engine
+from cityops.routing.engines import ENGINES, make_engine
 
 TINY = Path(__file__).parent / "data" / "tiny.vrp"
 

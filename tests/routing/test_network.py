@@ -13,9 +13,9 @@ from osmium.osm import mutable
 from scipy.sparse import csr_array
 from scipy.sparse.csgraph import connected_components
 
+from cityops.routing.errors import NetworkError
 from cityops.routing.network import (
     RESIDENTIAL_CLASSES,
-    NetworkError,
     RoadNetwork,
     default_extract,
     haversine_m,

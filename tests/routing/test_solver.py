@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from cityops.routing.check import check_plan, plan_cost
+from cityops.routing.errors import UnsupportedProblemError
 from cityops.routing.model import (
     GERMAN_BREAK_RULE,
     Engine,
@@ -24,7 +25,6 @@ from cityops.routing.model import (
     Stop,
     TimeWindow,
     UnservedCode,
-    UnsupportedProblem,
     Vehicle,
     VehicleStart,
     VehicleType,
@@ -183,7 +183,7 @@ def test_multi_trip_return_empty() -> None:
     assert [v.kind for v in route.visits].count(VisitKind.UNLOAD) == 2
     assert route.visits[-2].kind is VisitKind.UNLOAD
     assert route.visits[-1].load_l == 0
-    with pytest.raises(UnsupportedProblem, match="empty"):
+    with pytest.raises(UnsupportedProblemError, match="empty"):
         PYVRP.solve(problem, time_limit_s=LIMIT)
 
 
@@ -240,7 +240,7 @@ def test_break_is_enforced() -> None:
 
 
 def test_pyvrp_refuses_breaks_but_not_short_shifts() -> None:
-    with pytest.raises(UnsupportedProblem, match="break"):
+    with pytest.raises(UnsupportedProblemError, match="break"):
         PYVRP.solve(long_day(10, break_rule=True), time_limit_s=LIMIT)
     short = long_day(5.5, break_rule=True)  # the rule cannot bind
     assert len(solve_checked(PYVRP, short).unserved) == 2

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from cityops.routing.check import check_plan, plan_cost
+from cityops.routing.errors import VrplibError
 from cityops.routing.solver import OrToolsEngine
 from cityops.routing.vrplib import (
-    VrplibError,
     format_solution,
     read_solution,
     read_vrplib,
