@@ -113,7 +113,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _cmd_seed(args: argparse.Namespace) -> int:
     from cityops.roadworks.seed import seed_demo
-    from cityops.routing.network import NetworkError, load_network
+    from cityops.routing.errors import NetworkError
+    from cityops.routing.network import load_network
 
     settings = load_settings()
     rw = load_roadworks_settings()
