@@ -89,7 +89,8 @@ def _fail(message: str, code: int = 2) -> int:
 def _cmd_simulate(args: argparse.Namespace) -> int:
     import psycopg
 
-    from cityops.routing.network import NetworkError, load_network
+    from cityops.routing.errors import NetworkError
+    from cityops.routing.network import load_network
     from cityops.simulators.city import build_city
     from cityops.simulators.errors import ScenarioError
     from cityops.simulators.models import CitySim
