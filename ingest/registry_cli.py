@@ -163,7 +163,8 @@ def apply_profile(database_url: str, city: Any, *, actor: str, dry_run: bool = F
     from cityops.ingest.registry_files import ParsedFile
     from cityops.ingest.registry_model import SiteRecord
     from cityops.ingest.registry_store import import_records
-    from cityops.routing.network import NetworkError, default_extract, load_network
+    from cityops.routing.errors import NetworkError
+    from cityops.routing.network import default_extract, load_network
     from cityops.routing.repository import record_network
 
     parsed = ParsedFile(city.source, "site", [
@@ -257,8 +258,9 @@ def import_files(settings: Any, city: Any, paths: list[Path], *, actor: str,
 
 
 def _network(settings: Any) -> Any:
+    from cityops.routing.errors import NetworkError
     from cityops.routing.extract import network_for
-    from cityops.routing.network import NetworkError, load_network
+    from cityops.routing.network import load_network
 
     try:
         return load_network(network_for(settings))
