@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from cityops.routing.check import check_plan, plan_cost
-from cityops.routing.cli import ENGINES, make_engine
+from cityops.routing.engines import ENGINES, make_engine
 from cityops.routing.vrplib import read_solution, read_vrplib
 
 REPO = Path(__file__).resolve().parents[2]
