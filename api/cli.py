@@ -24,9 +24,9 @@ _COMMAND_MODULES = (
     "cityops.roadworks.cli",
     "cityops.api.commands",
     "cityops.api.auth_cli",
-    "cityops.api.demo",
+    "cityops.simulators.demo",
     "cityops.routing.cli",
-    "cityops.api.grafana",
+    "cityops.ingest.grafana",
     "cityops.traffic.cli",
 )
 

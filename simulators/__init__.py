@@ -10,7 +10,9 @@ Pure core, I/O at the edges:
   whose payloads are the contract models of `cityops.ingest.contract`;
 * `seed` - upserts the city into the device registry (psycopg);
 * `runner` - the accelerated clock and one MQTT client per device;
-* `cli` - `cityops simulate`.
+* `cli` - `cityops simulate`;
+* `demo` - `cityops demo`, the whole city on one machine (child processes), with what it
+  prints and scripts in `demo_show`.
 
 Nothing is imported here so that `cityops --help` stays fast.
 """

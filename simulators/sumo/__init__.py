@@ -8,7 +8,8 @@ extract with netconvert (`build_osm_network`; two-axis signals become controller
 (`RunConfig.network` picks the OSM one instead of the grid); `mqtt.py` is the broker edge
 (events out, timing commands in, the lockstep clock); `registry.py` writes the
 controllers, phases and detectors of either network into the database registry; `cli.py`
-is `cityops traffic sumo --network grid|osm`. See docs/traffic.md, "Simulator (SUMO)".
+is `cityops traffic sumo --network grid|osm`; `loop.py` is the traffic closed loop that
+`cityops demo` runs on the grid. See docs/traffic.md, "Simulator (SUMO)".
 """
 
 from cityops.simulators.sumo.network import GridSpec, Intersection, Loop

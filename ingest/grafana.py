@@ -3,6 +3,9 @@
 """`cityops grafana publish`: push the folder, data source, dashboards and alert rules of
 deploy/grafana to a running Grafana 11+ through its HTTP API (grafana-client).
 
+It lives in `ingest/` because the ingest owns what the dashboards read: the database, its
+migrations and the read-only role Grafana connects as (`cityops_grafana`).
+
 Idempotent: each object is looked up by its fixed uid and created when missing, updated
 otherwise, so running it twice leaves Grafana as running it once.
 """
@@ -25,8 +28,9 @@ __all__ = ["GrafanaTarget", "publish", "register"]
 
 logger = logging.getLogger(__name__)
 
-#: The provisioning folder: beside the package in a source checkout, else where the container
-#: image puts it (deploy/Dockerfile copies it to /opt/cityops/deploy/grafana).
+#: The provisioning folder: in the checkout this package's folder (ingest/) sits in, else
+#: where the container image puts it (deploy/Dockerfile copies it to
+#: /opt/cityops/deploy/grafana). parents[1] is the checkout: ingest/grafana.py -> ingest/ -> .
 _CANDIDATE_DIRS = (
     Path(__file__).resolve().parents[1] / "deploy" / "grafana",
     Path("/opt/cityops/deploy/grafana"),

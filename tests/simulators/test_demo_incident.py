@@ -14,12 +14,12 @@ import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 
-from cityops.api.demo import _scripted_overflow
 from cityops.ingest.config import Settings
 from cityops.routing.daily import plan_day
 from cityops.routing.network import load_network
 from cityops.routing.planning import BERLIN
 from cityops.routing.solver import OrToolsEngine
+from cityops.simulators.demo_show import scripted_overflow
 from tests.routing.test_daily import _seed
 from tests.support.clock import now_utc
 
@@ -58,7 +58,7 @@ def test_the_scripted_overflow_skips_bins_behind_a_closure_or_emptied_today(
     network = load_network()
     try:
         # open streets: the first bin outside today's routes
-        assert _scripted_overflow(settings, network).startswith(f"bin {first[0]} ")
+        assert scripted_overflow(settings, network).startswith(f"bin {first[0]} ")
         # a full closure of every street at the first bin's node cuts it off: the next
         # bin is picked
         node = network.nearest_node(first[2], first[3])
@@ -75,7 +75,7 @@ def test_the_scripted_overflow_skips_bins_behind_a_closure_or_emptied_today(
                 "%s, %s, 'test', 'water main', 1)",
                 (f"MULTILINESTRING({lines})", now - timedelta(hours=1), now + timedelta(days=1)),
             )
-        assert _scripted_overflow(settings, network).startswith(f"bin {second[0]} ")
+        assert scripted_overflow(settings, network).startswith(f"bin {second[0]} ")
         # a bin a truck emptied today is left alone by the re-planner: the next is picked
         with psycopg.connect(db_url) as conn:
             conn.execute(
@@ -83,7 +83,7 @@ def test_the_scripted_overflow_skips_bins_behind_a_closure_or_emptied_today(
                 "VALUES ('T01', %s, 'stop_done', %s)",
                 (now - timedelta(hours=2), second[0]),
             )
-        assert _scripted_overflow(settings, network).startswith(f"bin {third[0]} ")
+        assert scripted_overflow(settings, network).startswith(f"bin {third[0]} ")
         deadline = time.monotonic() + 5
         while len(got) < 3 and time.monotonic() < deadline:
             threading.Event().wait(0.05)

@@ -4,8 +4,9 @@ Applies migrations, then runs the simulators, the ingest and the API as child pr
 (so they use both cores and each can be stopped on its own), prints where to look and what
 is flowing, and stops everything cleanly on Ctrl-C, SIGTERM or after `--duration` seconds.
 Child logs go to `var/log/<name>.log`. With SUMO installed it also runs the traffic closed
-loop on a SUMO grid (`demo_traffic.py`): controllers -> MQTT -> ingest -> measures, and
-detector events -> adaptive control -> timing commands -> controllers.
+loop on a SUMO grid (`sumo/loop.py`): controllers -> MQTT -> ingest -> measures, and
+detector events -> adaptive control -> timing commands -> controllers. What it prints for
+a newcomer, and the scripted incident, are in `demo_show.py`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -21,19 +21,19 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, cast
 
-import numpy as np
-
-from cityops.api import demo_traffic
 from cityops.ingest.config import Settings, load_settings
-from cityops.ingest.db import MigrationError, connect, ensure_database, migrate
-
-if TYPE_CHECKING:
-    from cityops.routing.network import RoadNetwork
+from cityops.ingest.db import MigrationError, ensure_database, migrate
+from cityops.simulators.demo_show import (
+    demo_token,
+    engineer_token,
+    scripted_overflow,
+    status_line,
+    traffic_banner,
+)
+from cityops.simulators.sumo import loop as sumo_loop
 
 __all__ = ["register", "run_demo"]
 
@@ -83,13 +83,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo.add_argument(
         "--traffic-vph",
         type=float,
-        default=demo_traffic.DEFAULT_VPH,
+        default=sumo_loop.DEFAULT_VPH,
         help="vehicles per hour entering the SUMO grid (default %(default)g)",
     )
     demo.add_argument(
         "--traffic-history",
         type=float,
-        default=demo_traffic.DEFAULT_HISTORY_MIN,
+        default=sumo_loop.DEFAULT_HISTORY_MIN,
         metavar="MIN",
         help="minutes of fixed-time grid traffic replayed in fast-forward before the live "
         "loop, so the measures have complete bins at once (default %(default)g, 0: none)",
@@ -110,167 +110,23 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
-def _counts(settings: Settings, real_time: tuple[str, ...] = ()) -> str:
-    """The status line; the simulated clock leaves out the controllers in `real_time`
-    (the SUMO grid runs at the wall clock, the city's simulation catches up to it)."""
-    try:
-        with connect(settings.database_url) as conn:
-            row = conn.execute(
-                """
-                SELECT (SELECT count(*) FROM bins),
-                       (SELECT count(*) FROM bin_state WHERE fill_pct >= 80),
-                       (SELECT count(*) FROM bin_readings),
-                       (SELECT count(*) FROM signal_events),
-                       (SELECT count(*) FROM truck_positions),
-                       (SELECT count(*) FROM truck_events WHERE kind = 'stop_done'),
-                       (SELECT count(*) FROM dead_letters),
-                       (SELECT max(ts) FROM signal_events
-                        WHERE NOT controller_id = ANY(%s)),
-                       (SELECT count(*) FROM route_versions)
-                """,
-                (list(real_time),),
-            ).fetchone()
-    except Exception as exc:  # status output only; the children log the cause
-        return f"database not reachable: {exc}"
-    if row is None:
-        return "no data"
-    bins, full, readings, events, positions, emptied, dead, newest, versions = row
-    when = f", simulated clock {newest:%Y-%m-%d %H:%M} UTC" if newest else ""
-    return (
-        f"bins {bins} ({full} at 80%+), readings {readings:,}, signal events {events:,}, "
-        f"truck positions {positions:,}, bins emptied {emptied:,}, route versions {versions}, "
-        f"dead letters {dead:,}{when}"
-    )
-
-
-def _scripted_overflow(settings: Settings, network: RoadNetwork) -> str:
-    """Publish, as its sensor would, a 98 % reading for a bin that no route collects
-    today, that no truck emptied lately and that a truck can reach (a bin behind today's
-    street closures would only be reported unserved).
-
-    A demo aid, announced as such: it lets a newcomer watch the real loop (MQTT ->
-    re-planner -> new route version -> the truck follows it) without waiting for a bin to
-    overflow on its own. Returns what was done.
-    """
-    from cityops.ingest.contract import BinTelemetry, Channel, DeviceKind, device_topic
-    from cityops.ingest.mqttclient import make_client
-    from cityops.routing.closures import apply_closures
-    from cityops.routing.repository import load_closures, load_sites
-
-    now = datetime.now(UTC)
-    with connect(settings.database_url) as conn:
-        rows = conn.execute(
-            """
-            SELECT b.bin_id, b.sensor_id, ST_Y(b.geom), ST_X(b.geom) FROM bins b
-            WHERE b.sensor_id IS NOT NULL
-              AND b.fraction IN (SELECT fraction FROM current_routes WHERE fraction IS NOT NULL)
-              AND NOT EXISTS (
-                SELECT 1 FROM current_routes r, jsonb_array_elements(r.stops) s
-                WHERE s ->> 'bin_id' = b.bin_id)
-              -- the re-planner takes a bin emptied today back only after a lower
-              -- reading and 30 min (a late reading must not bring it back), which one
-              -- scripted reading does not show; the simulated trucks' clock runs
-              -- behind, hence three days
-              AND NOT EXISTS (
-                SELECT 1 FROM truck_events e
-                WHERE e.kind = 'stop_done' AND e.bin_id = b.bin_id
-                  AND e.ts >= %s - interval '3 days')
-            ORDER BY b.bin_id
-            """,
-            (now,),
-        ).fetchall()
-        depots = [s for s in load_sites(conn) if s.kind == "depot"]
-        closures = load_closures(conn, valid_at_or_after=now)
-    roads, _ = apply_closures(network, closures, now)
-    homes = [network.nearest_node(d.lat, d.lon) for d in depots]
-    candidates = [(str(b), str(s), cast(float, la), cast(float, lo)) for b, s, la, lo in rows]
-    reachable = (
-        (bin_id, sensor)
-        for bin_id, sensor, lat, lon in candidates
-        if np.isfinite(roads.matrix(homes, [node := network.nearest_node(lat, lon)])).any()
-        and np.isfinite(roads.matrix([node], homes)).any()
-    )
-    picked = next(reachable, None)
-    if picked is None:
-        return "no bin outside today's routes that a truck can reach to overflow"
-    bin_id, sensor = picked
-    reading = BinTelemetry(ts=datetime.now(UTC), fill_pct=98.0, battery_pct=80.0)
-    client = make_client(settings, f"cityops-demo-incident-{os.getpid()}")
-    client.connect(settings.mqtt_host, settings.mqtt_port)
-    client.loop_start()
-    try:
-        topic = device_topic(settings.topic_prefix, DeviceKind.BIN, sensor, Channel.TELEMETRY)
-        client.publish(topic, reading.model_dump_json(exclude_none=True), qos=1).wait_for_publish(
-            10
-        )
-    finally:
-        client.disconnect()
-        client.loop_stop()
-    return f"bin {bin_id} (sensor {sensor}) reports 98 % on {topic}"
-
-
-def _demo_token(settings: Settings, env: dict[str, str]) -> tuple[str, str]:
-    """A dispatcher token for the demo, and where its signing secret comes from.
-
-    Without CITYOPS_AUTH_JWT_SECRET the demo makes a random secret for this run and hands
-    it to the API process in its environment (nothing is written to disk): tokens of one
-    demo run do not work in the next.
-    """
-    from pydantic import SecretStr
-
-    from cityops.api.security import AuthConfig, issue_token
-
-    if settings.auth_jwt_secret is None:
-        secret = secrets.token_urlsafe(48)
-        env["CITYOPS_AUTH_JWT_SECRET"] = secret
-        settings = settings.model_copy(update={"auth_jwt_secret": SecretStr(secret)})
-        note = "CITYOPS_AUTH_JWT_SECRET is not set: this run signs tokens with a random one."
-    else:
-        note = "Tokens are signed with CITYOPS_AUTH_JWT_SECRET."
-    token = issue_token(
-        AuthConfig.from_settings(settings),
-        "demo-dispatcher",
-        ["dispatcher"],
-        ttl=timedelta(hours=12),
-    )
-    return token, note
-
-
-def _engineer_token(settings: Settings, env: dict[str, str]) -> str:
-    """A traffic engineer token signed like the dispatcher's (after `_demo_token`), for
-    switching adaptive control off and on in the demo."""
-    from pydantic import SecretStr
-
-    from cityops.api.security import AuthConfig, issue_token
-
-    secret = env.get("CITYOPS_AUTH_JWT_SECRET")
-    if secret:
-        settings = settings.model_copy(update={"auth_jwt_secret": SecretStr(secret)})
-    return issue_token(
-        AuthConfig.from_settings(settings),
-        "demo-traffic-engineer",
-        ["traffic_engineer"],
-        ttl=timedelta(hours=12),
-    )
-
-
 def _setup_traffic(
     settings: Settings, args: argparse.Namespace
-) -> tuple[demo_traffic.TrafficLoop | None, tuple[float, float] | None]:
+) -> tuple[sumo_loop.TrafficLoop | None, tuple[float, float] | None]:
     """The traffic loop with its grid seeded, and the history window to replay first;
     (None, None) when it is left out or cannot run (said why; the demo goes on)."""
     if args.no_traffic:
         print("traffic loop: left out (--no-traffic)")
         return None, None
-    why = demo_traffic.unavailable()
+    why = sumo_loop.unavailable()
     if why is not None:
         print(f"traffic loop: SKIPPED, {why}; the rest of the demo runs without it")
         return None, None
     try:
-        loop = demo_traffic.TrafficLoop(vph=args.traffic_vph, history_min=args.traffic_history)
-        ids = demo_traffic.seed_grid_registry(settings.database_url, loop)
+        loop = sumo_loop.TrafficLoop(vph=args.traffic_vph, history_min=args.traffic_history)
+        ids = sumo_loop.seed_grid_registry(settings.database_url, loop)
         loop = replace(loop, controllers=ids)
-        window = demo_traffic.history_window(
+        window = sumo_loop.history_window(
             settings.database_url, ids, time.time(), loop.history_min
         )
     except Exception as exc:  # an optional part: say why and go on
@@ -294,43 +150,6 @@ def _spawn(child: _Child, env: dict[str, str]) -> None:
         )
 
 
-def _traffic_banner(
-    traffic: demo_traffic.TrafficLoop | None,
-    history: tuple[float, float] | None,
-    base: str,
-    engineer: str,
-) -> tuple[str, str]:
-    """The start-up text of the traffic loop: where to look, and how to switch control."""
-    if traffic is None:
-        return "", ""
-    first = (
-        f"\n                   first {history[1] / 60:.0f} min of fixed-time grid traffic "
-        "replayed in fast-forward, so the measures have bins at once"
-        if history is not None
-        else ""
-    )
-    junction = traffic.controllers[len(traffic.controllers) // 2]
-    where = (
-        f"  traffic loop     SUMO {traffic.grid}x{traffic.grid} grid, {traffic.vph:g} veh/h in "
-        "real time -> ingest -> measures; adaptive control -> cmd/timing"
-        f"{first}\n"
-        f"  signals          {base}/api/v1/traffic/controllers\n"
-        f"  control modes    {base}/api/v1/traffic/control/modes\n"
-        f"  measures         {base}/api/v1/traffic/controllers/{junction}/measures\n"
-        "  dashboard        Grafana 'Traffic signals' (deploy/grafana, docs/dashboards.md)\n"
-    )
-    switch = (
-        "  A traffic engineer token, to switch adaptive control off at one junction\n"
-        "  (its controller goes back to its own fixed-time plan) and on again:\n"
-        f"    export ENGINEER={engineer}\n"
-        '    curl -X PUT -H "Authorization: Bearer $ENGINEER" '
-        "-H 'Content-Type: application/json' \\\n"
-        f'      -d \'{{"mode": "fixed", "reason": "demo"}}\' '
-        f"{base}/api/v1/traffic/control/modes/{junction}\n"
-    )
-    return where, switch
-
-
 def _finished(child: _Child) -> bool:
     return child.proc is not None and child.proc.poll() is not None
 
@@ -340,9 +159,9 @@ def _start_traffic(
     children: list[_Child],
     env: dict[str, str],
     settings: Settings,
-) -> demo_traffic.CommandWatch:
+) -> sumo_loop.CommandWatch:
     """Start the loop's children under the demo's supervision, and watch the commands."""
-    watch = demo_traffic.CommandWatch(settings, f"cityops-demo-watch-{os.getpid()}")
+    watch = sumo_loop.CommandWatch(settings, f"cityops-demo-watch-{os.getpid()}")
     for child in traffic_children:
         _spawn(child, env)
         children.append(child)
@@ -468,7 +287,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
                 log_dir / "traffic-sim.log",
             )
             jobs.insert(0, (0.0, history_job))
-    watch: demo_traffic.CommandWatch | None = None
+    watch: sumo_loop.CommandWatch | None = None
     grid = traffic.controllers if traffic is not None else ()
     stop = threading.Event()
 
@@ -485,8 +304,8 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     # simulators publish their uplinks under this root, the ingest takes them from there.
     env["CITYOPS_INGEST_SOURCES"] = "cityops,chirpstack,tts"
     env["CITYOPS_INGEST_LORAWAN_ROOT"] = f"{settings.topic_prefix}/lorawan"
-    token, secret_note = _demo_token(settings, env)
-    engineer = _engineer_token(settings, env)
+    token, secret_note = demo_token(settings, env)
+    engineer = engineer_token(settings, env)
     try:
         for child in children:
             _spawn(child, env)
@@ -494,7 +313,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
                 time.sleep(1.5)
         base = f"http://{settings.api_host}:{settings.api_port}"
         until = f" (or after {args.duration:.0f} s)" if args.duration else ""
-        traffic_text, switch = _traffic_banner(traffic, history, base, engineer)
+        traffic_text, switch = traffic_banner(traffic, history, base, engineer)
         print(
             "\ncityops demo is running\n"
             f"  API docs         {base}/docs\n"
@@ -567,7 +386,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             if not incident_done and time.monotonic() - started >= _INCIDENT_AFTER_S:
                 incident_done = True
                 try:
-                    what = _scripted_overflow(settings, network)
+                    what = scripted_overflow(settings, network)
                 except Exception as exc:  # a demo aid must not stop the demo
                     what = f"failed: {exc}"
                 print(
@@ -576,9 +395,10 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
                     flush=True,
                 )
             if time.monotonic() >= next_status:
-                print(f"[{time.monotonic() - started:5.0f}s] {_counts(settings, grid)}", flush=True)
+                status = status_line(settings, grid)
+                print(f"[{time.monotonic() - started:5.0f}s] {status}", flush=True)
                 if traffic is not None and watch is not None:
-                    line = demo_traffic.loop_status(
+                    line = sumo_loop.loop_status(
                         settings.database_url, traffic.controllers, watch.take()
                     )
                     print(f"        {line}", flush=True)
@@ -608,5 +428,5 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 failed = True
-        print(f"stopped. {_counts(settings, grid)}", flush=True)
+        print(f"stopped. {status_line(settings, grid)}", flush=True)
     return 1 if failed else 0

@@ -1,4 +1,4 @@
-"""The traffic closed loop of `cityops demo` (`cityops.api.demo_traffic`): the same
+"""The traffic closed loop of `cityops demo` (`cityops.simulators.sumo.loop`): the same
 children the demo starts, on a 2x2 SUMO grid in real time, against the real broker and a
 fresh database with the ingest running: commands flow, the controllers report adaptive
 control (event 131 param 3, as stored), and switching one off in the database brings it
@@ -19,9 +19,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from cityops.api import demo_traffic
-from cityops.api.demo_traffic import CommandWatch, TrafficLoop, controller_modes, history_window
 from cityops.ingest.config import Settings
+from cityops.simulators.sumo import loop as sumo_loop
+from cityops.simulators.sumo.loop import CommandWatch, TrafficLoop, controller_modes, history_window
 from cityops.traffic.control_store import set_mode
 from tests.support.ingest import add_signal, running_ingest, wait_for
 
@@ -88,13 +88,13 @@ def _children(args: list[list[str]], env: dict[str, str], logs: Path) -> Iterato
 def test_demo_loop_commands_controllers_and_switch_off(
     settings: Settings, db_url: str, tmp_path: Path
 ) -> None:
-    why = demo_traffic.unavailable()
+    why = sumo_loop.unavailable()
     if why is not None:
         pytest.skip(why)
     loop = TrafficLoop(grid=2, vph=3600, history_min=0, work_dir=tmp_path / "sumo")
-    ids = demo_traffic.seed_grid_registry(db_url, loop)
+    ids = sumo_loop.seed_grid_registry(db_url, loop)
     assert len(ids) == 4
-    assert demo_traffic.seed_grid_registry(db_url, loop) == ids  # idempotent
+    assert sumo_loop.seed_grid_registry(db_url, loop) == ids  # idempotent
     loop = TrafficLoop(grid=2, vph=3600, history_min=0, work_dir=tmp_path / "sumo", controllers=ids)
     env = {
         **os.environ,
@@ -136,7 +136,7 @@ def test_demo_loop_commands_controllers_and_switch_off(
             after = modes()
             assert after[off] == "own plan"
             assert all(after[c] == "adaptive" for c in ids[1:]), after
-            status = demo_traffic.loop_status(db_url, ids, watch.take())
+            status = sumo_loop.loop_status(db_url, ids, watch.take())
             assert "controllers 3 adaptive, 1 own plan" in status, status
     finally:
         watch.close()
