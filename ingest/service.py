@@ -13,8 +13,9 @@
 * After a reconnect, acknowledgements for messages of the old connection are dropped: the
   broker redelivers them and the idempotent writer stores them once.
 
-Threads: paho's network loop puts messages on a queue; one writer thread batches (by size
-or time), decodes, writes, commits and acknowledges; the main thread waits for a signal.
+Threads (`cityops.ingest.mqttservice`): paho's network loop puts messages on a queue; one
+writer thread batches (by size or time), decodes, writes, commits and acknowledges; the
+main thread waits for a signal.
 
 Liveness: the writer beats its heartbeat (`cityops.ingest.health`) every turn, before every
 database write and before every retry pause, so `/healthz` on the metrics port turns 503
@@ -26,22 +27,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import queue
 import random
-import signal
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from types import FrameType
-from typing import Any, cast
+from datetime import datetime, timedelta
 
-import paho.mqtt.client as mqtt
 import psycopg
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from cityops.ingest import lorawan
 from cityops.ingest.codecs import FieldMapping
@@ -50,7 +42,15 @@ from cityops.ingest.contract import CONTRACT_VERSION, ingest_subscription
 from cityops.ingest.decode import Decoded, Limits, Reason, Rejected, decode
 from cityops.ingest.lorawan_readings import uplink_reading
 from cityops.ingest.metrics import IngestMetrics
-from cityops.ingest.mqttclient import close_client, make_client
+from cityops.ingest.mqttservice import (
+    Batching,
+    Inbound,
+    MqttService,
+    Session,
+    as_is,
+    stop_on_signals,
+    wait_for_stop,
+)
 from cityops.ingest.writer import DeadLetter, Writer, WriteResult, is_poison
 
 __all__ = ["IngestService", "run_ingest"]
@@ -67,17 +67,6 @@ _RETENTION_GRACE_S = 900.0
 
 #: A decoded message ready for `Writer.write`: payload, registry id, receive time.
 Storable = tuple[Decoded, str, datetime]
-
-
-@dataclass(frozen=True, slots=True)
-class Inbound:
-    topic: str
-    payload: bytes
-    mid: int
-    qos: int
-    generation: int
-    received: datetime
-    t_mono: float
 
 
 def _first_line(exc: BaseException) -> str:
@@ -110,7 +99,6 @@ class IngestService:
             max_future=timedelta(seconds=settings.ingest_max_future_s),
             max_age=timedelta(days=settings.ingest_max_age_days),
         )
-        self._queue: queue.SimpleQueue[Inbound] = queue.SimpleQueue()
         self._writer = Writer(settings.database_url, application_name=f"cityops-{self.instance}")
         self._registry: dict[tuple[str, str], str] = {}
         # topic root of the network servers' uplinks ("" none), None: no LoRaWAN source
@@ -119,41 +107,35 @@ class IngestService:
             if set(settings.sources) - {"cityops"} else None
         )
         self._registry_at = 0.0
-        self._ack_lock = threading.Lock()
-        self._generation = 0
-        self._connected = threading.Event()
-        self._stopping = threading.Event()
-        self._writer_done = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._client = self._make_client()
-
-    # ----------------------------------------------------------------- MQTT side
-    def _make_client(self) -> mqtt.Client:
-        client = make_client(self.settings, self.instance, manual_ack=True)
-        client.max_inflight_messages_set(100)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
-        return client
-
-    def _on_connect(
-        self, client: mqtt.Client, _ud: Any, flags: Any, reason: Any, _props: Any
-    ) -> None:
-        if reason.is_failure:
-            logger.error("broker refused the connection: %s", reason)
-            return
-        with self._ack_lock:
-            self._generation += 1
-        topics = self._subscriptions()
-        client.subscribe([(t, SubscribeOptions(qos=1)) for t in topics])
-        self._connected.set()
-        logger.info(
-            "connected to %s:%s as %s (session present: %s), subscribed to %s",
-            self.settings.mqtt_host,
-            self.settings.mqtt_port,
+        self._clock: dict[str, float] | None = None  # when maintenance last ran
+        # A long keep-alive: while a large backlog drains, paho's PINGRESP waits behind it in
+        # the socket and a 30 s keep-alive made paho drop a healthy connection
+        # (docs/performance.md). The broker still sees traffic: every PUBACK counts.
+        session = Session(
             self.instance,
-            flags.session_present,
-            ", ".join(topics),
+            tuple(self._subscriptions()),
+            clean_start=False,
+            session_expiry_s=settings.ingest_session_expiry_s,
+            receive_maximum=settings.ingest_receive_maximum,
+            keepalive_s=_KEEPALIVE_S,
+            manual_ack=True,
+            max_inflight=100,
+        )
+        self._mqtt = MqttService(
+            settings,
+            session,
+            name="ingest-writer",
+            accept=as_is,
+            handle=self._process,
+            heartbeat=self._heartbeat,
+            periodic=self._maintenance,
+            batching=Batching(
+                max_size=settings.ingest_batch_size,
+                # collecting a batch may wait up to the flush time after its first message
+                window_s=settings.ingest_flush_ms / 1000.0,
+                drain_on_stop=True,
+            ),
+            backlog=self.metrics.backlog.set,
         )
 
     def _subscriptions(self) -> list[str]:
@@ -171,60 +153,7 @@ class IngestService:
             topics.append(f"$share/{share}/{topic}" if share else topic)
         return topics
 
-    def _on_disconnect(
-        self, _client: mqtt.Client, _ud: Any, _flags: Any, reason: Any, _props: Any
-    ) -> None:
-        with self._ack_lock:
-            self._generation += 1
-        self._connected.clear()
-        if not self._stopping.is_set():
-            logger.warning("disconnected from broker (%s); reconnecting with backoff", reason)
-
-    def _on_message(self, _client: mqtt.Client, _ud: Any, msg: mqtt.MQTTMessage) -> None:
-        self._queue.put(
-            Inbound(
-                msg.topic,
-                cast(bytes, msg.payload),
-                msg.mid,
-                msg.qos,
-                self._generation,
-                datetime.now(UTC),
-                time.monotonic(),
-            )
-        )
-
-    def _ack(self, batch: list[Inbound]) -> int:
-        """Acknowledge the batch's messages that belong to the current connection."""
-        acked = 0
-        with self._ack_lock:
-            for m in batch:
-                if m.qos > 0 and m.generation == self._generation:
-                    self._client.ack(m.mid, m.qos)
-                    acked += 1
-        return acked
-
     # ------------------------------------------------------------ writer side
-    def _collect(self) -> list[Inbound]:
-        batch: list[Inbound] = []
-        limit = self.settings.ingest_batch_size
-        try:
-            first = self._queue.get(timeout=0.25)
-        except queue.Empty:
-            return batch
-        batch.append(first)
-        deadline = first.t_mono + self.settings.ingest_flush_ms / 1000.0
-        while len(batch) < limit:
-            remaining = deadline - time.monotonic()
-            try:
-                batch.append(
-                    self._queue.get(timeout=remaining)
-                    if remaining > 0
-                    else self._queue.get_nowait()
-                )
-            except queue.Empty:
-                break
-        return batch
-
     def _refresh_registry(self) -> None:
         if time.monotonic() - self._registry_at > _REGISTRY_REFRESH_S:
             self._registry = self._writer.load_registry()
@@ -364,7 +293,7 @@ class IngestService:
             except psycopg.Error as exc:
                 self._writer.close()
                 self.metrics.db_errors.inc()
-                if self._stopping.is_set() and attempt >= 3:
+                if self._mqtt.stopping and attempt >= 3:
                     logger.error(
                         "database write still failing while stopping (%s); %d messages stay "
                         "unacknowledged and will be redelivered by the broker",
@@ -384,22 +313,27 @@ class IngestService:
                 self._heartbeat.beat(f"waiting {delay:.1f} s to retry the database", grace_s=delay)
                 time.sleep(delay)
         done = time.monotonic()
-        self._ack(batch)
+        # acknowledged only now that the transaction holding the batch committed
+        self._mqtt.ack(batch)
         self.metrics.observe_batch(batch, good, dead, result, done - started, done)
         for d in dead:
             logger.info("dead letter on %s: %s (%s)", d.topic, d.reason, d.detail)
         return True
 
-    def _maintenance(self, clock: dict[str, float]) -> None:
+    def _maintenance(self) -> None:
+        """Between batches: record the metrics, apply the retention, when due."""
         now = time.monotonic()
+        if self._clock is None:
+            self._clock = {"metrics": now, "retention": now}
+        clock = self._clock
         try:
             if now - clock["metrics"] >= _METRICS_EVERY_S:
                 clock["metrics"] = now
                 self._heartbeat.beat("recording the ingest metrics")
                 self._writer.record_metrics(
-                    self.instance, self.metrics.snapshot(self._queue.qsize())
+                    self.instance, self.metrics.snapshot(self._mqtt.backlog)
                 )
-                logger.info("%s", self.metrics.summary(self._queue.qsize()))
+                logger.info("%s", self.metrics.summary(self._mqtt.backlog))
             if now - clock["retention"] >= _RETENTION_EVERY_S:
                 clock["retention"] = now
                 self._heartbeat.beat("applying the retention", grace_s=_RETENTION_GRACE_S)
@@ -407,27 +341,6 @@ class IngestService:
         except psycopg.Error as exc:
             self._writer.close()
             logger.warning("maintenance skipped, database error: %s", exc)
-
-    def _writer_loop(self) -> None:
-        clock = {"metrics": time.monotonic(), "retention": time.monotonic()}
-        # collecting a batch may wait up to the flush time after its first message
-        collect_s = self.settings.ingest_flush_ms / 1000.0
-        try:
-            while True:
-                self._heartbeat.beat("waiting for messages", grace_s=collect_s)
-                batch = self._collect()
-                self.metrics.backlog.set(self._queue.qsize())
-                if batch:
-                    if not self._process(batch):
-                        break
-                elif self._stopping.is_set():
-                    break
-                self._maintenance(clock)
-        except Exception:
-            logger.exception("ingest writer crashed; stopping so a supervisor restarts it")
-            self._stopping.set()
-        finally:
-            self._writer_done.set()
 
     # -------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -444,39 +357,28 @@ class IngestService:
         )
         if s.ingest_metrics_port:
             self.metrics.serve(s.ingest_metrics_port)
-        self._thread = threading.Thread(target=self._writer_loop, name="ingest-writer", daemon=True)
-        self._thread.start()
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = s.ingest_session_expiry_s
-        props.ReceiveMaximum = s.ingest_receive_maximum
-        # A long keep-alive: while a large backlog drains, paho's PINGRESP waits behind it in
-        # the socket and a 30 s keep-alive made paho drop a healthy connection
-        # (docs/performance.md). The broker still sees traffic: every PUBACK counts.
-        self._client.connect_async(
-            s.mqtt_host, s.mqtt_port, keepalive=_KEEPALIVE_S, clean_start=False, properties=props
-        )
-        self._client.loop_start()
+        self._mqtt.start()
 
     def wait_connected(self, timeout: float = 10.0) -> bool:
-        return self._connected.wait(timeout)
+        return self._mqtt.wait_connected(timeout)
+
+    def wait_ready(self, timeout: float = 10.0) -> bool:
+        return self._mqtt.wait_ready(timeout)
 
     @property
     def running(self) -> bool:
-        return not self._writer_done.is_set()
+        return self._mqtt.running
 
     def stop(self, timeout: float = 30.0) -> None:
         """Flush what was received, acknowledge it, then disconnect."""
         logger.info(
-            "ingest %s stopping: flushing %d queued messages", self.instance, self._queue.qsize()
+            "ingest %s stopping: flushing %d queued messages", self.instance, self._mqtt.backlog
         )
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        close_client(self._client)
+        self._mqtt.stop(timeout)
         self._writer.close()
         self.metrics.shutdown()
         logger.info(
-            "ingest %s stopped: %s", self.instance, self.metrics.summary(self._queue.qsize())
+            "ingest %s stopped: %s", self.instance, self.metrics.summary(self._mqtt.backlog)
         )
 
 
@@ -485,16 +387,8 @@ def run_ingest(
 ) -> int:
     """Entry point of `cityops ingest`: run until SIGINT or SIGTERM."""
     service = IngestService(settings, lorawan_mappings)
-    stop = threading.Event()
-
-    def _handle(signum: int, _frame: FrameType | None) -> None:
-        logger.info("received %s", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGINT, _handle)
-    signal.signal(signal.SIGTERM, _handle)
-    service.start()
-    while not stop.is_set() and service.running:
-        stop.wait(1.0)
-    service.stop()
-    return 0 if stop.is_set() else 1
+    with stop_on_signals(threading.Event()) as stop:
+        service.start()
+        requested = wait_for_stop(service, stop)
+        service.stop()
+    return 0 if requested else 1
