@@ -1,7 +1,7 @@
 """cityops.roadworks: the roadworks registry (Baustellenregister).
 
 A pure core (`model`, `lifecycle`, `coordination`, `validation`, `geometry`, `labels`,
-`overview.build_overview`, `feeds`), SQL in `repository`, use cases in `service`, and the
+`overview.build_overview`, `feeds`), SQL in the `store_*` modules, use cases in `service`, and the
 edges: `schemas` (JSON payloads), `cli`, `seed`. Errors in `errors`, for the API to map to
 HTTP in one place. Start with `RoadworksService`.
 """
@@ -27,8 +27,8 @@ from cityops.roadworks.model import (
     Status,
     Street,
 )
-from cityops.roadworks.repository import WorkFilter
 from cityops.roadworks.service import RoadworksService
+from cityops.roadworks.store_works import WorkFilter
 
 __all__ = [
     "Actor",

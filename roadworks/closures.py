@@ -36,7 +36,7 @@ from typing import Any, Final
 import psycopg
 from shapely import MultiLineString, to_wkb
 
-from cityops.roadworks import repository as repo
+from cityops.roadworks import store_works
 from cityops.roadworks.model import Measure, Roadwork, Status
 from cityops.routing.closures import Closure
 
@@ -206,8 +206,8 @@ def rebuild_closures(conn: Conn) -> ClosureSync:
     written, every other `source = 'roadworks'` row is deleted. Idempotent."""
     counts = {"added": 0, "updated": 0, "removed": 0, "unchanged": 0}
     with conn.transaction():
-        repo.lock_registry(conn)
-        works = repo.list_works(conn, repo.WorkFilter(statuses=CLOSING_STATUSES))
+        store_works.lock_registry(conn)
+        works = store_works.list_works(conn, store_works.WorkFilter(statuses=CLOSING_STATUSES))
         wanted = {closure_id(w.reference): c for w in works if (c := closure_for(w))}
         for cid, closure in sorted(wanted.items()):
             counts[_write(conn, cid, closure)] += 1

@@ -49,7 +49,7 @@ Geometry = Any  # shapely geometries (shapely ships no type information)
 
 
 def same_organisation(a: str, b: str) -> bool:
-    """Whether two names denote one organisation: the comparison the repository's SQL
+    """Whether two names denote one organisation: the comparison the store's SQL
     makes too (`lower(trim(promoter))`), so that what an editor may see and what it may
     change never disagree (Python's casefold would match "STRASSE" to "Straße", SQL's
     lower does not)."""

@@ -21,7 +21,7 @@ from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
-from cityops.roadworks import repository as repo
+from cityops.roadworks import store_overview, store_sql, store_works
 from cityops.roadworks.feeds.common import (
     FeedContext,
     obstructions_de,
@@ -282,7 +282,7 @@ class Published:
 
 
 def publish_daily(
-    conn: repo.Conn, day: date, out_dir: Path, ctx: FeedContext, *, horizon_days: int = 14
+    conn: store_sql.Conn, day: date, out_dir: Path, ctx: FeedContext, *, horizon_days: int = 14
 ) -> Published:
     """Build the overview of `day` from the database, store the snapshot, write the files.
 
@@ -292,9 +292,9 @@ def publish_daily(
     window = Period(day_window(day).start, day_window(day, horizon_days + 1).end)
     folder = out_dir / day.isoformat()
     with conn.transaction():
-        works = repo.list_works(conn, repo.WorkFilter(statuses=_SHOWN, active=window))
-        on_site = repo.list_works(
-            conn, repo.WorkFilter(statuses=frozenset({Status.IN_PROGRESS}))
+        works = store_works.list_works(conn, store_works.WorkFilter(statuses=_SHOWN, active=window))
+        on_site = store_works.list_works(
+            conn, store_works.WorkFilter(statuses=frozenset({Status.IN_PROGRESS}))
         )
         seen = {w.id for w in works}
         works += [w for w in on_site if w.id not in seen]
@@ -302,7 +302,7 @@ def publish_daily(
                                   horizon_days=horizon_days)
         page = render_html(overview, ctx)
         data = overview_geojson(overview, ctx)
-        snapshot_id = repo.save_overview(
+        snapshot_id = store_overview.save_overview(
             conn, day=day, generated_at=ctx.generated_at, active=len(overview.active),
             upcoming=len(overview.upcoming), html=page, geojson=data,
         )
@@ -311,7 +311,7 @@ def publish_daily(
         geojson_path = folder / f"baustellen-{day.isoformat()}.geojson"
         _write(html_path, page)
         _write(geojson_path, json.dumps(data, ensure_ascii=False, indent=1) + "\n")
-        _write(out_dir / "index.html", _index(repo.list_overviews(conn)))
+        _write(out_dir / "index.html", _index(store_overview.list_overviews(conn)))
     logger.info("published the overview of %s: %d active, %d upcoming -> %s", day,
                 len(overview.active), len(overview.upcoming), folder)
     return Published(overview, snapshot_id, html_path, geojson_path)

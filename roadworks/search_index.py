@@ -1,13 +1,13 @@
 """The public works in memory, for the public search: filter, order, count and page
 without a database query per search.
 
-`PublicIndex` holds what `repository.search_public_keys` filters on for every public work
+`PublicIndex` holds what `store_public.search_public_keys` filters on for every public work
 (effective period, in progress without a reported end, sector, impact class, street
 keys, footprint) as arrays sorted by (effective start, id), plus an STRtree of the
-footprints. Built from one read of the registry (`repository.public_index_rows`) and
+footprints. Built from one read of the registry (`store_public.public_index_rows`) and
 valid for that data version only; the caller rebuilds it when the version changes.
 
-`search` means exactly what the SQL search means (`repository._public_where`, tested
+`search` means exactly what the SQL search means (`store_public._public_where`, tested
 against it): public works on site during the window, i.e. whose effective period
 overlaps it, or that are in progress without a reported end while the window contains
 now; footprint intersecting the box; an affected street with that key; any of the
@@ -39,10 +39,10 @@ def _us(at: datetime) -> int:
 
 @dataclass(frozen=True, slots=True)
 class IndexRow:
-    """One public work as the index needs it (see `repository.public_index_rows`)."""
+    """One public work as the index needs it (see `store_public.public_index_rows`)."""
 
     id: int
-    key: str  # row versions of the work and its streets (repository.PublicKey.key)
+    key: str  # row versions of the work and its streets (store_public.PublicKey.key)
     start: datetime  # effective start
     end: datetime  # effective end
     open_in_progress: bool  # in progress, end not reported

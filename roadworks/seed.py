@@ -25,7 +25,7 @@ from typing import Any, Final
 from shapely.geometry import LineString, MultiLineString
 from shapely.ops import linemerge, substring
 
-from cityops.roadworks import repository as repo
+from cityops.roadworks import store_coordination, store_sql, store_works
 from cityops.roadworks.errors import InvalidState
 from cityops.roadworks.geometry import Projector
 from cityops.roadworks.labels import BERLIN
@@ -335,7 +335,7 @@ def street_lines(network: RoadNetwork, projector: Projector) -> dict[str, Any]:
 
 
 def seed_demo(
-    conn: repo.Conn, service: RoadworksService, network: RoadNetwork, today: date, *,
+    conn: store_sql.Conn, service: RoadworksService, network: RoadNetwork, today: date, *,
     replace: bool = False,
 ) -> SeedReport:
     """Create the demo works (references `DEMO-01`...) for `today`; the service's clock is
@@ -347,11 +347,12 @@ def seed_demo(
     if missing:
         raise InvalidState(f"the street network lacks the demo streets: {', '.join(missing)}")
     with conn.transaction():
-        existing = repo.count_works(conn, repo.WorkFilter(reference_prefix=DEMO_PREFIX))
+        ours = store_works.WorkFilter(reference_prefix=DEMO_PREFIX)
+        existing = store_works.count_works(conn, ours)
         if existing and not replace:
             raise InvalidState(f"{existing} demo works exist already; use --replace")
-        deleted = repo.delete_works(conn, DEMO_PREFIX)
-        repo.delete_segments(conn, created_by=_SEED_USER)
+        deleted = store_works.delete_works(conn, DEMO_PREFIX)
+        store_coordination.delete_segments(conn, created_by=_SEED_USER)
         if deleted:
             logger.info("deleted %d demo works", deleted)
 
@@ -379,9 +380,9 @@ def seed_demo(
     _decide(svc, clock, conn, report, now)
     clock.set(now)
     with conn.transaction():
-        report.works = repo.count_works(conn, repo.WorkFilter())
+        report.works = store_works.count_works(conn, store_works.WorkFilter())
         report.segments = len(report.segment_ids)
-        report.findings = len(repo.list_findings(conn, statuses=_CURRENT))
+        report.findings = len(store_coordination.list_findings(conn, statuses=_CURRENT))
     logger.info("seeded %d demo works, %d resurfaced segments, %d findings", len(DEMO_WORKS),
                 report.segments, report.findings)
     return report
@@ -416,7 +417,7 @@ def _spec(demo: DemoWork, lines: dict[str, Any], projector: Projector,
     )
 
 
-def _drive(svc: RoadworksService, clock: _Clock, conn: repo.Conn, demo: DemoWork,
+def _drive(svc: RoadworksService, clock: _Clock, conn: store_sql.Conn, demo: DemoWork,
            reference: str, spec: RoadworkSpec) -> None:
     """Create the work and take it through the lifecycle to its demo state."""
     promoter = Actor(_CONTACTS[demo.promoter][0], demo.promoter, Role.PROMOTER)
@@ -458,7 +459,7 @@ def _replace_end(spec: RoadworkSpec, end: datetime) -> RoadworkSpec:
     return replace(spec, planned_end=end)
 
 
-def _decide(svc: RoadworksService, clock: _Clock, conn: repo.Conn, report: SeedReport,
+def _decide(svc: RoadworksService, clock: _Clock, conn: store_sql.Conn, report: SeedReport,
             now: datetime) -> None:
     """A coordinator has looked at the emergency clash already."""
     clock.set(now - timedelta(hours=1))

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from cityops.roadworks import repository as repo
+from cityops.roadworks import store_coordination, store_sql, store_works
 from cityops.roadworks.closures import sync_work_closure
 from cityops.roadworks.config import RoadworksSettings
 from cityops.roadworks.coordination import (
@@ -59,7 +59,7 @@ __all__ = ["RoadworksService"]
 
 logger = logging.getLogger(__name__)
 
-Conn = repo.Conn
+Conn = store_sql.Conn
 #: How far in the future a reported start or end may lie (clock skew of field devices).
 _FUTURE_SKEW = timedelta(minutes=5)
 _EMERGENCY_BACKDATE = timedelta(days=7)
@@ -87,15 +87,15 @@ class RoadworksService:
 
     def get(self, conn: Conn, work_id: int) -> Roadwork:
         with conn.transaction():
-            return repo.get_work(conn, work_id)
+            return store_works.get_work(conn, work_id)
 
     def get_by_reference(self, conn: Conn, reference: str) -> Roadwork:
         with conn.transaction():
-            return repo.get_work_by_reference(conn, reference)
+            return store_works.get_work_by_reference(conn, reference)
 
-    def list_works(self, conn: Conn, filt: repo.WorkFilter | None = None) -> list[Roadwork]:
+    def list_works(self, conn: Conn, filt: store_works.WorkFilter | None = None) -> list[Roadwork]:
         with conn.transaction():
-            return repo.list_works(conn, filt)
+            return store_works.list_works(conn, filt)
 
     def public_works(
         self, conn: Conn, *, bbox: BBox | None = None, street: str | None = None,
@@ -107,11 +107,11 @@ class RoadworksService:
         now = now or self.clock()
         until = now + timedelta(days=LIMITS.max_duration.days + 366)
         with conn.transaction():
-            current = repo.list_works(conn, repo.WorkFilter(
+            current = store_works.list_works(conn, store_works.WorkFilter(
                 public_only=True, bbox=bbox, street=street, active=Period(now, until),
             ))
             # Started and not reported finished: still on site, even past the planned end.
-            overdue = repo.list_works(conn, repo.WorkFilter(
+            overdue = store_works.list_works(conn, store_works.WorkFilter(
                 public_only=True, bbox=bbox, street=street,
                 statuses=frozenset({Status.IN_PROGRESS}),
             ))
@@ -126,12 +126,12 @@ class RoadworksService:
         """Stored findings (of one work, when given), obsolete ones included unless
         `statuses` says otherwise."""
         with conn.transaction():
-            return repo.list_findings(conn, work_id=work_id, statuses=statuses)
+            return store_coordination.list_findings(conn, work_id=work_id, statuses=statuses)
 
     def history(self, conn: Conn, work_id: int) -> list[AuditEntry]:
         with conn.transaction():
-            repo.get_work(conn, work_id)  # RoadworkNotFound for an unknown id
-            return repo.audit_history(conn, work_id)
+            store_works.get_work(conn, work_id)  # RoadworkNotFound for an unknown id
+            return store_works.audit_history(conn, work_id)
 
     def preview(self, conn: Conn, spec: RoadworkSpec) -> list[FindingDraft]:
         """What coordination would find for a spec as if it were submitted; nothing is
@@ -155,16 +155,16 @@ class RoadworksService:
         valid = validate_spec(spec, self.frame)
         now = self.clock()
         with conn.transaction():
-            repo.lock_registry(conn)
-            ref = reference or repo.next_reference(conn, now)
-            work_id = repo.insert_work(
+            store_works.lock_registry(conn)
+            ref = reference or store_works.next_reference(conn, now)
+            work_id = store_works.insert_work(
                 conn, reference=ref, status=Status.DRAFT, spec=valid.spec,
                 area_m2=valid.area_m2, district=valid.district, actor=actor, at=now,
             )
-            repo.insert_audit(conn, work_id, actor=actor, at=now, action="created",
+            store_works.insert_audit(conn, work_id, actor=actor, at=now, action="created",
                               to_status=Status.DRAFT, changes=_jsonable(valid.spec),
                               note=note)
-            work = repo.get_work(conn, work_id)
+            work = store_works.get_work(conn, work_id)
             sync_work_closure(conn, work)
         logger.info("roadwork %s created by %s (%s)", work.reference, actor.name,
                     actor.organisation)
@@ -179,8 +179,8 @@ class RoadworksService:
         valid = validate_spec(spec, self.frame)
         now = self.clock()
         with conn.transaction():
-            repo.lock_registry(conn)
-            work = repo.get_work(conn, work_id, for_update=True)
+            store_works.lock_registry(conn)
+            work = store_works.get_work(conn, work_id, for_update=True)
             check_editable(work.status, reference=work.reference)
             _check_version(work, expected_version)
             changes = _diff(_jsonable(work.spec), _jsonable(valid.spec))
@@ -190,13 +190,13 @@ class RoadworksService:
                                          reference=work.reference)
             if status is not work.status:
                 note = note or "nach der Genehmigung geändert: erneut zur Prüfung"
-            repo.update_work(conn, work_id, spec=valid.spec, area_m2=valid.area_m2,
+            store_works.update_work(conn, work_id, spec=valid.spec, area_m2=valid.area_m2,
                              district=valid.district, at=now,
                              status=status if status is not work.status else None)
-            repo.insert_audit(conn, work_id, actor=actor, at=now, action="updated",
+            store_works.insert_audit(conn, work_id, actor=actor, at=now, action="updated",
                               from_status=work.status, to_status=status,
                               changes=changes, note=note)
-            work = repo.get_work(conn, work_id)
+            work = store_works.get_work(conn, work_id)
             self._coordinate(conn, work, now)
             sync_work_closure(conn, work)
         logger.info("roadwork %s updated by %s: %s", work.reference, actor.name,
@@ -216,8 +216,8 @@ class RoadworksService:
         _check_actor(actor)
         now = self.clock()
         with conn.transaction():
-            repo.lock_registry(conn)
-            work = repo.get_work(conn, work_id, for_update=True)
+            store_works.lock_registry(conn)
+            work = store_works.get_work(conn, work_id, for_update=True)
             _check_version(work, expected_version)
             before = work.status
             step = check_transition(work.status, Status(target), actor.role,
@@ -231,12 +231,12 @@ class RoadworksService:
             elif step.target is Status.COMPLETED:
                 actual_end = when
                 changes["actual_end"] = when.isoformat()
-            repo.update_work(conn, work_id, status=step.target, actual_start=actual_start,
+            store_works.update_work(conn, work_id, status=step.target, actual_start=actual_start,
                              actual_end=actual_end, at=now)
-            repo.insert_audit(conn, work_id, actor=actor, at=now,
+            store_works.insert_audit(conn, work_id, actor=actor, at=now,
                               action=f"transition:{step.name}", from_status=work.status,
                               to_status=step.target, changes=changes, note=note)
-            work = repo.get_work(conn, work_id)
+            work = store_works.get_work(conn, work_id)
             self._coordinate(conn, work, now)
             sync_work_closure(conn, work)
         logger.info("roadwork %s: %s -> %s (%s by %s)", work.reference, before, step.target,
@@ -270,22 +270,22 @@ class RoadworksService:
             raise InvalidPayload("note", f"is longer than {LIMITS.public_text} characters")
         now = self.clock()
         with conn.transaction():
-            repo.lock_registry(conn)
-            finding = repo.get_finding(conn, finding_id, for_update=True)
+            store_works.lock_registry(conn)
+            finding = store_coordination.get_finding(conn, finding_id, for_update=True)
             if finding.status is FindingStatus.OBSOLETE:
                 raise InvalidState(
                     f"finding {finding_id} is obsolete: it no longer applies after a change "
                     "to the works, so there is nothing to decide"
                 )
-            repo.decide_finding(conn, finding_id, decision, text, actor, now)
+            store_coordination.decide_finding(conn, finding_id, decision, text, actor, now)
             for work_id in (finding.work_a, finding.work_b):
                 if work_id is not None:
-                    repo.insert_audit(
+                    store_works.insert_audit(
                         conn, work_id, actor=actor, at=now, action=f"finding:{decision.value}",
                         changes={"finding_id": finding_id, "kind": finding.kind.value,
                                  "decision": decision.value}, note=text,
                     )
-            decided = repo.get_finding(conn, finding_id)
+            decided = store_coordination.get_finding(conn, finding_id)
         logger.info("finding %d (%s) %s by %s", finding_id, finding.kind, decision, actor.name)
         return decided
 
@@ -302,11 +302,11 @@ class RoadworksService:
         if resurfaced_on > now.date() + timedelta(days=366):
             raise InvalidPeriod("resurfaced_on", f"{resurfaced_on} is too far in the future")
         with conn.transaction():
-            repo.lock_registry(conn)
-            segment_id = repo.insert_segment(conn, street=street.strip(), line=line,
+            store_works.lock_registry(conn)
+            segment_id = store_coordination.insert_segment(conn, street=street.strip(), line=line,
                                              resurfaced_on=resurfaced_on, note=note,
                                              actor=actor, at=now)
-            segment = repo.get_segment(conn, segment_id)
+            segment = store_coordination.get_segment(conn, segment_id)
             reach = self.rules.protection_tolerance_m + 5
             for work in self._works_near(conn, line, reach):
                 self._coordinate(conn, work, now)
@@ -316,18 +316,18 @@ class RoadworksService:
         """Run coordination for one work again (e.g. after the rules changed)."""
         now = self.clock()
         with conn.transaction():
-            repo.lock_registry(conn)
-            work = repo.get_work(conn, work_id, for_update=True)
+            store_works.lock_registry(conn)
+            work = store_works.get_work(conn, work_id, for_update=True)
             kept = self._coordinate(conn, work, now)
-            return repo.list_findings(conn, ids=kept)
+            return store_coordination.list_findings(conn, ids=kept)
 
     def recheck_all(self, conn: Conn) -> int:
         """Run coordination for every coordinated work; returns the current findings."""
         now = self.clock()
         kept: set[int] = set()
         with conn.transaction():
-            repo.lock_registry(conn)
-            works = repo.list_works(conn, repo.WorkFilter())
+            store_works.lock_registry(conn)
+            works = store_works.list_works(conn, store_works.WorkFilter())
             for work in works:
                 kept.update(self._coordinate(conn, work, now))
         return len(kept)
@@ -336,17 +336,17 @@ class RoadworksService:
 
     def _coordinate(self, conn: Conn, work: Roadwork, now: datetime) -> list[int]:
         if work.status not in COORDINATED_STATUSES:
-            return repo.sync_findings(conn, work.id, [], now)
+            return store_coordination.sync_findings(conn, work.id, [], now)
         found = [self._to_lonlat(f) for f in self._find(conn, work)]
-        return repo.sync_findings(conn, work.id, found, now)
+        return store_coordination.sync_findings(conn, work.id, found, now)
 
     def _find(self, conn: Conn, work: Roadwork) -> list[FindingDraft]:
         rules, projector = self.rules, self.frame.projector
         period = work.effective_period
         window = Period(period.start - rules.window, period.end + rules.window)
         reach = rules.reach_m + 2 * LIMITS.street_distance_m
-        others = repo.candidates(conn, work, reach, window)
-        segments = repo.segments_near(conn, work.spec.footprint,
+        others = store_works.candidates(conn, work, reach, window)
+        segments = store_coordination.segments_near(conn, work.spec.footprint,
                                       rules.protection_tolerance_m + 5)
         return coordinate(
             subject_of(work, projector),
@@ -366,7 +366,8 @@ class RoadworksService:
         x0, y0, x1, y1 = geom.bounds
         pad = distance_m / 40_000.0
         box = BBox(x0 - pad, y0 - pad, x1 + pad, y1 + pad)
-        return repo.list_works(conn, repo.WorkFilter(statuses=COORDINATED_STATUSES, bbox=box))
+        near = store_works.WorkFilter(statuses=COORDINATED_STATUSES, bbox=box)
+        return store_works.list_works(conn, near)
 
     @staticmethod
     def _reported_time(work: Roadwork, target: Status, at: datetime | None,

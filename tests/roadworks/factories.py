@@ -13,6 +13,7 @@ from typing import Any
 
 from shapely.geometry import LineString, box
 
+from cityops.roadworks import store_works
 from cityops.roadworks.config import load_roadworks_settings
 from cityops.roadworks.coordination import CoordinationRules, Segment, Subject
 from cityops.roadworks.geometry import CityFrame
@@ -30,6 +31,7 @@ from cityops.roadworks.model import (
     Street,
 )
 from cityops.roadworks.service import RoadworksService
+from cityops.roadworks.store_sql import Conn
 
 FRAME: CityFrame = load_roadworks_settings().frame()
 ORIGIN = (386000.0, 6671900.0)  # metres in EPSG:25835, central Helsinki (the demo city)
@@ -88,6 +90,18 @@ def make_spec(
     }
     fields.update(kw)
     return RoadworkSpec(**fields)
+
+
+#: When the store tests write (created, audited, found).
+AT = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
+
+
+def insert_work(conn: Conn, reference: str = "RW-2025-00001",
+                status: Status = Status.SUBMITTED, **kw: Any) -> int:
+    """A work of `make_spec(**kw)` written straight through the store (no service)."""
+    return store_works.insert_work(conn, reference=reference, status=status,
+                                   spec=make_spec(**kw), area_m2=480.0, district="B3",
+                                   actor=PROMOTER, at=AT)
 
 
 def make_work(spec: RoadworkSpec | None = None, *, id: int = 1, status: Status = Status.SCHEDULED,

@@ -8,7 +8,7 @@ from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from cityops.roadworks import repository as repo
+from cityops.roadworks import store_overview
 from cityops.roadworks.feeds.common import FeedContext
 from cityops.roadworks.labels import BERLIN
 from cityops.roadworks.model import Measure, Status
@@ -127,18 +127,18 @@ def test_publish_keeps_snapshots(conn: Conn, tmp_path: Path) -> None:
     # the works change; the published overview of that day stays readable as it was
     gas = svc.list_works(conn)[0]
     svc.transition(conn, gas.id, Status.REVOKED, AUTHORITY)
-    snap = repo.get_overview(conn, DAY)
+    snap = store_overview.get_overview(conn, DAY)
     assert snap is not None
     assert (snap.id, snap.html, snap.geojson) == (first.snapshot_id, page, data)
     # publishing again keeps both; the newest is the day's overview
     later = replace(CTX, generated_at=CTX.generated_at + timedelta(hours=2))
     second = publish_daily(conn, DAY, out, later)
     assert second.overview.active == []
-    newest = repo.get_overview(conn, DAY)
+    newest = store_overview.get_overview(conn, DAY)
     assert newest is not None
     assert newest.id == second.snapshot_id
     assert conn.execute("SELECT count(*) FROM roadwork_overviews").fetchone() == (2,)
     other = publish_daily(conn, DAY + timedelta(days=1), out, later)
     assert other.html_path.exists()
     assert first.html_path.exists()
-    assert [d for d, *_ in repo.list_overviews(conn)] == [DAY + timedelta(days=1), DAY]
+    assert [d for d, *_ in store_overview.list_overviews(conn)] == [DAY + timedelta(days=1), DAY]

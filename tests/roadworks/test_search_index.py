@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from cityops.ingest.db import connect
-from cityops.roadworks import repository as repo
+from cityops.roadworks import store_public
 from cityops.roadworks.geometry import BBox
 from cityops.roadworks.labels import BERLIN
 from cityops.roadworks.model import Measure, Period, Sector, Status
@@ -29,12 +29,12 @@ def demo(seeded: Seeded) -> Iterator[Conn]:
         yield c
 
 
-def _search_both(conn: Conn, index: PublicIndex, s: repo.PublicSearch, limit: int) -> int:
+def _search_both(conn: Conn, index: PublicIndex, s: store_public.PublicSearch, limit: int) -> int:
     """Page through `s` with both implementations; returns the number of works found."""
     after: tuple[datetime, int] | None = None
     seen = 0
     while True:
-        sql_page = repo.search_public_keys(conn, s, limit=limit, after=after)
+        sql_page = store_public.search_public_keys(conn, s, limit=limit, after=after)
         b = s.bbox
         mem = index.search(
             window_start=s.window.start,
@@ -58,7 +58,7 @@ def _search_both(conn: Conn, index: PublicIndex, s: repo.PublicSearch, limit: in
         after = (mem.works[-1].start, mem.works[-1].id)
 
 
-def _random_search(rng: random.Random, streets: list[str]) -> repo.PublicSearch:
+def _random_search(rng: random.Random, streets: list[str]) -> store_public.PublicSearch:
     day0 = datetime.combine(SEED_DAY, datetime.min.time(), BERLIN)
     start = day0 + timedelta(days=rng.randint(-40, 60), hours=rng.choice([0, 0, 7, 13]))
     end = start + timedelta(days=rng.choice([0.5, 1, 3, 14, 90, 2000]))
@@ -71,7 +71,7 @@ def _random_search(rng: random.Random, streets: list[str]) -> repo.PublicSearch:
         x0 = rng.uniform(b.min_lon, b.max_lon - w * f)
         y0 = rng.uniform(b.min_lat, b.max_lat - h * f)
         bbox = BBox(x0, y0, x0 + w * f, y0 + h * f)
-    return repo.PublicSearch(
+    return store_public.PublicSearch(
         window=Period(start, end),
         now=now,
         bbox=bbox,
@@ -86,15 +86,15 @@ def _random_search(rng: random.Random, streets: list[str]) -> repo.PublicSearch:
 
 
 def test_the_index_answers_random_searches_over_the_demo_data_like_sql(demo: Conn) -> None:
-    version, rows = repo.public_index_rows(demo)
+    version, rows = store_public.public_index_rows(demo)
     index = PublicIndex(version, rows)
-    assert len(index) >= 20 and version == repo.data_version(demo)
+    assert len(index) >= 20 and version == store_public.data_version(demo)
     streets = sorted(
         {
             n
-            for r in repo.search_public_texts(
+            for r in store_public.search_public_texts(
                 demo,
-                repo.PublicSearch(
+                store_public.PublicSearch(
                     window=Period(NOW - timedelta(days=400), NOW + timedelta(days=400)), now=NOW
                 ),
             )
@@ -129,7 +129,7 @@ def test_edges_of_the_window_and_works_in_progress(conn: Conn) -> None:
             "UPDATE roadworks SET status = 'in_progress', actual_start = %s WHERE id = %s",
             (NOW - timedelta(days=5), late.id),
         )
-    version, rows = repo.public_index_rows(conn)
+    version, rows = store_public.public_index_rows(conn)
     index = PublicIndex(version, rows)
     assert len(index) == 5
     edges = [t0, t0 + timedelta(days=1), NOW - timedelta(days=3), NOW, NOW + timedelta(hours=1)]
@@ -139,7 +139,8 @@ def test_edges_of_the_window_and_works_in_progress(conn: Conn) -> None:
                 continue
             for now in (NOW - timedelta(days=4), NOW, t0 + timedelta(days=1), a, b):
                 for limit in (1, 2, 10):
-                    _search_both(conn, index, repo.PublicSearch(Period(a, b), now=now), limit)
+                    search = store_public.PublicSearch(Period(a, b), now=now)
+                    _search_both(conn, index, search, limit)
     # the overdue work in progress: on site whenever the window contains now
     page = index.search(
         window_start=NOW - timedelta(hours=1),
@@ -151,6 +152,6 @@ def test_edges_of_the_window_and_works_in_progress(conn: Conn) -> None:
     assert page.works[0].overdue_from == NOW - timedelta(days=3)
     # a data change gives another version and another row key
     conn.execute("UPDATE roadworks SET title = 'x' WHERE id = %s", (late.id,))
-    version2, rows2 = repo.public_index_rows(conn)
+    version2, rows2 = store_public.public_index_rows(conn)
     assert version2 != version
     assert {r.id: r.key for r in rows2}[late.id] != {r.id: r.key for r in rows}[late.id]

@@ -12,7 +12,7 @@ import pytest
 
 from cityops.api.cli import main
 from cityops.ingest.db import connect
-from cityops.roadworks import repository as repo
+from cityops.roadworks import store_coordination, store_works
 from cityops.roadworks.errors import InvalidState
 from cityops.roadworks.model import Category, FindingStatus, Sector, Status
 from cityops.roadworks.seed import DEMO_WORKS, PLANTED, seed_demo
@@ -31,7 +31,7 @@ def _found(conn: Conn, references: dict[str, str],
     return {
         (f.kind, by_ref[f.reference_a],
          by_ref[f.reference_b] if f.reference_b else by_seg[f.segment_id or 0])
-        for f in repo.list_findings(conn, statuses=CURRENT)
+        for f in store_coordination.list_findings(conn, statuses=CURRENT)
     }
 
 
@@ -39,7 +39,7 @@ def test_the_planted_findings_and_no_false_ones(seeded: Seeded) -> None:
     with connect(seeded.url, autocommit=True) as conn:
         found = _found(conn, seeded.report.references, seeded.report.segment_ids)
         assert found == set(PLANTED)
-        decided = repo.list_findings(conn, statuses=[FindingStatus.ACCEPTED])
+        decided = store_coordination.list_findings(conn, statuses=[FindingStatus.ACCEPTED])
     assert len(decided) == 1
     assert decided[0].decision_note is not None
     assert seeded.report.findings == len(PLANTED)
@@ -47,8 +47,8 @@ def test_the_planted_findings_and_no_false_ones(seeded: Seeded) -> None:
 
 def test_a_realistic_mix(seeded: Seeded) -> None:
     with connect(seeded.url, autocommit=True) as conn:
-        works = repo.list_works(conn)
-        segments = repo.list_segments(conn)
+        works = store_works.list_works(conn)
+        segments = store_coordination.list_segments(conn)
     assert 30 <= len(works) <= 60
     assert {w.status for w in works} == set(Status)
     assert {w.spec.category for w in works} == set(Category)
@@ -63,7 +63,7 @@ def test_a_realistic_mix(seeded: Seeded) -> None:
 
 def test_on_real_streets(seeded: Seeded, network: RoadNetwork) -> None:
     with connect(seeded.url, autocommit=True) as conn:
-        works = repo.list_works(conn)
+        works = store_works.list_works(conn)
     for work in works:
         for street in work.spec.streets:
             for lon, lat in list(street.line.coords)[:: max(1, len(street.line.coords) // 4)]:
@@ -110,11 +110,11 @@ def _dump(conn: Conn) -> list[tuple[Any, ...]]:
         (w.reference, w.status.value, w.spec.footprint.wkt, w.spec.planned_start,
          w.spec.planned_end, w.actual_start, w.actual_end, w.version, w.created_at,
          w.updated_at, w.district, w.spec.sector.value)
-        for w in repo.list_works(conn)
+        for w in store_works.list_works(conn)
     ]
     findings = [
         (f.kind.value, f.reference_a, f.reference_b, f.status.value, f.message, f.decided_at)
-        for f in repo.list_findings(conn)
+        for f in store_coordination.list_findings(conn)
     ]
     audit = conn.execute(
         "SELECT w.reference, a.at, a.actor, a.action, a.from_status, a.to_status "

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from shapely.geometry import Polygon
 
-from cityops.roadworks import repository as repo
+from cityops.roadworks import store_coordination
 from cityops.roadworks.errors import (
     IllegalTransition,
     InvalidGeometry,
@@ -283,7 +283,7 @@ def test_a_failure_midway_rolls_everything_back(conn: Conn,
         raise RuntimeError("disk full")
 
     # the status change and the audit row are written before coordination fails
-    monkeypatch.setattr(repo, "sync_findings", broken)
+    monkeypatch.setattr(store_coordination, "sync_findings", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         svc.submit(conn, b.id, OTHER_PROMOTER)
     with pytest.raises(RuntimeError, match="disk full"):
