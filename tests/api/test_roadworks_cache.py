@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from cityops.api.roadworks import RoadworksApi, roadworks_api
-from cityops.api.roadworks_schemas import PublicPage, PublicWork
+from cityops.api.roadworks.context import RoadworksApi, roadworks_api
+from cityops.api.roadworks.schemas import PublicPage, PublicWork
 from cityops.ingest.db import connect
-from cityops.roadworks import repository as repo
+from cityops.roadworks import store_works as repo
 from tests.api import test_roadworks_api as _rw
 from tests.api.test_roadworks_api import (
     API,
