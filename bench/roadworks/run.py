@@ -56,7 +56,7 @@ from psycopg import sql
 from shapely.ops import substring
 
 from cityops.ingest.db import connect
-from cityops.roadworks import repository as repo
+from cityops.roadworks import store_public as repo
 from cityops.roadworks.config import load_roadworks_settings
 from cityops.roadworks.feeds.common import FeedContext
 from cityops.roadworks.geometry import BBox
@@ -465,7 +465,7 @@ def time_endpoint_parts(url: str, queries: list[Query]) -> dict[str, Any]:
     data version; search the public works in memory (`PublicIndex`, loaded once per
     version); render the page's works in PostgreSQL (only for works not rendered before:
     the cold case); and, for comparison, the same search in SQL (`search_public_keys`)."""
-    from cityops.api.roadworks_schemas import PUBLIC_WORK_SQL
+    from cityops.api.roadworks.public_sql import PUBLIC_WORK_SQL
     from cityops.roadworks.search_index import PublicIndex
 
     version_s, index_s, render_s, sql_s, matched = [], [], [], [], []
