@@ -5,11 +5,11 @@ ATSPM-style measures per phase and 15-minute bin), `purdue` (coordination diagra
 `webster` (fixed-time plans from measured flows) and `maxpressure` (the queue estimate and
 the hold/advance/fallback decision of adaptive control). The edges: `repository` (SQL of
 the registry, events and stored measures), `store` (the measures of complete bins,
-computed continuously and stored), `control` with `control_store` (the max-pressure
-service over MQTT, `cmd/timing` out, control modes from the database), `eventlog` with
-`event_import`, `event_watch` and `follow_log` (controllers' event log files: imported into
-the events and measured, or followed and published over MQTT) and `cli`
-(`cityops traffic ...`). The package exports the measures and Webster core below; import
+computed continuously and stored), `control` with `control_state` and `control_store`
+(the max-pressure service over MQTT, `cmd/timing` out, control modes from the database),
+`eventlog` with `event_import`, `event_watch` and `follow_log` (controllers' event log
+files: imported into the events and measured, or followed and published over MQTT) and
+`cli` (`cityops traffic ...`). The package exports the measures and Webster core below; import
 the others from their modules. See docs/traffic.md.
 """
 

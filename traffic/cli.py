@@ -347,7 +347,8 @@ def _register_control(traffic_sub: Subparsers) -> None:
 def _control(args: argparse.Namespace) -> int:
     from cityops.ingest.config import load_settings
 
-    from .control import ControlOptions, run_control
+    from .control import run_control
+    from .control_state import ControlOptions
     from .maxpressure import ControlParams
 
     controllers = None

@@ -25,8 +25,9 @@ answered, so degraded and fixed controllers get `fallback` on every tick. On a g
 stop every controller under adaptive control gets `fallback`; if the service dies, the
 controllers revert on their own once `valid_for_s` passes without a valid command.
 
-Threads: paho's network loop puts messages on a queue; one worker thread owns all state,
-reads the database and publishes; the main thread waits for a signal. The worker beats a
+Threads (`cityops.ingest.mqttservice`): paho's network loop puts messages on a queue; one
+worker thread owns all state, reads the database and publishes; the main thread waits for
+a signal. The worker beats a
 heartbeat every iteration: on CITYOPS_TRAFFIC_CONTROL_METRICS_PORT, `/healthz` turns 503
 when it stays silent longer than CITYOPS_TRAFFIC_CONTROL_LIVENESS_LIMIT_S, and `/metrics`
 serves `service_metrics.ControlMetrics`.
@@ -34,30 +35,19 @@ serves `service_metrics.ControlMetrics`.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import queue
-import signal
-import socket
 import threading
 import time
-import uuid
 from collections import Counter
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from types import FrameType
+from datetime import datetime
 from typing import Any, Literal, cast
 
 import paho.mqtt.client as mqtt
 import psycopg
-from paho.mqtt.subscribeoptions import SubscribeOptions
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from cityops.ingest.config import Settings
 from cityops.ingest.contract import (
-    CONTRACT_VERSION,
-    Channel,
     DeviceKind,
     SignalEvents,
     TimingCommand,
@@ -66,120 +56,35 @@ from cityops.ingest.contract import (
     parse_topic,
 )
 from cityops.ingest.db import connect
-from cityops.ingest.mqttclient import close_client, make_client
+from cityops.ingest.mqttservice import (
+    Batching,
+    Inbound,
+    MqttService,
+    Session,
+    as_is,
+    stop_on_signals,
+    wait_for_stop,
+)
 
+from .control_state import (
+    Controlled,
+    ControllerClock,
+    ControlOptions,
+    Tick,
+    clock_topic,
+    events_subscription,
+)
 from .control_store import ControlMode, controller_ids, list_modes, load_links
 from .events import Event
-from .maxpressure import ControllerState, ControlParams, Decision, LaneKey, LaneQueue, Link, decide
+from .maxpressure import ControllerState, Decision, LaneKey, LaneQueue, Link, decide
 from .repository import load_config
 from .service_metrics import ControlMetrics
 
-__all__ = [
-    "ControlOptions",
-    "ControlService",
-    "ControllerClock",
-    "Tick",
-    "clock_topic",
-    "run_control",
-]
+__all__ = ["ControlService", "run_control"]
 
 logger = logging.getLogger(__name__)
 
 _KEEPALIVE_S = 60
-
-
-def clock_topic(prefix: str) -> str:
-    """The simulator's lockstep clock (two levels after v1: the ingest never sees it)."""
-    return f"{prefix}/{CONTRACT_VERSION}/sim/clock"
-
-
-def events_subscription(prefix: str) -> str:
-    return f"{prefix}/{CONTRACT_VERSION}/{DeviceKind.SIGNAL.value}/+/{Channel.EVENTS.value}"
-
-
-class Tick(BaseModel):
-    """A lockstep tick: the simulator's time after the events of step `step`."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    ts: AwareDatetime
-    step: int = Field(ge=0)
-
-
-def _default_issuer() -> str:
-    host = socket.gethostname().split(".")[0][:20] or "host"
-    return f"control-{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-
-
-@dataclass(frozen=True, slots=True)
-class ControlOptions:
-    """How the service runs; see the module docstring and `cityops traffic control -h`."""
-
-    decision_interval_s: float = 2.0
-    clock: Literal["wall", "mqtt"] = "wall"
-    controllers: tuple[str, ...] | None = None  # None: every registered controller
-    valid_for_s: float = 10.0
-    issuer: str = field(default_factory=_default_issuer)
-    modes_refresh_s: float = 5.0
-    registry_refresh_s: float = 60.0
-    summary_every_s: float = 60.0
-    params: ControlParams = field(default_factory=ControlParams)
-
-    def __post_init__(self) -> None:
-        if self.decision_interval_s <= 0 or self.modes_refresh_s <= 0:
-            raise ValueError("decision interval and modes refresh must be positive")
-        if not 0 < self.valid_for_s <= 300:
-            raise ValueError("valid_for_s must be in (0, 300]")
-        if not 1 <= len(self.issuer) <= 64:
-            raise ValueError("issuer must be 1 to 64 characters")
-        if self.controllers is not None and not self.controllers:
-            raise ValueError("controllers: give at least one id, or None for all")
-
-
-@dataclass(slots=True)
-class _Inbound:
-    topic: str
-    payload: bytes
-
-
-@dataclass(slots=True)
-class ControllerClock:
-    """A controller's time as the wall-clock service estimates it between its events.
-
-    `newest` is the time of the newest event heard from the controller and `heard` the
-    wall (monotonic) time at which that event was received; events older than `newest`,
-    arriving late, change neither. The controller's time at wall time `mono` is then
-    `newest + (mono - heard)`: never ahead of the controller as long as its clock runs at
-    wall speed, behind it by the delivery delay of its events. The elapsed part is capped
-    at `cap_s` (the stale-detector limit): a controller unheard for that long has only
-    stale detectors and is degraded anyway, and its time is not guessed further.
-    """
-
-    newest: datetime
-    heard: float
-
-    def heard_event(self, newest: datetime, mono: float) -> None:
-        """Events up to `newest` were received at `mono`."""
-        if newest > self.newest:
-            self.newest, self.heard = newest, mono
-
-    def silent_s(self, mono: float) -> float:
-        """Wall seconds since the newest event was received."""
-        return max(0.0, mono - self.heard)
-
-    def now(self, mono: float, cap_s: float) -> datetime:
-        """The controller's estimated time at wall time `mono`."""
-        return self.newest + timedelta(seconds=min(self.silent_s(mono), cap_s))
-
-
-@dataclass(slots=True)
-class _Controlled:
-    """What the service remembers about a controller it controls."""
-
-    degraded: str | None = None  # reason, while in fallback for bad detectors
-    switched_off: bool = False  # a fallback was sent for mode 'fixed'
-    silent: bool = False  # unheard for the stale-detector limit (wall clock)
-    reported_mode: int | None = None
 
 
 class ControlService:
@@ -190,60 +95,39 @@ class ControlService:
         self.options = options or ControlOptions()
         self.issuer = self.options.issuer
         self.stats: Counter[str] = Counter()
-        self._queue: queue.SimpleQueue[_Inbound] = queue.SimpleQueue()
         self._states: dict[str, ControllerState] = {}
-        self._controlled: dict[str, _Controlled] = {}
+        self._controlled: dict[str, Controlled] = {}
         self._modes: dict[str, ControlMode] = {}
         self._links: dict[str, list[Link]] = {}
         self._clocks: dict[str, ControllerClock] = {}
         self._seq = 0
         self._decisions: Counter[str] = Counter()
-        self._connected = threading.Event()
-        self._stopping = threading.Event()
-        self._done = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._due: dict[str, float] | None = None  # when each periodic task is next due
         self._conn: psycopg.Connection[Any] | None = None
         self.metrics = ControlMetrics(settings.traffic_control_liveness_limit_s)
         self._heartbeat = self.metrics.liveness.loop("worker")
-        self._client = make_client(settings, self.issuer)
-        self._client.on_connect = self._on_connect
-        self._client.on_disconnect = self._on_disconnect
-        self._client.on_message = self._on_message
-
-    # ------------------------------------------------------------------ MQTT side
-    def _on_connect(
-        self, client: mqtt.Client, _ud: Any, _flags: Any, reason: Any, _props: Any
-    ) -> None:
-        if reason.is_failure:
-            logger.error("broker refused the connection: %s", reason)
-            return
-        prefix = self.settings.topic_prefix
-        topics = [(events_subscription(prefix), SubscribeOptions(qos=1))]
+        prefix = settings.topic_prefix
+        topics: tuple[str, ...] = (events_subscription(prefix),)
         if self.options.clock == "mqtt":
-            topics.append((clock_topic(prefix), SubscribeOptions(qos=1)))
-        client.subscribe(topics)
-        self._connected.set()
-        self.metrics.connected.set(1)
-        logger.info(
-            "control %s connected to %s:%s, subscribed to %s",
-            self.issuer,
-            self.settings.mqtt_host,
-            self.settings.mqtt_port,
-            ", ".join(t for t, _ in topics),
+            topics += (clock_topic(prefix),)
+        self._mqtt = MqttService(
+            settings,
+            Session(self.issuer, topics, clean_start=True, keepalive_s=_KEEPALIVE_S),
+            name="traffic-control",
+            accept=as_is,
+            handle=self._handle_batch,
+            heartbeat=self._heartbeat,
+            periodic=self._periodic,
+            batching=Batching(max_size=1),
+            on_ready=lambda up: self.metrics.connected.set(1 if up else 0),
+            on_disconnect=self._disconnected,
+            backlog=self.metrics.backlog.set,
         )
 
-    def _on_disconnect(
-        self, _client: mqtt.Client, _ud: Any, _flags: Any, reason: Any, _props: Any
-    ) -> None:
-        self._connected.clear()
-        self.metrics.connected.set(0)
-        if not self._stopping.is_set():
-            self.stats["disconnects"] += 1
-            self.metrics.disconnects.inc()
-            logger.warning("disconnected from broker (%s); reconnecting with backoff", reason)
-
-    def _on_message(self, _client: mqtt.Client, _ud: Any, msg: mqtt.MQTTMessage) -> None:
-        self._queue.put(_Inbound(msg.topic, cast(bytes, msg.payload)))
+    # ------------------------------------------------------------------ MQTT side
+    def _disconnected(self) -> None:
+        self.stats["disconnects"] += 1
+        self.metrics.disconnects.inc()
 
     def _publish(
         self, cid: str, issued_at: datetime, mode: str, decision: Decision | None
@@ -262,7 +146,7 @@ class ControlService:
             else None,
         )
         topic = command_topic(self.settings.topic_prefix, DeviceKind.SIGNAL, cid, "timing")
-        info = self._client.publish(
+        info = self._mqtt.client.publish(
             topic, cmd.model_dump_json(exclude_none=True), qos=1, retain=False
         )
         self.stats["commands"] += 1
@@ -302,7 +186,7 @@ class ControlService:
                     logger.info("%s: registry changed, queue estimate restarts", cid)
                 self._states[cid] = ControllerState(config, self.options.params)
             if (wanted is None or cid in wanted) and cid not in self._controlled:
-                self._controlled[cid] = _Controlled()
+                self._controlled[cid] = Controlled()
         links: dict[str, list[Link]] = {}
         for link in load_links(conn):
             links.setdefault(link.controller_id, []).append(link)
@@ -330,7 +214,12 @@ class ControlService:
             logger.warning("%s refresh failed, keeping the last one: %s", what, exc)
 
     # ------------------------------------------------------------------ messages
-    def _handle(self, m: _Inbound) -> None:
+    def _handle_batch(self, batch: list[Inbound]) -> None:
+        for m in batch:
+            self._heartbeat.beat(f"handling a message on {m.topic}")
+            self._handle(m)
+
+    def _handle(self, m: Inbound) -> None:
         prefix = self.settings.topic_prefix
         if m.topic == clock_topic(prefix):
             try:
@@ -434,7 +323,7 @@ class ControlService:
     def _decide_one(
         self,
         cid: str,
-        ctl: _Controlled,
+        ctl: Controlled,
         tick: datetime | None,
         issued_at: datetime | None,
         mono: float,
@@ -497,47 +386,36 @@ class ControlService:
         self._decisions = Counter()
         return text
 
-    def _worker(self) -> None:
+    def _periodic(self) -> float:
+        """Between messages: refresh modes and registry, decide (wall clock), summarize,
+        each when due. Returns the seconds until the next is due."""
         o = self.options
         now = time.monotonic()
-        due = {
-            "modes": now + o.modes_refresh_s,
-            "registry": now + o.registry_refresh_s,
-            "decide": now + o.decision_interval_s,
-            "summary": now + o.summary_every_s,
-        }
-        beat = self._heartbeat.beat
-        try:
-            while not self._stopping.is_set():
-                beat("waiting for messages")
-                self.metrics.backlog.set(self._queue.qsize())
-                timeout = max(0.0, min(due.values()) - time.monotonic())
-                with contextlib.suppress(queue.Empty):
-                    m = self._queue.get(timeout=min(timeout, 0.25))
-                    beat(f"handling a message on {m.topic}")
-                    self._handle(m)
-                now = time.monotonic()
-                if now >= due["modes"]:
-                    due["modes"] = now + o.modes_refresh_s
-                    beat("reading the control modes")
-                    self._refresh("modes")
-                if now >= due["registry"]:
-                    due["registry"] = now + o.registry_refresh_s
-                    beat("reading the signal registry")
-                    self._refresh("registry")
-                if now >= due["decide"]:
-                    due["decide"] = now + o.decision_interval_s
-                    if o.clock == "wall":
-                        beat("deciding")
-                        self._decide_all(None)
-                if now >= due["summary"]:
-                    due["summary"] = now + o.summary_every_s
-                    logger.info("%s", self._summary())
-        except Exception:
-            logger.exception("control worker crashed; stopping (controllers revert on their own)")
-            self._stopping.set()
-        finally:
-            self._done.set()
+        if self._due is None:
+            self._due = {
+                "modes": now + o.modes_refresh_s,
+                "registry": now + o.registry_refresh_s,
+                "decide": now + o.decision_interval_s,
+                "summary": now + o.summary_every_s,
+            }
+        due, beat = self._due, self._heartbeat.beat
+        if now >= due["modes"]:
+            due["modes"] = now + o.modes_refresh_s
+            beat("reading the control modes")
+            self._refresh("modes")
+        if now >= due["registry"]:
+            due["registry"] = now + o.registry_refresh_s
+            beat("reading the signal registry")
+            self._refresh("registry")
+        if now >= due["decide"]:
+            due["decide"] = now + o.decision_interval_s
+            if o.clock == "wall":
+                beat("deciding")
+                self._decide_all(None)
+        if now >= due["summary"]:
+            due["summary"] = now + o.summary_every_s
+            logger.info("%s", self._summary())
+        return max(0.0, min(due.values()) - time.monotonic())
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -568,22 +446,17 @@ class ControlService:
         )
         if not any(self._links.values()):
             logger.info("no signal_links: downstream queues count as 0")
-        self._thread = threading.Thread(target=self._worker, name="traffic-control", daemon=True)
-        self._thread.start()
-        self._client.connect_async(
-            self.settings.mqtt_host,
-            self.settings.mqtt_port,
-            keepalive=_KEEPALIVE_S,
-            clean_start=True,
-        )
-        self._client.loop_start()
+        self._mqtt.start()
 
     def wait_connected(self, timeout: float = 10.0) -> bool:
-        return self._connected.wait(timeout)
+        return self._mqtt.wait_connected(timeout)
+
+    def wait_ready(self, timeout: float = 10.0) -> bool:
+        return self._mqtt.wait_ready(timeout)
 
     @property
     def running(self) -> bool:
-        return not self._done.is_set()
+        return self._mqtt.running
 
     @property
     def controlled(self) -> tuple[str, ...]:
@@ -591,11 +464,9 @@ class ControlService:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop deciding, send `fallback` to the controllers under adaptive control, leave."""
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self._mqtt.halt(timeout)
         handed_back = []
-        if self._connected.is_set():
+        if self._mqtt.connected:
             sent = []
             mono = time.monotonic()
             for cid, ctl in sorted(self._controlled.items()):
@@ -618,7 +489,7 @@ class ControlService:
             self.issuer,
             ", ".join(handed_back) or "none",
         )
-        close_client(self._client)
+        self._mqtt.close()
         if self._conn is not None:
             self._conn.close()
         self.metrics.endpoint.shutdown()
@@ -627,14 +498,7 @@ class ControlService:
 def run_control(settings: Settings, options: ControlOptions) -> int:
     """Entry point of `cityops traffic control`: run until SIGINT or SIGTERM."""
     service = ControlService(settings, options)
-    stop = threading.Event()
-
-    def _handle(signum: int, _frame: FrameType | None) -> None:
-        logger.info("received %s", signal.Signals(signum).name)
-        stop.set()
-
-    previous = {s: signal.signal(s, _handle) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with stop_on_signals(threading.Event()) as stop:
         try:
             service.start()
         except psycopg.Error as exc:
@@ -644,10 +508,6 @@ def run_control(settings: Settings, options: ControlOptions) -> int:
             logger.error("no controller to control (none registered, or --controllers unknown)")
             service.stop()
             return 2
-        while not stop.is_set() and service.running:
-            stop.wait(1.0)
+        requested = wait_for_stop(service, stop)
         service.stop()
-        return 0 if stop.is_set() else 1
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+        return 0 if requested else 1

@@ -18,7 +18,8 @@ from cityops.api.app import create_app
 from cityops.api.auth import Principal, current_principal
 from cityops.ingest.config import Settings
 from cityops.ingest.contract import SignalEvent, SignalEvents, TimingCommand, utc_iso
-from cityops.traffic.control import ControllerClock, ControlOptions, ControlService, clock_topic
+from cityops.traffic.control import ControlService
+from cityops.traffic.control_state import ControllerClock, ControlOptions, clock_topic
 from cityops.traffic.maxpressure import ControlParams
 from tests.api.testclient import TestClient
 

@@ -14,7 +14,8 @@ from cityops.ingest.config import Settings
 from cityops.ingest.db import connect
 from cityops.traffic import repository as repo
 from cityops.traffic import store
-from cityops.traffic.control import ControlOptions, ControlService
+from cityops.traffic.control import ControlService
+from cityops.traffic.control_state import ControlOptions
 from cityops.traffic.service_metrics import MeasuresMetrics
 from cityops.traffic.store import StoreOptions, run_service
 from tests.support.brokers import free_port
