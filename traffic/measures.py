@@ -81,6 +81,7 @@ __all__ = [
     "DetectorHealth",
     "PedestrianWait",
     "PhaseBin",
+    "PhaseMeasures",
     "arrival_detectors",
     "arrivals",
     "cycles",
@@ -149,11 +150,12 @@ class DetectorHealth:
 
 
 @dataclass(frozen=True, slots=True)
-class PhaseBin:
-    """The measures of one phase in one bin; ratios are None when undefined (0 / 0)."""
+class PhaseMeasures:
+    """The measures of one phase in one bin, without the bin's time: the one list of them,
+    shared by the pure value (`PhaseBin`) and the stored row (`repository.MeasureRow`),
+    whose columns are these fields; ratios are None when undefined (0 / 0)."""
 
     phase: int
-    bin_start: float
     volume: int
     arrivals_in_cycles: int
     arrivals_on_green: int
@@ -177,6 +179,13 @@ class PhaseBin:
     ped_calls_served: int
     ped_delay_mean_s: float | None
     ped_delay_max_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseBin(PhaseMeasures):
+    """The measures of one phase in one bin starting at `bin_start` (epoch seconds)."""
+
+    bin_start: float
 
 
 # -- building blocks ----------------------------------------------------------------------

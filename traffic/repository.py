@@ -24,7 +24,7 @@ from .events import (
     ModeChange,
     PhaseConfig,
 )
-from .measures import BIN_S, PhaseBin
+from .measures import BIN_S, PhaseBin, PhaseMeasures
 
 __all__ = [
     "ControllerRow",
@@ -199,7 +199,7 @@ def late_bins(
     return [r[0] for r in rows]
 
 
-_MEASURE_COLUMNS = tuple(f.name for f in fields(PhaseBin) if f.name != "bin_start")
+_MEASURE_COLUMNS = tuple(f.name for f in fields(PhaseMeasures))
 
 
 def save_measures(
@@ -355,35 +355,12 @@ def list_controllers(conn: Connection) -> list[ControllerRow]:
 
 
 @dataclass(frozen=True, slots=True)
-class MeasureRow:
-    """A row of `signal_measures`: PhaseBin's fields with the controller and a real time."""
+class MeasureRow(PhaseMeasures):
+    """A row of `signal_measures`: the measures with the controller, the bin's real time
+    and the events kept out of them."""
 
     controller_id: str
     bin_start: datetime
-    phase: int
-    volume: int
-    arrivals_in_cycles: int
-    arrivals_on_green: int
-    pct_aog: float | None
-    green_share: float | None
-    platoon_ratio: float | None
-    arrivals_on_red: int
-    delay_total_s: float
-    delay_per_vehicle_s: float | None
-    cycles: int
-    split_failures: int | None
-    gap_outs: int
-    max_outs: int
-    force_offs: int
-    other_terminations: int
-    mean_green_s: float | None
-    yellow_actuations: int
-    red_clearance_actuations: int
-    red_actuations: int
-    ped_walks: int
-    ped_calls_served: int
-    ped_delay_mean_s: float | None
-    ped_delay_max_s: float | None
     flagged_events: int
 
     def phase_bin(self) -> PhaseBin:
