@@ -20,19 +20,10 @@ from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
-from fastapi.staticfiles import StaticFiles
 from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cityops.api import (
-    registry,
-    roadworks,
-    roadworks_feeds,
-    roadworks_manage,
-    routes,
-    traffic,
-    trucks,
-)
+from cityops.api import registry, roadworks, routes, traffic, trucks
 from cityops.api.auth import current_principal, require_roles
 from cityops.api.credentials import Authenticator
 from cityops.api.docs import install_docs
@@ -205,13 +196,16 @@ def create_app(
     app.include_router(trucks.router, dependencies=login, responses=_AUTH_RESPONSES)
     app.include_router(routes.router, dependencies=dispatch, responses=_AUTH_RESPONSES)
     app.state.city = load_city(settings)
-    app.state.roadworks = roadworks.RoadworksApi.for_city(app.state.city)
     admins = [Depends(require_roles("admin"))]
     app.include_router(registry.router, dependencies=admins, responses=_AUTH_RESPONSES)
-    # first: "overview" is no work's reference
-    app.include_router(roadworks_feeds.router, dependencies=public, responses=_PUBLIC_RESPONSES)
-    app.include_router(roadworks.router, dependencies=public, responses=_PUBLIC_RESPONSES)
-    app.include_router(roadworks_manage.router, dependencies=login, responses=_AUTH_RESPONSES)
+    roadworks.install(
+        app,
+        app.state.city,
+        public=public,
+        login=login,
+        public_responses=_PUBLIC_RESPONSES,
+        auth_responses=_AUTH_RESPONSES,
+    )
     # reading control modes: traffic readers; switching: checked in the route (engineer, admin)
     traffic_readers = [Depends(require_roles("traffic_engineer", "dispatcher", "admin"))]
     app.include_router(
@@ -219,10 +213,7 @@ def create_app(
     )
     # roles checked by traffic.require_traffic_reader
     app.include_router(traffic.router, dependencies=login, responses=_AUTH_RESPONSES)
-    app.mount("/static/leaflet", StaticFiles(directory=roadworks.LEAFLET_DIR), name="leaflet")
-    app.mount(
-        "/static/roadworks", StaticFiles(directory=roadworks.STATIC_DIR), name="roadworks-static"
-    )
+    roadworks.mount_static(app)
     install_docs(app)
     return app
 

@@ -32,7 +32,7 @@ from starlette.routing import Mount
 
 from cityops.api.app import create_app
 from cityops.api.credentials import create_key
-from cityops.api.roadworks import MapSettings, RoadworksApi, roadworks_api
+from cityops.api.roadworks.context import MapSettings, RoadworksApi, roadworks_api
 from cityops.ingest.config import Settings
 from cityops.ingest.contract import RouteCommand
 from cityops.roadworks.config import load_roadworks_settings

@@ -9,7 +9,7 @@ from typing import Any
 
 import jsonschema
 
-from cityops.api.roadworks import roadworks_api
+from cityops.api.roadworks.context import roadworks_api
 from tests.api.test_roadworks_api import MANAGE, create, roadworks_context
 from tests.api.testclient import TestClient
 

@@ -26,7 +26,7 @@ from psycopg import sql
 
 from cityops.api.app import create_app
 from cityops.api.auth import OPERATOR, Principal, current_principal
-from cityops.api.roadworks import MapSettings, RoadworksApi, roadworks_api
+from cityops.api.roadworks.context import MapSettings, RoadworksApi, roadworks_api
 from cityops.ingest.config import Settings
 from cityops.ingest.db import connect
 from cityops.roadworks.config import load_roadworks_settings

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from cityops.api.app import create_app
-from cityops.api.roadworks import roadworks_api
+from cityops.api.roadworks.context import roadworks_api
 from cityops.ingest.db import connect
 from cityops.roadworks.feeds.common import FeedContext
 from cityops.roadworks.labels import BERLIN

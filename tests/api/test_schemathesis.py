@@ -36,7 +36,7 @@ from schemathesis.core.failures import Failure, FailureGroup
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from cityops.api.app import create_app
-from cityops.api.roadworks import roadworks_api
+from cityops.api.roadworks.context import roadworks_api
 from cityops.ingest.db import connect
 from cityops.roadworks.seed import seed_demo
 from cityops.routing.network import load_network

@@ -103,7 +103,7 @@ class RoadworksCache:
     max_fragments: int = 200_000
     max_fragment_bytes: int = 256 * 1024 * 1024
     #: Render every public work in the background when the works are loaded (see
-    #: `cityops.api.roadworks._prerender`).
+    #: `cityops.api.roadworks.public._prerender`).
     prerender: bool = True
     #: The public works in memory for the search, of the data version it names.
     index: PublicIndex | None = field(default=None, init=False, repr=False)

@@ -8,7 +8,7 @@ published daily overviews.
 
 Responses carry an ETag of what they were made from (the works' versions, the snapshot),
 so polling clients get `304 Not Modified` while nothing changed. Include this router
-before `cityops.api.roadworks.router`, whose `/api/v1/roadworks/{reference}` would
+before `cityops.api.roadworks.public.router`, whose `/api/v1/roadworks/{reference}` would
 otherwise take `/api/v1/roadworks/overview`.
 """
 
@@ -27,7 +27,8 @@ from fastapi.responses import Response
 from psycopg_pool import ConnectionPool
 
 from cityops.api.errors import NotFoundError
-from cityops.api.roadworks import (
+from cityops.api.roadworks.cache import Rendered
+from cityops.api.roadworks.context import (
     BBoxParam,
     Ctx,
     Pool,
@@ -37,10 +38,10 @@ from cityops.api.roadworks import (
     parse_street,
     respond,
 )
-from cityops.api.roadworks_cache import Rendered
-from cityops.api.roadworks_schemas import OverviewDay
+from cityops.api.roadworks.schemas import OverviewDay
 from cityops.api.schemas import ErrorBody
-from cityops.roadworks import repository as repo
+from cityops.roadworks import store_overview
+from cityops.roadworks import store_public as repo
 from cityops.roadworks.feeds import atom, csv_feed, geojson, ical, wzdx
 from cityops.roadworks.feeds.common import FeedQuery
 from cityops.roadworks.model import Roadwork, Status
@@ -225,7 +226,7 @@ class OverviewFormat(StrEnum):
 def list_overviews(pool: Pool) -> list[OverviewDay]:
     """The days with a published overview (newest first), with links to them."""
     with pool.connection() as conn, conn.transaction():
-        days = repo.list_overviews(conn)
+        days = store_overview.list_overviews(conn)
     base = "/api/v1/roadworks/overview"
     return [
         OverviewDay(
@@ -255,7 +256,7 @@ def get_overview(
     """The newest overview published for the day (`cityops roadworks overview`), exactly
     as it was published."""
     with pool.connection() as conn, conn.transaction():
-        snapshot = repo.get_overview(conn, day)
+        snapshot = store_overview.get_overview(conn, day)
     if snapshot is None:
         raise NotFoundError(
             f"no daily overview was published for {day.isoformat()}; see "

@@ -32,8 +32,8 @@ from cityops.api.auth import (
 )
 from cityops.api.errors import InvalidParameterError
 from cityops.api.etags import if_match_version
-from cityops.api.roadworks import Ctx, Pool, Reference, RoadworksApi, roadworks_api
-from cityops.api.roadworks_schemas import (
+from cityops.api.roadworks.context import Ctx, Pool, Reference, RoadworksApi, roadworks_api
+from cityops.api.roadworks.schemas import (
     AuditOut,
     DecisionIn,
     FindingOut,
@@ -43,7 +43,7 @@ from cityops.api.roadworks_schemas import (
     WorkPage,
 )
 from cityops.api.schemas import STORABLE, ErrorBody, decode_cursor, encode_cursor
-from cityops.roadworks import repository as repo
+from cityops.roadworks import store_works as repo
 from cityops.roadworks.errors import InvalidPayload, PayloadTooLarge
 from cityops.roadworks.lifecycle import Transition, next_transitions
 from cityops.roadworks.model import (
@@ -63,6 +63,7 @@ from cityops.roadworks.schemas import (
     parse_spec_json,
     spec_to_payload,
 )
+from cityops.roadworks.store_sql import Conn
 from cityops.roadworks.validation import LIMITS
 
 __all__ = ["router"]
@@ -150,7 +151,7 @@ def _version(if_match: str | None, body_version: int | None = None) -> int | Non
     return version
 
 
-def _own_work(ctx: RoadworksApi, conn: repo.Conn, reference: str, caller: Principal
+def _own_work(ctx: RoadworksApi, conn: Conn, reference: str, caller: Principal
               ) -> Roadwork:
     work = ctx.service.get_by_reference(conn, reference)
     require_roadworks_editor(caller, work.spec.promoter)
