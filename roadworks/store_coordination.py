@@ -24,7 +24,7 @@ from cityops.roadworks.model import (
     ResurfacedSegment,
     Severity,
 )
-from cityops.roadworks.store_sql import Conn, from_wkb, typed_row
+from cityops.roadworks.store_sql import Conn, fetch_all, fetch_one, from_wkb, typed_row
 
 __all__ = [
     "decide_finding",
@@ -67,33 +67,27 @@ _SEGMENT_ROW = typed_row(ResurfacedSegment, line=from_wkb)
 
 
 def get_segment(conn: Conn, segment_id: int) -> ResurfacedSegment:
-    with conn.cursor(row_factory=_SEGMENT_ROW) as cur:
-        segment = cur.execute(
-            f"SELECT {_SEGMENT_COLUMNS} FROM resurfaced_segments WHERE id = %s", (segment_id,)
-        ).fetchone()
-    if segment is None:
-        raise SegmentNotFound(segment_id)
-    return segment
+    query = f"SELECT {_SEGMENT_COLUMNS} FROM resurfaced_segments WHERE id = %s"
+    return fetch_one(conn, _SEGMENT_ROW, query, (segment_id,), SegmentNotFound(segment_id))
 
 
 def list_segments(conn: Conn) -> list[ResurfacedSegment]:
-    with conn.cursor(row_factory=_SEGMENT_ROW) as cur:
-        return cur.execute(
-            f"SELECT {_SEGMENT_COLUMNS} FROM resurfaced_segments ORDER BY id"
-        ).fetchall()
+    query = f"SELECT {_SEGMENT_COLUMNS} FROM resurfaced_segments ORDER BY id"
+    return fetch_all(conn, _SEGMENT_ROW, query)
 
 
 def segments_near(conn: Conn, geom: Any, distance_m: float) -> list[ResurfacedSegment]:
-    with conn.cursor(row_factory=_SEGMENT_ROW) as cur:
-        return cur.execute(
-            f"""
-            SELECT {_SEGMENT_COLUMNS} FROM resurfaced_segments
-            WHERE geom && ST_Expand(ST_GeomFromWKB(%(g)s, 4326), %(deg)s)
-              AND ST_DWithin(geom::geography, ST_GeomFromWKB(%(g)s, 4326)::geography, %(d)s)
-            ORDER BY id
-            """,
-            {"g": shapely.to_wkb(geom), "deg": distance_m / 40_000.0 + 1e-5, "d": distance_m},
-        ).fetchall()
+    return fetch_all(
+        conn,
+        _SEGMENT_ROW,
+        f"""
+        SELECT {_SEGMENT_COLUMNS} FROM resurfaced_segments
+        WHERE geom && ST_Expand(ST_GeomFromWKB(%(g)s, 4326), %(deg)s)
+          AND ST_DWithin(geom::geography, ST_GeomFromWKB(%(g)s, 4326)::geography, %(d)s)
+        ORDER BY id
+        """,
+        {"g": shapely.to_wkb(geom), "deg": distance_m / 40_000.0 + 1e-5, "d": distance_m},
+    )
 
 
 def delete_segments(conn: Conn, *, created_by: str) -> int:
@@ -196,20 +190,13 @@ def list_findings(
         query += " WHERE x.status = ANY(%(statuses)s)"
         params["statuses"] = [s.value for s in statuses]
     query += " ORDER BY x.kind, x.work_a, x.work_b NULLS FIRST, x.segment_id NULLS FIRST"
-    with conn.cursor(row_factory=_FINDING_ROW) as cur:
-        return cur.execute(query, params).fetchall()
+    return fetch_all(conn, _FINDING_ROW, query, params)
 
 
 def get_finding(conn: Conn, finding_id: int, *, for_update: bool = False) -> Finding:
     lock = " FOR UPDATE OF f" if for_update else ""
-    with conn.cursor(row_factory=_FINDING_ROW) as cur:
-        finding = cur.execute(
-            f"SELECT {_FINDING_COLUMNS} FROM {_FINDING_FROM} WHERE f.id = %s{lock}",
-            (finding_id,),
-        ).fetchone()
-    if finding is None:
-        raise FindingNotFound(finding_id)
-    return finding
+    query = f"SELECT {_FINDING_COLUMNS} FROM {_FINDING_FROM} WHERE f.id = %s{lock}"
+    return fetch_one(conn, _FINDING_ROW, query, (finding_id,), FindingNotFound(finding_id))
 
 
 def decide_finding(

@@ -17,7 +17,14 @@ from cityops.roadworks.geometry import BBox
 from cityops.roadworks.labels import street_key
 from cityops.roadworks.model import PUBLIC_STATUSES, Period, Sector
 from cityops.roadworks.search_index import IndexRow
-from cityops.roadworks.store_sql import EFF_END, EFF_START, Conn, typed_row
+from cityops.roadworks.store_sql import (
+    EFF_END,
+    EFF_START,
+    STREET_MATCH,
+    Conn,
+    fetch_all,
+    typed_row,
+)
 
 __all__ = [
     "PublicKey",
@@ -109,10 +116,7 @@ def _public_where(s: PublicSearch) -> tuple[str, dict[str, Any]]:
         )
         params.update(x0=s.bbox.min_lon, y0=s.bbox.min_lat, x1=s.bbox.max_lon, y1=s.bbox.max_lat)
     if s.street is not None:
-        parts.append(
-            "EXISTS (SELECT 1 FROM roadwork_streets s WHERE s.work_id = w.id "
-            "AND s.street_key = %(street_key)s)"
-        )
+        parts.append(STREET_MATCH)
         params["street_key"] = street_key(s.street)
     if s.sectors:
         parts.append("w.sector = ANY(%(sectors)s)")
@@ -278,11 +282,11 @@ def search_public_texts(conn: Conn, s: PublicSearch) -> list[PublicText]:
     """The texts of every public work matching `s`, by effective start and id, for a
     free-text filter applied by the caller (no geometries are decoded)."""
     where, params = _public_where(s)
-    row = typed_row(PublicText, road_names=lambda names: tuple(dict.fromkeys(names)))
-    with conn.cursor(row_factory=row) as cur:
-        return cur.execute(
-            f"SELECT w.id, {EFF_START} AS start, w.reference, w.title, w.public_text, "
-            "ARRAY(SELECT s.name FROM roadwork_streets s WHERE s.work_id = w.id ORDER BY s.seq)"
-            f" AS road_names FROM roadworks w WHERE {where} ORDER BY {EFF_START}, w.id",
-            params,
-        ).fetchall()
+    return fetch_all(
+        conn,
+        typed_row(PublicText, road_names=lambda names: tuple(dict.fromkeys(names))),
+        f"SELECT w.id, {EFF_START} AS start, w.reference, w.title, w.public_text, "
+        "ARRAY(SELECT s.name FROM roadwork_streets s WHERE s.work_id = w.id ORDER BY s.seq)"
+        f" AS road_names FROM roadworks w WHERE {where} ORDER BY {EFF_START}, w.id",
+        params,
+    )

@@ -17,9 +17,20 @@ from typing import Any, TypeVar
 
 import psycopg
 import shapely
+from psycopg.abc import Params
 from psycopg.rows import RowFactory, RowMaker, class_row
 
-__all__ = ["EFF_END", "EFF_START", "Conn", "converted", "from_wkb", "typed_row"]
+__all__ = [
+    "EFF_END",
+    "EFF_START",
+    "STREET_MATCH",
+    "Conn",
+    "converted",
+    "fetch_all",
+    "fetch_one",
+    "from_wkb",
+    "typed_row",
+]
 
 Conn = psycopg.Connection[Any]
 
@@ -31,6 +42,11 @@ EFF_END = f"""(CASE
     WHEN w.actual_end IS NOT NULL THEN greatest(w.actual_end, {EFF_START} + interval '1 minute')
     WHEN w.planned_end > {EFF_START} THEN w.planned_end
     ELSE {EFF_START} + (w.planned_end - w.planned_start) END)"""
+# An affected street of `w` whose folded name (labels.street_key) is %(street_key)s.
+STREET_MATCH = (
+    "EXISTS (SELECT 1 FROM roadwork_streets s WHERE s.work_id = w.id "
+    "AND s.street_key = %(street_key)s)"
+)
 
 
 def from_wkb(value: bytes) -> Any:
@@ -64,3 +80,22 @@ def typed_row(cls: type[T], **convert: Callable[[Any], Any]) -> RowFactory[T]:
         return lambda values: make(apply(values))
 
     return factory
+
+
+def fetch_all(
+    conn: Conn, row: RowFactory[T], query: str, params: Params | None = None
+) -> list[T]:
+    """Every row of `query`, read by `row`."""
+    with conn.cursor(row_factory=row) as cur:
+        return cur.execute(query, params).fetchall()
+
+
+def fetch_one(
+    conn: Conn, row: RowFactory[T], query: str, params: Params, missing: Exception
+) -> T:
+    """The row of `query`, read by `row`; raises `missing` when there is none."""
+    with conn.cursor(row_factory=row) as cur:
+        found = cur.execute(query, params).fetchone()
+    if found is None:
+        raise missing
+    return found

@@ -40,8 +40,11 @@ from cityops.roadworks.model import (
 from cityops.roadworks.store_sql import (
     EFF_END,
     EFF_START,
+    STREET_MATCH,
     Conn,
     converted,
+    fetch_all,
+    fetch_one,
     from_wkb,
     typed_row,
 )
@@ -191,23 +194,13 @@ def update_work(
 
 def get_work(conn: Conn, work_id: int, *, for_update: bool = False) -> Roadwork:
     lock = " FOR UPDATE" if for_update else ""
-    with conn.cursor(row_factory=_work_row) as cur:
-        work = cur.execute(
-            f"SELECT {_WORK_COLUMNS} FROM roadworks w WHERE w.id = %s{lock}", (work_id,)
-        ).fetchone()
-    if work is None:
-        raise RoadworkNotFound(work_id)
-    return work
+    query = f"SELECT {_WORK_COLUMNS} FROM roadworks w WHERE w.id = %s{lock}"
+    return fetch_one(conn, _work_row, query, (work_id,), RoadworkNotFound(work_id))
 
 
 def get_work_by_reference(conn: Conn, reference: str) -> Roadwork:
-    with conn.cursor(row_factory=_work_row) as cur:
-        work = cur.execute(
-            f"SELECT {_WORK_COLUMNS} FROM roadworks w WHERE w.reference = %s", (reference,)
-        ).fetchone()
-    if work is None:
-        raise RoadworkNotFound(reference)
-    return work
+    query = f"SELECT {_WORK_COLUMNS} FROM roadworks w WHERE w.reference = %s"
+    return fetch_one(conn, _work_row, query, (reference,), RoadworkNotFound(reference))
 
 
 def list_works(conn: Conn, filt: WorkFilter | None = None) -> list[Roadwork]:
@@ -217,8 +210,7 @@ def list_works(conn: Conn, filt: WorkFilter | None = None) -> list[Roadwork]:
     if filt is not None and filt.limit is not None:
         query += " LIMIT %(limit)s OFFSET %(offset)s"
         params.update(limit=filt.limit, offset=filt.offset)
-    with conn.cursor(row_factory=_work_row) as cur:
-        return cur.execute(query, params).fetchall()
+    return fetch_all(conn, _work_row, query, params)
 
 
 def count_works(conn: Conn, filt: WorkFilter | None = None) -> int:
@@ -238,27 +230,28 @@ def delete_works(conn: Conn, reference_prefix: str) -> int:
 def candidates(conn: Conn, work: Roadwork, reach_m: float, window: Period) -> list[Roadwork]:
     """Coordinated works other than `work` within `reach_m` of its footprint whose
     effective period overlaps `window`: what coordination must look at."""
-    with conn.cursor(row_factory=_work_row) as cur:
-        return cur.execute(
-            f"""
-            SELECT {_WORK_COLUMNS} FROM roadworks w
-            WHERE w.id <> %(id)s AND w.status = ANY(%(statuses)s)
-              AND w.footprint && ST_Expand(ST_GeomFromWKB(%(fp)s, 4326), %(deg)s)
-              AND ST_DWithin(w.footprint::geography,
-                             ST_GeomFromWKB(%(fp)s, 4326)::geography, %(reach)s)
-              AND {EFF_START} < %(to)s AND {EFF_END} > %(from)s
-            ORDER BY w.id
-            """,
-            {
-                "id": work.id,
-                "statuses": sorted(s.value for s in COORDINATED_STATUSES),
-                "fp": shapely.to_wkb(work.spec.footprint),
-                "deg": reach_m / 40_000.0,
-                "reach": reach_m,
-                "from": window.start,
-                "to": window.end,
-            },
-        ).fetchall()
+    return fetch_all(
+        conn,
+        _work_row,
+        f"""
+        SELECT {_WORK_COLUMNS} FROM roadworks w
+        WHERE w.id <> %(id)s AND w.status = ANY(%(statuses)s)
+          AND w.footprint && ST_Expand(ST_GeomFromWKB(%(fp)s, 4326), %(deg)s)
+          AND ST_DWithin(w.footprint::geography,
+                         ST_GeomFromWKB(%(fp)s, 4326)::geography, %(reach)s)
+          AND {EFF_START} < %(to)s AND {EFF_END} > %(from)s
+        ORDER BY w.id
+        """,
+        {
+            "id": work.id,
+            "statuses": sorted(s.value for s in COORDINATED_STATUSES),
+            "fp": shapely.to_wkb(work.spec.footprint),
+            "deg": reach_m / 40_000.0,
+            "reach": reach_m,
+            "from": window.start,
+            "to": window.end,
+        },
+    )
 
 
 def _where(f: WorkFilter) -> tuple[str, dict[str, Any]]:
@@ -277,10 +270,7 @@ def _where(f: WorkFilter) -> tuple[str, dict[str, Any]]:
         )
         params.update(x0=f.bbox.min_lon, y0=f.bbox.min_lat, x1=f.bbox.max_lon, y1=f.bbox.max_lat)
     if f.street is not None:
-        parts.append(
-            "EXISTS (SELECT 1 FROM roadwork_streets s WHERE s.work_id = w.id "
-            "AND s.street_key = %(street_key)s)"
-        )
+        parts.append(STREET_MATCH)
         params["street_key"] = street_key(f.street)
     if f.active is not None:
         parts.append(f"{EFF_START} < %(active_to)s AND {EFF_END} > %(active_from)s")
@@ -399,10 +389,10 @@ def insert_audit(
 
 def audit_history(conn: Conn, work_id: int) -> list[AuditEntry]:
     """Every recorded change of a work, oldest first."""
-    row = typed_row(AuditEntry, role=Role, from_status=Status, to_status=Status)
-    with conn.cursor(row_factory=row) as cur:
-        return cur.execute(
-            "SELECT id, work_id, at, actor, organisation, role, action, from_status, "
-            "to_status, changes, note FROM roadwork_audit WHERE work_id = %s ORDER BY id",
-            (work_id,),
-        ).fetchall()
+    return fetch_all(
+        conn,
+        typed_row(AuditEntry, role=Role, from_status=Status, to_status=Status),
+        "SELECT id, work_id, at, actor, organisation, role, action, from_status, "
+        "to_status, changes, note FROM roadwork_audit WHERE work_id = %s ORDER BY id",
+        (work_id,),
+    )
