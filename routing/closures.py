@@ -12,20 +12,29 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
 import numpy as np
+import numpy.typing as npt
 import pyproj
 import shapely
 from shapely import LineString, STRtree
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import substring
 
+from cityops.ingest.contract import RouteCommand
 from cityops.routing.network import RoadNetwork
 
-__all__ = ["Closure", "ClosureEffect", "apply_closures", "closure_key"]
+__all__ = [
+    "ClosedStreets",
+    "Closure",
+    "ClosureEffect",
+    "apply_closures",
+    "closure_key",
+    "node_index",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -157,3 +166,59 @@ def apply_closures(
         tunnel=network.tunnel[keep],
     )
     return derived, effects
+
+
+@dataclass(frozen=True, eq=False)
+class ClosedStreets:
+    """The directed edges of a base network that closures removed (``apply_closures``), as
+    codes ``src * n_nodes + dst``, to tell which routes drive a closed street."""
+
+    base: RoadNetwork
+    codes: npt.NDArray[np.int64]
+
+    @classmethod
+    def between(cls, base: RoadNetwork, derived: RoadNetwork) -> ClosedStreets:
+        """The edges of `base` that `derived` (the same nodes, closures applied) lacks."""
+        return cls(base, np.setdiff1d(_edge_codes(base, base), _edge_codes(base, derived)))
+
+    def drivers(
+        self,
+        routes: Mapping[str, RouteCommand],
+        trucks: Sequence[str],
+        node_at: Mapping[tuple[float, float], int],
+    ) -> list[str]:
+        """Those of `trucks` whose route (its street geometry, read as edges of the base
+        network by `node_at`, see :func:`node_index`) drives a closed street."""
+        if not self.codes.size or not trucks:
+            return []
+        out: list[str] = []
+        for truck in trucks:
+            route = routes.get(truck)
+            if route is None:
+                continue
+            nodes = np.asarray(
+                [node_at.get((float(c[0]), float(c[1])), -1) for c in route.geometry.coordinates],
+                dtype=np.int64,
+            )
+            if nodes.size < 2:
+                continue
+            a, b = nodes[:-1], nodes[1:]
+            ok = (a >= 0) & (b >= 0)
+            driven = a[ok] * self.base.n_nodes + b[ok]
+            if np.isin(driven, self.codes).any():
+                logger.info("truck %s: its route drives a closed street", truck)
+                out.append(truck)
+        return out
+
+
+def node_index(network: RoadNetwork) -> dict[tuple[float, float], int]:
+    """The node at each ``(lon, lat)`` of the network (a route's geometry is made of them)."""
+    return {
+        (float(x), float(y)): i
+        for i, (x, y) in enumerate(zip(network.lon, network.lat, strict=True))
+    }
+
+
+def _edge_codes(base: RoadNetwork, network: RoadNetwork) -> npt.NDArray[np.int64]:
+    """The directed edges of `network` (same nodes as `base`) as src * n_nodes + dst."""
+    return network.src.astype(np.int64) * base.n_nodes + network.dst.astype(np.int64)

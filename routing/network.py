@@ -27,10 +27,10 @@ import logging
 import math
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
-from typing import Final
+from typing import ClassVar, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -46,6 +46,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "RESIDENTIAL_CLASSES",
     "WEIGHTS",
+    "CachingNetwork",
     "PathResult",
     "RoadNetwork",
     "SnappedPoint",
@@ -72,7 +73,6 @@ _MIN_EDGE_M: Final = 0.01
 #: Sources per Dijkstra batch in :meth:`RoadNetwork.matrix`, bounding memory to
 #: batch × nodes floats on large extracts.
 _MATRIX_BATCH: Final = 256
-_NO_PREDECESSOR: Final = -9999
 
 
 @dataclass(frozen=True)
@@ -232,7 +232,7 @@ class RoadNetwork:
 
     def coords(self, nodes: Sequence[int]) -> list[tuple[float, float]]:
         """``(lat, lon)`` of each node, e.g. the polyline of a path."""
-        idx = self._node_indices(nodes)
+        idx = self.node_indices(nodes)
         return list(zip(self.lat[idx].tolist(), self.lon[idx].tolist(), strict=True))
 
     def edge_between(self, u: int, v: int, weight: str = "time") -> int | None:
@@ -328,15 +328,22 @@ class RoadNetwork:
     def shortest_path(self, src: int, dst: int, weight: str = "time") -> PathResult | None:
         """The cheapest path from ``src`` to ``dst`` by ``weight`` ("time" or "length"),
         or None when ``dst`` cannot be reached."""
-        graph = self._graph(weight)
-        self._node_indices([src, dst])
+        graph = self.graph(weight)
+        self.node_indices([src, dst])
         if src == dst:
             return PathResult(nodes=[src], edges=[], length_m=0.0, travel_time_s=0.0)
         _, predecessors = dijkstra(graph, directed=True, indices=[src], return_predecessors=True)
-        pred = predecessors.reshape(-1)
-        if pred[dst] == _NO_PREDECESSOR:
+        return self.path_in_tree(src, dst, predecessors.reshape(-1), weight)
+
+    def path_in_tree(
+        self, src: int, dst: int, pred: npt.NDArray[np.int32], weight: str = "time"
+    ) -> PathResult | None:
+        """The path from ``src`` to ``dst`` along ``pred``, the predecessors of the
+        shortest-path tree searched from ``src`` by ``weight``; None when ``dst`` is not in
+        it."""
+        if pred[dst] < 0:
             return None
-        nodes = [dst]
+        nodes = [int(dst)]
         while nodes[-1] != src:
             nodes.append(int(pred[nodes[-1]]))
         nodes.reverse()
@@ -361,9 +368,9 @@ class RoadNetwork:
         Seconds for "time", metres for "length". Asymmetric because of one-way streets;
         ``np.inf`` where a target cannot be reached.
         """
-        graph = self._graph(weight)
-        src = self._node_indices(sources)
-        dst = self._node_indices(targets)
+        graph = self.graph(weight)
+        src = self.node_indices(sources)
+        dst = self.node_indices(targets)
         out = np.full((len(src), len(dst)), np.inf)
         if len(src) == 0 or len(dst) == 0:
             return out
@@ -384,11 +391,13 @@ class RoadNetwork:
         except KeyError:
             raise ValueError(f"weight must be one of {WEIGHTS}, got {weight!r}") from None
 
-    def _graph(self, weight: str) -> csr_array:
+    def graph(self, weight: str) -> csr_array:
+        """The adjacency matrix routing searches by ``weight`` (its cheapest edge per pair)."""
         data, _ = self._weight(weight)
         return csr_array((data, self._indices, self._indptr), shape=(self.n_nodes, self.n_nodes))
 
-    def _node_indices(self, nodes: Sequence[int]) -> IntArray:
+    def node_indices(self, nodes: Sequence[int]) -> IntArray:
+        """The nodes as an index array; IndexError for a node out of range."""
         idx = np.asarray(nodes, dtype=np.int64).reshape(-1)
         if idx.size and (idx.min() < 0 or idx.max() >= self.n_nodes):
             raise IndexError(f"node index out of range 0..{self.n_nodes - 1}")
@@ -412,6 +421,67 @@ class RoadNetwork:
         t = np.clip(((p - a) * ab).sum(axis=1) / denom, 0.0, 1.0)
         dist = np.linalg.norm(a + t[:, None] * ab - p, axis=1)
         return np.asarray(dist), np.asarray(t)
+
+
+class CachingNetwork(RoadNetwork):
+    """A road network that remembers, per source node, the shortest-path tree it searched
+    (costs to every node and predecessors), so that consecutive re-plans compute only what
+    is new: the trucks' new positions, new bins. Matrix rows and street geometry of any leg
+    from a known place are then free. Make one per network with :meth:`of`; closures give a
+    new network and thus empty memory, which also starts over past ``max_bytes``.
+    """
+
+    _trees: dict[tuple[str, int], tuple[FloatArray, npt.NDArray[np.int32]]]
+
+    max_bytes: ClassVar[int] = 512 * 2**20
+    _BATCH: ClassVar[int] = 64
+
+    @classmethod
+    def of(cls, network: RoadNetwork) -> CachingNetwork:
+        if isinstance(network, CachingNetwork):
+            return network
+        return cls(**{f.name: getattr(network, f.name) for f in fields(network) if f.init})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "_trees", {})
+
+    def _search(self, sources: Iterable[int], weight: str) -> None:
+        wanted = {int(n) for n in sources}
+        missing = sorted(wanted - {n for w, n in self._trees if w == weight})
+        if not missing:
+            return
+        if (len(self._trees) + len(missing)) * 12 * self.n_nodes > self.max_bytes:
+            self._trees.clear()
+            missing = sorted(wanted)
+        self.node_indices(missing)
+        graph = self.graph(weight)
+        for at in range(0, len(missing), self._BATCH):
+            batch = missing[at : at + self._BATCH]
+            dist, pred = dijkstra(graph, directed=True, indices=batch, return_predecessors=True)
+            for i, n in enumerate(batch):
+                self._trees[(weight, n)] = (
+                    np.asarray(dist[i], dtype=np.float64),
+                    np.asarray(pred[i], dtype=np.int32),
+                )
+
+    def matrix(
+        self, sources: Sequence[int], targets: Sequence[int], weight: str = "time"
+    ) -> FloatArray:
+        self.graph(weight)  # validates the name
+        self._search(sources, weight)
+        if len(sources) == 0:
+            return np.full((0, len(targets)), np.inf)
+        idx = self.node_indices(targets)
+        return np.stack([self._trees[(weight, int(n))][0][idx] for n in sources])
+
+    def shortest_path(self, src: int, dst: int, weight: str = "time") -> PathResult | None:
+        self.graph(weight)
+        self.node_indices([src, dst])
+        if src == dst:
+            return PathResult(nodes=[src], edges=[], length_m=0.0, travel_time_s=0.0)
+        self._search([src], weight)
+        return self.path_in_tree(src, dst, self._trees[(weight, int(src))][1], weight)
 
 
 def build_network(ways: Iterable[DrivableWay]) -> RoadNetwork:

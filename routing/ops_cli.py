@@ -170,7 +170,7 @@ def _add_replan(sub: Subparsers) -> None:
 
 def _cmd_replan(args: argparse.Namespace) -> int:
     from cityops.ingest.city import announce_city
-    from cityops.routing.replanner import run_replanner
+    from cityops.routing.replan.service import run_replanner
 
     if args.time_limit <= 0 or args.coalesce < 0:
         print(

@@ -58,7 +58,8 @@ from cityops.routing.daily import DailyPlanReport, plan_day
 from cityops.routing.model import Plan, Problem
 from cityops.routing.network import RoadNetwork, load_network
 from cityops.routing.planning import BERLIN
-from cityops.routing.replanner import Replanner, ReplanReport
+from cityops.routing.replan.pipeline import ReplanReport
+from cityops.routing.replan.service import Replanner
 from cityops.routing.solver import OrToolsEngine
 from cityops.simulators.city import City, build_city
 from cityops.simulators.scenario import load_scenario

@@ -22,7 +22,8 @@ from cityops.ingest.contract import utc_iso
 from cityops.routing.daily import plan_day
 from cityops.routing.network import RoadNetwork
 from cityops.routing.planning import BERLIN
-from cityops.routing.replanner import Replanner, ReplanReport
+from cityops.routing.replan.pipeline import ReplanReport
+from cityops.routing.replan.service import Replanner
 from cityops.routing.solver import OrToolsEngine
 from cityops.simulators.city import build_city
 from cityops.simulators.scenario import load_scenario

@@ -11,26 +11,21 @@ import pytest
 from cityops.ingest.contract import BinTelemetry, RouteCommand, TruckEvent
 from cityops.routing.check import check_plan
 from cityops.routing.model import Plan, UnservedCode, VisitKind
-from cityops.routing.network import RoadNetwork
+from cityops.routing.network import CachingNetwork, RoadNetwork
 from cityops.routing.planning import BERLIN, DayAxis
-from cityops.routing.replan import (
-    CachingNetwork,
-    DayState,
+from cityops.routing.replan.day import DayState, day_state, triggers_by_fraction
+from cityops.routing.replan.documents import idle_route
+from cityops.routing.replan.options import ReplanOptions
+from cityops.routing.replan.problem import Replan, build_replan, relax_urgent
+from cityops.routing.replan.stability import changed_trucks
+from cityops.routing.replan.triggers import (
     Emptying,
-    Replan,
-    ReplanOptions,
     Trigger,
     TriggerKind,
     bin_trigger,
-    build_replan,
-    changed_trucks,
-    day_state,
     describe,
     event_trigger,
-    idle_route,
     late_trigger,
-    relax_urgent,
-    triggers_by_fraction,
 )
 from cityops.routing.rows import BinRow, SiteRow, TruckEventRow, TruckRow, TruckStateRow
 from cityops.routing.solver import OrToolsEngine

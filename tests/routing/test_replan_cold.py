@@ -8,15 +8,11 @@ import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 
 from cityops.routing.check import check_plan
-from cityops.routing.replan import (
-    Trigger,
-    TriggerKind,
-    build_replan,
-    plan_score,
-    solve_replan,
-    stabilize,
-)
-from cityops.routing.replanner import ColdPool
+from cityops.routing.replan.problem import build_replan
+from cityops.routing.replan.solve import plan_score, solve_replan
+from cityops.routing.replan.stability import stabilize
+from cityops.routing.replan.startup import ColdPool
+from cityops.routing.replan.triggers import Trigger, TriggerKind
 from cityops.routing.rows import TruckStateRow
 from cityops.routing.solver import OrToolsEngine
 from tests.routing.test_replan import (

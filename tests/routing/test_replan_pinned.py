@@ -9,17 +9,10 @@ from datetime import timedelta
 
 from cityops.routing.check import check_plan, plan_cost
 from cityops.routing.model import Plan, VisitKind
-from cityops.routing.replan import (
-    Replan,
-    ReplanOptions,
-    Trigger,
-    TriggerKind,
-    build_replan,
-    changed_trucks,
-    relax_urgent,
-    stabilize,
-    unfold,
-)
+from cityops.routing.replan.options import ReplanOptions
+from cityops.routing.replan.problem import Replan, build_replan, relax_urgent
+from cityops.routing.replan.stability import changed_trucks, stabilize, unfold
+from cityops.routing.replan.triggers import Trigger, TriggerKind
 from cityops.routing.rows import TruckEventRow, TruckStateRow
 from tests.routing.test_replan import (
     AXIS,

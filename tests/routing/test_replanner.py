@@ -15,7 +15,8 @@ import pytest
 from cityops.ingest.config import Settings
 from cityops.ingest.contract import utc_iso
 from cityops.routing.network import RoadNetwork
-from cityops.routing.replanner import Replanner, ReplanReport, run_replanner
+from cityops.routing.replan.pipeline import ReplanReport
+from cityops.routing.replan.service import Replanner, run_replanner
 from tests.routing.replan_support import (
     PATIENCE_S,
     Devices,
@@ -127,7 +128,7 @@ def test_a_bin_full_again_long_after_its_emptying_is_collected_again(
     # The low reading must come after the emptying, as the sensor takes it: published in
     # the same millisecond, or handled before the truck's event, it would not count (that
     # raced about one run in five).
-    wait_for("the emptyings heard", lambda: {refilled, just_emptied} <= rp._done.keys())
+    wait_for("the emptyings heard", lambda: {refilled, just_emptied} <= rp.heard.done.keys())
     time.sleep(0.01)
     devices.bin_reading(refilled, 4.0)  # the sensor saw it emptied
     # The 3 s count from when the service learnt of the emptying, which on a loaded machine

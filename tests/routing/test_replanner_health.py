@@ -9,8 +9,9 @@ import pytest
 
 from cityops.ingest.config import Settings
 from cityops.routing.network import RoadNetwork
-from cityops.routing.replanner import Replanner, ReplanReport, run_replanner
-from cityops.routing.replanner_metrics import ReplannerMetrics
+from cityops.routing.replan.metrics import ReplannerMetrics
+from cityops.routing.replan.pipeline import ReplanReport
+from cityops.routing.replan.service import Replanner, run_replanner
 from tests.routing.replan_support import (
     PATIENCE_S,
     Devices,

@@ -33,7 +33,7 @@ from cityops.routing.closures import Closure, apply_closures
 from cityops.routing.daily import closures_during, plan_day
 from cityops.routing.network import RoadNetwork
 from cityops.routing.planning import BERLIN
-from cityops.routing.replanner import ReplanReport
+from cityops.routing.replan.pipeline import ReplanReport
 from cityops.routing.repository import current_route, load_closures
 from tests.routing.replan_support import (
     ENGINE,
