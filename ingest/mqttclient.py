@@ -6,6 +6,7 @@ are configured in one place.
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import paho.mqtt.client as mqtt
@@ -38,12 +39,17 @@ def make_client(settings: Settings, client_id: str, *, manual_ack: bool = False)
             raise ConfigError(f"invalid configuration:\n  CITYOPS_MQTT_CA_FILE: no file {ca_file}")
         client.tls_set(ca_certs=str(ca_file) if ca_file else None)
     elif settings.mqtt_ca_file is not None:
-        logger.warning(
-            "CITYOPS_MQTT_CA_FILE is set but %s is not mqtts://: the connection is NOT encrypted",
-            settings.mqtt_url,
-        )
+        _warn_unencrypted(settings.mqtt_url)
     client.reconnect_delay_set(min_delay=1, max_delay=30)
     return client
+
+
+@functools.cache
+def _warn_unencrypted(url: str) -> None:
+    """Once per broker URL: the simulators build a client per device."""
+    logger.warning(
+        "CITYOPS_MQTT_CA_FILE is set but %s is not mqtts://: the connection is NOT encrypted", url
+    )
 
 
 def close_client(client: mqtt.Client) -> None:

@@ -25,20 +25,17 @@ import logging
 import math
 import random
 import selectors
-import signal
 import socket
 import ssl
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass, field
-from types import FrameType
 from typing import Literal, TypeVar
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import BaseModel, ValidationError
@@ -53,6 +50,8 @@ from cityops.ingest.contract import (
     command_topic,
     device_topic,
 )
+from cityops.ingest.mqttclient import make_client
+from cityops.ingest.mqttservice import stop_on_signals
 from cityops.simulators.emission import to_datetime
 from cityops.simulators.models import CitySim
 
@@ -138,12 +137,7 @@ class _Link:
         self.attempts = 0
         self.sock: socket.socket | None = None
         self.wants_write = False
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-        if settings.mqtt_username:
-            client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
-        if settings.mqtt_tls:
-            ca = str(settings.mqtt_ca_file) if settings.mqtt_ca_file else None
-            client.tls_set(ca_certs=ca)
+        client = make_client(settings, client_id)
         if status:
             will = DeviceStatus(state="offline").model_dump_json(exclude_none=True)
             client.will_set(self.status_topic, will, qos=1, retain=True)
@@ -280,25 +274,6 @@ class _Loop:
         self._selector.close()
 
 
-@contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """Set `stop` on SIGINT/SIGTERM while inside (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        logger.info("received %s: stopping", signal.Signals(signum).name)
-        stop.set()
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-
-
 def run(
     sim: CitySim,
     settings: Settings,
@@ -339,7 +314,7 @@ def run(
         settings.mqtt_port,
         prefix,
     )
-    with _stop_on_signals(stop):
+    with stop_on_signals(stop):
         for link in links.values():
             link.connect()
             loop.poll(0.0)

@@ -29,21 +29,17 @@ from cityops.ingest.contract import (
     device_topic,
     utc_iso,
 )
-from cityops.ingest.mqttclient import make_client
+from cityops.ingest.mqttclient import close_client, make_client
 from cityops.simulators.controller import RawEvent
 from cityops.simulators.emission import to_datetime
+from cityops.traffic.control_state import clock_topic
 
-__all__ = ["MqttBus", "clock_topic"]
+__all__ = ["MqttBus"]
 
 logger = logging.getLogger(__name__)
 
 _MAX_EVENTS = 5000
 _CONNECT_WAIT_S = 10.0
-
-
-def clock_topic(prefix: str) -> str:
-    """The lockstep clock's topic (two levels after v1: the ingest never sees it)."""
-    return f"{prefix}/{CONTRACT_VERSION}/sim/clock"
 
 
 class MqttBus:
@@ -67,7 +63,7 @@ class MqttBus:
         client.connect(settings.mqtt_host, settings.mqtt_port, keepalive=60)
         client.loop_start()
         if not self._connected.wait(_CONNECT_WAIT_S):
-            client.loop_stop()
+            close_client(client)
             raise ConnectionError(
                 f"no MQTT connection to {settings.mqtt_host}:"
                 f"{settings.mqtt_port} within {_CONNECT_WAIT_S:g} s"
@@ -150,8 +146,7 @@ class MqttBus:
         pending = [*infos, *([self._last] if self._last is not None else [])]
         while time.monotonic() < deadline and not all(i.is_published() for i in pending):
             time.sleep(0.02)
-        self._client.disconnect()
-        self._client.loop_stop()
+        close_client(self._client)
 
 
 def _issued_at(payload: bytes) -> float | None:

@@ -17,10 +17,11 @@ from cityops.ingest.config import Settings
 from cityops.ingest.contract import DeviceKind, SignalEvents, TimingCommand, command_topic
 from cityops.ingest.mqttclient import make_client
 from cityops.simulators.controller import RawEvent
-from cityops.simulators.sumo.mqtt import MqttBus, clock_topic
+from cityops.simulators.sumo.mqtt import MqttBus
 from cityops.simulators.sumo.network import GridSpec
 from cityops.simulators.sumo.registry import seed_grid
 from cityops.simulators.sumo.sim import RunConfig, run
+from cityops.traffic.control_state import clock_topic
 from cityops.traffic.events import Event, clean
 from cityops.traffic.repository import load_config
 
