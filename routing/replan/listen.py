@@ -1,7 +1,7 @@
-"""The re-planner's MQTT side: its client (own id, persistent session, QoS 1), the
-subscriptions (bin telemetry, truck telemetry and events, and the LoRaWAN network
-servers' uplinks when the city has them), and each message decoded into the reading,
-event or position it carries, handed to ``hear`` on paho's network thread.
+"""What the re-planner listens to: the topic filters (bin telemetry, truck telemetry and
+events, and the LoRaWAN network servers' uplinks when the city has them), and each message
+(as the MQTT service skeleton, ``cityops.ingest.mqttservice``, hands it over) decoded into
+the device and the reading, event or position it carries.
 
 An uplink is decoded as the ingest decodes it (its function and the city profile's
 mappings), so an overflow a LoRaWAN sensor reports re-plans like any other.
@@ -10,16 +10,10 @@ mappings), so an overflow a LoRaWAN sensor reports re-plans like any other.
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Final
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.subscribeoptions import SubscribeOptions
 from pydantic import ValidationError
 
 from cityops.ingest import lorawan
@@ -37,9 +31,9 @@ from cityops.ingest.contract import (
 )
 from cityops.ingest.decode import Decoded, Limits
 from cityops.ingest.lorawan_readings import LoraSensor, uplink_reading
-from cityops.ingest.mqttclient import close_client, make_client
+from cityops.ingest.mqttservice import Inbound
 
-__all__ = ["SESSION_EXPIRY_S", "Hear", "Listener"]
+__all__ = ["SESSION_EXPIRY_S", "Listen", "Payload"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,30 +41,16 @@ logger = logging.getLogger(__name__)
 SESSION_EXPIRY_S: Final = 3600
 
 Payload = BinTelemetry | TruckEvent | TruckTelemetry
-#: ``hear(device_id, payload, topic, received)``; ``received`` is time.monotonic().
-Hear = Callable[[str, Payload, str, float], None]
 
 
-class Listener:
-    """Connects in the background (:meth:`connect`), subscribes on every connection, and
-    hands each decoded message to ``hear``; ``ready`` is set while subscribed."""
+class Listen:
+    """The re-planner's topic filters and the decoding of what arrives on them."""
 
     def __init__(
-        self,
-        settings: Settings,
-        client_id: str,
-        *,
-        hear: Hear,
-        lora_sensors: Callable[[], Mapping[str, LoraSensor]],
-        connected: Callable[[bool], None],
+        self, settings: Settings, lora_sensors: Callable[[], Mapping[str, LoraSensor]]
     ) -> None:
         self.settings = settings
-        self.client_id = client_id
-        self.ready = threading.Event()
-        self._hear = hear
         self._lora = lora_sensors
-        self._connected = connected
-        self._stopping = False
         # Bins reporting through LoRaWAN network servers (docs/devices.md).
         lorawan_on = bool(set(settings.sources) - {"cityops"})
         root = settings.ingest_lorawan_root
@@ -81,14 +61,9 @@ class Listener:
                 model: FieldMapping.parse(spec)
                 for model, spec in load_city(settings).lorawan_mappings.items()
             }
-        self.client = make_client(settings, client_id)
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_subscribe = self._on_subscribe
-        self.client.on_message = self._on_message
 
     @property
-    def subscriptions(self) -> list[str]:
+    def topics(self) -> tuple[str, ...]:
         head = f"{self.settings.topic_prefix}/{CONTRACT_VERSION}"
         topics = [f"{head}/bin/+/telemetry", f"{head}/truck/+/+"]
         if self.lora_root is not None:
@@ -97,87 +72,42 @@ class Listener:
                 for s in self.settings.sources
                 if s != "cityops"
             ]
-        return topics
+        return tuple(topics)
 
-    def connect(self) -> None:
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = SESSION_EXPIRY_S
-        s = self.settings
-        self.client.connect_async(
-            s.mqtt_host, s.mqtt_port, keepalive=30, clean_start=False, properties=props
-        )
-        self.client.loop_start()
-
-    def close(self) -> None:
-        self._stopping = True
-        close_client(self.client)
-
-    def _on_connect(
-        self, client: mqtt.Client, _ud: Any, flags: Any, reason: Any, _props: Any
-    ) -> None:
-        if reason.is_failure:
-            logger.error("broker refused the connection of %s: %s", self.client_id, reason)
-            return
-        client.subscribe([(t, SubscribeOptions(qos=1)) for t in self.subscriptions])
-        logger.info(
-            "replanner connected to %s:%s as %s (session present: %s), subscribing to %s",
-            self.settings.mqtt_host,
-            self.settings.mqtt_port,
-            self.client_id,
-            flags.session_present,
-            ", ".join(self.subscriptions),
-        )
-
-    def _on_subscribe(self, _c: mqtt.Client, _ud: Any, _mid: int, codes: Any, _p: Any) -> None:
-        if any(getattr(c, "is_failure", False) for c in codes):
-            logger.error("subscription refused: %s", codes)
-            return
-        self.ready.set()
-        self._connected(True)
-
-    def _on_disconnect(
-        self, _client: mqtt.Client, _ud: Any, _flags: Any, reason: Any, _props: Any
-    ) -> None:
-        self.ready.clear()
-        self._connected(False)
-        if not self._stopping:
-            logger.warning("replanner disconnected from broker (%s); reconnecting", reason)
-
-    def _on_message(self, _client: mqtt.Client, _ud: Any, msg: mqtt.MQTTMessage) -> None:
-        received = time.monotonic()
+    def decode(self, msg: Inbound) -> tuple[str, Payload] | None:
+        """The device and the reading, event or position a message carries, or None (not
+        one the re-planner reads, or invalid: the ingest dead-letters it)."""
         if self.lora_root is not None and not msg.topic.startswith(
             f"{self.settings.topic_prefix}/{CONTRACT_VERSION}/"
         ):
-            self._on_uplink(msg, received)
-            return
+            return self._uplink(msg)
         try:
             info = parse_topic(self.settings.topic_prefix, msg.topic)
         except TopicError:
-            return
+            return None
         model = payload_model(info.kind, info.channel)
         if model not in (BinTelemetry, TruckTelemetry, TruckEvent):
-            return
+            return None
         try:
             payload = model.model_validate_json(msg.payload)
         except ValidationError:
             logger.debug("invalid payload on %s ignored (the ingest dead-letters it)", msg.topic)
-            return
-        if isinstance(payload, BinTelemetry | TruckEvent | TruckTelemetry):
-            self._hear(info.device_id, payload, msg.topic, received)
+            return None
+        return info.device_id, payload
 
-    def _on_uplink(self, msg: mqtt.MQTTMessage, received: float) -> None:
+    def _uplink(self, msg: Inbound) -> tuple[str, Payload] | None:
         """A LoRaWAN uplink: the same reading the ingest stores, then as any bin reading."""
         root = self.lora_root or ""
         if not msg.topic.startswith(root):
-            return
+            return None
         now = datetime.now(UTC)
-        up = lorawan.parse_uplink(msg.topic[len(root) :], bytes(msg.payload), now)
+        up = lorawan.parse_uplink(msg.topic[len(root) :], msg.payload, now)
         if not isinstance(up, lorawan.Uplink):
-            return  # the ingest dead-letters it
+            return None  # the ingest dead-letters it
         sensor = self._lora().get(up.dev_eui)
         if sensor is None:
-            return
+            return None
         result = uplink_reading(up, sensor, self._mappings, now, Limits())
         if not isinstance(result, Decoded) or not isinstance(result.payload, BinTelemetry):
-            return
-        self._hear(up.dev_eui, result.payload, msg.topic, received)
+            return None
+        return up.dev_eui, result.payload

@@ -9,9 +9,11 @@ still counts), ``pipeline.replan_fraction`` decides everything from the problem 
 trucks that need a new version, and those versions are stored, then pushed on
 ``{prefix}/v1/truck/{id}/cmd/route`` (``routing/publish.py``).
 
-Threads: paho's network loop parses messages and queues triggers; one worker thread
-coalesces, re-plans, stores and publishes, and polls closures and current routes when
-idle; the caller's thread waits for SIGINT/SIGTERM or the `stop` event. The worker beats
+It runs on the MQTT service skeleton (``cityops.ingest.mqttservice``): paho's network
+thread turns messages into triggers (:meth:`Replanner._accept`) and queues them; one worker
+thread takes each coalescing window as a batch and re-plans, stores and publishes, and
+polls closures and current routes between batches; the caller's thread waits for
+SIGINT/SIGTERM or the `stop` event. The service supplies only those. The worker beats
 a heartbeat as it goes: on CITYOPS_REPLANNER_METRICS_PORT, `/healthz` turns 503 when it
 stays silent longer than CITYOPS_REPLANNER_LIVENESS_LIMIT_S (plus the solve's time
 limit while it solves), and `/metrics` serves `metrics.py`'s series.
@@ -20,21 +22,27 @@ limit while it solves), and `/metrics` serves `metrics.py`'s series.
 from __future__ import annotations
 
 import logging
-import queue
-import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import FrameType
 from typing import Any, Final
 
+import paho.mqtt.client as mqtt
 import psycopg
 
 from cityops.ingest.config import Settings
 from cityops.ingest.contract import BinTelemetry, RouteCommand, TruckEvent
 from cityops.ingest.db import connect
+from cityops.ingest.mqttservice import (
+    Batching,
+    Inbound,
+    MqttService,
+    Session,
+    stop_on_signals,
+    wait_for_stop,
+)
 from cityops.routing import repository as repo
 from cityops.routing.extract import network_for
 from cityops.routing.model import Engine
@@ -43,7 +51,7 @@ from cityops.routing.planning import BERLIN, DayAxis
 from cityops.routing.publish import push_routes
 from cityops.routing.replan.day import DayState, triggers_by_fraction
 from cityops.routing.replan.heard import Heard
-from cityops.routing.replan.listen import Listener, Payload
+from cityops.routing.replan.listen import SESSION_EXPIRY_S, Listen
 from cityops.routing.replan.loading import ClosureWatch, Streets, load_day
 from cityops.routing.replan.metrics import ReplannerMetrics
 from cityops.routing.replan.options import ReplanOptions
@@ -109,40 +117,34 @@ class Replanner:
         self._streets = Streets(network)
         self._closure_watch = ClosureWatch()
         self.heard = Heard(self._clock().astimezone(BERLIN).date())
-        self._queue: queue.SimpleQueue[_Queued] = queue.SimpleQueue()
         self._conn: psycopg.Connection[Any] | None = None
         # Prometheus metrics and the worker's heartbeat (served by start() on the port of
         # CITYOPS_REPLANNER_METRICS_PORT): a worker stuck in a call turns /healthz 503.
         self.metrics = ReplannerMetrics(settings.replanner_liveness_limit_s)
         self._heartbeat = self.metrics.liveness.loop("worker")
         self._pool: ColdPool | None = None  # the cold solve's process, made in start()
-        self._stopping = threading.Event()
-        self._done_event = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.listener = Listener(
-            settings,
-            client_id,
-            hear=self._hear,
-            lora_sensors=lambda: self.heard.lora,
-            connected=lambda up: self.metrics.connected.set(1 if up else 0),
-        )
+        self.listen = Listen(settings, lambda: self.heard.lora)
+        self._mqtt: MqttService[_Queued] | None = None  # made in start(), with coalesce_s
+        self._next_poll = self._next_refresh = 0.0
 
     # ------------------------------------------------------------------ MQTT side
-    def _hear(self, device_id: str, payload: Payload, topic: str, received: float) -> None:
-        """A message from the listener: queue the trigger it raises, if any."""
+    def _accept(self, msg: Inbound) -> _Queued | None:
+        """On paho's thread: the trigger a message raises, if any, to queue."""
+        decoded = self.listen.decode(msg)
+        if decoded is None:
+            return None
+        device_id, payload = decoded
         if isinstance(payload, BinTelemetry):
             trigger = self.heard.bin_reading(device_id, payload, self._clock(), self.options)
         elif isinstance(payload, TruckEvent):
             trigger = self.heard.truck_event(device_id, payload, self._clock())
         else:
             trigger = self.heard.truck_position(device_id, payload, self.options)
-        if trigger is not None:
-            logger.info("trigger: %s (from %s)", trigger, topic)
-            self._queue_trigger(trigger, received)
-
-    def _queue_trigger(self, trigger: Trigger, received: float) -> None:
+        if trigger is None:
+            return None
+        logger.info("trigger: %s (from %s)", trigger, msg.topic)
         self.metrics.triggers.labels(trigger.kind.value).inc()
-        self._queue.put(_Queued(trigger, received))
+        return _Queued(trigger, msg.t_mono)
 
     # ---------------------------------------------------------------- worker side
     def _connection(self) -> psycopg.Connection[Any]:
@@ -165,7 +167,7 @@ class Replanner:
             axis.day,
             axis.midnight,
             sensors=repo.load_bin_sensors(conn),
-            lora=repo.load_lora_sensors(conn) if self.listener.lora_root is not None else {},
+            lora=repo.load_lora_sensors(conn) if self.listen.lora_root is not None else {},
             routes=repo.current_routes_on(conn, axis.day, geometry=False),
             events=repo.load_truck_events(conn, axis.midnight),
         )
@@ -174,54 +176,34 @@ class Replanner:
         """Queue a trigger for each change of the street closures."""
         for t in self._closure_watch.poll(self._connection(), self._clock()):
             logger.info("trigger: %s", t)
-            self._queue_trigger(t, time.monotonic())
+            self.metrics.triggers.labels(t.kind.value).inc()
+            if self._mqtt is not None:
+                self._mqtt.put(_Queued(t, time.monotonic()))
 
-    def _worker(self) -> None:
-        next_poll = next_refresh = time.monotonic()
-        beat = self._heartbeat.beat
+    def _periodic(self) -> float:
+        """Between batches: poll the closures and reload the routes when due; returns the
+        seconds until the next is due."""
+        now, beat = time.monotonic(), self._heartbeat.beat
         try:
-            while not self._stopping.is_set():
-                now = time.monotonic()
-                self.metrics.queued.set(self._queue.qsize())
-                try:
-                    if now >= next_poll:
-                        next_poll = now + self._closure_poll_s
-                        beat("polling street closures")
-                        self._poll_closures()
-                        self.metrics.last_poll.set(time.time())
-                    if now >= next_refresh:
-                        next_refresh = now + ROUTES_REFRESH_S
-                        beat("reloading sensors, routes and emptyings")
-                        self._refresh()
-                except psycopg.Error as exc:
-                    self._drop_connection()
-                    self.metrics.errors.labels("poll").inc()
-                    logger.warning("replanner: database unavailable (%s); retrying", exc)
-                beat("waiting for triggers", grace_s=self.coalesce_s)
-                wait = max(0.05, min(next_poll, next_refresh, now + 0.5) - time.monotonic())
-                try:
-                    first = self._queue.get(timeout=wait)
-                except queue.Empty:
-                    continue
-                batch = [first]
-                deadline = first.received + self.coalesce_s
-                while not self._stopping.is_set():
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    try:
-                        batch.append(self._queue.get(timeout=remaining))
-                    except queue.Empty:
-                        break
-                if self._stopping.is_set():
-                    logger.warning("stopping: %d triggers not handled", len(batch))
-                    break
-                beat(f"re-planning for {_shorten(describe([q.trigger for q in batch]))}")
-                self._handle(batch)
-        except Exception:
-            logger.exception("replanner worker crashed; stopping so a supervisor restarts it")
-        finally:
-            self._done_event.set()
+            if now >= self._next_poll:
+                self._next_poll = now + self._closure_poll_s
+                beat("polling street closures")
+                self._poll_closures()
+                self.metrics.last_poll.set(time.time())
+            if now >= self._next_refresh:
+                self._next_refresh = now + ROUTES_REFRESH_S
+                beat("reloading sensors, routes and emptyings")
+                self._refresh()
+        except psycopg.Error as exc:
+            self._drop_connection()
+            self.metrics.errors.labels("poll").inc()
+            logger.warning("replanner: database unavailable (%s); retrying", exc)
+        return min(self._next_poll, self._next_refresh) - time.monotonic()
+
+    def _batch(self, batch: list[_Queued]) -> None:
+        beat = self._heartbeat.beat
+        beat(f"re-planning for {_shorten(describe([q.trigger for q in batch]))}")
+        self._handle(batch)
 
     def _handle(self, batch: Sequence[_Queued]) -> list[ReplanReport]:
         """One coalesced window: one re-plan per affected fraction."""
@@ -287,7 +269,7 @@ class Replanner:
             phases["store"] = (time.monotonic() - clock) * 1000
             clock = time.monotonic()
             pushed = push_routes(
-                self.listener.client,
+                self._client(),
                 self.settings.topic_prefix,
                 routes,
                 timeout_s=_PUBLISH_TIMEOUT_S,
@@ -339,6 +321,31 @@ class Replanner:
             self.time_limit_s,
             self.coalesce_s,
         )
+        self._mqtt = MqttService(
+            s,
+            Session(
+                self.client_id,
+                self.listen.topics,
+                clean_start=False,
+                session_expiry_s=SESSION_EXPIRY_S,
+                keepalive_s=30,
+            ),
+            name="replanner",
+            accept=self._accept,
+            handle=self._batch,
+            heartbeat=self._heartbeat,
+            periodic=self._periodic,
+            batching=Batching(
+                max_size=0,
+                window_s=self.coalesce_s,
+                wait_s=0.5,
+                min_wait_s=0.05,
+                fill_from_backlog=False,
+                waiting="waiting for triggers",
+            ),
+            on_ready=lambda up: self.metrics.connected.set(1 if up else 0),
+            backlog=self.metrics.queued.set,
+        )
         beat = self._heartbeat.beat
         if s.replanner_metrics_port:
             self.metrics.endpoint.serve(s.replanner_metrics_port)
@@ -358,23 +365,23 @@ class Replanner:
         sites = [(p.lat, p.lon) for p in repo.load_sites(conn)]
         warm_network(network, self.heard.current_routes(), sites)
         beat("starting the worker")
-        self._thread = threading.Thread(target=self._worker, name="replanner", daemon=True)
-        self._thread.start()
-        self.listener.connect()
+        self._mqtt.start()
 
     def wait_ready(self, timeout: float = 10.0) -> bool:
         """Whether the subscriptions are in place (events are heard from then on)."""
-        return self.listener.ready.wait(timeout)
+        return self._mqtt is not None and self._mqtt.wait_ready(timeout)
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and not self._done_event.is_set()
+        return self._mqtt is not None and self._mqtt.running
+
+    def _client(self) -> mqtt.Client:
+        assert self._mqtt is not None  # made in start()
+        return self._mqtt.client
 
     def stop(self, timeout: float = 30.0) -> None:
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        self.listener.close()
+        if self._mqtt is not None:
+            self._mqtt.stop(timeout)
         self._drop_connection()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
@@ -402,29 +409,13 @@ def run_replanner(
     their own). Returns 0 after a requested stop, 1 when the service failed."""
     stop = stop or threading.Event()
     service = Replanner(settings, time_limit_s=time_limit_s, coalesce_s=coalesce_s, clock=clock)
-    previous: dict[int, Any] = {}
-    if threading.current_thread() is threading.main_thread():
-
-        def _handle(signum: int, _frame: FrameType | None) -> None:
-            logger.info("received %s", signal.Signals(signum).name)
-            stop.set()
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, _handle)
-    try:
+    with stop_on_signals(stop):
         try:
             service.start()
         except (psycopg.Error, OSError) as exc:
             logger.error("replanner cannot start: %s", exc)
             service.metrics.endpoint.shutdown()
             return 1
-        while not stop.is_set() and service.running:
-            if ready is not None and not ready.is_set() and service.wait_ready(0):
-                ready.set()
-            stop.wait(0.1 if ready is not None and not ready.is_set() else 1.0)
-        failed = not stop.is_set()
+        requested = wait_for_stop(service, stop, ready)
         service.stop()
-        return 1 if failed else 0
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        return 0 if requested else 1
