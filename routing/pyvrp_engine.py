@@ -34,7 +34,6 @@ from .model import (
     Plan,
     Problem,
     Route,
-    Screening,
     SiteKind,
     Unserved,
     UnservedCode,
@@ -42,8 +41,8 @@ from .model import (
     Visit,
     VisitKind,
     make_route,
-    screen,
 )
+from .screening import Screening, screen
 
 logger = logging.getLogger(__name__)
 

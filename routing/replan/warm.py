@@ -27,8 +27,8 @@ from cityops.routing.model import (
     Visit,
     VisitKind,
     make_route,
-    screen,
 )
+from cityops.routing.screening import screen
 
 __all__ = [
     "PoolItem",

@@ -25,8 +25,8 @@ from cityops.routing.model import (
     fleet,
     format_clock,
     make_route,
-    screen,
 )
+from cityops.routing.screening import screen
 
 H = 3600
 TRUCK = VehicleType("truck", 1000, capacity_kg=500)
