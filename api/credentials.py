@@ -19,15 +19,18 @@ import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import psycopg
 from psycopg.rows import class_row
 from psycopg_pool import ConnectionPool
 
 from cityops.api.auth import LOGIN_ROLES, Principal
-from cityops.api.security import TokenVerifier, UnauthenticatedError
+from cityops.api.errors import UnauthenticatedError
 from cityops.ingest.contract import DEVICE_ID_PATTERN
+
+if TYPE_CHECKING:
+    from cityops.api.security import TokenVerifier
 
 __all__ = [
     "ApiKey",

@@ -23,7 +23,7 @@ from fastapi import Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cityops.api.security import RateLimitedError
+from cityops.api.errors import RateLimitedError
 
 __all__ = ["BodySizeLimit", "TokenBucketLimiter", "parse_networks", "public_rate_limit"]
 

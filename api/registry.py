@@ -35,7 +35,6 @@ from cityops.ingest.registry_files import RowProblem, parse_rows
 from cityops.ingest.registry_model import ID_FIELD, as_json
 from cityops.ingest.registry_store import (
     ImportReport,
-    RegistryConflictError,
     import_records,
     load_records,
     lock,
@@ -238,6 +237,4 @@ def retire_record(kind: Literal["bins", "trucks", "signal-controllers"], record_
                              expected_version=expected)
         except KeyError:
             raise NotFoundError(f"no active {k} {record_id!r} in the registry") from None
-        except RegistryConflictError as exc:
-            raise PreconditionFailedError(str(exc)) from None
     return Response(status_code=204, headers={"ETag": f'"v{version}"'})

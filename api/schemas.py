@@ -13,7 +13,7 @@ import json
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Final, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -30,10 +30,13 @@ from cityops.api.repository import (
 from cityops.ingest.contract import STORABLE, Text
 
 __all__ = [
+    "AUTH_RESPONSES",
     "BERLIN",
     "BUCKET_WIDTH",
+    "ERROR_RESPONSES",
     "MAX_BUCKETS",
     "MAX_SPAN",
+    "PUBLIC_RESPONSES",
     "STORABLE",
     "BinOut",
     "BinPage",
@@ -236,6 +239,28 @@ class ErrorBody(_Out):
     error: str = Field(description="machine-readable code", examples=["not_found"])
     message: str
     details: list[ErrorDetail] = Field(default_factory=list)
+
+
+# What the OpenAPI document says about the error bodies (api/errors.py makes them).
+#: Added to the endpoints that need a login.
+AUTH_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
+    401: {
+        "model": ErrorBody,
+        "description": "no, invalid, expired or revoked credentials (with WWW-Authenticate)",
+    },
+    403: {"model": ErrorBody, "description": "the caller's role may not do this"},
+}
+#: Added to the public endpoints.
+PUBLIC_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
+    429: {"model": ErrorBody, "description": "rate limit of the client address (Retry-After)"},
+}
+#: Every endpoint's.
+ERROR_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
+    404: {"model": ErrorBody, "description": "unknown id"},
+    413: {"model": ErrorBody, "description": "request body over the limit"},
+    422: {"model": ErrorBody, "description": "invalid parameters, with one detail per field"},
+    503: {"model": ErrorBody, "description": "database unreachable"},
+}
 
 
 class HealthOut(_Out):

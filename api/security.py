@@ -12,6 +12,9 @@ Two kinds of token are accepted, chosen by the token's `alg` header and never mi
 Issuer, audience and expiry are always checked. Verification failures raise
 `UnauthenticatedError` (401 with `WWW-Authenticate`); an unreachable JWKS endpoint raises
 `AuthProviderUnavailableError` (503), since the caller is not at fault.
+
+`install_security` sets an app up: authentication (tokens and API keys), the public rate
+limit, the body size limit and CORS.
 """
 
 from __future__ import annotations
@@ -25,20 +28,17 @@ from pathlib import Path
 from typing import Any, Final
 
 import jwt
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from jwt import PyJWKClient
 
 from cityops.api.auth import LOGIN_ROLES, Principal
-from cityops.api.errors import ApiError
+from cityops.api.credentials import Authenticator
+from cityops.api.errors import AuthProviderUnavailableError, UnauthenticatedError
+from cityops.api.limits import BodySizeLimit, TokenBucketLimiter, parse_networks
 from cityops.ingest.config import Settings
 
-__all__ = [
-    "AuthConfig",
-    "AuthProviderUnavailableError",
-    "RateLimitedError",
-    "TokenVerifier",
-    "UnauthenticatedError",
-    "issue_token",
-]
+__all__ = ["AuthConfig", "TokenVerifier", "install_security", "issue_token"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,41 +46,6 @@ HS256: Final = "HS256"
 _ASYMMETRIC: Final = frozenset(
     {"RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "EdDSA"}
 )
-REALM: Final = "cityops"
-
-
-class UnauthenticatedError(ApiError):
-    """No credentials, or credentials that do not verify (401)."""
-
-    code = "unauthenticated"
-
-    def __init__(self, message: str, *, invalid: bool = False) -> None:
-        super().__init__(message)
-        bearer = f'Bearer realm="{REALM}"'
-        if invalid:  # RFC 6750 3.1: the client sent a token and it is not acceptable
-            # error_description allows printable ASCII but " and \ (RFC 6750 3): the
-            # message may quote a hostile token's header, which must not break the response
-            reason = "".join(c if " " <= c <= "~" and c not in '"\\' else "?" for c in message)
-            bearer += f', error="invalid_token", error_description="{reason}"'
-        self.headers = {"WWW-Authenticate": f'{bearer}, ApiKey realm="{REALM}"'}
-
-
-class AuthProviderUnavailableError(ApiError):
-    """The identity provider's keys could not be fetched (503)."""
-
-    code = "auth_provider_unavailable"
-
-
-class RateLimitedError(ApiError):
-    """Too many requests from one client address (429)."""
-
-    code = "rate_limited"
-
-    def __init__(self, retry_after_s: int) -> None:
-        super().__init__(f"too many requests; try again in {retry_after_s} s")
-        self.headers = {"Retry-After": str(retry_after_s)}
-
-
 @dataclass(frozen=True)
 class AuthConfig:
     """What token verification needs, taken from `Settings`."""
@@ -319,3 +284,43 @@ def issue_token(
     if truck_id:
         _put(claims, config.truck_claim, truck_id)
     return jwt.encode(claims, config.secret, algorithm=HS256)
+
+
+def install_security(app: FastAPI, settings: Settings) -> None:
+    """Authentication, the public rate limit, the body size limit and CORS.
+
+    Raises ValueError (refusing to start) for an unusable auth configuration; weak JWT
+    secrets are already refused when the settings are read.
+    """
+    config = AuthConfig.from_settings(settings)
+    app.state.authenticator = Authenticator(TokenVerifier(config))
+    app.state.stream_recheck_s = settings.api_stream_recheck_s
+    if not config.accepts_tokens:
+        logger.warning(
+            "no CITYOPS_AUTH_JWT_SECRET, CITYOPS_AUTH_JWKS_URL or CITYOPS_AUTH_PUBLIC_KEY: "
+            "bearer tokens are refused, only API keys authenticate"
+        )
+    app.state.rate_limiter = TokenBucketLimiter(
+        settings.api_rate_limit_per_s,
+        settings.api_rate_limit_burst,
+        parse_networks(settings.api_rate_limit_exempt),
+    )
+    app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
+    origins = [o.strip() for o in settings.api_cors_origins.split(",") if o.strip()]
+    if origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_credentials=False,  # credentials travel in headers, never cookies
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=[
+                "Authorization",
+                "X-API-Key",
+                "Content-Type",
+                "If-Match",
+                "If-None-Match",
+                "Last-Event-ID",
+            ],
+            expose_headers=["ETag", "Location", "Retry-After", "WWW-Authenticate"],
+            max_age=600,
+        )

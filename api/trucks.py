@@ -18,9 +18,13 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from starlette.concurrency import run_in_threadpool
 
 from cityops.api.auth import Principal, current_principal, require_truck
-from cityops.api.errors import ApiError, InvalidParameterError, NotFoundError
+from cityops.api.errors import (
+    ApiError,
+    AuthProviderUnavailableError,
+    InvalidParameterError,
+    NotFoundError,
+)
 from cityops.api.mqtt import ApiPublisher
-from cityops.api.security import AuthProviderUnavailableError
 from cityops.ingest.contract import (
     DEVICE_ID_PATTERN,
     Channel,

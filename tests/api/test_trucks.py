@@ -17,7 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from cityops.api.app import create_app
 from cityops.api.auth import Principal, current_principal
 from cityops.api.credentials import create_key, revoke_key
-from cityops.api.security import AuthProviderUnavailableError
+from cityops.api.errors import AuthProviderUnavailableError
 from cityops.ingest.config import Settings
 from cityops.ingest.contract import RouteCommand
 from cityops.routing.repository import next_version, store_route
