@@ -6,10 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from cityops.routing.rows import TruckRow
+from cityops.routing.rows import TruckRow
 
 __all__ = ["DEFAULT_DISPATCH", "DispatchParams"]
 
