@@ -162,8 +162,8 @@ class RoadworksService:
                 area_m2=valid.area_m2, district=valid.district, actor=actor, at=now,
             )
             store_works.insert_audit(conn, work_id, actor=actor, at=now, action="created",
-                              to_status=Status.DRAFT, changes=_jsonable(valid.spec),
-                              note=note)
+                                     to_status=Status.DRAFT, changes=_jsonable(valid.spec),
+                                     note=note)
             work = store_works.get_work(conn, work_id)
             sync_work_closure(conn, work)
         logger.info("roadwork %s created by %s (%s)", work.reference, actor.name,
@@ -191,11 +191,11 @@ class RoadworksService:
             if status is not work.status:
                 note = note or "nach der Genehmigung geändert: erneut zur Prüfung"
             store_works.update_work(conn, work_id, spec=valid.spec, area_m2=valid.area_m2,
-                             district=valid.district, at=now,
-                             status=status if status is not work.status else None)
+                                    district=valid.district, at=now,
+                                    status=status if status is not work.status else None)
             store_works.insert_audit(conn, work_id, actor=actor, at=now, action="updated",
-                              from_status=work.status, to_status=status,
-                              changes=changes, note=note)
+                                     from_status=work.status, to_status=status,
+                                     changes=changes, note=note)
             work = store_works.get_work(conn, work_id)
             self._coordinate(conn, work, now)
             sync_work_closure(conn, work)
@@ -232,10 +232,10 @@ class RoadworksService:
                 actual_end = when
                 changes["actual_end"] = when.isoformat()
             store_works.update_work(conn, work_id, status=step.target, actual_start=actual_start,
-                             actual_end=actual_end, at=now)
+                                    actual_end=actual_end, at=now)
             store_works.insert_audit(conn, work_id, actor=actor, at=now,
-                              action=f"transition:{step.name}", from_status=work.status,
-                              to_status=step.target, changes=changes, note=note)
+                                     action=f"transition:{step.name}", from_status=work.status,
+                                     to_status=step.target, changes=changes, note=note)
             work = store_works.get_work(conn, work_id)
             self._coordinate(conn, work, now)
             sync_work_closure(conn, work)
@@ -304,8 +304,8 @@ class RoadworksService:
         with conn.transaction():
             store_works.lock_registry(conn)
             segment_id = store_coordination.insert_segment(conn, street=street.strip(), line=line,
-                                             resurfaced_on=resurfaced_on, note=note,
-                                             actor=actor, at=now)
+                                                           resurfaced_on=resurfaced_on, note=note,
+                                                           actor=actor, at=now)
             segment = store_coordination.get_segment(conn, segment_id)
             reach = self.rules.protection_tolerance_m + 5
             for work in self._works_near(conn, line, reach):
@@ -347,7 +347,7 @@ class RoadworksService:
         reach = rules.reach_m + 2 * LIMITS.street_distance_m
         others = store_works.candidates(conn, work, reach, window)
         segments = store_coordination.segments_near(conn, work.spec.footprint,
-                                      rules.protection_tolerance_m + 5)
+                                                    rules.protection_tolerance_m + 5)
         return coordinate(
             subject_of(work, projector),
             [subject_of(o, projector) for o in others],
