@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse
 from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cityops.ingest.registry_store import RegistryConflictError
+from cityops.ingest.registry_store import RegistryConflictError, RegistryNotFoundError
 from cityops.roadworks.errors import (
     DuplicateReference,
     InvalidPayload,
@@ -198,6 +198,7 @@ STATUS: Final[tuple[tuple[type[Exception], int, str | None], ...]] = (
     (UnknownController, 404, None),
     # the device registry (ingest): a write against another version than the stored one
     (RegistryConflictError, 412, PreconditionFailedError.code),
+    (RegistryNotFoundError, 404, NotFoundError.code),
     # routing: no route plans today (the API reads plans from the database); a plan that
     # cannot be made would be the server's problem, not the caller's
     (RoutingError, 503, "routing_unavailable"),
@@ -293,7 +294,7 @@ def install_error_handlers(app: FastAPI) -> None:
         logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return _error(500, "internal_error", "internal error; the cause is in the server log")
 
-    for cls in (*_CARRIES_CODE, RegistryConflictError, RoutingError):
+    for cls in (*_CARRIES_CODE, RegistryConflictError, RegistryNotFoundError, RoutingError):
         app.add_exception_handler(cls, domain_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(PoolTimeout, database_error)

@@ -232,9 +232,6 @@ def retire_record(kind: Literal["bins", "trucks", "signal-controllers"], record_
     k = _KIND[kind]
     expected = _expected(if_match)
     with _pool(request).connection() as conn:
-        try:
-            version = retire(conn, k, record_id, actor=f"api:{caller.subject}", source="api",
-                             expected_version=expected)
-        except KeyError:
-            raise NotFoundError(f"no active {k} {record_id!r} in the registry") from None
+        version = retire(conn, k, record_id, actor=f"api:{caller.subject}", source="api",
+                         expected_version=expected)
     return Response(status_code=204, headers={"ETag": f'"v{version}"'})

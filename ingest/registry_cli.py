@@ -296,14 +296,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _cmd_retire(args: argparse.Namespace) -> int:
     from cityops.ingest.db import connect
-    from cityops.ingest.registry_store import retire
+    from cityops.ingest.registry_store import RegistryNotFoundError, retire
 
     settings = load_settings()
     with connect(settings.database_url) as conn:
         try:
             version = retire(conn, args.kind, args.id, actor=_actor(args), source="cli")
-        except KeyError:
-            print(f"cityops registry retire: no active {args.kind} {args.id}", file=sys.stderr)
+        except RegistryNotFoundError as exc:
+            print(f"cityops registry retire: {exc}", file=sys.stderr)
             return 1
     print(f"{args.kind} {args.id} retired (version {version}); run `cityops mqtt credentials` "
           "to remove its MQTT account")

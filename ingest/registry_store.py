@@ -44,6 +44,7 @@ __all__ = [
     "FarBin",
     "ImportReport",
     "RegistryConflictError",
+    "RegistryNotFoundError",
     "import_records",
     "load_records",
     "retire",
@@ -61,6 +62,10 @@ _ID = {"site": "site_id", "bin": "bin_id", "truck": "truck_id",
 
 class RegistryConflictError(Exception):
     """A write against another version than the stored one (the API answers 412)."""
+
+
+class RegistryNotFoundError(LookupError):
+    """No active record of that kind and id (the API answers 404)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -490,8 +495,9 @@ def audit(conn: Conn, *, actor: str, source: str, action: str, kind: str, entity
 
 def retire(conn: Conn, kind: str, entity_id: str, *, actor: str, source: str,
            expected_version: int | None = None) -> int:
-    """Retire one device; returns its new version. Raises KeyError when there is no such
-    active device, RegistryConflictError when `expected_version` is not the stored one."""
+    """Retire one device; returns its new version. Raises RegistryNotFoundError when there
+    is no such active device, RegistryConflictError when `expected_version` is not the
+    stored one."""
     if kind == "site":
         raise RegistryConflictError("sites are not retired; trucks and plans refer to them")
     table, id_col = _TABLE[kind], _ID[kind]
@@ -501,7 +507,7 @@ def retire(conn: Conn, kind: str, entity_id: str, *, actor: str, source: str,
             f"SELECT version FROM {table} WHERE {id_col} = %s AND retired_at IS NULL "
             "FOR UPDATE", (entity_id,)).fetchone()
         if row is None:
-            raise KeyError(entity_id)
+            raise RegistryNotFoundError(f"no active {kind} {entity_id!r} in the registry")
         if expected_version is not None and row[0] != expected_version:
             raise RegistryConflictError(
                 f"{entity_id} is at version {row[0]}, not {expected_version}")

@@ -47,7 +47,10 @@ def test_an_admin_creates_reads_changes_and_retires_a_bin(
 
     assert client.delete(URL, headers={"If-Match": '"v1"'}).status_code == 412
     assert client.delete(URL, headers={"If-Match": '"v2"'}).status_code == 204
-    assert client.delete(URL).status_code == 404
+    gone = client.delete(URL)
+    assert gone.status_code == 404
+    assert gone.json() == {"error": "not_found", "details": [],
+                           "message": "no active bin 'B-API-1' in the registry"}
     retired = client.get(URL).json()
     assert retired["retired"] is True and retired["version"] == 3
     listed = client.get("/api/v1/registry/bins?limit=1000").json()["items"]

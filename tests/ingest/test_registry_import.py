@@ -224,13 +224,13 @@ def test_a_dry_run_writes_nothing(city_files: dict[str, Path], db_url: str) -> N
 
 
 def test_retire_needs_the_expected_version(city_files: dict[str, Path], db_url: str) -> None:
-    from cityops.ingest.registry_store import RegistryConflictError
+    from cityops.ingest.registry_store import RegistryConflictError, RegistryNotFoundError
 
     assert _import(city_files["trucks"]) == 0
     with psycopg.connect(db_url) as conn:
         with pytest.raises(RegistryConflictError, match="at version 1, not 3"):
             retire(conn, "truck", "MS-EB-101", actor="t", source="t", expected_version=3)
-        with pytest.raises(KeyError):
+        with pytest.raises(RegistryNotFoundError, match="no active truck 'MS-NOPE'"):
             retire(conn, "truck", "MS-NOPE", actor="t", source="t")
         assert retire(conn, "truck", "MS-EB-101", actor="t", source="t",
                       expected_version=1) == 2
