@@ -161,11 +161,10 @@ def cursor_time(text: str) -> datetime:
 
 
 def cursor_int(text: str) -> int:
-    """A number kept in a cursor."""
-    try:
-        return int(text)
-    except ValueError:
-        raise InvalidParameterError("cursor", "not a cursor returned by this endpoint") from None
+    """A number kept in a cursor: ASCII digits only (no sign, space or other digits)."""
+    if not (text.isascii() and text.isdigit()):
+        raise InvalidParameterError("cursor", "not a cursor returned by this endpoint")
+    return int(text)
 
 
 @dataclass(frozen=True, slots=True)

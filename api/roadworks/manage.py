@@ -42,7 +42,7 @@ from cityops.api.roadworks.schemas import (
     WorkOut,
     WorkPage,
 )
-from cityops.api.schemas import STORABLE, ErrorBody, decode_cursor, encode_cursor
+from cityops.api.schemas import STORABLE, ErrorBody, cursor_int, decode_cursor, encode_cursor
 from cityops.roadworks import store_works as repo
 from cityops.roadworks.errors import InvalidPayload, PayloadTooLarge
 from cityops.roadworks.lifecycle import Transition, next_transitions
@@ -198,9 +198,7 @@ def list_works(
     offset = 0
     if cursor:
         (text,) = decode_cursor("roadworks-manage", cursor, 1)
-        if not text.isdigit():
-            raise InvalidParameterError("cursor", "not a cursor returned by this endpoint")
-        offset = int(text)
+        offset = cursor_int(text)
     filt = repo.WorkFilter(
         statuses=frozenset(status) if status else None, promoter=promoter, sector=sector,
         street=street, limit=limit + 1, offset=offset,

@@ -27,6 +27,7 @@ from psycopg import sql
 from cityops.api.app import create_app
 from cityops.api.auth import OPERATOR, Principal, current_principal
 from cityops.api.roadworks.context import MapSettings, RoadworksApi, roadworks_api
+from cityops.api.schemas import encode_cursor
 from cityops.ingest.config import Settings
 from cityops.ingest.db import connect
 from cityops.roadworks.config import load_roadworks_settings
@@ -691,6 +692,10 @@ def test_manage_list_pages_and_filters(edit: TestClient) -> None:
     r = edit.get(f"{MANAGE}/works", params={"status": "submitted"})
     assert [w["reference"] for w in r.json()["items"]] == [refs[0]]
     assert date.fromisoformat(r.json()["items"][0]["spec"]["planned_start"][:10]) >= SEED_DAY
+    # a forged cursor whose offset is a digit int() cannot read is a 422, not a 500
+    forged = encode_cursor("roadworks-manage", ["\u00b2"])
+    r = edit.get(f"{MANAGE}/works", params={"cursor": forged})
+    assert r.status_code == 422 and "not a cursor" in r.json()["message"]
 
 
 def test_openapi_documents_the_roadworks_routes(public: TestClient) -> None:

@@ -11,6 +11,7 @@ from cityops.api.repository import BBox
 from cityops.api.schemas import (
     TimeRange,
     choose_bucket,
+    cursor_int,
     decode_cursor,
     encode_cursor,
     local_iso,
@@ -53,6 +54,14 @@ def test_cursor_round_trip_and_tampering() -> None:
             decode_cursor("bins", bad, 1)
     with pytest.raises(InvalidParameterError):
         decode_cursor("devices", encode_cursor("devices", ["bin"]), 2)
+
+
+@pytest.mark.parametrize("text", ["+5", " 5", "-1", "\u00b2", "\u0665", "5.0", ""])
+def test_a_number_in_a_cursor_is_ascii_digits_only(text: str) -> None:
+    # "\u00b2" passes str.isdigit() but not int(): it once reached int() as a 500
+    with pytest.raises(InvalidParameterError, match="not a cursor"):
+        cursor_int(text)
+    assert cursor_int("0042") == 42
 
 
 def test_resolve_range_defaults_to_the_last_24_hours() -> None:
