@@ -184,7 +184,9 @@ def test_nothing_is_lost_when_the_ingest_is_killed_mid_stream(
     def start() -> subprocess.Popen[bytes]:
         proc = subprocess.Popen([sys.executable, "-m", "cityops.api.cli", "ingest"], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # this test's database only: other tests' connections would end the wait at once
         wait_for(lambda: count(db_url, "SELECT count(*) FROM pg_stat_activity WHERE "
+                               "datname = current_database() AND "
                                "application_name LIKE 'cityops-%%'") > 0 or proc.poll() is not None,
                  what="the ingest connected")
         return proc
