@@ -24,14 +24,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cityops.ingest.registry_store import RegistryConflictError, RegistryNotFoundError
 from cityops.roadworks.errors import (
-    DuplicateReference,
-    InvalidPayload,
-    InvalidState,
-    NotPermitted,
-    PayloadTooLarge,
+    DuplicateReferenceError,
+    InvalidPayloadError,
+    InvalidStateError,
+    NotPermittedError,
+    PayloadTooLargeError,
     RoadworksError,
 )
-from cityops.roadworks.errors import NotFound as RoadworksNotFound
+from cityops.roadworks.errors import NotFoundError as RoadworksNotFoundError
 from cityops.routing.errors import RoutingError
 from cityops.traffic.errors import TrafficError, UnknownController
 
@@ -188,12 +188,13 @@ STATUS: Final[tuple[tuple[type[Exception], int, str | None], ...]] = (
     (DatabaseUnavailableError, 503, None),
     (BrokerUnavailableError, 503, None),
     # the roadworks registry
-    (RoadworksNotFound, 404, None),
-    (PayloadTooLarge, 413, None),
-    (InvalidPayload, 422, None),  # also InvalidGeometry, InvalidPeriod
-    (NotPermitted, 403, None),
-    (InvalidState, 409, None),  # IllegalTransition, NotEditable, StaleVersion, obsolete finding
-    (DuplicateReference, 409, None),
+    (RoadworksNotFoundError, 404, None),
+    (PayloadTooLargeError, 413, None),
+    (InvalidPayloadError, 422, None),  # also InvalidGeometryError, InvalidPeriodError
+    (NotPermittedError, 403, None),
+    # IllegalTransitionError, NotEditableError, StaleVersionError, an obsolete finding
+    (InvalidStateError, 409, None),
+    (DuplicateReferenceError, 409, None),
     # traffic
     (UnknownController, 404, None),
     # the device registry (ingest): a write against another version than the stored one
@@ -228,7 +229,7 @@ def _error_details(exc: ApiError | RoadworksError | TrafficError) -> list[Mappin
     other details (a refused transition) concern the request as a whole; a detail without
     a message of its own carries the error's.
     """
-    location = "body" if isinstance(exc, InvalidPayload) else "request"
+    location = "body" if isinstance(exc, InvalidPayloadError) else "request"
     out: list[Mapping[str, object]] = []
     for detail in exc.details:
         item = dict(detail)

@@ -1,22 +1,19 @@
-# The class names (RoadworkNotFound, InvalidPayload, IllegalTransition, ...) are the ones the
-# project agreed on for the API's error mapping, hence no "Error" suffix.
-# ruff: noqa: N818
 """The errors of the roadworks registry, for the API to map to HTTP in one place.
 
 Each carries a stable machine-readable `code`, a human `message` and optional field-level
 `details` (like `cityops.api.errors`), but knows nothing about HTTP. Suggested mapping:
 
-=========================  ====  =====================================================
-class                      HTTP  when
-=========================  ====  =====================================================
-`NotFound` (and children)  404   no roadwork / finding / resurfaced segment with that id
-`PayloadTooLarge`          413   the request body or a list in it is over the limit
-`InvalidPayload` (others)  422   a field is missing, malformed or implausible
-`NotPermitted`             403   the actor's role may not do this
-`InvalidState` (children)  409   illegal transition, not editable, finding obsolete
-`StaleVersion`             409   optimistic concurrency: someone else changed it first
-`DuplicateReference`       409   a reference number that is already taken
-=========================  ====  =====================================================
+===============================  ====  ===============================================
+class                            HTTP  when
+===============================  ====  ===============================================
+`NotFoundError` (and children)   404   no roadwork / finding / resurfaced segment
+`PayloadTooLargeError`           413   the request body or a list in it is too large
+`InvalidPayloadError` (others)   422   a field is missing, malformed or implausible
+`NotPermittedError`              403   the actor's role may not do this
+`InvalidStateError` (children)   409   illegal transition, not editable, obsolete
+`StaleVersionError`              409   someone else changed it first (optimistic)
+`DuplicateReferenceError`        409   a reference number that is already taken
+===============================  ====  ===============================================
 """
 
 from __future__ import annotations
@@ -24,21 +21,21 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 __all__ = [
-    "DuplicateReference",
-    "FindingNotFound",
-    "IllegalTransition",
-    "InvalidGeometry",
-    "InvalidPayload",
-    "InvalidPeriod",
-    "InvalidState",
-    "NotEditable",
-    "NotFound",
-    "NotPermitted",
-    "PayloadTooLarge",
-    "RoadworkNotFound",
+    "DuplicateReferenceError",
+    "FindingNotFoundError",
+    "IllegalTransitionError",
+    "InvalidGeometryError",
+    "InvalidPayloadError",
+    "InvalidPeriodError",
+    "InvalidStateError",
+    "NotEditableError",
+    "NotFoundError",
+    "NotPermittedError",
+    "PayloadTooLargeError",
+    "RoadworkNotFoundError",
     "RoadworksError",
-    "SegmentNotFound",
-    "StaleVersion",
+    "SegmentNotFoundError",
+    "StaleVersionError",
 ]
 
 
@@ -56,24 +53,24 @@ class RoadworksError(Exception):
 # -- not found ---------------------------------------------------------------------------
 
 
-class NotFound(RoadworksError):
+class NotFoundError(RoadworksError):
     code = "not_found"
 
 
-class RoadworkNotFound(NotFound):
+class RoadworkNotFoundError(NotFoundError):
     def __init__(self, key: int | str) -> None:
         what = f"id {key}" if isinstance(key, int) else f"reference {key!r}"
         super().__init__(f"no roadwork with {what}")
         self.key = key
 
 
-class FindingNotFound(NotFound):
+class FindingNotFoundError(NotFoundError):
     def __init__(self, finding_id: int) -> None:
         super().__init__(f"no coordination finding with id {finding_id}")
         self.finding_id = finding_id
 
 
-class SegmentNotFound(NotFound):
+class SegmentNotFoundError(NotFoundError):
     def __init__(self, segment_id: int) -> None:
         super().__init__(f"no resurfaced street segment with id {segment_id}")
         self.segment_id = segment_id
@@ -82,7 +79,7 @@ class SegmentNotFound(NotFound):
 # -- bad input ---------------------------------------------------------------------------
 
 
-class InvalidPayload(RoadworksError):
+class InvalidPayloadError(RoadworksError):
     """Input that cannot be accepted; `details` lists each problem with its field path."""
 
     code = "invalid_payload"
@@ -92,7 +89,7 @@ class InvalidPayload(RoadworksError):
         self.field = field
 
     @classmethod
-    def many(cls, problems: Iterable[tuple[str, str]]) -> InvalidPayload:
+    def many(cls, problems: Iterable[tuple[str, str]]) -> InvalidPayloadError:
         """One error listing several problems (the first one names the error)."""
         items = list(problems)
         if not items:
@@ -105,25 +102,25 @@ class InvalidPayload(RoadworksError):
         return err
 
 
-class InvalidGeometry(InvalidPayload):
+class InvalidGeometryError(InvalidPayloadError):
     """A geometry that is empty, invalid, of the wrong type or outside the city."""
 
     code = "invalid_geometry"
 
 
-class InvalidPeriod(InvalidPayload):
+class InvalidPeriodError(InvalidPayloadError):
     """A time range that ends before it starts, lacks a time zone or is implausible."""
 
     code = "invalid_period"
 
 
-class PayloadTooLarge(InvalidPayload):
+class PayloadTooLargeError(InvalidPayloadError):
     """A request body, text or geometry beyond the registry's limits."""
 
     code = "payload_too_large"
 
 
-class DuplicateReference(RoadworksError):
+class DuplicateReferenceError(RoadworksError):
     code = "duplicate_reference"
 
     def __init__(self, reference: str) -> None:
@@ -134,13 +131,13 @@ class DuplicateReference(RoadworksError):
 # -- state and permission ----------------------------------------------------------------
 
 
-class InvalidState(RoadworksError):
+class InvalidStateError(RoadworksError):
     """The object is in a state that does not allow the request."""
 
     code = "invalid_state"
 
 
-class IllegalTransition(InvalidState):
+class IllegalTransitionError(InvalidStateError):
     code = "illegal_transition"
 
     def __init__(self, message: str, *, from_status: str, to_status: str,
@@ -154,11 +151,11 @@ class IllegalTransition(InvalidState):
         self.allowed = tuple(allowed)
 
 
-class NotEditable(InvalidState):
+class NotEditableError(InvalidStateError):
     code = "not_editable"
 
 
-class StaleVersion(InvalidState):
+class StaleVersionError(InvalidStateError):
     code = "stale_version"
 
     def __init__(self, reference: str, expected: int, actual: int) -> None:
@@ -170,5 +167,5 @@ class StaleVersion(InvalidState):
         self.actual = actual
 
 
-class NotPermitted(RoadworksError):
+class NotPermittedError(RoadworksError):
     code = "not_permitted"

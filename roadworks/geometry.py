@@ -27,7 +27,7 @@ from pyproj import Transformer
 from shapely.geometry import shape
 
 from cityops.ingest.districts import DistrictGrid, Districts
-from cityops.roadworks.errors import InvalidGeometry, PayloadTooLarge
+from cityops.roadworks.errors import InvalidGeometryError, PayloadTooLargeError
 
 __all__ = [
     "DEFAULT_MAX_VERTICES",
@@ -156,20 +156,20 @@ def parse_geometry(
 ) -> Geometry:
     """A GeoJSON geometry object, checked, as a 2D shapely geometry.
 
-    Raises InvalidGeometry (or PayloadTooLarge for too many vertices) naming `field`.
+    Raises InvalidGeometryError (or PayloadTooLargeError for too many vertices) naming `field`.
     """
     if not isinstance(obj, Mapping):
-        raise InvalidGeometry(field, f"expected a GeoJSON geometry object, got {_kind(obj)}")
+        raise InvalidGeometryError(field, f"expected a GeoJSON geometry object, got {_kind(obj)}")
     gtype = obj.get("type")
     if gtype not in kinds:
-        raise InvalidGeometry(field, f"expected {_one_of(kinds)}, got {gtype!r}")
+        raise InvalidGeometryError(field, f"expected {_one_of(kinds)}, got {gtype!r}")
     assert isinstance(gtype, str)
     coords = obj.get("coordinates")
     if coords is None:
-        raise InvalidGeometry(field, "has no 'coordinates'")
+        raise InvalidGeometryError(field, "has no 'coordinates'")
     count = _check_positions(coords, _DEPTH[gtype], field)
     if count > frame.max_vertices:
-        raise PayloadTooLarge(
+        raise PayloadTooLargeError(
             field, f"has {count} positions, more than the limit of {frame.max_vertices}"
         )
     if gtype in ("Polygon", "MultiPolygon"):
@@ -178,21 +178,21 @@ def parse_geometry(
             for r, ring in enumerate(rings):
                 where = f"ring {r}" if gtype == "Polygon" else f"polygon {p} ring {r}"
                 if len(ring) < 4:
-                    raise InvalidGeometry(
+                    raise InvalidGeometryError(
                         field, f"{where} has {len(ring)} positions; a ring needs at least 4 "
                         "(the first repeated at the end)"
                     )
                 if list(ring[0][:2]) != list(ring[-1][:2]):
-                    raise InvalidGeometry(
+                    raise InvalidGeometryError(
                         field, f"{where} is not closed: it starts at {_pos(ring[0])} but ends "
                         f"at {_pos(ring[-1])}"
                     )
     if gtype in ("LineString",) and len(coords) < 2:
-        raise InvalidGeometry(field, "a LineString needs at least 2 positions")
+        raise InvalidGeometryError(field, "a LineString needs at least 2 positions")
     try:
         geom = shape(obj)
     except (ValueError, TypeError, IndexError, AttributeError, shapely.errors.GEOSException) as exc:
-        raise InvalidGeometry(field, f"cannot be read: {exc}") from None
+        raise InvalidGeometryError(field, f"cannot be read: {exc}") from None
     return check_geometry(geom, field=field, kinds=kinds, frame=frame)
 
 
@@ -202,25 +202,25 @@ def check_geometry(
     """Check a shapely geometry (lon/lat): type, not empty, in the city, valid, size."""
     if geom is None or geom.geom_type not in kinds:
         got = "nothing" if geom is None else geom.geom_type
-        raise InvalidGeometry(field, f"expected {_one_of(kinds)}, got {got}")
+        raise InvalidGeometryError(field, f"expected {_one_of(kinds)}, got {got}")
     if geom.is_empty:
-        raise InvalidGeometry(field, "is empty")
+        raise InvalidGeometryError(field, "is empty")
     geom = shapely.force_2d(geom)
     count = int(shapely.get_num_coordinates(geom))
     if count > frame.max_vertices:
-        raise PayloadTooLarge(
+        raise PayloadTooLargeError(
             field, f"has {count} positions, more than the limit of {frame.max_vertices}"
         )
     xy = shapely.get_coordinates(geom)
     if not np.isfinite(xy).all():
-        raise InvalidGeometry(field, "has coordinates that are not finite numbers")
+        raise InvalidGeometryError(field, "has coordinates that are not finite numbers")
     bounds = frame.bounds
     if not bounds.contains(geom):
-        raise InvalidGeometry(field, _outside_message(geom, xy, bounds))
+        raise InvalidGeometryError(field, _outside_message(geom, xy, bounds))
     if geom.geom_type in ("LineString", "MultiLineString") and geom.length == 0:
-        raise InvalidGeometry(field, "has zero length (all positions are the same)")
+        raise InvalidGeometryError(field, "has zero length (all positions are the same)")
     if not geom.is_valid:
-        raise InvalidGeometry(field, f"is not a valid {geom.geom_type}: "
+        raise InvalidGeometryError(field, f"is not a valid {geom.geom_type}: "
                               f"{_reason(shapely.is_valid_reason(geom))}")
     return geom
 
@@ -255,19 +255,19 @@ def _check_positions(coords: object, depth: int, field: str) -> int:
     """Walk nested coordinate arrays; count positions, reject anything but numbers."""
     if depth == 1:
         if not isinstance(coords, list | tuple) or len(coords) not in (2, 3):
-            raise InvalidGeometry(field, f"a position must be [longitude, latitude], got "
+            raise InvalidGeometryError(field, f"a position must be [longitude, latitude], got "
                                   f"{_short(coords)}")
         for v in coords:
             if isinstance(v, bool) or not isinstance(v, int | float):
-                raise InvalidGeometry(field, f"coordinates must be numbers, got {_short(v)}")
+                raise InvalidGeometryError(field, f"coordinates must be numbers, got {_short(v)}")
             if not math.isfinite(v):
-                raise InvalidGeometry(field, f"coordinates must be finite numbers, got {v}")
+                raise InvalidGeometryError(field, f"coordinates must be finite numbers, got {v}")
         return 1
     if not isinstance(coords, list | tuple):
-        raise InvalidGeometry(field, f"malformed coordinates: expected an array, got "
+        raise InvalidGeometryError(field, f"malformed coordinates: expected an array, got "
                               f"{_short(coords)}")
     if not coords:
-        raise InvalidGeometry(field, "is empty")
+        raise InvalidGeometryError(field, "is empty")
     return sum(_check_positions(c, depth - 1, field) for c in coords)
 
 

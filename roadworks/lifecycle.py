@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from cityops.roadworks.errors import IllegalTransition, NotEditable, NotPermitted
+from cityops.roadworks.errors import IllegalTransitionError, NotEditableError, NotPermittedError
 from cityops.roadworks.model import TERMINAL_STATUSES, Category, Role, Status
 
 __all__ = [
@@ -105,31 +105,31 @@ def check_transition(
 ) -> Transition:
     """The transition from `status` to `target`, or an error saying why it is refused.
 
-    Raises IllegalTransition (no such step from this state) or NotPermitted (the step
+    Raises IllegalTransitionError (no such step from this state) or NotPermittedError (the step
     exists but `role` may not take it).
     """
     who = f"roadwork {reference}" if reference else "the roadwork"
     if status in TERMINAL_STATUSES:
-        raise IllegalTransition(
+        raise IllegalTransitionError(
             f"{who} is {status.value}, a final state: it cannot become {target.value}",
             from_status=status, to_status=target,
         )
     possible = next_transitions(status, category=category)
     allowed = [f"{t.target.value} ({t.name})" for t in possible]
     if target == status:
-        raise IllegalTransition(
+        raise IllegalTransitionError(
             f"{who} is already {status.value}", from_status=status, to_status=target,
             allowed=allowed,
         )
     transition = _BY_EDGE.get((status, target))
     if transition is None:
-        raise IllegalTransition(
+        raise IllegalTransitionError(
             f"{who} cannot go from {status.value} to {target.value}; from {status.value} "
             f"it can become: {', '.join(allowed)}",
             from_status=status, to_status=target, allowed=allowed,
         )
     if transition.emergency_only and category is not Category.EMERGENCY:
-        raise IllegalTransition(
+        raise IllegalTransitionError(
             f"{who} is a {category.value} work: only emergency works may start before they "
             f"are scheduled ({status.value} -> {target.value}); from {status.value} it can "
             f"become: {', '.join(allowed)}",
@@ -137,7 +137,7 @@ def check_transition(
         )
     if role not in transition.roles:
         may = " or ".join(_ROLE_NAMES[r] for r in sorted(transition.roles))
-        raise NotPermitted(
+        raise NotPermittedError(
             f"only {may} may {transition.name.replace('_', ' ')} {who} "
             f"({status.value} -> {target.value}); you act as {role.value}"
         )
@@ -145,10 +145,11 @@ def check_transition(
 
 
 def check_editable(status: Status, *, reference: str = "") -> None:
-    """Raise NotEditable when a work in `status` can no longer be changed."""
+    """Raise NotEditableError when a work in `status` can no longer be changed."""
     if status not in EDITABLE_STATUSES:
         who = f"roadwork {reference}" if reference else "the roadwork"
-        raise NotEditable(f"{who} is {status.value}, a final state: it can no longer be changed")
+        raise NotEditableError(
+            f"{who} is {status.value}, a final state: it can no longer be changed")
 
 
 #: What the permit was granted for: when a promoter changes one of these after approval,
@@ -171,7 +172,7 @@ def status_after_change(
     scheduled) a promoter's change to what the permit covers sends the work back to review
     (submitted), as permit systems do; on site (in progress) the promoter must ask the
     coordinating office, whose corrections are possible in every open state. Raises
-    NotEditable for what may not be changed at all.
+    NotEditableError for what may not be changed at all.
     """
     check_editable(status, reference=reference)
     reviewed = sorted(REVIEWED_FIELDS.intersection(changed))
@@ -181,7 +182,7 @@ def status_after_change(
         return Status.SUBMITTED
     if status is Status.IN_PROGRESS:
         who = f"roadwork {reference}" if reference else "the roadwork"
-        raise NotEditable(
+        raise NotEditableError(
             f"{who} is in progress under its permit: changes to {', '.join(reviewed)} go "
             "through the coordinating office (road authority)"
         )

@@ -18,7 +18,7 @@ from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from cityops.roadworks.errors import InvalidPeriod
+from cityops.roadworks.errors import InvalidPeriodError
 
 __all__ = [
     "COORDINATED_STATUSES",
@@ -167,9 +167,9 @@ class Period:
         for name in ("start", "end"):
             value: datetime = getattr(self, name)
             if value.tzinfo is None or value.utcoffset() is None:
-                raise InvalidPeriod(name, f"{value.isoformat()} has no time zone")
+                raise InvalidPeriodError(name, f"{value.isoformat()} has no time zone")
         if self.end <= self.start:
-            raise InvalidPeriod(
+            raise InvalidPeriodError(
                 "end", f"{self.end.isoformat()} is not after start {self.start.isoformat()}"
             )
 

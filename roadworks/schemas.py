@@ -1,7 +1,8 @@
 """The JSON payload of a roadwork at the boundary (editing API, imports), as pydantic.
 
 `parse_spec_json(body, frame)` turns request bytes into a `RoadworkSpec` or raises
-`PayloadTooLarge` / `InvalidPayload` / `InvalidGeometry` with every field problem listed;
+`PayloadTooLargeError` / `InvalidPayloadError` / `InvalidGeometryError` with every field
+problem listed;
 `spec_to_payload` is the inverse, so a PATCH is `parse_spec({**spec_to_payload(old),
 **patch})`. The domain rules (`validation.validate_spec`) run again in the service.
 
@@ -26,7 +27,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstrai
 from pydantic import ValidationError as PydanticValidationError
 
 from cityops.ingest.contract import STORABLE
-from cityops.roadworks.errors import InvalidPayload, PayloadTooLarge
+from cityops.roadworks.errors import InvalidPayloadError, PayloadTooLargeError
 from cityops.roadworks.geometry import CityFrame, parse_geometry, to_geojson
 from cityops.roadworks.model import Category, Measure, RoadworkSpec, Sector, Street
 from cityops.roadworks.validation import LIMITS
@@ -132,33 +133,33 @@ def parse_spec_json(
     """Request bytes to a spec: size limit, JSON, fields, geometries."""
     size = len(body.encode() if isinstance(body, str) else body)
     if size > max_bytes:
-        raise PayloadTooLarge(
+        raise PayloadTooLargeError(
             "body", f"is {size} bytes, more than the limit of {max_bytes} bytes"
         )
     return parse_spec(load_json(body), frame)
 
 
 def load_json(body: bytes | str) -> object:
-    """A request body as JSON, or `InvalidPayload` saying why (also for nesting so deep that
+    """A request body as JSON, or `InvalidPayloadError` saying why (also for nesting so deep that
     the parser gives up: a roadwork is a few levels deep)."""
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidPayload("body", f"is not valid JSON: {exc}") from None
+        raise InvalidPayloadError("body", f"is not valid JSON: {exc}") from None
     except RecursionError:
-        raise InvalidPayload("body", "is nested too deeply to be a roadwork") from None
+        raise InvalidPayloadError("body", "is nested too deeply to be a roadwork") from None
 
 
 def parse_spec(data: object, frame: CityFrame) -> RoadworkSpec:
     """A decoded JSON object to a spec; every field problem is listed in the error."""
     if not isinstance(data, Mapping):
-        raise InvalidPayload("body", f"must be a JSON object, got {type(data).__name__}")
+        raise InvalidPayloadError("body", f"must be a JSON object, got {type(data).__name__}")
     try:
         model = RoadworkIn.model_validate(data)
     except PydanticValidationError as exc:
         problems = _problems(exc)
         too_large = {e["type"] for e in exc.errors()} <= _SIZE_ERRORS
-        raise (PayloadTooLarge if too_large else InvalidPayload).many(problems) from None
+        raise (PayloadTooLargeError if too_large else InvalidPayloadError).many(problems) from None
     return model.to_spec(frame)
 
 

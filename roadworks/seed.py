@@ -26,7 +26,7 @@ from shapely.geometry import LineString, MultiLineString
 from shapely.ops import linemerge, substring
 
 from cityops.roadworks import store_coordination, store_sql, store_works
-from cityops.roadworks.errors import InvalidState
+from cityops.roadworks.errors import InvalidStateError
 from cityops.roadworks.geometry import Projector
 from cityops.roadworks.labels import BERLIN
 from cityops.roadworks.model import (
@@ -339,18 +339,18 @@ def seed_demo(
     replace: bool = False,
 ) -> SeedReport:
     """Create the demo works (references `DEMO-01`...) for `today`; the service's clock is
-    replaced by a simulated one. Raises InvalidState when demo works exist and not
+    replaced by a simulated one. Raises InvalidStateError when demo works exist and not
     `replace`."""
     projector = service.frame.projector
     lines = street_lines(network, projector)
     missing = sorted({w.street for w in DEMO_WORKS} - set(lines))
     if missing:
-        raise InvalidState(f"the street network lacks the demo streets: {', '.join(missing)}")
+        raise InvalidStateError(f"the street network lacks the demo streets: {', '.join(missing)}")
     with conn.transaction():
         ours = store_works.WorkFilter(reference_prefix=DEMO_PREFIX)
         existing = store_works.count_works(conn, ours)
         if existing and not replace:
-            raise InvalidState(f"{existing} demo works exist already; use --replace")
+            raise InvalidStateError(f"{existing} demo works exist already; use --replace")
         deleted = store_works.delete_works(conn, DEMO_PREFIX)
         store_coordination.delete_segments(conn, created_by=_SEED_USER)
         if deleted:

@@ -34,7 +34,12 @@ from cityops.roadworks.coordination import (
     segment_of,
     subject_of,
 )
-from cityops.roadworks.errors import InvalidPayload, InvalidPeriod, InvalidState, StaleVersion
+from cityops.roadworks.errors import (
+    InvalidPayloadError,
+    InvalidPeriodError,
+    InvalidStateError,
+    StaleVersionError,
+)
 from cityops.roadworks.geometry import BBox, CityFrame, check_geometry
 from cityops.roadworks.lifecycle import check_editable, check_transition, status_after_change
 from cityops.roadworks.model import (
@@ -130,7 +135,7 @@ class RoadworksService:
 
     def history(self, conn: Conn, work_id: int) -> list[AuditEntry]:
         with conn.transaction():
-            store_works.get_work(conn, work_id)  # RoadworkNotFound for an unknown id
+            store_works.get_work(conn, work_id)  # RoadworkNotFoundError for an unknown id
             return store_works.audit_history(conn, work_id)
 
     def preview(self, conn: Conn, spec: RoadworkSpec) -> list[FindingDraft]:
@@ -211,7 +216,7 @@ class RoadworksService:
         """Move a work to `target` if the lifecycle allows it for the actor's role.
 
         `at` is when a start or end happened on site (default: now); it may lie in the
-        past but not in the future. Raises IllegalTransition or NotPermitted.
+        past but not in the future. Raises IllegalTransitionError or NotPermittedError.
         """
         _check_actor(actor)
         now = self.clock()
@@ -265,15 +270,15 @@ class RoadworksService:
         decision = Decision(decision)
         text = (note or "").strip()
         if not text:
-            raise InvalidPayload("note", "explain the decision in a note")
+            raise InvalidPayloadError("note", "explain the decision in a note")
         if len(text) > LIMITS.public_text:
-            raise InvalidPayload("note", f"is longer than {LIMITS.public_text} characters")
+            raise InvalidPayloadError("note", f"is longer than {LIMITS.public_text} characters")
         now = self.clock()
         with conn.transaction():
             store_works.lock_registry(conn)
             finding = store_coordination.get_finding(conn, finding_id, for_update=True)
             if finding.status is FindingStatus.OBSOLETE:
-                raise InvalidState(
+                raise InvalidStateError(
                     f"finding {finding_id} is obsolete: it no longer applies after a change "
                     "to the works, so there is nothing to decide"
                 )
@@ -296,11 +301,11 @@ class RoadworksService:
         """Record a resurfaced street segment; works digging there are checked again."""
         _check_actor(actor)
         if not street.strip():
-            raise InvalidPayload("street", "must not be empty")
+            raise InvalidPayloadError("street", "must not be empty")
         line = check_geometry(line, field="geometry", kinds=("LineString",), frame=self.frame)
         now = self.clock()
         if resurfaced_on > now.date() + timedelta(days=366):
-            raise InvalidPeriod("resurfaced_on", f"{resurfaced_on} is too far in the future")
+            raise InvalidPeriodError("resurfaced_on", f"{resurfaced_on} is too far in the future")
         with conn.transaction():
             store_works.lock_registry(conn)
             segment_id = store_coordination.insert_segment(conn, street=street.strip(), line=line,
@@ -376,9 +381,9 @@ class RoadworksService:
             return now
         when = now if at is None else at
         if when.tzinfo is None or when.utcoffset() is None:
-            raise InvalidPeriod("at", f"{when.isoformat()} has no time zone")
+            raise InvalidPeriodError("at", f"{when.isoformat()} has no time zone")
         if when > now + _FUTURE_SKEW:
-            raise InvalidPeriod("at", f"{when.isoformat()} is in the future; report a start "
+            raise InvalidPeriodError("at", f"{when.isoformat()} is in the future; report a start "
                                 "or end when it has happened")
         # Not before the application: an emergency repair is registered once it has begun,
         # so it may be reported up to a week back; any other work starts after it applied.
@@ -386,12 +391,12 @@ class RoadworksService:
             _EMERGENCY_BACKDATE if work.spec.category is Category.EMERGENCY else timedelta(0)
         )
         if when < earliest:
-            raise InvalidPeriod(
+            raise InvalidPeriodError(
                 "at", f"{when.isoformat()} is before the work was registered "
                 f"({work.created_at.isoformat()}); report when it happened on site"
             )
         if target is Status.COMPLETED and work.actual_start and when < work.actual_start:
-            raise InvalidPeriod(
+            raise InvalidPeriodError(
                 "at", f"the end {when.isoformat()} is before the reported start "
                 f"{work.actual_start.isoformat()}"
             )
@@ -400,12 +405,12 @@ class RoadworksService:
 
 def _check_actor(actor: Actor) -> None:
     if not actor.name.strip() or not actor.organisation.strip():
-        raise InvalidPayload("actor", "name and organisation of the actor are required")
+        raise InvalidPayloadError("actor", "name and organisation of the actor are required")
 
 
 def _check_version(work: Roadwork, expected: int | None) -> None:
     if expected is not None and expected != work.version:
-        raise StaleVersion(work.reference, expected, work.version)
+        raise StaleVersionError(work.reference, expected, work.version)
 
 
 def _jsonable(spec: RoadworkSpec) -> dict[str, Any]:

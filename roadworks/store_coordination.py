@@ -13,7 +13,7 @@ from typing import Any
 import shapely
 from psycopg.types.json import Jsonb
 
-from cityops.roadworks.errors import FindingNotFound, SegmentNotFound
+from cityops.roadworks.errors import FindingNotFoundError, SegmentNotFoundError
 from cityops.roadworks.model import (
     Actor,
     Decision,
@@ -68,7 +68,7 @@ _SEGMENT_ROW = typed_row(ResurfacedSegment, line=from_wkb)
 
 def get_segment(conn: Conn, segment_id: int) -> ResurfacedSegment:
     query = f"SELECT {_SEGMENT_COLUMNS} FROM resurfaced_segments WHERE id = %s"
-    return fetch_one(conn, _SEGMENT_ROW, query, (segment_id,), SegmentNotFound(segment_id))
+    return fetch_one(conn, _SEGMENT_ROW, query, (segment_id,), SegmentNotFoundError(segment_id))
 
 
 def list_segments(conn: Conn) -> list[ResurfacedSegment]:
@@ -196,7 +196,7 @@ def list_findings(
 def get_finding(conn: Conn, finding_id: int, *, for_update: bool = False) -> Finding:
     lock = " FOR UPDATE OF f" if for_update else ""
     query = f"SELECT {_FINDING_COLUMNS} FROM {_FINDING_FROM} WHERE f.id = %s{lock}"
-    return fetch_one(conn, _FINDING_ROW, query, (finding_id,), FindingNotFound(finding_id))
+    return fetch_one(conn, _FINDING_ROW, query, (finding_id,), FindingNotFoundError(finding_id))
 
 
 def decide_finding(
@@ -208,4 +208,4 @@ def decide_finding(
         (decision.value, note, f"{actor.name} ({actor.organisation})", at, finding_id),
     )
     if cur.rowcount == 0:
-        raise FindingNotFound(finding_id)
+        raise FindingNotFoundError(finding_id)

@@ -19,7 +19,7 @@ import shapely
 from psycopg.rows import RowMaker
 from psycopg.types.json import Jsonb
 
-from cityops.roadworks.errors import DuplicateReference, RoadworkNotFound
+from cityops.roadworks.errors import DuplicateReferenceError, RoadworkNotFoundError
 from cityops.roadworks.geometry import BBox
 from cityops.roadworks.labels import BERLIN, street_key
 from cityops.roadworks.model import (
@@ -148,7 +148,7 @@ def insert_work(
     try:
         row = conn.execute(_INSERT, params).fetchone()
     except psycopg.errors.UniqueViolation:
-        raise DuplicateReference(reference) from None
+        raise DuplicateReferenceError(reference) from None
     assert row is not None
     work_id = int(row[0])
     _write_streets(conn, work_id, spec.streets)
@@ -185,7 +185,7 @@ def update_work(
     query = f"UPDATE roadworks SET {', '.join(sets)} WHERE id = %(id)s RETURNING version"
     row = conn.execute(query, params).fetchone()
     if row is None:
-        raise RoadworkNotFound(work_id)
+        raise RoadworkNotFoundError(work_id)
     if spec is not None:
         conn.execute("DELETE FROM roadwork_streets WHERE work_id = %s", (work_id,))
         _write_streets(conn, work_id, spec.streets)
@@ -195,12 +195,12 @@ def update_work(
 def get_work(conn: Conn, work_id: int, *, for_update: bool = False) -> Roadwork:
     lock = " FOR UPDATE" if for_update else ""
     query = f"SELECT {_WORK_COLUMNS} FROM roadworks w WHERE w.id = %s{lock}"
-    return fetch_one(conn, _work_row, query, (work_id,), RoadworkNotFound(work_id))
+    return fetch_one(conn, _work_row, query, (work_id,), RoadworkNotFoundError(work_id))
 
 
 def get_work_by_reference(conn: Conn, reference: str) -> Roadwork:
     query = f"SELECT {_WORK_COLUMNS} FROM roadworks w WHERE w.reference = %s"
-    return fetch_one(conn, _work_row, query, (reference,), RoadworkNotFound(reference))
+    return fetch_one(conn, _work_row, query, (reference,), RoadworkNotFoundError(reference))
 
 
 def list_works(conn: Conn, filt: WorkFilter | None = None) -> list[Roadwork]:

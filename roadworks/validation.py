@@ -2,8 +2,8 @@
 
 `validate_spec` returns the spec with cleaned geometries (2D) plus what the registry
 derives from it (area, district), or raises the first problem as a specific error:
-`InvalidGeometry`, `InvalidPeriod`, `PayloadTooLarge` or `InvalidPayload`, each naming
-the field.
+`InvalidGeometryError`, `InvalidPeriodError`, `PayloadTooLargeError` or
+`InvalidPayloadError`, each naming the field.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
-from cityops.roadworks.errors import InvalidPayload, InvalidPeriod, PayloadTooLarge
+from cityops.roadworks.errors import InvalidPayloadError, InvalidPeriodError, PayloadTooLargeError
 from cityops.roadworks.geometry import CityFrame, check_geometry
 from cityops.roadworks.model import Category, Measure, RoadworkSpec, Sector, Street
 
@@ -66,29 +66,30 @@ def validate_spec(spec: RoadworkSpec, frame: CityFrame, limits: Limits = LIMITS)
     metric = frame.projector.to_metric(footprint)
     area = float(metric.area)
     if area > limits.max_area_m2:
-        raise InvalidPayload(
+        raise InvalidPayloadError(
             "footprint", f"covers {area / 1e6:.2f} km², more than the plausible maximum of "
             f"{limits.max_area_m2 / 1e6:.2f} km² for one site; split it into several works"
         )
     if not spec.streets:
-        raise InvalidPayload("streets", "name at least one affected street with its centreline")
+        raise InvalidPayloadError(
+            "streets", "name at least one affected street with its centreline")
     if len(spec.streets) > limits.streets:
-        raise PayloadTooLarge(
+        raise PayloadTooLargeError(
             "streets", f"has {len(spec.streets)} entries, more than the limit of {limits.streets}"
         )
     streets: list[Street] = []
     for i, street in enumerate(spec.streets):
         name = street.name.strip()
         if not name:
-            raise InvalidPayload(f"streets[{i}].name", "must not be empty")
+            raise InvalidPayloadError(f"streets[{i}].name", "must not be empty")
         if len(name) > limits.short_text:
-            raise PayloadTooLarge(f"streets[{i}].name",
+            raise PayloadTooLargeError(f"streets[{i}].name",
                                   f"is longer than {limits.short_text} characters")
         line = check_geometry(street.line, field=f"streets[{i}].geometry",
                               kinds=("LineString",), frame=frame)
         gap = float(frame.projector.to_metric(line).distance(metric))
         if gap > limits.street_distance_m:
-            raise InvalidPayload(
+            raise InvalidPayloadError(
                 f"streets[{i}].geometry",
                 f"the centreline of {name!r} is {gap:.0f} m away from the footprint; an "
                 f"affected street must pass within {limits.street_distance_m:.0f} m of it",
@@ -113,14 +114,14 @@ def _check_enums(spec: RoadworkSpec) -> None:
             try:
                 enum(value)
             except ValueError:
-                raise InvalidPayload(
+                raise InvalidPayloadError(
                     name, f"unknown {name} {value!r}; expected one of: "
                     f"{', '.join(m.value for m in enum)}"
                 ) from None
-            raise InvalidPayload(name, f"must be a {enum.__name__}, got {value!r}")
+            raise InvalidPayloadError(name, f"must be a {enum.__name__}, got {value!r}")
     for m in spec.measures:
         if not isinstance(m, Measure):
-            raise InvalidPayload(
+            raise InvalidPayloadError(
                 "measures", f"unknown measure {m!r}; expected any of: "
                 f"{', '.join(x.value for x in Measure)}"
             )
@@ -129,7 +130,7 @@ def _check_enums(spec: RoadworkSpec) -> None:
 def _check_texts(spec: RoadworkSpec, limits: Limits) -> None:
     for name in ("title", "promoter"):
         if not getattr(spec, name).strip():
-            raise InvalidPayload(name, "must not be empty")
+            raise InvalidPayloadError(name, "must not be empty")
     sizes = {
         "title": limits.title, "promoter": limits.short_text, "description": limits.text,
         "contractor": limits.short_text, "public_contact": limits.short_text,
@@ -139,25 +140,25 @@ def _check_texts(spec: RoadworkSpec, limits: Limits) -> None:
     for name, limit in sizes.items():
         value = getattr(spec, name)
         if value is not None and len(value) > limit:
-            raise PayloadTooLarge(name, f"has {len(value)} characters, more than {limit}")
+            raise PayloadTooLargeError(name, f"has {len(value)} characters, more than {limit}")
 
 
 def _check_period(spec: RoadworkSpec, limits: Limits) -> None:
     start, end = spec.planned_start, spec.planned_end
     for name, value in (("planned_start", start), ("planned_end", end)):
         if value.tzinfo is None or value.utcoffset() is None:
-            raise InvalidPeriod(name, f"{value.isoformat()} has no time zone; give an offset "
+            raise InvalidPeriodError(name, f"{value.isoformat()} has no time zone; give an offset "
                                 "such as +01:00 or Z")
         if not limits.earliest <= value < limits.latest:
-            raise InvalidPeriod(name, f"{value.isoformat()} is not a plausible date for works")
+            raise InvalidPeriodError(name, f"{value.isoformat()} is not a plausible date for works")
     if end <= start:
         word = "before" if end < start else "the same as"
-        raise InvalidPeriod(
+        raise InvalidPeriodError(
             "planned_end", f"{end.isoformat()} is {word} planned_start {start.isoformat()}; "
             "a work must end after it starts",
         )
     if end - start > limits.max_duration:
-        raise InvalidPeriod(
+        raise InvalidPeriodError(
             "planned_end", f"the work would last {(end - start).days} days, more than the "
             f"{limits.max_duration.days} days one registration may cover",
         )
@@ -165,16 +166,16 @@ def _check_period(spec: RoadworkSpec, limits: Limits) -> None:
 
 def _check_traffic(spec: RoadworkSpec, limits: Limits) -> None:
     if not 0 <= spec.lanes_affected <= limits.lanes:
-        raise InvalidPayload("lanes_affected",
+        raise InvalidPayloadError("lanes_affected",
                              f"must be between 0 and {limits.lanes}, got {spec.lanes_affected}")
     if Measure.LANE_CLOSURE in spec.measures and spec.lanes_affected == 0:
-        raise InvalidPayload("lanes_affected", "a lane closure closes at least one lane")
+        raise InvalidPayloadError("lanes_affected", "a lane closure closes at least one lane")
     if len(spec.bus_lines) > limits.bus_lines:
-        raise PayloadTooLarge("bus_lines", f"has {len(spec.bus_lines)} entries, more than "
+        raise PayloadTooLargeError("bus_lines", f"has {len(spec.bus_lines)} entries, more than "
                               f"{limits.bus_lines}")
     for i, line in enumerate(spec.bus_lines):
         if not _BUS_LINE_RE.match(line):
-            raise InvalidPayload(f"bus_lines[{i}]", f"{line!r} is not a bus line name "
+            raise InvalidPayloadError(f"bus_lines[{i}]", f"{line!r} is not a bus line name "
                                  "(letters, digits, up to 10 characters)")
     if spec.detour is not None and not spec.detour_description:
-        raise InvalidPayload("detour_description", "describe the detour drawn in 'detour'")
+        raise InvalidPayloadError("detour_description", "describe the detour drawn in 'detour'")

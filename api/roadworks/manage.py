@@ -44,7 +44,7 @@ from cityops.api.roadworks.schemas import (
 )
 from cityops.api.schemas import STORABLE, ErrorBody, cursor_int, decode_cursor, encode_cursor
 from cityops.roadworks import store_works as repo
-from cityops.roadworks.errors import InvalidPayload, PayloadTooLarge
+from cityops.roadworks.errors import InvalidPayloadError, PayloadTooLargeError
 from cityops.roadworks.lifecycle import Transition, next_transitions
 from cityops.roadworks.model import (
     Actor,
@@ -98,7 +98,7 @@ async def _body(request: Request, ctx: Annotated[RoadworksApi, Depends(roadworks
     if declared and declared.isdigit() and int(declared) > limit:
         logger.info("refused %s %s: body of %s bytes", request.method, request.url.path,
                     declared)
-        raise PayloadTooLarge("body", f"is {declared} bytes, more than the limit of "
+        raise PayloadTooLargeError("body", f"is {declared} bytes, more than the limit of "
                               f"{limit} bytes")
     chunks: list[bytes] = []
     size = 0
@@ -107,7 +107,7 @@ async def _body(request: Request, ctx: Annotated[RoadworksApi, Depends(roadworks
         if size > limit:
             logger.info("refused %s %s: body over %d bytes", request.method,
                         request.url.path, limit)
-            raise PayloadTooLarge("body", f"is more than the limit of {limit} bytes")
+            raise PayloadTooLargeError("body", f"is more than the limit of {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -167,9 +167,9 @@ def _merge(old: RoadworkSpec, body: bytes, ctx: RoadworksApi) -> RoadworkSpec:
     """A JSON merge patch (RFC 7396, top level) over the current payload."""
     patch = load_json(body)
     if not isinstance(patch, dict):
-        raise InvalidPayload("body", f"must be a JSON object, got {type(patch).__name__}")
+        raise InvalidPayloadError("body", f"must be a JSON object, got {type(patch).__name__}")
     if not patch:
-        raise InvalidPayload("body", "names no field to change")
+        raise InvalidPayloadError("body", "names no field to change")
     return parse_spec({**spec_to_payload(old), **patch}, ctx.service.frame)
 
 

@@ -55,7 +55,7 @@ from cityops.api.schemas import (
     encode_cursor,
 )
 from cityops.roadworks import store_public as repo
-from cityops.roadworks.errors import RoadworkNotFound
+from cityops.roadworks.errors import RoadworkNotFoundError
 from cityops.roadworks.geometry import BBox
 from cityops.roadworks.labels import street_key
 from cityops.roadworks.model import Period, Roadwork, Sector
@@ -399,7 +399,7 @@ def _public_work(ctx: RoadworksApi, pool: ConnectionPool, reference: str) -> Roa
     with pool.connection() as conn:
         work = ctx.service.get_by_reference(conn, reference)
     if not work.is_public:  # drafts, refused, finished or private works: not for citizens
-        raise RoadworkNotFound(reference)
+        raise RoadworkNotFoundError(reference)
     return work
 
 

@@ -10,7 +10,7 @@ import pytest
 from shapely.geometry import Polygon
 
 from cityops.roadworks.config import load_roadworks_settings
-from cityops.roadworks.errors import InvalidGeometry, PayloadTooLarge
+from cityops.roadworks.errors import InvalidGeometryError, PayloadTooLargeError
 from cityops.roadworks.geometry import (
     BBox,
     CityFrame,
@@ -69,7 +69,7 @@ def test_a_good_polygon() -> None:
      "footprint: ring 0 is not closed: it starts at (24.94, 60.17) but ends at (24.94, 60.18)"),
 ])
 def test_malformed_geometries(obj: object, message: str) -> None:
-    with pytest.raises(InvalidGeometry) as err:
+    with pytest.raises(InvalidGeometryError) as err:
         _parse(obj)
     assert err.value.message.startswith(message)
     assert err.value.field == "footprint"
@@ -80,14 +80,15 @@ def test_self_intersection_names_the_place() -> None:
     bowtie = {"type": "Polygon", "coordinates": [[[24.940, 60.170], [24.942, 60.172],
                                                   [24.942, 60.170], [24.940, 60.172],
                                                   [24.940, 60.170]]]}
-    with pytest.raises(InvalidGeometry, match=r"footprint: is not a valid Polygon: "
+    with pytest.raises(InvalidGeometryError, match=r"footprint: is not a valid Polygon: "
                        r"self-intersection at \(24\.941000, 60\.171000\)"):
         _parse(bowtie)
 
 
 def test_outside_the_city() -> None:
     frankfurt = _square(8.68, 50.11)
-    with pytest.raises(InvalidGeometry, match=r"lies outside the city bounds \(lon 24\.9172\.\."
+    with pytest.raises(InvalidGeometryError,
+                       match=r"lies outside the city bounds \(lon 24\.9172\.\."
                        r"24\.9715, lat 60\.1552\.\.60\.1880\): 5 of 5 positions are outside"):
         _parse(frankfurt)
 
@@ -95,14 +96,14 @@ def test_outside_the_city() -> None:
 def test_swapped_coordinates_are_recognised() -> None:
     swapped = _square()
     swapped["coordinates"] = [[[lat, lon] for lon, lat in swapped["coordinates"][0]]]
-    with pytest.raises(InvalidGeometry, match=r"look like \(latitude, longitude\), e\.g\. "
+    with pytest.raises(InvalidGeometryError, match=r"look like \(latitude, longitude\), e\.g\. "
                        r"\(60\.17, 24\.945\), but GeoJSON expects \(longitude, latitude\)"):
         _parse(swapped)
 
 
 def test_projected_coordinates_are_recognised() -> None:
     utm = {"type": "LineString", "coordinates": [[386000, 6671900], [386050, 6671900]]}
-    with pytest.raises(InvalidGeometry, match="not longitude/latitude in degrees"):
+    with pytest.raises(InvalidGeometryError, match="not longitude/latitude in degrees"):
         _parse(utm, kinds=("LineString",))
 
 
@@ -110,19 +111,19 @@ def test_too_many_vertices() -> None:
     small = CityFrame(FRAME.bounds, FRAME.districts, max_vertices=50)
     circle = Polygon([(24.945 + 0.001 * math.cos(a / 10), 60.17 + 0.0005 * math.sin(a / 10))
                       for a in range(63)])
-    with pytest.raises(PayloadTooLarge, match="has 64 positions, more than the limit of 50"):
+    with pytest.raises(PayloadTooLargeError, match="has 64 positions, more than the limit of 50"):
         _parse(to_geojson(circle), frame=small)
-    with pytest.raises(PayloadTooLarge):
+    with pytest.raises(PayloadTooLargeError):
         check_geometry(circle, field="footprint", kinds=POLY, frame=small)
 
 
 def test_empty_and_degenerate_shapely_geometries() -> None:
-    with pytest.raises(InvalidGeometry, match="footprint: is empty"):
+    with pytest.raises(InvalidGeometryError, match="footprint: is empty"):
         check_geometry(Polygon(), field="footprint", kinds=POLY, frame=FRAME)
-    with pytest.raises(InvalidGeometry, match="expected LineString, got nothing"):
+    with pytest.raises(InvalidGeometryError, match="expected LineString, got nothing"):
         check_geometry(None, field="detour", kinds=("LineString",), frame=FRAME)
     line = {"type": "LineString", "coordinates": [[24.94, 60.17], [24.94, 60.17]]}
-    with pytest.raises(InvalidGeometry, match="has zero length"):
+    with pytest.raises(InvalidGeometryError, match="has zero length"):
         _parse(line, kinds=("LineString",))
 
 

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from cityops.roadworks.errors import IllegalTransition, NotEditable, NotPermitted
+from cityops.roadworks.errors import IllegalTransitionError, NotEditableError, NotPermittedError
 from cityops.roadworks.lifecycle import (
     EDITABLE_STATUSES,
     TRANSITIONS,
@@ -59,7 +59,7 @@ def test_the_table_covers_the_issue() -> None:
 ])
 def test_every_illegal_transition_is_refused(source: Status, target: Status) -> None:
     for role, category in itertools.product(Role, Category):
-        with pytest.raises(IllegalTransition) as err:
+        with pytest.raises(IllegalTransitionError) as err:
             check_transition(source, target, role, category, reference="RW-2025-00007")
         assert "RW-2025-00007" in err.value.message
         assert err.value.from_status == source
@@ -67,16 +67,17 @@ def test_every_illegal_transition_is_refused(source: Status, target: Status) -> 
 
 
 def test_messages_say_why() -> None:
-    with pytest.raises(IllegalTransition, match=r"cannot go from draft to approved; from draft "
+    with pytest.raises(IllegalTransitionError,
+                       match=r"cannot go from draft to approved; from draft "
                        r"it can become: submitted \(submit\), cancelled \(cancel\)"):
         check_transition(Status.DRAFT, Status.APPROVED, Role.AUTHORITY, Category.STANDARD)
-    with pytest.raises(IllegalTransition, match="completed, a final state"):
+    with pytest.raises(IllegalTransitionError, match="completed, a final state"):
         check_transition(Status.COMPLETED, Status.IN_PROGRESS, Role.PROMOTER, Category.MAJOR)
-    with pytest.raises(IllegalTransition, match="is already approved"):
+    with pytest.raises(IllegalTransitionError, match="is already approved"):
         check_transition(Status.APPROVED, Status.APPROVED, Role.AUTHORITY, Category.STANDARD)
-    with pytest.raises(IllegalTransition, match="only emergency works may start before"):
+    with pytest.raises(IllegalTransitionError, match="only emergency works may start before"):
         check_transition(Status.DRAFT, Status.IN_PROGRESS, Role.PROMOTER, Category.STANDARD)
-    with pytest.raises(IllegalTransition) as info:
+    with pytest.raises(IllegalTransitionError) as info:
         check_transition(Status.SCHEDULED, Status.COMPLETED, Role.PROMOTER, Category.STANDARD)
     err = info.value
     assert err.allowed == ("in_progress (start)", "cancelled (cancel)", "revoked (revoke)")
@@ -84,13 +85,13 @@ def test_messages_say_why() -> None:
 
 
 def test_roles_are_enforced() -> None:
-    with pytest.raises(NotPermitted, match=r"only the road authority may approve the roadwork "
+    with pytest.raises(NotPermittedError, match=r"only the road authority may approve the roadwork "
                        r"\(in_consultation -> approved\); you act as promoter"):
         check_transition(Status.IN_CONSULTATION, Status.APPROVED, Role.PROMOTER,
                          Category.STANDARD)
-    with pytest.raises(NotPermitted, match="only the promoter may submit"):
+    with pytest.raises(NotPermittedError, match="only the promoter may submit"):
         check_transition(Status.DRAFT, Status.SUBMITTED, Role.AUTHORITY, Category.STANDARD)
-    with pytest.raises(NotPermitted, match="only the road authority may revoke"):
+    with pytest.raises(NotPermittedError, match="only the road authority may revoke"):
         check_transition(Status.IN_PROGRESS, Status.REVOKED, Role.PROMOTER, Category.STANDARD)
     # both may confirm the dates
     for role in (Role.PROMOTER, Role.AUTHORITY):
@@ -112,7 +113,7 @@ def test_editable_states() -> None:
     for status in EDITABLE_STATUSES:
         check_editable(status)
     for status in TERMINAL_STATUSES:
-        with pytest.raises(NotEditable, match=f"RW-1 is {status.value}, a final state"):
+        with pytest.raises(NotEditableError, match=f"RW-1 is {status.value}, a final state"):
             check_editable(status, reference="RW-1")
 
 
@@ -133,7 +134,7 @@ def test_a_promoters_change_to_what_the_permit_covers_goes_back_to_review(
 
 
 def test_on_site_the_promoter_asks_the_office() -> None:
-    with pytest.raises(NotEditable, match="coordinating office"):
+    with pytest.raises(NotEditableError, match="coordinating office"):
         status_after_change(Status.IN_PROGRESS, Role.PROMOTER, ["title"], reference="RW-1")
     assert status_after_change(Status.IN_PROGRESS, Role.PROMOTER, ["contractor"]) is (
         Status.IN_PROGRESS
@@ -153,5 +154,5 @@ def test_before_approval_every_change_is_part_of_the_application(status: Status)
 
 def test_final_states_stay_unchanged() -> None:
     for status in (Status.COMPLETED, Status.CANCELLED, Status.REFUSED, Status.REVOKED):
-        with pytest.raises(NotEditable):
+        with pytest.raises(NotEditableError):
             status_after_change(status, Role.AUTHORITY, ["title"])

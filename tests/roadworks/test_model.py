@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from cityops.roadworks.errors import InvalidPeriod
+from cityops.roadworks.errors import InvalidPeriodError
 from cityops.roadworks.labels import BERLIN, fmt_date, fmt_datetime, fmt_period, street_key
 from cityops.roadworks.model import Period, Status
 from tests.roadworks.factories import T0, make_spec, make_work
@@ -22,9 +22,9 @@ def test_periods() -> None:
     assert a.intersection(c) is None
     assert a.gap(c) == timedelta(0)
     assert a.gap(Period(T0 + timedelta(days=9), T0 + timedelta(days=10))) == timedelta(days=7)
-    with pytest.raises(InvalidPeriod, match=r"end: .* is not after start"):
+    with pytest.raises(InvalidPeriodError, match=r"end: .* is not after start"):
         Period(T0, T0)
-    with pytest.raises(InvalidPeriod, match="start: 2025-03-10T07:00:00 has no time zone"):
+    with pytest.raises(InvalidPeriodError, match="start: 2025-03-10T07:00:00 has no time zone"):
         Period(datetime(2025, 3, 10, 7), T0)
 
 

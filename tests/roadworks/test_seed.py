@@ -13,7 +13,7 @@ import pytest
 from cityops.api.cli import main
 from cityops.ingest.db import connect
 from cityops.roadworks import store_coordination, store_works
-from cityops.roadworks.errors import InvalidState
+from cityops.roadworks.errors import InvalidStateError
 from cityops.roadworks.model import Category, FindingStatus, Sector, Status
 from cityops.roadworks.seed import DEMO_WORKS, PLANTED, seed_demo
 from cityops.routing.network import RoadNetwork
@@ -95,7 +95,7 @@ def test_histories_tell_what_happened(seeded: Seeded) -> None:
 def test_deterministic_and_replaceable(conn: Conn, seeded: Seeded, network: RoadNetwork) -> None:
     report = seed_demo(conn, service(), network, SEED_DAY)
     first = _dump(conn)
-    with pytest.raises(InvalidState, match="40 demo works exist already; use --replace"):
+    with pytest.raises(InvalidStateError, match="40 demo works exist already; use --replace"):
         seed_demo(conn, service(), network, SEED_DAY)
     again = seed_demo(conn, service(), network, SEED_DAY, replace=True)
     assert _dump(conn) == first

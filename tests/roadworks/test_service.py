@@ -11,15 +11,15 @@ from shapely.geometry import Polygon
 
 from cityops.roadworks import store_coordination
 from cityops.roadworks.errors import (
-    IllegalTransition,
-    InvalidGeometry,
-    InvalidPayload,
-    InvalidPeriod,
-    InvalidState,
-    NotEditable,
-    NotPermitted,
-    RoadworkNotFound,
-    StaleVersion,
+    IllegalTransitionError,
+    InvalidGeometryError,
+    InvalidPayloadError,
+    InvalidPeriodError,
+    InvalidStateError,
+    NotEditableError,
+    NotPermittedError,
+    RoadworkNotFoundError,
+    StaleVersionError,
 )
 from cityops.roadworks.model import (
     Actor,
@@ -79,7 +79,7 @@ def test_create_records_a_draft_with_its_history(conn: Conn) -> None:
     assert footprint["type"] == "Polygon"
     assert svc.get(conn, work.id) == work
     assert svc.get_by_reference(conn, "RW-2025-00001") == work
-    with pytest.raises(RoadworkNotFound):
+    with pytest.raises(RoadworkNotFoundError):
         svc.history(conn, 999)
 
 
@@ -94,9 +94,9 @@ def test_the_whole_lifecycle_with_reported_times(conn: Conn) -> None:
     assert (started.status, started.actual_start) == (Status.IN_PROGRESS,
                                                       T0 + timedelta(minutes=20))
     clock.now = T0 + timedelta(days=9)
-    with pytest.raises(InvalidPeriod, match=r"at: .* is in the future"):
+    with pytest.raises(InvalidPeriodError, match=r"at: .* is in the future"):
         svc.report_end(conn, work.id, PROMOTER, at=T0 + timedelta(days=10))
-    with pytest.raises(InvalidPeriod, match="is before the reported start"):
+    with pytest.raises(InvalidPeriodError, match="is before the reported start"):
         svc.report_end(conn, work.id, PROMOTER, at=T0)
     done = svc.report_end(conn, work.id, PROMOTER)
     assert (done.status, done.actual_end, done.version) == (Status.COMPLETED, clock.now, 7)
@@ -113,7 +113,7 @@ def test_the_whole_lifecycle_with_reported_times(conn: Conn) -> None:
     ]
     assert history[3].note == "mit Auflagen"
     assert history[5].changes == {"actual_start": (T0 + timedelta(minutes=20)).isoformat()}
-    with pytest.raises(NotEditable, match="completed, a final state"):
+    with pytest.raises(NotEditableError, match="completed, a final state"):
         svc.update(conn, work.id, make_spec(), PROMOTER)
 
 
@@ -124,7 +124,7 @@ def test_emergency_works_start_at_once(conn: Conn) -> None:
     started = svc.report_start(conn, work.id, PROMOTER, at=NOW - timedelta(hours=5))
     assert started.status is Status.IN_PROGRESS
     standard = svc.create(conn, make_spec(y=300), PROMOTER)
-    with pytest.raises(IllegalTransition, match="only emergency works may start"):
+    with pytest.raises(IllegalTransitionError, match="only emergency works may start"):
         svc.report_start(conn, standard.id, PROMOTER)
 
 
@@ -132,10 +132,10 @@ def test_illegal_and_forbidden_transitions_change_nothing(conn: Conn) -> None:
     svc = service()
     work = svc.create(conn, make_spec(), PROMOTER)
     before = _counts(conn)
-    with pytest.raises(IllegalTransition, match="cannot go from draft to approved"):
+    with pytest.raises(IllegalTransitionError, match="cannot go from draft to approved"):
         svc.transition(conn, work.id, Status.APPROVED, AUTHORITY)
     svc.submit(conn, work.id, PROMOTER)
-    with pytest.raises(NotPermitted, match="only the road authority may approve"):
+    with pytest.raises(NotPermittedError, match="only the road authority may approve"):
         svc.transition(conn, work.id, Status.APPROVED, PROMOTER)
     with pytest.raises(ValueError, match="'finished' is not a valid Status"):
         svc.transition(conn, work.id, "finished", AUTHORITY)  # type: ignore[arg-type]
@@ -158,7 +158,7 @@ def test_update_records_what_changed(conn: Conn) -> None:
     # the same content again: no new version, no audit entry
     assert svc.update(conn, work.id, spec, PROMOTER).version == 2
     assert len(svc.history(conn, work.id)) == 2
-    with pytest.raises(StaleVersion, match="you edited version 1, the current version is 2"):
+    with pytest.raises(StaleVersionError, match="you edited version 1, the current version is 2"):
         svc.update(conn, work.id, make_spec(days=3), PROMOTER, expected_version=1)
 
 
@@ -193,7 +193,7 @@ def test_decide_a_finding(conn: Conn) -> None:
     svc.submit(conn, a.id, PROMOTER)
     svc.submit(conn, b.id, OTHER_PROMOTER)
     [finding] = svc.findings(conn)
-    with pytest.raises(InvalidPayload, match="note: explain the decision"):
+    with pytest.raises(InvalidPayloadError, match="note: explain the decision"):
         svc.decide_finding(conn, finding.id, Decision.ACCEPTED, "  ", AUTHORITY)
     decided = svc.decide_finding(conn, finding.id, Decision.RESOLVED,
                                  "Gemeinsamer Graben vereinbart", AUTHORITY)
@@ -204,7 +204,7 @@ def test_decide_a_finding(conn: Conn) -> None:
         last = svc.history(conn, work.id)[-1]
         assert (last.action, last.note) == ("finding:resolved", "Gemeinsamer Graben vereinbart")
     svc.transition(conn, b.id, Status.CANCELLED, OTHER_PROMOTER)
-    with pytest.raises(InvalidState, match=f"finding {finding.id} is obsolete"):
+    with pytest.raises(InvalidStateError, match=f"finding {finding.id} is obsolete"):
         svc.decide_finding(conn, finding.id, Decision.ACCEPTED, "doch", AUTHORITY)
 
 
@@ -230,7 +230,7 @@ def test_resurfacing_rechecks_the_works_there(conn: Conn) -> None:
     assert (warning.kind, warning.segment_id, warning.work_b) == (
         FindingKind.PROTECTION_PERIOD, segment.id, None)
     assert "neu asphaltiert" in warning.message
-    with pytest.raises(InvalidGeometry, match="geometry: expected LineString, got Polygon"):
+    with pytest.raises(InvalidGeometryError, match="geometry: expected LineString, got Polygon"):
         svc.add_resurfaced_segment(conn, "X", work.spec.footprint, date(2024, 1, 1), AUTHORITY)
 
 
@@ -253,10 +253,10 @@ def test_public_works(conn: Conn) -> None:
 
 @pytest.mark.parametrize(("bad", "error"), [
     ({"footprint": Polygon([(24.94, 60.17), (24.942, 60.172), (24.942, 60.17),
-                            (24.94, 60.172), (24.94, 60.17)])}, InvalidGeometry),
-    ({"footprint": Polygon()}, InvalidGeometry),
-    ({"planned_end": T0 - timedelta(days=1)}, InvalidPeriod),
-    ({"sector": "telekom"}, InvalidPayload),
+                            (24.94, 60.172), (24.94, 60.17)])}, InvalidGeometryError),
+    ({"footprint": Polygon()}, InvalidGeometryError),
+    ({"planned_end": T0 - timedelta(days=1)}, InvalidPeriodError),
+    ({"sector": "telekom"}, InvalidPayloadError),
 ])
 def test_invalid_input_writes_nothing(conn: Conn, bad: dict[str, Any],
                                       error: type[Exception]) -> None:
@@ -297,7 +297,7 @@ def test_a_failure_midway_rolls_everything_back(conn: Conn,
 
 
 def test_actor_is_required(conn: Conn) -> None:
-    with pytest.raises(InvalidPayload, match="actor: name and organisation"):
+    with pytest.raises(InvalidPayloadError, match="actor: name and organisation"):
         service().create(conn, make_spec(), Actor("", "Stadtwerke", Role.PROMOTER))
 
 
@@ -333,7 +333,7 @@ def test_on_site_only_the_office_changes_what_the_permit_covers(conn: Conn) -> N
     work = _permitted(svc, conn)
     work = svc.transition(conn, work.id, Status.SCHEDULED, PROMOTER)
     work = svc.report_start(conn, work.id, PROMOTER)
-    with pytest.raises(NotEditable, match="coordinating office"):
+    with pytest.raises(NotEditableError, match="coordinating office"):
         svc.update(conn, work.id, with_(work.spec, title="Heimlich geändert"), PROMOTER)
     assert svc.get(conn, work.id).spec.title == work.spec.title
     longer = with_(work.spec, planned_end=work.spec.planned_end + timedelta(days=5))
@@ -350,7 +350,7 @@ def test_a_start_before_the_work_was_registered_is_refused(conn: Conn) -> None:
     work = _permitted(svc, conn)
     work = svc.transition(conn, work.id, Status.SCHEDULED, PROMOTER)
     for at in (datetime(1900, 1, 1, tzinfo=UTC), work.created_at - timedelta(minutes=1)):
-        with pytest.raises(InvalidPeriod, match="before the work was registered"):
+        with pytest.raises(InvalidPeriodError, match="before the work was registered"):
             svc.report_start(conn, work.id, PROMOTER, at=at)
     assert svc.get(conn, work.id).status is Status.SCHEDULED
     # an emergency repair is registered after it began: up to a week back
@@ -360,5 +360,5 @@ def test_a_start_before_the_work_was_registered_is_refused(conn: Conn) -> None:
     started = svc.report_start(conn, emergency.id, PROMOTER, at=clock.now - timedelta(days=2))
     assert started.status is Status.IN_PROGRESS
     other = svc.create(conn, with_(spec, title="Zweite Notmaßnahme"), PROMOTER)
-    with pytest.raises(InvalidPeriod, match="before the work was registered"):
+    with pytest.raises(InvalidPeriodError, match="before the work was registered"):
         svc.report_start(conn, other.id, PROMOTER, at=clock.now - timedelta(days=8))

@@ -9,7 +9,7 @@ import pytest
 
 from cityops.roadworks import store_coordination as store
 from cityops.roadworks import store_works
-from cityops.roadworks.errors import FindingNotFound
+from cityops.roadworks.errors import FindingNotFoundError
 from cityops.roadworks.model import (
     Decision,
     FindingDraft,
@@ -55,7 +55,7 @@ def test_findings_keep_their_decision_across_changes(conn: Conn) -> None:
     assert store.list_findings(conn, statuses=[FindingStatus.OPEN]) == []
     assert [f.id for f in store.list_findings(conn, statuses=[FindingStatus.OBSOLETE])] == [
         kept[1]]
-    with pytest.raises(FindingNotFound, match="no coordination finding with id 999"):
+    with pytest.raises(FindingNotFoundError, match="no coordination finding with id 999"):
         store.get_finding(conn, 999)
     with pytest.raises(ValueError, match="does not involve work"):
         store.sync_findings(conn, c, [_draft(a, b)], later)

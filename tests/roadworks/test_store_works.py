@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from cityops.roadworks import store_works as store
-from cityops.roadworks.errors import DuplicateReference, RoadworkNotFound
+from cityops.roadworks.errors import DuplicateReferenceError, RoadworkNotFoundError
 from cityops.roadworks.geometry import BBox
 from cityops.roadworks.model import Measure, Period, Sector, Status, Street
 from tests.roadworks.conftest import Conn
@@ -43,9 +43,9 @@ def test_round_trip(conn: Conn) -> None:
     assert (work.created_at, work.updated_at, work.created_by) == (AT, AT, "Anna Schmidt")
     assert work.actual_start is None
     assert store.get_work_by_reference(conn, "RW-2025-00042") == work
-    with pytest.raises(RoadworkNotFound, match="no roadwork with id 999"):
+    with pytest.raises(RoadworkNotFoundError, match="no roadwork with id 999"):
         store.get_work(conn, 999)
-    with pytest.raises(RoadworkNotFound, match="no roadwork with reference 'RW-X'"):
+    with pytest.raises(RoadworkNotFoundError, match="no roadwork with reference 'RW-X'"):
         store.get_work_by_reference(conn, "RW-X")
 
 
@@ -60,13 +60,13 @@ def test_update_bumps_the_version_and_replaces_streets(conn: Conn) -> None:
     assert work.spec == new
     assert (work.status, work.actual_start, work.district, work.updated_at) == (
         Status.IN_PROGRESS, later, "C1", later)
-    with pytest.raises(RoadworkNotFound):
+    with pytest.raises(RoadworkNotFoundError):
         store.update_work(conn, 999, status=Status.APPROVED, at=later)
 
 
 def test_references_are_unique(conn: Conn) -> None:
     insert_work(conn)
-    with pytest.raises(DuplicateReference, match="reference 'RW-2025-00001' is already taken"):
+    with pytest.raises(DuplicateReferenceError, match="reference 'RW-2025-00001' is already taken"):
         insert_work(conn)
     assert store.next_reference(conn, datetime(2025, 12, 31, 23, 30, tzinfo=UTC)) == \
         "RW-2026-00001"  # Berlin's new year
