@@ -33,7 +33,7 @@ from cityops.roadworks.errors import (
 )
 from cityops.roadworks.errors import NotFoundError as RoadworksNotFoundError
 from cityops.routing.errors import RoutingError
-from cityops.traffic.errors import TrafficError, UnknownController
+from cityops.traffic.errors import TrafficError, UnknownControllerError
 
 __all__ = [
     "REALM",
@@ -196,7 +196,7 @@ STATUS: Final[tuple[tuple[type[Exception], int, str | None], ...]] = (
     (InvalidStateError, 409, None),
     (DuplicateReferenceError, 409, None),
     # traffic
-    (UnknownController, 404, None),
+    (UnknownControllerError, 404, None),
     # the device registry (ingest): a write against another version than the stored one
     (RegistryConflictError, 412, PreconditionFailedError.code),
     (RegistryNotFoundError, 404, NotFoundError.code),

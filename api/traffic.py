@@ -93,7 +93,7 @@ Pool = Annotated[ConnectionPool, Depends(_pool)]
 
 
 def _config(conn: repo.Connection, controller_id: str) -> ControllerConfig:
-    return repo.load_config(conn, controller_id)  # UnknownController: 404 (api/errors.py)
+    return repo.load_config(conn, controller_id)  # UnknownControllerError: 404 (api/errors.py)
 
 
 def _check_phase(config: ControllerConfig, phase: int | None) -> None:

@@ -71,7 +71,7 @@ class PublicText:
     road_names: tuple[str, ...]  # distinct, in the order given
 
 
-# The public impact class of a work's measures (api.roadworks_schemas.impact_of) in SQL.
+# The public impact class of a work's measures (api/roadworks/schemas.impact_of) in SQL.
 _IMPACT = """(CASE
     WHEN 'road_closure' = ANY(w.measures) THEN 'closure'
     WHEN w.measures && ARRAY['lane_closure', 'alternating_one_way', 'temporary_signals']

@@ -13,7 +13,7 @@ files: imported into the events and measured, or followed and published over MQT
 the others from their modules. See docs/traffic.md.
 """
 
-from cityops.traffic.errors import TrafficError, UnknownController
+from cityops.traffic.errors import TrafficError, UnknownControllerError
 from cityops.traffic.events import (
     Cleaned,
     ControllerConfig,
@@ -56,7 +56,7 @@ __all__ = [
     "Plan",
     "Problem",
     "TrafficError",
-    "UnknownController",
+    "UnknownControllerError",
     "arrivals",
     "clean",
     "cycles",

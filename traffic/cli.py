@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from .errors import UnknownController
+from .errors import UnknownControllerError
 from .eventlog_cli import register as register_event_logs
 from .events import Cleaned, ControllerConfig, clean
 from .measures import (
@@ -130,7 +130,7 @@ def _refresh(args: argparse.Namespace) -> int:
         with connect(load_settings().database_url, autocommit=True) as conn:
             runs = refresh(conn, options, controllers=args.controller,
                            recompute_from=args.start, until_caught_up=True)
-    except UnknownController as exc:
+    except UnknownControllerError as exc:
         print(f"cityops traffic refresh: {exc}", file=sys.stderr)
         return 2
     for r in runs:
@@ -177,7 +177,7 @@ def _load(args: argparse.Namespace, command: str) -> _Loaded | None:
         with connect(settings.database_url) as conn:
             config = load_config(conn, args.controller)
             events = load_events(conn, args.controller, args.start, args.end)
-    except UnknownController as exc:
+    except UnknownControllerError as exc:
         print(f"cityops traffic {command}: {exc}", file=sys.stderr)
         return None
     if getattr(args, "store", False):

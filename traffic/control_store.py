@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import psycopg
 
-from .errors import UnknownController
+from .errors import UnknownControllerError
 from .maxpressure import Link
 
 __all__ = [
@@ -68,17 +68,17 @@ def list_modes(conn: Connection) -> list[ModeRow]:
 
 
 def get_mode(conn: Connection, controller_id: str) -> ModeRow:
-    """One controller's mode, or raise `UnknownController`."""
+    """One controller's mode, or raise `UnknownControllerError`."""
     r = conn.execute(_SELECT + " WHERE c.controller_id = %s", (controller_id,)).fetchone()
     if r is None:
-        raise UnknownController(controller_id)
+        raise UnknownControllerError(controller_id)
     return _row(r)
 
 
 def set_mode(
     conn: Connection, controller_id: str, mode: ControlMode, changed_by: str, reason: str
 ) -> ModeRow:
-    """Switch a controller's control mode (and log it); commits. `UnknownController` if
+    """Switch a controller's control mode (and log it); commits. `UnknownControllerError` if
     it is not registered."""
     with conn.transaction():
         if (
@@ -88,7 +88,7 @@ def set_mode(
             ).fetchone()
             is None
         ):
-            raise UnknownController(controller_id)
+            raise UnknownControllerError(controller_id)
         conn.execute(
             "INSERT INTO signal_control_modes (controller_id, mode, changed_by, changed_at,"
             " reason) VALUES (%s, %s, %s, now(), %s) ON CONFLICT (controller_id) DO UPDATE"

@@ -1,17 +1,15 @@
-# The class names follow the project's error naming (see roadworks/errors.py).
-# ruff: noqa: N818
 """The errors of the traffic package, for the CLI and the API to map in one place."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-__all__ = ["TrafficError", "UnknownController"]
+__all__ = ["TrafficError", "UnknownControllerError"]
 
 
 class TrafficError(Exception):
     """Base of the traffic package's errors: a stable `code`, a message and field details,
-    which the API maps to a response in its one error table (`cityops.api.app`)."""
+    which the API maps to a response in its one error table (`cityops.api.errors`)."""
 
     code = "traffic_error"
 
@@ -21,7 +19,7 @@ class TrafficError(Exception):
         self.details: list[dict[str, object]] = [dict(d) for d in details]
 
 
-class UnknownController(TrafficError):
+class UnknownControllerError(TrafficError):
     """No signal controller with that id in the registry (HTTP 404)."""
 
     code = "not_found"

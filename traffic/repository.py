@@ -14,7 +14,7 @@ from psycopg import sql
 from psycopg.abc import Params
 from psycopg.rows import class_row
 
-from .errors import UnknownController
+from .errors import UnknownControllerError
 from .events import (
     CONTROL_MODES,
     ControllerConfig,
@@ -62,14 +62,14 @@ def _fetch(
 
 
 def load_config(conn: Connection, controller_id: str) -> ControllerConfig:
-    """The controller's phases and detectors, or raise `UnknownController`."""
+    """The controller's phases and detectors, or raise `UnknownControllerError`."""
     if (
         conn.execute(
             "SELECT 1 FROM signal_controllers WHERE controller_id = %s", (controller_id,)
         ).fetchone()
         is None
     ):
-        raise UnknownController(controller_id)
+        raise UnknownControllerError(controller_id)
     phases = [
         PhaseConfig(
             int(r[0]),

@@ -100,7 +100,7 @@ def test_only_traffic_engineers_and_admins_may_switch(
 def test_an_unknown_controller_is_the_same_404_on_every_route(
     api: tuple[TestClient, dict[str, Principal]],
 ) -> None:
-    """One error table (api/app.py): the same body from the measures and the control
+    """One error table (api/errors.py): the same body from the measures and the control
     routes, naming the path parameter."""
     client, _ = api
     bodies = [
