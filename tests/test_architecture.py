@@ -1,5 +1,7 @@
 """The packages' import structure (docs/architecture.md): no import cycle between modules,
-and the packages in layers, each importing only from the layers below it.
+the packages in layers, each importing only from the layers below it, and a pure core in
+each package that reaches no database, broker, HTTP or simulator library, not even through
+another module.
 
 Every import counts, at module level or inside a function (a function-level import does
 not make a cycle go away, it only hides it until run time); only imports under
@@ -27,6 +29,28 @@ LAYERS = {
     "api": 3,  # the HTTP API over all of them
     "simulators": 4,  # the devices, and the demo city on one machine with its API
 }
+
+
+#: The pure core of each package (docs/architecture.md, "a pure core, I/O at the edges").
+PURE_CORE = {
+    "ingest": ("contract", "decode", "codecs", "lorawan", "lorawan_readings", "mqttauth",
+               "registry_model", "registry_files", "city", "districts", "yamlpos"),
+    "routing": ("network", "closures", "forecast", "dispatch", "dispatch_params", "model",
+                "screening", "planning", "check", "rows", "errors", "engines", "solver",
+                "ortools_model", "pyvrp_engine", "vrplib", "replan.triggers", "replan.day",
+                "replan.options", "replan.pool", "replan.warm", "replan.problem",
+                "replan.solve", "replan.stability", "replan.documents", "replan.pipeline"),
+    "traffic": ("events", "eventlog", "measures", "purdue", "webster", "maxpressure",
+                "control_state", "errors"),
+    "roadworks": ("model", "lifecycle", "coordination", "validation", "geometry", "schemas",
+                  "search_index", "labels", "config", "errors", "feeds"),
+    "simulators": ("models", "bin_sim", "signal_sim", "truck_sim", "city", "controller",
+                   "emission", "scenario", "lorawan"),
+}
+
+#: What a pure module must not reach: the edges' libraries.
+IO_LIBRARIES = frozenset({"psycopg", "psycopg_pool", "paho", "fastapi", "starlette", "uvicorn",
+                          "httpx", "grafana_client", "libsumo", "traci"})
 
 
 def _module_files() -> dict[str, Path]:
@@ -156,6 +180,39 @@ def test_packages_import_only_from_lower_layers() -> None:
         )
     )
     assert not upward, "imports against the layers:\n" + "\n".join(upward)
+
+
+def test_the_pure_core_reaches_no_io_library() -> None:
+    modules = _module_files()
+    graph = _graph()
+    libraries = {
+        name: {module.split(".")[0] for module, _ in _imported_names(name, path)}
+        for name, path in modules.items()
+    }
+    reached = []
+    for package, names in PURE_CORE.items():
+        for short in names:
+            start = f"cityops.{package}.{short}"
+            assert start in modules, f"{start} is named pure but does not exist"
+            seen, todo = {start}, [start]
+            while todo:
+                for target in graph[todo.pop()] - seen:
+                    seen.add(target)
+                    todo.append(target)
+            for module in sorted(seen):
+                for library in sorted(libraries[module] & IO_LIBRARIES):
+                    reached.append(f"{start} reaches {library} through {module}")
+    assert not reached, "\n".join(reached)
+
+
+def test_the_purity_check_sees_an_io_import() -> None:
+    # the edges of the same packages do reach those libraries (else the check could not fail)
+    libraries = {
+        name: {module.split(".")[0] for module, _ in _imported_names(name, path)}
+        for name, path in _module_files().items()
+    }
+    assert "psycopg" in libraries["cityops.routing.repository"]
+    assert "paho" in libraries["cityops.ingest.mqttclient"]
 
 
 @pytest.mark.parametrize(
