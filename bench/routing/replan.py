@@ -21,7 +21,7 @@ coalescing window, database reads, the solve with `--time-limit`, the check, sto
 publishing); the re-plan against a cold solve of the same problem with the same limit (the
 service's engine, and with parallel cheapest insertion first), and against the same warm
 start searched for `--reference-limit`. The service itself solves warm and cold side by
-side and keeps the better (`replan.solve_replan`): the table shows which candidate won
+side and keeps the better (`routing/replan/solve.py`): the table shows which candidate won
 and the service's own cold score; "beyond the bound" counts events that break the claim
 of docs/performance.md: the re-plan leaves no more required stops unserved than the cold
 solve, and with as many is at most `stable_pct` % of its distance longer.
