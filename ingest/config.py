@@ -123,6 +123,12 @@ class Settings(BaseSettings):
     ingest_flush_ms: int = Field(default=200, ge=5, le=60_000)
     ingest_receive_maximum: int = Field(default=10_000, ge=10, le=65_535)
     ingest_session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0)
+    ingest_mqtt_client: str = Field(
+        default="wire",
+        pattern="^(wire|paho)$",
+        description="how the ingest reads the broker: wire (its own MQTT 5 subscriber, built "
+        "for throughput; over TLS paho is used) or paho",
+    )
     ingest_metrics_port: int = Field(default=9108, ge=0, le=65_535)
     ingest_liveness_limit_s: float = Field(
         default=60.0, gt=0, description="the ingest's writer loop silent this long: 503"

@@ -6,7 +6,9 @@ batch to the service, running the service's periodic work between batches; the c
 starts the service, waits for SIGINT or SIGTERM (`stop_on_signals`, `wait_for_stop`) and
 stops it. The client is built by `make_client` (credentials, TLS) and released by
 `close_client`. A service supplies only its session (client id, topic filters, clean
-start or a persistent session) and what it does with a batch.
+start or a persistent session) and what it does with a batch. A session that asks for
+`wire` is read by `cityops.ingest.mqttwire` instead of paho (plain TCP only: over TLS it
+stays on paho), the ingest's receive path built for throughput.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from cityops.ingest.config import Settings
 from cityops.ingest.health import Heartbeat
 from cityops.ingest.mqttclient import close_client, make_client
+from cityops.ingest.mqttwire import Received, WireClient, WireOptions
 
 __all__ = [
     "Batching",
@@ -81,6 +84,9 @@ class Session:
     keepalive_s: int = 60
     manual_ack: bool = False  # acknowledge with `MqttService.ack`, after the work is done
     max_inflight: int | None = None
+    #: read with `cityops.ingest.mqttwire` (a subscriber built for throughput) instead of
+    #: paho; over TLS paho is used all the same. The service then cannot publish.
+    wire: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,11 +163,16 @@ class MqttService(Generic[T]):
         self._queue: queue.SimpleQueue[tuple[float, T]] = queue.SimpleQueue()
         self._ack_lock = threading.Lock()
         self._generation = 0
-        self._connected = threading.Event()
+        self._connected_event = threading.Event()
         self._ready = threading.Event()
         self._stopping = threading.Event()
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
+        self._paho: mqtt.Client | None = None
+        self._wire: WireClient | None = None
+        if session.wire and not settings.mqtt_tls:
+            self._wire = self._wire_client()
+            return
         client = make_client(settings, session.client_id, manual_ack=session.manual_ack)
         if session.max_inflight is not None:
             client.max_inflight_messages_set(session.max_inflight)
@@ -169,7 +180,36 @@ class MqttService(Generic[T]):
         client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
-        self.client = client
+        self._paho = client
+
+    @property
+    def client(self) -> mqtt.Client:
+        """The paho client, to publish with (not for a `wire` session)."""
+        if self._paho is None:
+            raise RuntimeError(f"{self.name} reads with mqttwire and has no paho client")
+        return self._paho
+
+    def _wire_client(self) -> WireClient:
+        s, session = self.settings, self.session
+        options = WireOptions(
+            s.mqtt_host,
+            s.mqtt_port,
+            session.client_id,
+            session.topics,
+            clean_start=session.clean_start,
+            session_expiry_s=session.session_expiry_s,
+            receive_maximum=session.receive_maximum,
+            keepalive_s=session.keepalive_s,
+            username=s.mqtt_username,
+            password=s.mqtt_password,
+        )
+        return WireClient(
+            options,
+            on_connect=self._connected,
+            on_subscribed=self._subscribed,
+            on_lost=self._lost,
+            on_messages=self._received,
+        )
 
     # ------------------------------------------------------------ network thread
     def _on_connect(
@@ -178,24 +218,30 @@ class MqttService(Generic[T]):
         if reason.is_failure:
             logger.error("%s: broker refused the connection: %s", self.name, reason)
             return
+        client.subscribe([(t, SubscribeOptions(qos=1)) for t in self.session.topics])
+        self._connected(flags.session_present)
+
+    def _connected(self, session_present: bool) -> None:
+        """A connection is up and its subscriptions are on their way: a new generation."""
         with self._ack_lock:
             self._generation += 1
-        topics = self.session.topics
-        client.subscribe([(t, SubscribeOptions(qos=1)) for t in topics])
-        self._connected.set()
+        self._connected_event.set()
         logger.info(
             "%s connected to %s:%s as %s (session present: %s), subscribed to %s",
             self.name,
             self.settings.mqtt_host,
             self.settings.mqtt_port,
             self.session.client_id,
-            flags.session_present,
-            ", ".join(topics),
+            session_present,
+            ", ".join(self.session.topics),
         )
 
     def _on_subscribe(self, _c: mqtt.Client, _ud: Any, _mid: int, codes: Any, _p: Any) -> None:
-        if any(getattr(c, "is_failure", False) for c in codes):
-            logger.error("%s: subscription refused: %s", self.name, codes)
+        self._subscribed([c for c in codes if getattr(c, "is_failure", False)])
+
+    def _subscribed(self, refused: list[Any]) -> None:
+        if refused:
+            logger.error("%s: subscription refused: %s", self.name, refused)
             return
         self._ready.set()
         if self._on_ready is not None:
@@ -204,9 +250,12 @@ class MqttService(Generic[T]):
     def _on_disconnect(
         self, _client: mqtt.Client, _ud: Any, _flags: Any, reason: Any, _props: Any
     ) -> None:
+        self._lost(reason)
+
+    def _lost(self, reason: object) -> None:
         with self._ack_lock:
             self._generation += 1
-        self._connected.clear()
+        self._connected_event.clear()
         self._ready.clear()
         if self._on_ready is not None:
             self._on_ready(False)
@@ -232,16 +281,29 @@ class MqttService(Generic[T]):
         if item is not None:
             self._queue.put((mono, item))
 
+    def _received(self, messages: list[Received]) -> None:
+        """The PUBLISHes of one read of the wire client, stamped with one arrival time."""
+        mono = time.monotonic()
+        now = datetime.now(UTC)
+        generation = self._generation
+        accept, put = self._accept, self._queue.put
+        for topic, payload, mid, qos in messages:
+            item = accept(Inbound(topic, payload, mid, qos, generation, now, mono))
+            if item is not None:
+                put((mono, item))
+
     def ack(self, batch: Iterable[Inbound]) -> int:
         """Acknowledge (manual acks) the messages that arrived on the current connection;
         the broker redelivers the others. Returns how many were acknowledged."""
-        acked = 0
         with self._ack_lock:
-            for m in batch:
-                if m.qos > 0 and m.generation == self._generation:
+            generation = self._generation
+            due = [m for m in batch if m.qos > 0 and m.generation == generation]
+            if self._wire is not None:
+                self._wire.ack([m.mid for m in due])
+            else:
+                for m in due:
                     self.client.ack(m.mid, m.qos)
-                    acked += 1
-        return acked
+        return len(due)
 
     # ------------------------------------------------------------------ worker
     def put(self, item: T) -> None:
@@ -306,6 +368,9 @@ class MqttService(Generic[T]):
         s, session = self.settings, self.session
         self._thread = threading.Thread(target=self._work, name=self.name, daemon=True)
         self._thread.start()
+        if self._wire is not None:
+            self._wire.start()
+            return
         props: Properties | None = None
         if session.session_expiry_s is not None or session.receive_maximum is not None:
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -324,7 +389,7 @@ class MqttService(Generic[T]):
 
     def wait_connected(self, timeout: float = 10.0) -> bool:
         """Whether the connection is up (the subscriptions are on their way)."""
-        return self._connected.wait(timeout)
+        return self._connected_event.wait(timeout)
 
     def wait_ready(self, timeout: float = 10.0) -> bool:
         """Whether the broker granted the subscriptions (messages are heard from then on)."""
@@ -332,7 +397,7 @@ class MqttService(Generic[T]):
 
     @property
     def connected(self) -> bool:
-        return self._connected.is_set()
+        return self._connected_event.is_set()
 
     @property
     def stopping(self) -> bool:
@@ -353,7 +418,10 @@ class MqttService(Generic[T]):
     def close(self) -> None:
         """Disconnect and release the client (`close_client`)."""
         self._stopping.set()
-        close_client(self.client)
+        if self._wire is not None:
+            self._wire.close()
+        else:
+            close_client(self.client)
 
     def stop(self, timeout: float = 30.0) -> None:
         self.halt(timeout)

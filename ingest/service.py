@@ -2,7 +2,7 @@
 
 * MQTT v5, QoS 1, a persistent session (clean_start=False plus a session expiry), and a
   shared subscription so several instances split the load.
-* paho's manual acknowledgement: a message is acknowledged only after the transaction
+* Manual acknowledgement: a message is acknowledged only after the transaction
   holding its row (or its dead letter) committed. If the database is down the batch is
   retried with backoff and nothing is acknowledged; the broker stops sending once Receive
   Maximum messages are unacknowledged and keeps the rest queued (backpressure).
@@ -13,7 +13,8 @@
 * After a reconnect, acknowledgements for messages of the old connection are dropped: the
   broker redelivers them and the idempotent writer stores them once.
 
-Threads (`cityops.ingest.mqttservice`): paho's network loop puts messages on a queue; one
+Threads (`cityops.ingest.mqttservice`): the MQTT client's network thread puts messages on a
+queue (`cityops.ingest.mqttwire`, built for throughput; paho over TLS); one
 writer thread batches (by size or time), decodes, writes, commits and acknowledges; the
 main thread waits for a signal.
 
@@ -120,6 +121,7 @@ class IngestService:
             keepalive_s=_KEEPALIVE_S,
             manual_ack=True,
             max_inflight=100,
+            wire=settings.ingest_mqtt_client == "wire",
         )
         self._mqtt = MqttService(
             settings,
