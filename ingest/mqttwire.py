@@ -274,6 +274,13 @@ class WireClient:
             reason = self._read(sock)
         except (OSError, ProtocolError) as exc:
             reason = str(exc) or type(exc).__name__
+        except IndexError:  # a packet shorter than its own fields say
+            reason = "malformed packet"
+        except Exception:
+            # a callback failed: drop the connection (its messages are redelivered) rather
+            # than end the thread and with it every later connection
+            logger.exception("reading from the broker failed; reconnecting")
+            reason = "error while handling a packet"
         finally:
             self._shutdown(sock)  # first: it ends a send blocked on this connection
             with self._send_lock:
