@@ -1,13 +1,29 @@
-"""Ingest benchmark: sustained rate, burst absorption and a naive baseline, in one run.
+"""Ingest benchmark: sustained rate, burst absorption and two baselines, in one run.
 
 Publisher processes, a private Mosquitto (with the shipped deploy/mosquitto/conf.d),
-`cityops ingest` and PostgreSQL each run as their own processes, as in production.
-Phases:
+`cityops ingest` (or a baseline subscriber) and PostgreSQL each run as their own
+processes, as in production. Phases, in this order:
 
-  sustained  --rate msgs/s for --seconds (issue target: 10,000/s, no loss, p99 <= 500 ms)
-  burst      --burst-rate msgs/s for --burst-seconds (target: 20,000/s for 60 s, no loss)
-  baseline   a paho subscriber doing one INSERT + commit per message, at the highest rate
-             it sustains (probed first) for --baseline-seconds
+  sustained   `cityops ingest` at --rate msgs/s for --seconds
+              (issue target: 10,000/s, no loss, p99 <= 500 ms)
+  burst       `cityops ingest` at --burst-rate msgs/s for --burst-seconds
+              (target: 20,000/s for 60 s, no loss)
+  lorawan     `cityops ingest` with ChirpStack / The Things Stack uplinks at --rate, then
+  lorawan-2k  at --lorawan-rate (--skip-lorawan leaves both out)
+  plain       the plain zero-loss subscriber (plain.py: paho, MQTT 3.1.1, persistent
+              session, QoS 1, manual acks after COPY + INSERT ... ON CONFLICT + COMMIT of
+              batches of up to 2,000 rows or 100 ms): a 4 s probe at --probe-rate finds
+              the rate it keeps up with, then it is held at 90 % of that for
+              --baseline-seconds (retried 25 % lower if it falls behind). Reported: the
+              ratio ingest/plain, sustained e2e rate of `sustained` over that of `plain`
+              (issue 18 target: >= 1.0). The ingest is offered only --rate: when it keeps
+              up with all of it, the ratio is a lower bound. --skip-plain leaves it out.
+  ingest-probe `cityops ingest` probed like the baselines (4 s at --probe-rate, after the
+              plain phase): the capacity ratio, rows/s the ingest committed during its probe
+              over those the plain subscriber committed during its own, compares the two
+              at the same offered load.
+  naive       a paho subscriber doing one INSERT + commit per message (naive.py), probed
+              and held the same way. --skip-naive leaves it out; --skip-baseline both.
 
 Every message is QoS 1 bin telemetry whose `ts` is its publish time; publishers wait for
 all PUBACKs. Figures per phase: offered rate; sustained end-to-end rate (rows / time from
@@ -33,17 +49,14 @@ import tempfile
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 import psycopg
 
 # Sibling modules: this file runs as a script, so its folder is on sys.path.
 from figures import (
     CpuSnapshot,
-    RowStats,
     all_processes,
     backend_pid,
     committed_by,
@@ -57,16 +70,21 @@ from figures import (
     worst_seconds,
 )
 from fleet import LORA_EMPTY_MM, LORA_FULL_MM, Fleet, FleetResult
-from stack import Broker, Database, IngestProcess, IngestSummary, NaiveProcess
+from report import (
+    ISSUE_BURST_RATE,
+    ISSUE_BURST_S,
+    ISSUE_LORAWAN_RATE,
+    ISSUE_RATE,
+    Phase,
+    figures_json,
+    render,
+)
+from stack import BaselineProcess, Broker, Database, IngestProcess, IngestSummary
 
 from cityops.ingest.config import Settings
 
-ISSUE_RATE = 10_000
-ISSUE_P99_MS = 500.0
-ISSUE_BURST_RATE = 20_000
-ISSUE_BURST_S = 60.0
-ISSUE_LORAWAN_RATE = 2_000
 _PROGRESS_S = 2.0
+Pids = Callable[[], dict[str, list[int | None]]]
 
 _QUICK = {
     "rate": 2_000,
@@ -106,7 +124,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--baseline-seconds",
         type=float,
-        help=f"naive baseline measured phase length [{full['baseline_seconds']}]",
+        help="measured phase length of each baseline (plain, naive) after its probe "
+        f"[{full['baseline_seconds']}]",
     )
     parser.add_argument(
         "--sensors",
@@ -139,7 +158,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="smoke run: " + ", ".join(f"{k.replace('_', '-')} {v}" for k, v in quick.items()),
     )
-    parser.add_argument("--skip-baseline", action="store_true", help="no naive baseline phase")
+    parser.add_argument("--skip-baseline", action="store_true",
+                        help="no baseline phases (neither plain nor naive)")
+    parser.add_argument("--skip-plain", action="store_true",
+                        help="no plain zero-loss baseline (then no ratio)")
+    parser.add_argument("--skip-naive", action="store_true", help="no naive baseline")
+    parser.add_argument(
+        "--probe-rate", type=float,
+        help="msgs/s offered in each baseline's 4 s capacity probe [1.5 x --rate, so that a "
+        "baseline faster than --rate is not capped by it]",
+    )
     parser.add_argument(
         "--skip-lorawan", action="store_true",
         help="no LoRaWAN phases (ChirpStack/The Things Stack uplinks at the sustained rate "
@@ -181,52 +209,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-@dataclass
-class Phase:
-    name: str
-    target_rate: float
-    seconds: float
-    fleet: FleetResult
-    stats: RowStats
-    window_s: float
-    cpu: dict[str, float]
-    summary: IngestSummary | None = None
-    worst: list[tuple[float, float, int]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    #: rows the ingest writes per message: a LoRaWAN uplink is a reading and a frame
-    rows_per_message: int = 1
-
-    @property
-    def rows(self) -> int:
-        return self.stats.rows
-
-    @property
-    def lost(self) -> int:
-        return max(0, self.fleet.acked - self.stats.rows)
-
-    @property
-    def duplicates(self) -> int | None:
-        """Deliveries the ingest received beyond one per stored row or dead letter."""
-        if self.summary is None:
-            return None
-        stored = self.summary.rows // self.rows_per_message
-        return self.summary.received - stored - self.summary.dead_letters
-
-    @property
-    def rate(self) -> float:
-        span = self.stats.last_ingested - self.fleet.first_publish
-        return self.stats.rows / span if span > 0 and self.stats.rows else 0.0
-
-    @property
-    def drain_s(self) -> float:
-        return max(0.0, self.stats.last_ingested - self.fleet.last_publish)
-
-    @property
-    def complete_offer(self) -> bool:
-        """The publishers sent (nearly) all the schedule asked for."""
-        return self.fleet.published >= 0.99 * self.target_rate * self.seconds
-
-
 def say(text: str) -> None:
     print(text, flush=True)
 
@@ -247,6 +229,8 @@ class Bench:
         self._f_cnt_base = 0
         self.mode = ""
         self.ours: set[int] = {os.getpid()}
+        #: rows/s committed during the 4 s probe at --probe-rate, per consumer
+        self.capacity: dict[str, float] = {}
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
@@ -307,7 +291,7 @@ class Bench:
         prefix: str,
         rate: float,
         seconds: float,
-        pids: Callable[[], dict[str, list[int | None]]],
+        pids: Pids,
         lorawan: bool = False,
     ) -> tuple[FleetResult, CpuSnapshot, int]:
         """Run the publishers with progress lines; returns their result, CPU before, rows before."""
@@ -366,7 +350,7 @@ class Bench:
         fleet: FleetResult,
         cpu0: CpuSnapshot,
         ins0: int,
-        pids: Callable[[], dict[str, list[int | None]]],
+        pids: Pids,
     ) -> Phase:
         """Wait for the consumer to drain, then measure the phase."""
         assert self.conn is not None
@@ -391,7 +375,8 @@ class Bench:
         stats = row_stats(self.conn, fleet.min_ts_ms, fleet.max_ts_ms)
         cpu = cpu1.since(cpu0)
         cpu["publishers"] = fleet.cpu_s
-        phase = Phase(name, rate, seconds, fleet, stats, cpu1.at - cpu0.at, cpu)
+        phase = Phase(name, rate, seconds, fleet, stats, cpu1.at - cpu0.at, cpu,
+                      publishers=self.publishers_for(rate))
         phase.worst = worst_seconds(self.conn, fleet.min_ts_ms, fleet.max_ts_ms)
         return phase
 
@@ -463,61 +448,67 @@ class Bench:
             )
         return phase
 
-    def run_baseline(self) -> tuple[Phase | None, list[str]]:
-        """Probe the naive subscriber's capacity, then measure it just below that."""
+    def run_baseline(self, kind: str) -> tuple[Phase | None, list[str]]:
+        """Probe a baseline subscriber's capacity (`kind`: "naive" or "plain"), then measure
+        it just below that."""
         assert self.conn is not None
         a = self.args
         conn = self.conn
-        prefix = f"bench{self.tag}naive"
         log: list[str] = []
+        label = f"{kind} subscriber"
 
-        def start(label: str) -> tuple[NaiveProcess, Callable[[], dict[str, list[int | None]]]]:
-            naive = NaiveProcess(
+        def start(run: str) -> tuple[BaselineProcess, str, Pids]:
+            # a topic prefix per run: a killed plain subscriber's persistent session stays
+            prefix = f"bench{self.tag}{kind}{run}"
+            sub = BaselineProcess(
                 workdir=self.workdir,
                 database_url=self.db.url,
                 host="127.0.0.1",
                 port=self.broker.port,
                 prefix=prefix,
-                client_id=f"bench-naive-{self.tag}-{label}",
+                client_id=f"bench-{kind}-{self.tag}-{run}",
+                script=f"{kind}.py",
             )
-            self.stack.callback(naive.kill)
-            naive.start()
-            self.ours.add(naive.pid)
+            self.stack.callback(sub.kill)
+            sub.start()
+            self.ours.add(sub.pid)
 
             def pids() -> dict[str, list[int | None]]:
                 return {
                     "broker": [self.broker.pid],
-                    "naive subscriber": [naive.pid],
-                    "db backend": [backend_pid(conn, naive.application_name)],
+                    label: [sub.pid],
+                    "db backend": [backend_pid(conn, sub.application_name)],
                 }
 
-            return naive, pids
+            return sub, prefix, pids
 
         probe_s = min(4.0, a.baseline_seconds)
-        naive, pids = start("probe")
+        probe_rate = a.probe_rate or 1.5 * a.rate
+        sub, prefix, pids = start("probe")
         fleet, _cpu0, _ins0 = self.publish(
-            "probe", prefix=prefix, rate=a.rate, seconds=probe_s, pids=pids
+            f"{kind}-probe", prefix=prefix, rate=probe_rate, seconds=probe_s, pids=pids
         )
         done = committed_by(conn, fleet.min_ts_ms, fleet.max_ts_ms, fleet.last_publish)
-        naive.kill()  # clean session: the broker drops the probe's backlog
+        sub.kill()
         capacity = done / max(1e-3, fleet.last_publish - fleet.first_publish)
+        self.capacity[kind] = capacity
         log.append(
-            f"probe: offered {fleet.offered_rate:,.0f} msgs/s for {probe_s:g} s, the naive "
-            f"subscriber committed {capacity:,.0f} rows/s meanwhile"
+            f"probe: offered {fleet.offered_rate:,.0f} msgs/s for {probe_s:g} s, the {label} "
+            f"committed {capacity:,.0f} rows/s meanwhile"
         )
-        say(f"[probe] naive subscriber capacity about {capacity:,.0f} msgs/s")
-        rate = max(50.0, math.floor(0.9 * min(capacity, a.rate) / 50) * 50)
+        say(f"[{kind}-probe] {label} capacity about {capacity:,.0f} msgs/s")
+        rate = max(50.0, math.floor(0.9 * min(capacity, probe_rate) / 50) * 50)
         for attempt in range(1, 4):
-            naive, pids = start(f"run{attempt}")
+            sub, prefix, pids = start(f"run{attempt}")
             fleet, cpu0, ins0 = self.publish(
-                "baseline", prefix=prefix, rate=rate, seconds=a.baseline_seconds, pids=pids
+                kind, prefix=prefix, rate=rate, seconds=a.baseline_seconds, pids=pids
             )
             done = committed_by(conn, fleet.min_ts_ms, fleet.max_ts_ms, fleet.last_publish)
             behind = fleet.acked - done
             kept_up = behind <= max(rate * 0.5, 100)  # at most half a second behind
             if kept_up or attempt == 3:
                 phase = self.settle(
-                    "baseline",
+                    kind,
                     rate=rate,
                     seconds=a.baseline_seconds,
                     fleet=fleet,
@@ -525,7 +516,7 @@ class Bench:
                     ins0=ins0,
                     pids=pids,
                 )
-                naive.stop()
+                sub.stop()
                 verdict = "kept up" if kept_up else "did not keep up either; last attempt"
                 log.append(
                     f"attempt {attempt}: {rate:,.0f} msgs/s, {behind:,} messages behind when "
@@ -536,211 +527,32 @@ class Bench:
                 f"attempt {attempt}: {rate:,.0f} msgs/s, {behind:,} messages behind when "
                 "publishing ended: not sustained, retrying 25% lower"
             )
-            say(f"[baseline] {behind:,} messages behind at {rate:,.0f} msgs/s; retrying lower")
-            naive.kill()
+            say(f"[{kind}] {behind:,} messages behind at {rate:,.0f} msgs/s; retrying lower")
+            sub.kill()
             rate = max(50.0, math.floor(0.75 * rate / 50) * 50)
         return None, log
 
+    def probe_ingest(self) -> Phase:
+        """The ingest probed like the baselines (4 s at --probe-rate), so that the capacity
+        ratio compares like with like when the ingest keeps up with all of --rate."""
+        a = self.args
+        probe_rate = a.probe_rate or 1.5 * a.rate
+        phase = self.run_ingest_phase("ingest-probe", probe_rate, min(4.0, a.baseline_seconds))
+        assert self.conn is not None
+        f = phase.fleet
+        done = committed_by(self.conn, f.min_ts_ms, f.max_ts_ms, f.last_publish)
+        self.capacity["ingest"] = done / max(1e-3, f.last_publish - f.first_publish)
+        say(f"[ingest-probe] cityops ingest capacity about {self.capacity['ingest']:,.0f} msgs/s")
+        return phase
 
-# ----------------------------------------------------------------------- report
-def _pct(cpu_s: float, window_s: float) -> str:
-    return f"{100.0 * cpu_s / window_s:5.0f} %" if window_s > 0 else "-"
-
-
-def render(
-    bench: Bench,
-    phases: list[Phase],
-    baseline_log: list[str],
-    other_procs: list[tuple[float, str]],
-    total_s: float,
-    busy_before: float,
-) -> str:
-    a = bench.args
-    lines = [
-        "",
-        "cityops ingest benchmark",
-        f"  machine: {os.cpu_count()} CPUs; storage mode {bench.mode}; {len(bench.sensors):,} "
-        f"sensors; {a.publisher} publishers; {a.ingest_instances} ingest process(es), tuning "
-        f"{bench.tuning_effective()}; run took {total_s:.0f} s",
-        f"  machine busy before the run: {100 * busy_before:.0f} % of its CPUs (3 s sample)",
-        "",
-    ]
-    head = f"  {'':30}" + "".join(f"{p.name:>14}" for p in phases)
-    lines.append(head)
-
-    def row(label: str, fn: Callable[[Phase], str]) -> None:
-        lines.append(f"  {label:30}" + "".join(f"{fn(p):>14}" for p in phases))
-
-    row("target rate (msgs/s)", lambda p: f"{p.target_rate:,.0f}")
-    row("publisher processes", lambda p: f"{bench.publishers_for(p.target_rate)}")
-    row("published", lambda p: f"{p.fleet.published:,}")
-    row("acked by broker", lambda p: f"{p.fleet.acked:,}")
-    row("offered rate (msgs/s)", lambda p: f"{p.fleet.offered_rate:,.0f}")
-    row("rows", lambda p: f"{p.rows:,}")
-    row("sustained e2e rate (msgs/s)", lambda p: f"{p.rate:,.0f}")
-    row("lost (acked, no row)", lambda p: f"{p.lost:,}")
-    row("duplicate deliveries", lambda p: "n/a" if p.duplicates is None else f"{p.duplicates:,}")
-    row("latency p50 (ms)", lambda p: f"{p.stats.p50_ms:,.1f}")
-    row("latency p99 (ms)", lambda p: f"{p.stats.p99_ms:,.1f}")
-    row("latency max (ms)", lambda p: f"{p.stats.max_ms:,.1f}")
-    row("last row after last publish", lambda p: f"{p.drain_s:.2f} s")
-    row(
-        "ingest batches (avg rows)",
-        lambda p: (
-            "n/a"
-            if p.summary is None
-            else f"{p.summary.batches:,} ({p.summary.rows / max(1, p.summary.batches):,.0f})"
-        ),
-    )
-    row(
-        "ingest max backlog (10 s log)",
-        lambda p: "n/a" if p.summary is None else f"{p.summary.max_backlog:,}",
-    )
-    lines.append("")
-    lines.append(
-        "  CPU, % of one core over publish + drain (the machine has "
-        f"{os.cpu_count()} cores = {100 * (os.cpu_count() or 1)} %)"
-    )
-    lines.append(f"  {'window (s)':30}" + "".join(f"{p.window_s:>14.1f}" for p in phases))
-    names = ["publishers", "broker", "ingest", "naive subscriber", "db backend"]
-    for name in names:
-        if any(name in p.cpu for p in phases):
-            row(name, lambda p, n=name: _pct(p.cpu[n], p.window_s) if n in p.cpu else "-")
-    row(
-        "postgres, other processes",
-        lambda p: _pct(
-            p.cpu["postgres (all processes)"] - p.cpu.get("db backend", 0.0), p.window_s
-        ),
-    )
-    row("benchmark runner", lambda p: _pct(p.cpu.get("benchmark runner", 0.0), p.window_s))
-
-    def rest(p: Phase) -> str:
-        ours = (
-            sum(p.cpu.get(n, 0.0) for n in (*names, "benchmark runner"))
-            - p.cpu.get("db backend", 0.0)
-            + p.cpu["postgres (all processes)"]
-        )
-        return _pct(max(0.0, p.cpu["machine busy"] - ours), p.window_s)
-
-    row("everything else on the machine", rest)
-    row("machine busy", lambda p: _pct(p.cpu["machine busy"], p.window_s))
-    row("steal (hypervisor)", lambda p: _pct(p.cpu["steal"], p.window_s))
-    if baseline_log:
-        lines.append("")
-        lines.append("  naive baseline: " + "; ".join(baseline_log))
-    if other_procs:
-        lines.append("")
-        lines.append("  other processes using CPU during the run (% of one core, whole run):")
-        lines.extend(f"    {pct:5.0f} %  {cmd}" for pct, cmd in other_procs)
-    lines.append("")
-    lines.append(
-        "  slowest seconds (by publish time; offset from the phase start, max latency, rows):"
-    )
-    for p in phases:
-        worst = ", ".join(f"{max(0.0, t):.0f} s: {ms:,.0f} ms ({n:,})" for t, ms, n in p.worst)
-        lines.append(f"    {p.name:10} {worst}")
-    for p in phases:
-        for note in p.notes:
-            lines.append(f"  NOTE {p.name}: {note}")
-        for err in p.fleet.errors:
-            lines.append(f"  WARNING {p.name}: {err}")
-    lines.append("")
-    lines.extend(verdicts(phases, a))
-    return "\n".join(lines)
-
-
-def verdicts(phases: list[Phase], args: argparse.Namespace) -> list[str]:
-    by = {p.name: p for p in phases}
-    out = ["  issue targets:"]
-    s = by.get("sustained")
-    if s is not None:
-        ok = (
-            s.target_rate >= ISSUE_RATE
-            and s.complete_offer
-            and s.lost == 0
-            and s.stats.p99_ms <= ISSUE_P99_MS
-            and s.drain_s <= 1.0
-        )
-        out.append(
-            f"    sustained {ISSUE_RATE:,}/s, no loss, p99 <= {ISSUE_P99_MS:.0f} ms: "
-            f"{'MET' if ok else 'MISSED'} (offered {s.fleet.offered_rate:,.0f}/s, e2e "
-            f"{s.rate:,.0f}/s, lost {s.lost:,}, p99 {s.stats.p99_ms:,.0f} ms, last row "
-            f"{s.drain_s:.2f} s after the last publish)"
-        )
-    b = by.get("burst")
-    if b is not None:
-        ok = (
-            b.target_rate >= ISSUE_BURST_RATE
-            and b.seconds >= ISSUE_BURST_S
-            and b.complete_offer
-            and b.lost == 0
-        )
-        out.append(
-            f"    absorb {ISSUE_BURST_RATE:,}/s for {ISSUE_BURST_S:.0f} s without loss: "
-            f"{'MET' if ok else 'MISSED'} (offered {b.fleet.offered_rate:,.0f}/s for "
-            f"{b.fleet.last_publish - b.fleet.first_publish:.0f} s, lost {b.lost:,}, "
-            f"drained {b.drain_s:.1f} s after the last publish)"
-        )
-    lo, lo2 = by.get("lorawan"), by.get("lorawan-2k")
-    if lo is not None and lo2 is not None and s is not None:
-        ratio = lo.rate / s.rate if s.rate else 0.0
-        ok = (
-            lo2.target_rate >= ISSUE_LORAWAN_RATE
-            and lo2.complete_offer
-            and lo2.lost == 0
-            and lo2.stats.p99_ms <= ISSUE_P99_MS
-            and lo.complete_offer
-            and lo.lost == 0
-            and ratio >= 0.5
-        )
-        out.append(
-            f"    LoRaWAN: no loss, p99 <= {ISSUE_P99_MS:.0f} ms at {ISSUE_LORAWAN_RATE:,} "
-            f"uplinks/s, at least half the direct path's rate: {'MET' if ok else 'MISSED'} "
-            f"(at {lo2.fleet.offered_rate:,.0f}/s: p99 {lo2.stats.p99_ms:,.0f} ms, lost "
-            f"{lo2.lost:,}; at {lo.fleet.offered_rate:,.0f}/s: e2e {lo.rate:,.0f}/s = "
-            f"{ratio:.2f} of the direct path's {s.rate:,.0f}/s, lost {lo.lost:,}, p99 "
-            f"{lo.stats.p99_ms:,.0f} ms)"
-        )
-    if args.quick:
-        out.append("    (a --quick run does not offer the issue's rates: targets cannot be met)")
-    return out
-
-
-def figures_json(phases: list[Phase]) -> dict[str, Any]:
-    by = {p.name: p for p in phases}
-    s, b, n = by.get("sustained"), by.get("burst"), by.get("baseline")
-
-    def r(x: float | None, nd: int = 1) -> float | None:
-        return None if x is None or math.isnan(x) else round(x, nd)
-
-    out: dict[str, Any] = {
-        "rate": r(s.rate, 0) if s else None,
-        "lost": s.lost if s else None,
-        "duplicates": s.duplicates if s else None,
-        "p50_ms": r(s.stats.p50_ms) if s else None,
-        "p99_ms": r(s.stats.p99_ms) if s else None,
-        "burst_rate": r(b.rate, 0) if b else None,
-        "burst_lost": b.lost if b else None,
-        "burst_p99_ms": r(b.stats.p99_ms) if b else None,
-        "baseline_rate": r(n.rate, 0) if n else None,
-        "ratio": r(s.rate / n.rate, 2) if s and n and n.rate else None,
-        "offered_rate": r(s.fleet.offered_rate, 0) if s else None,
-        "burst_offered_rate": r(b.fleet.offered_rate, 0) if b else None,
-        "burst_duplicates": b.duplicates if b else None,
-        "baseline_p50_ms": r(n.stats.p50_ms) if n else None,
-        "baseline_p99_ms": r(n.stats.p99_ms) if n else None,
-    }
-    lo, lo2 = by.get("lorawan"), by.get("lorawan-2k")
-    out |= {
-        "lorawan_2k_p99_ms": r(lo2.stats.p99_ms) if lo2 else None,
-        "lorawan_2k_lost": lo2.lost if lo2 else None,
-        "lorawan_rate": r(lo.rate, 0) if lo else None,
-        "lorawan_lost": lo.lost if lo else None,
-        "lorawan_duplicates": lo.duplicates if lo else None,
-        "lorawan_p99_ms": r(lo.stats.p99_ms) if lo else None,
-        "lorawan_ratio": r(lo.rate / s.rate, 2) if lo and s and s.rate else None,
-    }
-    return out
+    def header(self, total_s: float, busy_before: float) -> list[str]:
+        a = self.args
+        return [
+            f"  machine: {os.cpu_count()} CPUs; storage mode {self.mode}; "
+            f"{len(self.sensors):,} sensors; {a.publisher} publishers; {a.ingest_instances} "
+            f"ingest process(es), tuning {self.tuning_effective()}; run took {total_s:.0f} s",
+            f"  machine busy before the run: {100 * busy_before:.0f} % of its CPUs (3 s sample)",
+        ]
 
 
 def _raise_interrupt(_signum: int, _frame: FrameType | None) -> None:
@@ -756,7 +568,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     procs_before = all_processes()
     phases: list[Phase] = []
-    baseline_log: list[str] = []
+    baseline_log: dict[str, list[str]] = {}
     try:
         with ExitStack() as stack:
             bench = Bench(args, stack)
@@ -770,10 +582,14 @@ def main(argv: list[str] | None = None) -> int:
                                                      lorawan=True))
                 phases.append(bench.run_ingest_phase(
                     "lorawan-2k", args.lorawan_rate, args.seconds, lorawan=True))
-            if not args.skip_baseline:
-                base, baseline_log = bench.run_baseline()
+            for kind in ("plain", "naive"):
+                if args.skip_baseline or getattr(args, f"skip_{kind}"):
+                    continue
+                base, baseline_log[kind] = bench.run_baseline(kind)
                 if base is not None:
                     phases.append(base)
+                if kind == "plain":
+                    phases.append(bench.probe_ingest())
             total_s = time.monotonic() - started
             other_procs = others(
                 procs_before, all_processes(), bench.ours | descendants(os.getpid()), total_s
@@ -782,8 +598,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: processes stopped, database dropped", file=sys.stderr)
         return 130
-    print(render(bench, phases, baseline_log, other_procs, total_s, busy_before), flush=True)
-    print(json.dumps(figures_json(phases)), flush=True)
+    header = bench.header(total_s, busy_before)
+    print(render(header, phases, baseline_log, other_procs, args, bench.capacity), flush=True)
+    print(json.dumps(figures_json(phases, bench.capacity)), flush=True)
     return 0
 
 

@@ -1,5 +1,5 @@
 """The system under test, each part its own process: a private Mosquitto with the shipped
-settings, a throw-away database, and `cityops ingest` (or the naive subscriber).
+settings, a throw-away database, and `cityops ingest` (or a baseline subscriber).
 
 Child processes start in their own session (a Ctrl-C in the terminal reaches only the
 benchmark, which then stops them in order) and get SIGTERM if the benchmark dies.
@@ -30,11 +30,11 @@ from cityops.ingest.db import ensure_database, migrate
 
 __all__ = [
     "REPO",
+    "BaselineProcess",
     "Broker",
     "Database",
     "IngestProcess",
     "IngestSummary",
-    "NaiveProcess",
     "free_port",
 ]
 
@@ -320,8 +320,8 @@ class IngestProcess:
 
 
 @dataclass
-class NaiveProcess:
-    """The naive baseline subscriber (`naive.py`) as its own process."""
+class BaselineProcess:
+    """A baseline subscriber (`naive.py` or `plain.py`, named by `script`) as its own process."""
 
     workdir: Path
     database_url: str
@@ -329,6 +329,7 @@ class NaiveProcess:
     port: int
     prefix: str
     client_id: str
+    script: str = "naive.py"
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -341,7 +342,7 @@ class NaiveProcess:
         self.proc = _spawn(
             [
                 sys.executable,
-                str(Path(__file__).with_name("naive.py")),
+                str(Path(__file__).with_name(self.script)),
                 "--database-url",
                 self.database_url,
                 "--host",
@@ -358,7 +359,7 @@ class NaiveProcess:
         deadline = time.monotonic() + timeout
         while "ready" not in log.read_text(errors="replace"):
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"naive subscriber did not start; see {log}")
+                raise RuntimeError(f"{self.script} did not start; see {log}")
             time.sleep(0.05)
 
     @property
@@ -370,7 +371,9 @@ class NaiveProcess:
         return self.proc is not None and self.proc.poll() is None
 
     def kill(self) -> None:
-        """SIGKILL: its clean session ends, so the broker discards what is still queued."""
+        """SIGKILL. The naive subscriber's clean session ends with it (the broker discards
+        what is queued); the plain one's persistent session stays, so each of its runs
+        subscribes under a topic prefix of its own."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
