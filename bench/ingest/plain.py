@@ -82,7 +82,8 @@ def main() -> int:
     parser.add_argument("--prefix", required=True)
     parser.add_argument("--client-id", required=True)
     parser.add_argument("--max-inflight", type=int, default=100,
-                        help="the broker's max_inflight_messages for 3.1.1 clients [100]")
+                        help="the broker's max_inflight_messages (run.py passes the shipped "
+                        "conf.d's) [100]")
     args = parser.parse_args()
 
     conn = psycopg.connect(args.database_url, application_name=args.client_id)

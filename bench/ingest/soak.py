@@ -317,7 +317,7 @@ class Soak:
         """Wait until the tables hold `expected` rows or stop growing for --stall-seconds."""
         best, changed, started = -1, time.monotonic(), time.monotonic()
         while True:
-            n = sum(self.sql(check.row_counts).values())
+            n = int(sum(self.sql(check.row_counts).values()))
             if n >= expected:
                 return n
             if n > best:

@@ -35,6 +35,7 @@ __all__ = [
     "Database",
     "IngestProcess",
     "IngestSummary",
+    "broker_max_inflight",
     "free_port",
 ]
 
@@ -48,6 +49,18 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def broker_max_inflight() -> int:
+    """`max_inflight_messages` of the shipped conf.d (Mosquitto's default 20 without it; 0,
+    unlimited, as 65,535): QoS 1 messages the broker sends an MQTT 3.1.1 client unacknowledged."""
+    value = 20
+    for conf in sorted((REPO / "deploy" / "mosquitto" / "conf.d").glob("*.conf")):
+        for line in conf.read_text().splitlines():
+            words = line.split()
+            if len(words) == 2 and words[0] == "max_inflight_messages":
+                value = int(words[1])
+    return value or 65_535
 
 
 def _wait_port(port: int, timeout: float = 10.0) -> None:
@@ -353,6 +366,8 @@ class BaselineProcess:
                 self.prefix,
                 "--client-id",
                 self.client_id,
+                *(["--max-inflight", str(broker_max_inflight())] if self.script == "plain.py"
+                  else []),
             ],
             log,
         )
