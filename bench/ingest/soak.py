@@ -278,13 +278,13 @@ class Soak:
             f"({a.mix.describe()})")
         fleet.start()
         t0 = fleet.go()
-        plan = sorted(
+        plan = sorted((
             (t0 + at, name, fn)
             for at, name, fn in ((a.broker_restart_at, "broker restart", self.restart_broker),
                                  (a.pg_restart_at, "pg restart", self.restart_pg),
                                  (a.kill_at, "ingest kill", self.kill_ingest))
             if at >= 0
-        )
+        ), key=lambda item: item[0])
         next_report = t0 + a.progress_seconds
         rows0, last_rows, last_t = self.sql(check.rows_inserted), 0, t0
         while fleet.running():
