@@ -192,8 +192,15 @@ Row = tuple[object, ...]
 
 def rows_for(msg: Decoded, entity_id: str, received: datetime) -> dict[str, list[Row]]:
     """The staging rows for one decoded message; `entity_id` is the registry id (bin id)."""
+    out: defaultdict[str, list[Row]] = defaultdict(list)
+    _stage(out, msg, entity_id, received)
+    return out
+
+
+def _stage(out: defaultdict[str, list[Row]], msg: Decoded, entity_id: str,
+           received: datetime) -> None:
+    """Append the staging rows of one message to a batch's `out` (see `rows_for`)."""
     p = msg.payload
-    out: dict[str, list[Row]] = defaultdict(list)
     seen_ts = received
     if isinstance(p, BinTelemetry):
         out["bin_readings"].append(
@@ -229,7 +236,6 @@ def rows_for(msg: Decoded, entity_id: str, received: datetime) -> dict[str, list
         out["lorawan_frames"].append(
             (f.dev_eui, f.f_cnt, p.ts, entity_id, f.network, f.gateways, f.payload_sha256)
         )
-    return out
 
 
 class Writer:
@@ -309,11 +315,10 @@ class Writer:
         dead: Sequence[DeadLetter],
     ) -> WriteResult:
         """Store decoded messages (with registry id and receive time) and dead letters."""
-        staged: dict[str, list[Row]] = defaultdict(list)
+        staged: defaultdict[str, list[Row]] = defaultdict(list)
         result = WriteResult()
         for msg, entity_id, received in decoded:
-            for table, rows in rows_for(msg, entity_id, received).items():
-                staged[table].extend(rows)
+            _stage(staged, msg, entity_id, received)
         conn = self._connection()
         try:
             with conn.cursor() as cur:
