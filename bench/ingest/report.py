@@ -175,6 +175,12 @@ def render(
             f"   (rows/s committed in the 4 s probes at the same offered rate: "
             f"{capacity['ingest']:,.0f} / {capacity['plain']:,.0f})"
         )
+        probe = by.get("ingest-probe")
+        if probe is not None and min(capacity["ingest"], capacity["plain"]) >= 0.97 * (
+            probe.fleet.offered_rate
+        ):
+            lines.append("  (both kept up with the probe's offered rate: raise --probe-rate "
+                         "for a capacity ratio that says more than 'at least as fast')")
     for name, log in baseline_log.items():
         if log:
             lines.append("")
