@@ -19,7 +19,8 @@ planned publishing time; a negative time leaves the fault out):
                   LOCAL POSTGRESQL CLUSTER, dropping every connection of every database on
                   it, not only the soak's (--pg-restart-at). On by default; --no-pg-restart
                   leaves it out. Refused unless the soak's database (--admin-url) and
-                  CITYOPS_DATABASE_URL (when set) are on 127.0.0.1 / localhost.
+                  CITYOPS_DATABASE_URL (when set) are on 127.0.0.1 / localhost and
+                  --pg-cluster is the cluster on --admin-url's port.
   ingest kill     SIGKILL while its database connection is inside a batch's transaction,
                   then a new `cityops ingest` with the same client id (--kill-at)
 
@@ -111,6 +112,14 @@ def pg_restart_refusal(args: argparse.Namespace) -> str | None:
             return f"{name} points at {urlsplit(url).hostname}, not at the local cluster"
     if shutil.which("pg_ctlcluster") is None:
         return "pg_ctlcluster is not installed"
+    version, _, name = args.pg_cluster.partition("/")
+    listing = subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True).stdout
+    ports = {(w[0], w[1]): w[2] for w in (line.split() for line in listing.splitlines())
+             if len(w) > 2}
+    url_port = str(urlsplit(args.admin_url).port or 5432)
+    if ports.get((version, name)) != url_port:
+        return (f"cluster {args.pg_cluster} is not the one on port {url_port} of --admin-url "
+                f"(clusters: {', '.join(f'{v}/{n} on {p}' for (v, n), p in ports.items())})")
     return None
 
 
