@@ -14,7 +14,7 @@ export CITYOPS_MQTT_URL ?= mqtt://127.0.0.1:1883
 export CITYOPS_CITY_PROFILE ?= demo
 export CITYOPS_ALLOW_DEMO_CITY ?= 1
 
-.PHONY: help setup services venv migrate demo test test-at lint bench bench-ingest bench-routing bench-forecast bench-replan bench-traffic bench-savings bench-api clean
+.PHONY: help setup services venv migrate demo test test-at lint bench bench-ingest bench-soak bench-routing bench-forecast bench-replan bench-traffic bench-savings bench-api clean
 
 help:
 	@echo "make demo     set up everything and run the city: simulators, ingest, API (DURATION=s to stop)"
@@ -62,6 +62,11 @@ bench: bench-ingest bench-routing bench-forecast bench-replan bench-traffic benc
 
 bench-ingest: migrate
 	$(BIN)/python bench/ingest/run.py
+
+# a million messages through a broker restart, a PostgreSQL restart and a killed ingest:
+# it RESTARTS the local cluster (--pg-cluster); BENCH_SOAK_ARGS=--no-pg-restart leaves that out
+bench-soak: migrate
+	$(BIN)/python bench/ingest/soak.py $(BENCH_SOAK_ARGS)
 
 bench-routing: venv
 	$(BIN)/python bench/routing/quality.py --instances ../shared/benchmarks/cvrplib --time-limit 5
