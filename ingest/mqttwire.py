@@ -43,6 +43,10 @@ _PINGREQ_PACKET = b"\xc0\x00"
 _DISCONNECT_PACKET = b"\xe0\x00"  # normal disconnection: a persistent session stays
 _PUBACKS = [b"\x40\x02" + struct.pack("!H", mid) for mid in range(65536)]
 _READ_SIZE = 1 << 18
+#: After a read that did not fill half the buffer, wait this long before the next: at
+#: 10,000 msgs/s a read then holds about 20 messages instead of one or two, so the thread
+#: wakes (and takes the GIL from the writer) a tenth as often. Far below the batch window.
+_COALESCE_S = 0.002
 
 
 class ProtocolError(Exception):
@@ -329,6 +333,8 @@ class WireClient:
                 if not self._accepted:
                     raise ProtocolError("PUBLISH before CONNACK")
                 self._on_messages(messages)
+                if len(chunk) < _READ_SIZE // 2:
+                    time.sleep(_COALESCE_S)
         return "closing"
 
     def _control(self, kind: int, body: bytes) -> str:
