@@ -48,6 +48,7 @@ from cityops.ingest.mqttservice import (
     Inbound,
     MqttService,
     Session,
+    as_is,
     stop_on_signals,
     wait_for_stop,
 )
@@ -67,9 +68,6 @@ _RETENTION_GRACE_S = 900.0
 
 #: A decoded message ready for `Writer.write`: payload, registry id, receive time.
 Storable = tuple[Decoded, str, datetime]
-#: What the network thread makes of a message: the message and, on the MQTT contract's
-#: topics, its validation (None: a LoRaWAN uplink, parsed with its batch).
-Accepted = tuple[Inbound, Decoded | Rejected | None]
 
 
 def _first_line(exc: BaseException) -> str:
@@ -109,7 +107,6 @@ class IngestService:
             (f"{settings.ingest_lorawan_root}/" if settings.ingest_lorawan_root else "")
             if set(settings.sources) - {"cityops"} else None
         )
-        self._contract = f"{settings.topic_prefix}/{CONTRACT_VERSION}/"
         self._registry_at = 0.0
         self._clock: dict[str, float] | None = None  # when maintenance last ran
         # A long keep-alive: while a large backlog drains, paho's PINGRESP waits behind it in
@@ -126,11 +123,11 @@ class IngestService:
             max_inflight=100,
             wire=settings.ingest_mqtt_client == "wire",
         )
-        self._mqtt: MqttService[Accepted] = MqttService(
+        self._mqtt = MqttService(
             settings,
             session,
             name="ingest-writer",
-            accept=self._accept,
+            accept=as_is,
             handle=self._process,
             heartbeat=self._heartbeat,
             periodic=self._maintenance,
@@ -164,28 +161,23 @@ class IngestService:
             self._registry = self._writer.load_registry()
             self._registry_at = time.monotonic()
 
-    def _accept(self, m: Inbound) -> Accepted:
-        """On the network thread: validate a contract message (pure work, done while the
-        writer thread waits for the database)."""
-        if self._lorawan_root is not None and not m.topic.startswith(self._contract):
-            return m, None
-        return m, decode(self.settings.topic_prefix, m.topic, m.payload, m.received,
-                         self._limits)
-
     def _classify(
-        self, batch: list[Accepted]
+        self, batch: list[Inbound]
     ) -> tuple[list[tuple[Inbound, Storable]], list[DeadLetter]]:
         decoded: list[tuple[Inbound, Decoded]] = []
         dead: list[DeadLetter] = []
         uplinks: list[tuple[Inbound, lorawan.Uplink]] = []
-        for m, result in batch:
-            if result is None:
+        prefix = self.settings.topic_prefix
+        contract = f"{prefix}/{CONTRACT_VERSION}/"
+        for m in batch:
+            if self._lorawan_root is not None and not m.topic.startswith(contract):
                 up = self._parse_uplink(m)
                 if isinstance(up, lorawan.UplinkRejected):
                     dead.append(DeadLetter(m.topic, m.payload, up.reason.value, up.detail))
                 else:
                     uplinks.append((m, up))
                 continue
+            result = decode(prefix, m.topic, m.payload, m.received, self._limits)
             if isinstance(result, Rejected):
                 dead.append(DeadLetter(m.topic, m.payload, result.reason.value, result.detail))
             else:
@@ -289,15 +281,14 @@ class IngestService:
             )
             return self._writer.write([], [*dead, letter]), [*dead, letter]
 
-    def _process(self, accepted: list[Accepted]) -> bool:
+    def _process(self, batch: list[Inbound]) -> bool:
         """Write and acknowledge one batch, retrying until it is stored. False if stopped."""
-        batch = [m for m, _r in accepted]
         attempt = 0
         while True:
             self._heartbeat.beat(f"storing a batch of {len(batch)}, attempt {attempt + 1}")
             try:
                 self._refresh_registry()
-                good, dead = self._classify(accepted)
+                good, dead = self._classify(batch)
                 started = time.monotonic()
                 result, dead = self._store(good, dead)
                 break
