@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Received", "WireClient", "WireOptions"]
+__all__ = ["Received", "WireClient", "WireOptions", "encode_utf8", "encode_varint"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,8 @@ class WireOptions:
     max_delay_s: float = 30.0
 
 
-def _varint(n: int) -> bytes:
+def encode_varint(n: int) -> bytes:
+    """MQTT's variable byte integer (the remaining length, property lengths)."""
     out = bytearray()
     while True:
         byte, n = n & 0x7F, n >> 7
@@ -78,13 +79,14 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-def _utf8(text: str) -> bytes:
+def encode_utf8(text: str) -> bytes:
+    """An MQTT UTF-8 string: its length in two bytes, then the bytes."""
     raw = text.encode()
     return struct.pack("!H", len(raw)) + raw
 
 
 def _packet(kind: int, flags: int, body: bytes) -> bytes:
-    return bytes([kind << 4 | flags]) + _varint(len(body)) + body
+    return bytes([kind << 4 | flags]) + encode_varint(len(body)) + body
 
 
 def connect_packet(o: WireOptions) -> bytes:
@@ -94,22 +96,22 @@ def connect_packet(o: WireOptions) -> bytes:
     if o.receive_maximum is not None:
         props += b"\x21" + struct.pack("!H", o.receive_maximum)
     flags = 0x02 if o.clean_start else 0
-    tail = _utf8(o.client_id)
+    tail = encode_utf8(o.client_id)
     if o.username is not None:
         flags |= 0x80
-        tail += _utf8(o.username)
+        tail += encode_utf8(o.username)
         if o.password is not None:
             flags |= 0x40
-            tail += _utf8(o.password)
+            tail += encode_utf8(o.password)
     body = (
-        _utf8("MQTT") + bytes([5, flags]) + struct.pack("!H", o.keepalive_s)
-        + _varint(len(props)) + props + tail
+        encode_utf8("MQTT") + bytes([5, flags]) + struct.pack("!H", o.keepalive_s)
+        + encode_varint(len(props)) + props + tail
     )
     return _packet(_CONNECT, 0, body)
 
 
 def subscribe_packet(mid: int, topics: Sequence[str]) -> bytes:
-    body = struct.pack("!H", mid) + b"\x00" + b"".join(_utf8(t) + b"\x01" for t in topics)
+    body = struct.pack("!H", mid) + b"\x00" + b"".join(encode_utf8(t) + b"\x01" for t in topics)
     return _packet(_SUBSCRIBE, 2, body)
 
 

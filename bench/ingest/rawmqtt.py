@@ -14,25 +14,13 @@ import socket
 import struct
 import threading
 
+from cityops.ingest.mqttwire import encode_utf8, encode_varint
+
 __all__ = ["RawPublisher"]
 
 _PUBLISH_QOS1 = 0x32
 _PUBACK = 0x40
 _CONNACK = 0x20
-
-
-def _remaining_length(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _utf8(text: str) -> bytes:
-    raw = text.encode()
-    return struct.pack("!H", len(raw)) + raw
 
 
 class RawPublisher:
@@ -41,8 +29,9 @@ class RawPublisher:
     def __init__(self, host: str, port: int, client_id: str, timeout: float = 10.0) -> None:
         self._sock = socket.create_connection((host, port), timeout=timeout)
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        body = _utf8("MQTT") + bytes([4, 0x02]) + struct.pack("!H", 0) + _utf8(client_id)
-        self._sock.sendall(bytes([0x10]) + _remaining_length(len(body)) + body)
+        body = (encode_utf8("MQTT") + bytes([4, 0x02]) + struct.pack("!H", 0)
+                + encode_utf8(client_id))
+        self._sock.sendall(bytes([0x10]) + encode_varint(len(body)) + body)
         connack = self._recv_exact(4)
         if connack[0] != _CONNACK or connack[3] != 0:
             raise ConnectionError(f"broker refused the connection: CONNACK {connack.hex()}")
@@ -115,7 +104,7 @@ class RawPublisher:
                 pid = self._packet_id()
                 n = 2 + len(topic) + 2 + len(payload)
                 out.append(_PUBLISH_QOS1)
-                out += _remaining_length(n)
+                out += encode_varint(n)
                 out += struct.pack("!H", len(topic))
                 out += topic
                 out += struct.pack("!H", pid)

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cityops.ingest.mqttwire import encode_varint
+
 __all__ = [
     "KINDS",
     "Link",
@@ -84,15 +86,6 @@ def kind_sequence(mix: Mix, n: int) -> bytes:
     return bytes(out)
 
 
-def _remaining_length(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 class Link:
     """QoS 1 publishing that survives the broker: unacknowledged PUBLISHes are kept by packet
     id and sent again after a reconnect. `acked` collects the sequence numbers of messages
@@ -123,7 +116,7 @@ class Link:
             sock = socket.create_connection(self._addr, timeout=2.0)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             body = b"\x00\x04MQTT\x04\x02\x00\x00" + struct.pack("!H", len(self._client_id))
-            sock.sendall(b"\x10" + _remaining_length(len(body) + len(self._client_id)) + body
+            sock.sendall(b"\x10" + encode_varint(len(body) + len(self._client_id)) + body
                          + self._client_id)
             connack = b""
             while len(connack) < 4:
@@ -197,7 +190,7 @@ class Link:
                     self._next_id = pid % 65535 + 1
                     if pid not in self._pending:
                         break
-                pkt = (b"\x32" + _remaining_length(4 + len(topic) + len(payload))
+                pkt = (b"\x32" + encode_varint(4 + len(topic) + len(payload))
                        + struct.pack("!H", len(topic)) + topic + struct.pack("!H", pid) + payload)
                 self._pending[pid] = (seq, pkt)
                 out += pkt
