@@ -334,64 +334,33 @@ def _uplink(dev_eui: str, k: int, f_cnt: int, ts: str, fill: float) -> str:
             f'"frm_payload":"{data}","rx_metadata":[{{"gateway_ids":{{"gateway_id":"g"}}}}]}}}}')
 
 
-class Fleet:
-    """`processes` publishers sharing `rate` and the sensors; start(), go(), progress, join()."""
+class PublisherProcesses:
+    """Publisher processes, one per config, that connect, wait for `go()` and publish on one
+    clock; each counts what it published and what the broker acknowledged in shared arrays
+    and puts one result on a queue at the end. `target(config, ready, go, start_at,
+    published, acked, results)` is the worker."""
 
-    def __init__(
-        self,
-        *,
-        host: str,
-        port: int,
-        prefix: str,
-        sensors: list[str],
-        rate: float,
-        seconds: float,
-        processes: int,
-        tag: str,
-        client: str = "raw",
-        lorawan: bool = False,
-        f_cnt_base: int = 0,
-    ) -> None:
-        processes = max(1, min(processes, len(sensors)))
-        self._ctx = mp.get_context("spawn")
-        self._ready = [self._ctx.Event() for _ in range(processes)]
-        self._go = self._ctx.Event()
-        self._start_at: Synchronized[float] = self._ctx.Value("d", 0.0)
-        self._published = self._ctx.Array("q", processes, lock=False)
-        self._acked = self._ctx.Array("q", processes, lock=False)
-        self._results: Any = self._ctx.Queue()
+    def __init__(self, target: Any, configs: list[Any], name: str) -> None:
+        ctx = mp.get_context("spawn")
+        n = len(configs)
+        self._name = name
+        self._ready = [ctx.Event() for _ in range(n)]
+        self._go = ctx.Event()
+        self._start_at: Synchronized[float] = ctx.Value("d", 0.0)
+        self._published: Any = ctx.Array("q", n, lock=False)
+        self._acked: Any = ctx.Array("q", n, lock=False)
+        self._results: Any = ctx.Queue()
         self.start_at = 0.0
-        self._procs = []
-        for k in range(processes):
-            cfg = WorkerConfig(
-                index=k,
-                host=host,
-                port=port,
-                prefix=prefix,
-                sensors=tuple(sensors[k::processes]),
-                rate=rate / processes,
-                seconds=seconds,
-                client_id=f"{tag}-pub{k}-{os.getpid()}",
-                client=client,
-                lorawan=lorawan,
-                f_cnt_base=f_cnt_base,
+        self._procs = [
+            ctx.Process(
+                target=target,
+                args=(cfg, self._ready[k], self._go, self._start_at, self._published,
+                      self._acked, self._results),
+                name=f"{name}-{k}",
+                daemon=True,
             )
-            self._procs.append(
-                self._ctx.Process(
-                    target=_worker,
-                    args=(
-                        cfg,
-                        self._ready[k],
-                        self._go,
-                        self._start_at,
-                        self._published,
-                        self._acked,
-                        self._results,
-                    ),
-                    name=f"publisher-{k}",
-                    daemon=True,
-                )
-            )
+            for k, cfg in enumerate(configs)
+        ]
 
     def start(self, timeout: float = 30.0) -> None:
         """Start the processes and wait until every client is connected."""
@@ -421,21 +390,22 @@ class Fleet:
     def running(self) -> bool:
         return any(p.is_alive() for p in self._procs)
 
-    def join(self, timeout: float = _ACK_TIMEOUT_S + 60) -> FleetResult:
-        got: list[WorkerResult] = []
+    def collect(self, timeout: float) -> list[Any]:
+        """Every worker's result (in the order they came), then the processes joined."""
+        got: list[Any] = []
         deadline = time.monotonic() + timeout
         while len(got) < len(self._procs):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise RuntimeError("publishers did not report in time")
+                raise RuntimeError(f"{self._name} processes did not report in time")
             try:
                 got.append(self._results.get(timeout=min(remaining, 1.0)))
             except Exception:  # queue.Empty: check the processes are alive
                 if not self.running() and self._results.empty():
-                    raise RuntimeError("a publisher process died without a result") from None
+                    raise RuntimeError(f"a {self._name} process died without a result") from None
         for p in self._procs:
             p.join(5)
-        return FleetResult(tuple(sorted(got, key=lambda w: w.index)))
+        return got
 
     def terminate(self) -> None:
         for p in self._procs:
@@ -445,3 +415,45 @@ class Fleet:
             p.join(5)
             if p.is_alive():
                 p.kill()
+
+
+class Fleet(PublisherProcesses):
+    """`processes` publishers sharing `rate` and the sensors; start(), go(), progress, join()."""
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        prefix: str,
+        sensors: list[str],
+        rate: float,
+        seconds: float,
+        processes: int,
+        tag: str,
+        client: str = "raw",
+        lorawan: bool = False,
+        f_cnt_base: int = 0,
+    ) -> None:
+        processes = max(1, min(processes, len(sensors)))
+        configs = [
+            WorkerConfig(
+                index=k,
+                host=host,
+                port=port,
+                prefix=prefix,
+                sensors=tuple(sensors[k::processes]),
+                rate=rate / processes,
+                seconds=seconds,
+                client_id=f"{tag}-pub{k}-{os.getpid()}",
+                client=client,
+                lorawan=lorawan,
+                f_cnt_base=f_cnt_base,
+            )
+            for k in range(processes)
+        ]
+        super().__init__(_worker, configs, "publisher")
+
+    def join(self, timeout: float = _ACK_TIMEOUT_S + 60) -> FleetResult:
+        got: list[WorkerResult] = self.collect(timeout)
+        return FleetResult(tuple(sorted(got, key=lambda w: w.index)))

@@ -17,8 +17,6 @@ messages keep falling due and wait (a device's buffer, up to 65,535 per process)
 from __future__ import annotations
 
 import contextlib
-import multiprocessing as mp
-import queue
 import signal
 import socket
 import struct
@@ -28,6 +26,8 @@ from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from fleet import PublisherProcesses
 
 from cityops.ingest.mqttwire import encode_varint
 
@@ -350,76 +350,16 @@ def run_worker(cfg: LoadConfig, ready: Any, go: Any, start_at: Any, published_ou
     results.put(res)
 
 
-class LoadFleet:
+class LoadFleet(PublisherProcesses):
     """The publisher processes of the soak: start(), go(), progress, join()."""
 
     def __init__(self, configs: list[LoadConfig]) -> None:
-        ctx = mp.get_context("spawn")
-        n = len(configs)
-        self._ready = [ctx.Event() for _ in range(n)]
-        self._go = ctx.Event()
-        self._start_at: Any = ctx.Value("d", 0.0)
-        self._published: Any = ctx.Array("q", n, lock=False)
-        self._acked: Any = ctx.Array("q", n, lock=False)
-        self._results: Any = ctx.Queue()
-        self._procs = [
-            ctx.Process(
-                target=run_worker,
-                args=(cfg, self._ready[k], self._go, self._start_at, self._published,
-                      self._acked, self._results),
-                name=f"soak-publisher-{k}",
-                daemon=True,
-            )
-            for k, cfg in enumerate(configs)
-        ]
+        super().__init__(run_worker, configs, "soak-publisher")
 
     def start(self, timeout: float = 60.0) -> None:
         """Start the processes; wait until each is connected (and has planned its messages)."""
-        for p in self._procs:
-            p.start()
-        deadline = time.monotonic() + timeout
-        for ev, p in zip(self._ready, self._procs, strict=True):
-            while not ev.wait(0.2):
-                if not p.is_alive() or time.monotonic() > deadline:
-                    raise RuntimeError(f"{p.name} did not connect to the broker")
-
-    def go(self, delay: float = 0.3) -> float:
-        at = time.time() + delay
-        self._start_at.value = at
-        self._go.set()
-        return at
-
-    @property
-    def published(self) -> int:
-        return int(sum(self._published))
-
-    @property
-    def acked(self) -> int:
-        return int(sum(self._acked))
-
-    def running(self) -> bool:
-        return any(p.is_alive() for p in self._procs)
+        super().start(timeout)
 
     def join(self, timeout: float = 120.0) -> list[LoadResult]:
-        got: list[LoadResult] = []
-        deadline = time.monotonic() + timeout
-        while len(got) < len(self._procs):
-            if time.monotonic() > deadline:
-                raise RuntimeError("soak publishers did not report in time")
-            try:
-                got.append(self._results.get(timeout=1.0))
-            except queue.Empty:
-                if not self.running() and self._results.empty():
-                    raise RuntimeError("a soak publisher died without a result") from None
-        for p in self._procs:
-            p.join(5)
+        got: list[LoadResult] = self.collect(timeout)
         return sorted(got, key=lambda r: r.index)
-
-    def terminate(self) -> None:
-        for p in self._procs:
-            if p.is_alive():
-                p.terminate()
-        for p in self._procs:
-            p.join(5)
-            if p.is_alive():
-                p.kill()
